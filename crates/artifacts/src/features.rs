@@ -1,0 +1,132 @@
+//! The `features` artifact: one float vector per image (a layer's activations), as
+//! `FixedSizeList<float32>` so numpy/pandas see a fixed-width matrix.
+//!
+//! Columns (schema `features` v1): `image_id` int64, `label` int32, `features`
+//! fixed_size_list<float32, dim>. The layer name is in the key-value metadata `zfnet.layer`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::types::Float32Type;
+use arrow_array::{
+    Array, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use crate::parquet_io::{SchemaId, expect_schema, read_all, write_table};
+use crate::{Error, Provenance, Result};
+
+pub const FEATURES: SchemaId = SchemaId {
+    name: "features",
+    version: 1,
+};
+
+/// The Arrow schema of a `features` artifact with `dim` values per row.
+pub fn features_schema(dim: usize, layer: &str) -> SchemaRef {
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let metadata: std::collections::HashMap<String, String> =
+        [("zfnet.layer".to_owned(), layer.to_owned())].into();
+    Arc::new(
+        Schema::new(vec![
+            Field::new("image_id", DataType::Int64, false),
+            Field::new("label", DataType::Int32, false),
+            Field::new(
+                "features",
+                DataType::FixedSizeList(item, dim as i32),
+                false,
+            ),
+        ])
+        .with_metadata(metadata),
+    )
+}
+
+/// Writes a feature matrix (`values` is row-major, `image_ids.len()` rows of `dim`).
+pub fn write_features(
+    path: &Path,
+    provenance: &Provenance,
+    layer: &str,
+    image_ids: &[i64],
+    labels: &[i32],
+    values: &[f32],
+    dim: usize,
+) -> Result<u64> {
+    assert_eq!(image_ids.len(), labels.len());
+    assert_eq!(values.len(), image_ids.len() * dim);
+    let schema = features_schema(dim, layer);
+    let item = Arc::new(Field::new("item", DataType::Float32, false));
+    let list = FixedSizeListArray::try_new(
+        item,
+        dim as i32,
+        Arc::new(Float32Array::from(values.to_vec())),
+        None,
+    )?;
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(image_ids.to_vec())),
+            Arc::new(Int32Array::from(labels.to_vec())),
+            Arc::new(list),
+        ],
+    )?;
+    write_table(path, schema, FEATURES, provenance, &[batch])
+}
+
+/// A feature matrix read back into memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureMatrix {
+    pub image_ids: Vec<i64>,
+    pub labels: Vec<i32>,
+    pub values: Vec<f32>,
+    pub dim: usize,
+}
+
+/// Reads a whole `features` artifact.
+pub fn read_features(path: &Path) -> Result<FeatureMatrix> {
+    expect_schema(path, FEATURES)?;
+    let mut matrix = FeatureMatrix {
+        image_ids: Vec::new(),
+        labels: Vec::new(),
+        values: Vec::new(),
+        dim: 0,
+    };
+    for batch in read_all(path)? {
+        let mistyped = || Error::contract(path, "features artifact columns are mistyped");
+        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().ok_or_else(mistyped)?;
+        let labels = batch.column(1).as_any().downcast_ref::<Int32Array>().ok_or_else(mistyped)?;
+        let list = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .ok_or_else(mistyped)?;
+        matrix.dim = list.value_length() as usize;
+        matrix.image_ids.extend(ids.values().iter());
+        matrix.labels.extend(labels.values().iter());
+        let values = list
+            .values()
+            .as_any()
+            .downcast_ref::<arrow_array::PrimitiveArray<Float32Type>>()
+            .ok_or_else(mistyped)?;
+        let start = list.offset() * matrix.dim;
+        let end = start + list.len() * matrix.dim;
+        matrix.values.extend_from_slice(&values.values()[start..end]);
+    }
+    Ok(matrix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        let values: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+        write_features(&path, &Provenance::ad_hoc("t"), "fc7", &[10, 11, 12], &[1, 2, 3], &values, 4)
+            .unwrap();
+        let matrix = read_features(&path).unwrap();
+        assert_eq!(matrix.dim, 4);
+        assert_eq!(matrix.image_ids, vec![10, 11, 12]);
+        assert_eq!(matrix.values, values);
+    }
+}
