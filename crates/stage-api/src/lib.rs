@@ -1,1 +1,90 @@
-//! placeholder
+//! The contract between the orchestrator and the stage crates.
+//!
+//! A stage kind declares its params (typed, with defaults and docs), its inputs (artifacts made
+//! by other stages, or dataset paths), its outputs, and a `run` function. The orchestrator
+//! validates `pipeline.yaml` against these declarations and hands `run` a [`StageContext`] with
+//! resolved paths. Stages do no argv/env parsing and never depend on each other.
+
+mod context;
+mod error;
+mod params;
+
+pub use context::{StageContext, progress_bar};
+pub use error::{Error, Result};
+pub use params::{ParamSpec, ParamType, ParamValue, Params};
+
+/// What kind of thing an input names in `pipeline.yaml`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// One output of another stage: `stage.output`.
+    Artifact,
+    /// A list of outputs (`[a.metrics, b.metrics]`; a swept stage's base name expands to
+    /// all its instances).
+    ArtifactList,
+    /// A file or folder on disk (a dataset). Relative paths are resolved against the
+    /// pipeline file's folder; its content hash is part of the cache key.
+    Path,
+}
+
+/// One declared input.
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    pub name: &'static str,
+    pub kind: InputKind,
+    pub required: bool,
+    pub doc: &'static str,
+}
+
+/// One declared output: a file or a folder inside the run's output directory.
+#[derive(Clone, Debug)]
+pub struct OutputSpec {
+    pub name: &'static str,
+    /// The file name the output gets on disk (`images`, `metrics.parquet`, `model.safetensors`).
+    pub file_name: &'static str,
+    pub doc: &'static str,
+}
+
+/// Exclusive resources a run needs; the scheduler never gives one to two runs at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub gpu: bool,
+}
+
+/// What a finished run reports: lines for the user, shown after the run and kept in the
+/// cache manifest.
+#[derive(Clone, Debug, Default)]
+pub struct RunSummary {
+    pub lines: Vec<String>,
+}
+
+impl RunSummary {
+    pub fn line(mut self, line: impl Into<String>) -> Self {
+        self.lines.push(line.into());
+        self
+    }
+}
+
+/// A kind of stage (`fashion_mnist`, `preprocess`, `train`, ...).
+pub trait StageKind: Send + Sync {
+    /// The name used as `kind:` in pipeline.yaml.
+    fn name(&self) -> &'static str;
+    /// The implementation version. Bump it when the stage's output changes for the same
+    /// params and inputs: every cached run of this kind becomes stale.
+    fn version(&self) -> u32;
+    /// One sentence for `zfnet kinds`.
+    fn summary(&self) -> &'static str;
+    fn params(&self) -> Vec<ParamSpec>;
+    fn inputs(&self) -> Vec<InputSpec>;
+    fn outputs(&self) -> Vec<OutputSpec>;
+    /// Exclusive resources a run with these params needs.
+    fn resources(&self, _params: &Params) -> Resources {
+        Resources::default()
+    }
+    /// Checks that need several params at once; each string is one problem, reported with
+    /// the stage's pipeline.yaml line.
+    fn validate(&self, _params: &Params) -> Vec<String> {
+        Vec::new()
+    }
+    /// Does the work, writing every declared output under `ctx.output(...)`.
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary>;
+}

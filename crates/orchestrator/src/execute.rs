@@ -1,0 +1,417 @@
+//! Execution: brings stages up to date, running independent stages on `--jobs` workers.
+//!
+//! The scheduler runs on the calling thread and hands ready stages to scoped worker threads.
+//! A stage whose kind asks for the GPU is only dispatched while no other GPU stage runs (the
+//! GPU token). A failed stage skips its downstream; independent branches carry on.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Instant, SystemTime};
+
+use artifacts::{HashMemo, Provenance};
+use indicatif::MultiProgress;
+use stage_api::StageContext;
+
+use crate::cache::{Cache, EntryProblem, Manifest, MANIFEST_FORMAT, OutputRecord, StateRecord};
+use crate::plan::{
+    InputsUnknown, OutputIndex, cache_key, index_outputs, input_paths, input_records,
+    staleness_reasons,
+};
+use crate::{Dag, Error, ResolvedStage, Result, TOOL_VERSION};
+
+/// What `zfnet run` was asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Stages to bring up to date (with everything upstream); empty means all.
+    pub targets: Vec<String>,
+    /// Re-execute the named stages (all, when no target is named) even if cached.
+    pub force: bool,
+    /// Stages run at the same time, at most.
+    pub jobs: usize,
+}
+
+/// Progress of a run, reported to the caller as it happens.
+#[derive(Clone, Debug)]
+pub enum RunEvent {
+    Reused { stage: String, key: String },
+    Started { stage: String, reason: String },
+    Finished { stage: String, seconds: f64, summary: Vec<String> },
+    Failed { stage: String, error: String },
+    Skipped { stage: String, because: String },
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    pub executed: Vec<String>,
+    pub reused: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub skipped: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+enum Outcome {
+    Reused(Manifest),
+    Executed(Manifest),
+}
+
+/// Brings the requested stages up to date.
+pub fn run(
+    dag: &Dag,
+    cache: &Cache,
+    options: &RunOptions,
+    progress: &MultiProgress,
+    observer: &(dyn Fn(&RunEvent) + Sync),
+) -> Result<RunReport> {
+    let all: Vec<String> = dag.stages.iter().map(|s| s.name.clone()).collect();
+    let targets = if options.targets.is_empty() {
+        &all
+    } else {
+        &options.targets
+    };
+    let stages = dag.closure(targets).map_err(Error::Usage)?;
+    let forced = |stage: &ResolvedStage| {
+        options.force
+            && (options.targets.is_empty()
+                || options
+                    .targets
+                    .iter()
+                    .any(|t| *t == stage.name || *t == stage.base_name))
+    };
+
+    let _lock = cache.lock()?;
+    let leftover = cache.clean_temp()?;
+    if leftover > 0 {
+        tracing::info!(bytes = leftover, "removed temporary files of interrupted runs");
+    }
+
+    let index = Mutex::new(OutputIndex::new());
+    let mut slots = vec![Slot::Pending; stages.len()];
+    let mut report = RunReport::default();
+    let position: BTreeMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let jobs = options.jobs.max(1);
+    let mut gpu_busy = false;
+
+    std::thread::scope(|scope| {
+        let (sender, receiver) = mpsc::channel::<(usize, Result<Outcome, String>)>();
+        let mut running = 0usize;
+        loop {
+            // Dispatch every ready stage that fits.
+            let mut dispatched_any = true;
+            while dispatched_any && running < jobs {
+                dispatched_any = false;
+                for i in 0..stages.len() {
+                    if slots[i] != Slot::Pending {
+                        continue;
+                    }
+                    let stage = stages[i];
+                    let upstream: Vec<usize> =
+                        stage.upstream().iter().map(|name| position[name]).collect();
+                    if let Some(&bad) = upstream.iter().find(|&&u| slots[u] == Slot::Failed) {
+                        slots[i] = Slot::Failed;
+                        let because = format!("upstream `{}` failed", stages[bad].name);
+                        observer(&RunEvent::Skipped {
+                            stage: stage.name.clone(),
+                            because,
+                        });
+                        report.skipped.push(stage.name.clone());
+                        dispatched_any = true;
+                        continue;
+                    }
+                    if !upstream.iter().all(|&u| slots[u] == Slot::Done) {
+                        continue;
+                    }
+                    if stage.resources.gpu && gpu_busy {
+                        continue;
+                    }
+                    if stage.resources.gpu {
+                        gpu_busy = true;
+                    }
+                    slots[i] = Slot::Running;
+                    running += 1;
+                    dispatched_any = true;
+                    let sender = sender.clone();
+                    let index = &index;
+                    let force = forced(stage);
+                    scope.spawn(move || {
+                        let outcome = catch_unwind(AssertUnwindSafe(|| {
+                            run_one(dag, cache, stage, index, force, progress, observer)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            let message = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                .unwrap_or_else(|| "unknown panic".to_owned());
+                            Err(format!("stage panicked (a bug in zfnet): {message}"))
+                        });
+                        let _ = sender.send((i, outcome));
+                    });
+                    if running >= jobs {
+                        break;
+                    }
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let (i, outcome) = receiver.recv().expect("a worker is running");
+            running -= 1;
+            let stage = stages[i];
+            if stage.resources.gpu {
+                gpu_busy = false;
+            }
+            match outcome {
+                Ok(Outcome::Reused(manifest)) => {
+                    slots[i] = Slot::Done;
+                    observer(&RunEvent::Reused {
+                        stage: stage.name.clone(),
+                        key: manifest.key.clone(),
+                    });
+                    report.reused.push(stage.name.clone());
+                }
+                Ok(Outcome::Executed(manifest)) => {
+                    slots[i] = Slot::Done;
+                    observer(&RunEvent::Finished {
+                        stage: stage.name.clone(),
+                        seconds: manifest.duration_s,
+                        summary: manifest.summary.clone(),
+                    });
+                    report.executed.push(stage.name.clone());
+                }
+                Err(error) => {
+                    slots[i] = Slot::Failed;
+                    observer(&RunEvent::Failed {
+                        stage: stage.name.clone(),
+                        error: error.clone(),
+                    });
+                    report.failed.push((stage.name.clone(), error));
+                }
+            }
+        }
+    });
+    cache.save_memo()?;
+    Ok(report)
+}
+
+/// Brings one stage up to date: reuses a verified cache entry or executes the stage.
+fn run_one(
+    dag: &Dag,
+    cache: &Cache,
+    stage: &ResolvedStage,
+    index: &Mutex<OutputIndex>,
+    force: bool,
+    progress: &MultiProgress,
+    observer: &(dyn Fn(&RunEvent) + Sync),
+) -> Result<Outcome, String> {
+    let snapshot = index.lock().expect("index lock").clone();
+    let inputs = input_records(stage, &snapshot, cache).map_err(|unknown| match unknown {
+        InputsUnknown::Upstream(name) => format!("upstream `{name}` has no outputs (a bug)"),
+        InputsUnknown::Unreadable { input, message } => {
+            format!("input `{input}` is unreadable: {message}")
+        }
+    })?;
+    let kind = &stage.kind;
+    let key = cache_key(kind.name(), kind.version(), &stage.params, &inputs);
+    let previous = cache.read_state(&dag.name, &stage.name);
+
+    let mut reason = match &previous {
+        None => "never run".to_owned(),
+        Some(previous) => {
+            let changes = staleness_reasons(
+                previous,
+                kind.name(),
+                kind.version(),
+                &stage.params,
+                &inputs,
+            );
+            if changes.is_empty() {
+                "its cache entry was removed".to_owned()
+            } else {
+                changes.join("; ")
+            }
+        }
+    };
+    if force {
+        reason = "forced with --force".to_owned();
+    } else {
+        match cache.verified_manifest(&key) {
+            Ok(manifest) => {
+                index_outputs(&mut index.lock().expect("index lock"), &stage.name, cache, &manifest);
+                record_state(dag, cache, stage, &key, &inputs)?;
+                return Ok(Outcome::Reused(manifest));
+            }
+            Err(EntryProblem::Absent) => {}
+            Err(EntryProblem::Corrupted { output, path }) => {
+                tracing::warn!(
+                    "stage `{}`: cached output `{output}` ({}) does not match its recorded \
+                     content hash; discarding the entry and rerunning the stage",
+                    stage.name,
+                    path.display()
+                );
+                cache.remove_entry(&key).map_err(|e| e.to_string())?;
+                reason = format!("cached output `{output}` was corrupted");
+            }
+            Err(EntryProblem::BadManifest(message)) => {
+                tracing::warn!(
+                    "stage `{}`: cache manifest unreadable ({message}); rerunning",
+                    stage.name
+                );
+                cache.remove_entry(&key).map_err(|e| e.to_string())?;
+                reason = "its cache manifest was unreadable".to_owned();
+            }
+        }
+    }
+
+    observer(&RunEvent::Started {
+        stage: stage.name.clone(),
+        reason,
+    });
+    let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
+    let result = execute(cache, stage, &snapshot, &key, &inputs, &temp_dir, progress);
+    match result {
+        Ok(manifest) => {
+            index_outputs(&mut index.lock().expect("index lock"), &stage.name, cache, &manifest);
+            record_state(dag, cache, stage, &key, &inputs)?;
+            Ok(Outcome::Executed(manifest))
+        }
+        Err(error) => {
+            let _ = fs::remove_dir_all(&temp_dir);
+            Err(error)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    cache: &Cache,
+    stage: &ResolvedStage,
+    index: &OutputIndex,
+    key: &str,
+    inputs: &BTreeMap<String, Vec<crate::cache::InputRecord>>,
+    temp_dir: &std::path::Path,
+    progress: &MultiProgress,
+) -> Result<Manifest, String> {
+    let kind = &stage.kind;
+    let outputs_dir = temp_dir.join("outputs");
+    let scratch_dir = temp_dir.join("scratch");
+    for dir in [&outputs_dir, &scratch_dir] {
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let output_specs = kind.outputs();
+    let outputs = output_specs
+        .iter()
+        .map(|spec| (spec.name.to_owned(), outputs_dir.join(spec.file_name)))
+        .collect();
+    let provenance = Provenance {
+        stage: stage.name.clone(),
+        kind: kind.name().to_owned(),
+        kind_version: kind.version(),
+        cache_key: key.to_owned(),
+        params_hash: blake3::hash(stage.params.canonical_json().as_bytes())
+            .to_hex()
+            .to_string(),
+        input_hashes: inputs
+            .iter()
+            .map(|(name, records)| {
+                (
+                    name.clone(),
+                    records.iter().map(|r| r.hash.to_string()).collect(),
+                )
+            })
+            .collect(),
+        tool_version: TOOL_VERSION.to_owned(),
+    };
+    let context = StageContext {
+        stage_name: stage.name.clone(),
+        params: stage.params.clone(),
+        inputs: input_paths(stage, index),
+        outputs,
+        scratch_dir: scratch_dir.clone(),
+        provenance,
+        progress: progress.clone(),
+    };
+    let started_unix_s = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let started = Instant::now();
+    let span = tracing::info_span!("stage", name = %stage.name, kind = kind.name());
+    let summary = span
+        .in_scope(|| kind.run(&context))
+        .map_err(|error| format!("{error}"))?;
+    let duration_s = started.elapsed().as_secs_f64();
+    fs::remove_dir_all(&scratch_dir).map_err(|e| format!("{}: {e}", scratch_dir.display()))?;
+
+    let mut records = BTreeMap::new();
+    for spec in &output_specs {
+        let path = context.output(spec.name);
+        if !path.exists() {
+            return Err(format!(
+                "stage kind `{}` finished without writing its output `{}` (a bug in the stage)",
+                kind.name(),
+                spec.name
+            ));
+        }
+        let memo = HashMemo::in_memory();
+        let hash = memo.hash_path(path).map_err(|e| e.to_string())?;
+        let bytes = HashMemo::size_of(path).map_err(|e| e.to_string())?;
+        records.insert(
+            spec.name.to_owned(),
+            OutputRecord {
+                file_name: spec.file_name.to_owned(),
+                hash,
+                bytes,
+            },
+        );
+    }
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        key: key.to_owned(),
+        stage: stage.name.clone(),
+        kind: kind.name().to_owned(),
+        kind_version: kind.version(),
+        params: serde_json::to_value(&stage.params).expect("params serialise"),
+        inputs: inputs.clone(),
+        outputs: records,
+        started_unix_s,
+        duration_s,
+        tool_version: TOOL_VERSION.to_owned(),
+        summary: summary.lines,
+    };
+    cache.commit(temp_dir, &manifest).map_err(|e| e.to_string())?;
+    Ok(manifest)
+}
+
+fn record_state(
+    dag: &Dag,
+    cache: &Cache,
+    stage: &ResolvedStage,
+    key: &str,
+    inputs: &BTreeMap<String, Vec<crate::cache::InputRecord>>,
+) -> Result<(), String> {
+    let record = StateRecord {
+        key: key.to_owned(),
+        kind: stage.kind.name().to_owned(),
+        kind_version: stage.kind.version(),
+        params: serde_json::to_value(&stage.params).expect("params serialise"),
+        inputs: inputs.clone(),
+    };
+    cache
+        .write_state(&dag.name, &stage.name, &record)
+        .map_err(|e| e.to_string())
+}

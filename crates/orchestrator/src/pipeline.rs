@@ -1,0 +1,87 @@
+//! The raw shape of `pipeline.yaml`, as parsed by serde with line numbers kept.
+//!
+//! ```yaml
+//! name: default                 # names the report folder and the state namespace
+//! cache_dir: .zfnet/cache       # optional; relative to this file
+//! stages:
+//!   - name: fashion_train
+//!     kind: fashion_mnist
+//!     inputs: { dir: /usr/share/datasets/fashion-mnist }
+//!     params: { split: train }
+//!   - name: ablation
+//!     kind: train
+//!     inputs: { images: preprocess.images }
+//!     matrix: { arch: [zf, zf_no_fc67] }   # one instance per value: ablation@arch=zf, ...
+//! ```
+//! Parsing is done by `serde-saphyr`: it keeps locations (`Spanned`), rejects duplicate keys
+//! and unknown fields with line-annotated errors. Meaning is checked later, in `resolve`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::ConfigProblem;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub cache_dir: Option<Spanned<String>>,
+    pub stages: Vec<RawStage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStage {
+    pub name: Spanned<String>,
+    pub kind: Spanned<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, Spanned<serde_json::Value>>,
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Spanned<RawInput>>,
+    /// Param sweep: the stage is instantiated once per combination of these param values.
+    #[serde(default)]
+    pub matrix: BTreeMap<String, Spanned<Vec<serde_json::Value>>>,
+}
+
+/// An input reference: one `stage.output` or path, or a list of them.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum RawInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Parses pipeline text; a syntax or shape error becomes one located problem.
+pub fn parse(text: &str, file: &Path) -> Result<RawPipeline, ConfigProblem> {
+    serde_saphyr::from_str(text).map_err(|error| {
+        let line = error.location().map(|location| location.line());
+        let message = error.to_string();
+        // serde-saphyr prints a code snippet after the first line; keep the first line,
+        // which already says what and where.
+        let first = message.lines().next().unwrap_or("invalid YAML").trim();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        // Drop serde-saphyr's own "line N column M: " prefix: the line is printed already.
+        let first = match first.split_once(": ") {
+            Some((place, rest)) if place.starts_with("line ") => rest,
+            _ => first,
+        };
+        ConfigProblem {
+            file: file.to_path_buf(),
+            line,
+            message: format!("{first} (see the pipeline format in README.md)"),
+        }
+    })
+}
+
+/// Parses one `--set` value the way YAML would (`3` is an int, `0.1` a float, `[1, 2]` a
+/// list, anything else a string).
+pub fn parse_scalar(text: &str) -> serde_json::Value {
+    serde_saphyr::from_str::<serde_json::Value>(text)
+        .ok()
+        .filter(|value| !value.is_object())
+        .unwrap_or_else(|| serde_json::Value::String(text.to_owned()))
+}

@@ -1,0 +1,636 @@
+//! Resolution: raw pipeline + stage registry -> a typed, acyclic, topologically ordered DAG.
+//!
+//! A pure function of its arguments (the only outside fact it needs, whether a dataset path
+//! exists, is passed in), so every rule here is unit-tested without a file system. All problems
+//! are collected and returned together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use stage_api::{InputKind, ParamValue, Params, Resources, StageKind};
+
+use crate::pipeline::{RawInput, RawPipeline, RawStage};
+use crate::{ConfigProblem, Registry};
+
+/// What one input of a resolved stage points at.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InputRef {
+    /// Output `output` of stage instance `stage`.
+    Artifact { stage: String, output: String },
+    /// A file or folder on disk (absolute).
+    Path(PathBuf),
+}
+
+impl std::fmt::Display for InputRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputRef::Artifact { stage, output } => write!(f, "{stage}.{output}"),
+            InputRef::Path(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// One stage instance, validated.
+#[derive(Clone)]
+pub struct ResolvedStage {
+    /// Instance name: the YAML name, or `name@k=v,...` for a matrix instance.
+    pub name: String,
+    /// The YAML name (shared by all instances of a matrix).
+    pub base_name: String,
+    pub kind: Arc<dyn StageKind>,
+    pub params: Params,
+    pub inputs: BTreeMap<String, Vec<InputRef>>,
+    pub resources: Resources,
+    /// Line of the stage's `name:` in the pipeline file.
+    pub line: u64,
+}
+
+impl ResolvedStage {
+    /// Names of the stages this one reads from.
+    pub fn upstream(&self) -> BTreeSet<&str> {
+        self.inputs
+            .values()
+            .flatten()
+            .filter_map(|input| match input {
+                InputRef::Artifact { stage, .. } => Some(stage.as_str()),
+                InputRef::Path(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// A resolved pipeline: stages in a topological order (ties broken by file order).
+#[derive(Clone)]
+pub struct Dag {
+    pub name: String,
+    pub file: PathBuf,
+    /// The cache folder (absolute), from the file's `cache_dir` or the default.
+    pub cache_dir: PathBuf,
+    pub stages: Vec<ResolvedStage>,
+}
+
+impl Dag {
+    pub fn stage(&self, name: &str) -> Option<&ResolvedStage> {
+        self.stages.iter().find(|stage| stage.name == name)
+    }
+
+    /// The named stages and everything upstream of them, in topological order. A base name of
+    /// a swept stage selects all its instances.
+    pub fn closure(&self, targets: &[String]) -> Result<Vec<&ResolvedStage>, String> {
+        let mut wanted: BTreeSet<&str> = BTreeSet::new();
+        let mut stack: Vec<&str> = Vec::new();
+        for target in targets {
+            let matches: Vec<&str> = self
+                .stages
+                .iter()
+                .filter(|stage| &stage.name == target || &stage.base_name == target)
+                .map(|stage| stage.name.as_str())
+                .collect();
+            if matches.is_empty() {
+                return Err(format!(
+                    "no stage named `{target}` in {}; stages are: {}",
+                    self.file.display(),
+                    self.stages
+                        .iter()
+                        .map(|stage| stage.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            stack.extend(matches);
+        }
+        while let Some(name) = stack.pop() {
+            if wanted.insert(name) {
+                let stage = self.stage(name).expect("names come from the dag");
+                stack.extend(stage.upstream());
+            }
+        }
+        Ok(self
+            .stages
+            .iter()
+            .filter(|stage| wanted.contains(stage.name.as_str()))
+            .collect())
+    }
+
+    /// Stage instances that read from `name` (directly).
+    pub fn downstream_of(&self, name: &str) -> Vec<&ResolvedStage> {
+        self.stages
+            .iter()
+            .filter(|stage| stage.upstream().contains(name))
+            .collect()
+    }
+}
+
+/// A `--set stage.param=value` override from the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Override {
+    pub stage: String,
+    pub param: String,
+    pub value: serde_json::Value,
+}
+
+impl Override {
+    /// Parses `stage.param=value`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (target, value) = text
+            .split_once('=')
+            .ok_or_else(|| format!("--set `{text}`: expected stage.param=value"))?;
+        let (stage, param) = target
+            .rsplit_once('.')
+            .ok_or_else(|| format!("--set `{text}`: expected stage.param=value"))?;
+        Ok(Override {
+            stage: stage.to_owned(),
+            param: param.to_owned(),
+            value: crate::pipeline::parse_scalar(value),
+        })
+    }
+}
+
+/// Everything `resolve` needs besides the raw pipeline.
+pub struct ResolveConfig<'a> {
+    pub registry: &'a Registry,
+    /// The pipeline file (for messages) and its folder (relative paths resolve against it).
+    pub file: &'a Path,
+    pub overrides: &'a [Override],
+    /// Cache folder given on the command line; beats the file's `cache_dir`.
+    pub cache_dir_override: Option<PathBuf>,
+    /// Whether a dataset path exists (the file system, in production).
+    pub path_exists: &'a dyn Fn(&Path) -> bool,
+}
+
+/// Resolves a raw pipeline into a DAG, or returns every problem found.
+pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<ConfigProblem>> {
+    let mut problems = Problems {
+        file: config.file.to_path_buf(),
+        list: Vec::new(),
+    };
+    let base_dir = config
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+
+    // 1. Expand matrices into instances; check kinds and params.
+    let mut instances: Vec<(Instance, &RawStage)> = Vec::new();
+    let mut seen_names: BTreeMap<&str, u64> = BTreeMap::new();
+    for raw_stage in &raw.stages {
+        let line = raw_stage.name.referenced.line();
+        if let Some(first) = seen_names.insert(&raw_stage.name.value, line) {
+            problems.at(
+                line,
+                format!(
+                    "duplicate stage name `{}` (first defined at line {first}); stage names \
+                     must be unique",
+                    raw_stage.name.value
+                ),
+            );
+            continue;
+        }
+        let Some(kind) = config.registry.get(&raw_stage.kind.value) else {
+            problems.at(
+                raw_stage.kind.referenced.line(),
+                format!(
+                    "stage `{}` has unknown kind `{}`; known kinds: {} (`zfnet kinds` \
+                     describes them)",
+                    raw_stage.name.value,
+                    raw_stage.kind.value,
+                    config.registry.names().collect::<Vec<_>>().join(", ")
+                ),
+            );
+            continue;
+        };
+        for instance in expand_matrix(raw_stage, kind, &mut problems) {
+            instances.push((instance, raw_stage));
+        }
+    }
+
+    // 2. Apply --set overrides (to every instance of a base name, or one instance).
+    for override_ in config.overrides {
+        let targets: Vec<usize> = instances
+            .iter()
+            .enumerate()
+            .filter(|(_, (instance, _))| {
+                instance.name == override_.stage || instance.base_name == override_.stage
+            })
+            .map(|(index, _)| index)
+            .collect();
+        if targets.is_empty() {
+            problems.nowhere(format!(
+                "--set {}.{}: there is no stage `{}`",
+                override_.stage, override_.param, override_.stage
+            ));
+        }
+        for index in targets {
+            let (instance, _) = &mut instances[index];
+            let kind = Arc::clone(&instance.kind);
+            match kind.params().iter().find(|spec| spec.name == override_.param) {
+                None => problems.nowhere(format!(
+                    "--set {}.{}: kind `{}` has no param `{}`; its params: {}",
+                    override_.stage,
+                    override_.param,
+                    kind.name(),
+                    override_.param,
+                    param_names(kind.as_ref())
+                )),
+                Some(spec) => match spec.check(&override_.value) {
+                    Ok(value) => {
+                        instance.params.insert(spec.name.to_owned(), value);
+                    }
+                    Err(message) => problems.nowhere(format!(
+                        "--set {}.{}: {message}",
+                        override_.stage, override_.param
+                    )),
+                },
+            }
+        }
+    }
+
+    // 3. Stage-level validation, then inputs.
+    let instance_names: BTreeSet<String> = instances
+        .iter()
+        .map(|(instance, _)| instance.name.clone())
+        .collect();
+    let mut stages: Vec<ResolvedStage> = Vec::new();
+    for (instance, raw_stage) in &instances {
+        let params = Params::new(instance.params.clone());
+        for message in instance.kind.validate(&params) {
+            problems.at(
+                instance.line,
+                format!("stage `{}`: {message}", instance.name),
+            );
+        }
+        let inputs = resolve_inputs(
+            raw_stage,
+            instance,
+            &instances,
+            &instance_names,
+            &base_dir,
+            config,
+            &mut problems,
+        );
+        stages.push(ResolvedStage {
+            name: instance.name.clone(),
+            base_name: instance.base_name.clone(),
+            resources: instance.kind.resources(&params),
+            kind: Arc::clone(&instance.kind),
+            params,
+            inputs,
+            line: instance.line,
+        });
+    }
+
+    // 4. Cycles and order.
+    let order = match topological_order(&stages) {
+        Ok(order) => order,
+        Err(cycle) => {
+            let line = stages
+                .iter()
+                .find(|stage| stage.name == cycle[0])
+                .map(|stage| stage.line);
+            problems.list.push(ConfigProblem {
+                file: config.file.to_path_buf(),
+                line,
+                message: format!(
+                    "the stages form a cycle: {}; one of these inputs must go",
+                    cycle.join(" -> ")
+                ),
+            });
+            Vec::new()
+        }
+    };
+
+    if !problems.list.is_empty() {
+        problems.list.sort_by_key(|problem| problem.line);
+        return Err(problems.list);
+    }
+    let mut slots: Vec<Option<ResolvedStage>> = stages.into_iter().map(Some).collect();
+    let stages = order
+        .into_iter()
+        .map(|index| slots[index].take().expect("each index once"))
+        .collect();
+    let cache_dir = match (&config.cache_dir_override, &raw.cache_dir) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => base_dir.join(&dir.value),
+        (None, None) => base_dir.join(".zfnet/cache"),
+    };
+    Ok(Dag {
+        name: raw.name.value.clone(),
+        file: config.file.to_path_buf(),
+        cache_dir,
+        stages,
+    })
+}
+
+struct Problems {
+    file: PathBuf,
+    list: Vec<ConfigProblem>,
+}
+
+impl Problems {
+    fn at(&mut self, line: u64, message: String) {
+        self.list.push(ConfigProblem {
+            file: self.file.clone(),
+            line: Some(line),
+            message,
+        });
+    }
+
+    fn nowhere(&mut self, message: String) {
+        self.list.push(ConfigProblem {
+            file: self.file.clone(),
+            line: None,
+            message,
+        });
+    }
+}
+
+/// A stage instance before its inputs are resolved.
+struct Instance {
+    name: String,
+    base_name: String,
+    kind: Arc<dyn StageKind>,
+    params: BTreeMap<String, ParamValue>,
+    line: u64,
+}
+
+fn param_names(kind: &dyn StageKind) -> String {
+    kind.params()
+        .iter()
+        .map(|spec| spec.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Checks the stage's params and expands its matrix into instances.
+fn expand_matrix(
+    raw_stage: &RawStage,
+    kind: &Arc<dyn StageKind>,
+    problems: &mut Problems,
+) -> Vec<Instance> {
+    let specs = kind.params();
+    let name = &raw_stage.name.value;
+    let mut params: BTreeMap<String, ParamValue> = specs
+        .iter()
+        .map(|spec| (spec.name.to_owned(), spec.default.clone()))
+        .collect();
+    let unknown = |param: &str| {
+        format!(
+            "stage `{name}`: kind `{}` has no param `{param}`; its params: {}",
+            kind.name(),
+            param_names(kind.as_ref())
+        )
+    };
+    for (param, value) in &raw_stage.params {
+        let line = value.referenced.line();
+        match specs.iter().find(|spec| spec.name == param) {
+            None => problems.at(line, unknown(param)),
+            Some(spec) => match spec.check(&value.value) {
+                Ok(value) => {
+                    params.insert(param.clone(), value);
+                }
+                Err(message) => {
+                    problems.at(line, format!("stage `{name}`, param `{param}`: {message}"))
+                }
+            },
+        }
+    }
+    let line = raw_stage.name.referenced.line();
+    let mut combinations: Vec<(String, BTreeMap<String, ParamValue>)> =
+        vec![(String::new(), params)];
+    for (param, values) in &raw_stage.matrix {
+        let value_line = values.referenced.line();
+        let Some(spec) = specs.iter().find(|spec| spec.name == param) else {
+            problems.at(value_line, unknown(param));
+            continue;
+        };
+        if values.value.is_empty() {
+            problems.at(
+                value_line,
+                format!("stage `{name}`: matrix `{param}` lists no values"),
+            );
+            continue;
+        }
+        let mut next = Vec::new();
+        for (suffix, params) in &combinations {
+            for raw_value in &values.value {
+                match spec.check(raw_value) {
+                    Ok(value) => {
+                        let label = match &value {
+                            ParamValue::Str(text) => text.clone(),
+                            other => other.to_string(),
+                        };
+                        let separator = if suffix.is_empty() { "" } else { "," };
+                        let mut params = params.clone();
+                        params.insert(param.clone(), value);
+                        next.push((format!("{suffix}{separator}{param}={label}"), params));
+                    }
+                    Err(message) => problems.at(
+                        value_line,
+                        format!("stage `{name}`, matrix `{param}`: {message}"),
+                    ),
+                }
+            }
+        }
+        combinations = next;
+    }
+    combinations
+        .into_iter()
+        .map(|(suffix, params)| Instance {
+            name: if suffix.is_empty() {
+                name.clone()
+            } else {
+                format!("{name}@{suffix}")
+            },
+            base_name: name.clone(),
+            kind: Arc::clone(kind),
+            params,
+            line,
+        })
+        .collect()
+}
+
+fn resolve_inputs(
+    raw_stage: &RawStage,
+    instance: &Instance,
+    instances: &[(Instance, &RawStage)],
+    instance_names: &BTreeSet<String>,
+    base_dir: &Path,
+    config: &ResolveConfig,
+    problems: &mut Problems,
+) -> BTreeMap<String, Vec<InputRef>> {
+    let name = &instance.name;
+    let specs = instance.kind.inputs();
+    let mut resolved = BTreeMap::new();
+    for (input_name, raw_input) in &raw_stage.inputs {
+        let line = raw_input.referenced.line();
+        let Some(spec) = specs.iter().find(|spec| spec.name == input_name) else {
+            problems.at(
+                line,
+                format!(
+                    "stage `{name}`: kind `{}` has no input `{input_name}`; its inputs: {}",
+                    instance.kind.name(),
+                    specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                ),
+            );
+            continue;
+        };
+        let texts: Vec<&String> = match (&raw_input.value, spec.kind) {
+            (RawInput::One(text), _) => vec![text],
+            (RawInput::Many(list), InputKind::ArtifactList) => list.iter().collect(),
+            (RawInput::Many(_), _) => {
+                problems.at(
+                    line,
+                    format!("stage `{name}`, input `{input_name}`: takes one value, not a list"),
+                );
+                continue;
+            }
+        };
+        let mut refs = Vec::new();
+        for text in texts {
+            match spec.kind {
+                InputKind::Path => {
+                    let path = base_dir.join(text);
+                    if !(config.path_exists)(&path) {
+                        problems.at(
+                            line,
+                            format!(
+                                "stage `{name}`, input `{input_name}`: path `{}` does not \
+                                 exist; install the dataset there or point \
+                                 `stages.{}.inputs.{input_name}` at it",
+                                path.display(),
+                                raw_stage.name.value
+                            ),
+                        );
+                    }
+                    refs.push(InputRef::Path(path));
+                }
+                InputKind::Artifact | InputKind::ArtifactList => {
+                    match artifact_refs(text, spec.kind, instances, instance_names) {
+                        Ok(found) => refs.extend(found),
+                        Err(message) => problems.at(
+                            line,
+                            format!("stage `{name}`, input `{input_name}`: {message}"),
+                        ),
+                    }
+                }
+            }
+        }
+        resolved.insert(input_name.clone(), refs);
+    }
+    for spec in &specs {
+        if spec.required && !raw_stage.inputs.contains_key(spec.name) {
+            problems.at(
+                instance.line,
+                format!(
+                    "stage `{name}`: required input `{}` is missing ({})",
+                    spec.name, spec.doc
+                ),
+            );
+        }
+    }
+    resolved
+}
+
+/// Resolves `stage.output` (or `base.output` for every instance of a swept stage).
+fn artifact_refs(
+    text: &str,
+    kind: InputKind,
+    instances: &[(Instance, &RawStage)],
+    instance_names: &BTreeSet<String>,
+) -> Result<Vec<InputRef>, String> {
+    let (stage, output) = text
+        .rsplit_once('.')
+        .ok_or_else(|| format!("`{text}` should name a stage output as `stage.output`"))?;
+    let matches: Vec<&Instance> = if instance_names.contains(stage) {
+        instances
+            .iter()
+            .map(|(instance, _)| instance)
+            .filter(|instance| instance.name == stage)
+            .collect()
+    } else {
+        instances
+            .iter()
+            .map(|(instance, _)| instance)
+            .filter(|instance| instance.base_name == stage)
+            .collect()
+    };
+    let Some(first) = matches.first() else {
+        return Err(format!("`{text}` names stage `{stage}`, which does not exist"));
+    };
+    let outputs = first.kind.outputs();
+    if !outputs.iter().any(|spec| spec.name == output) {
+        return Err(format!(
+            "`{text}`: stage `{stage}` (kind `{}`) has no output `{output}`; its outputs: {}",
+            first.kind.name(),
+            outputs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if matches.len() > 1 && kind == InputKind::Artifact {
+        return Err(format!(
+            "`{text}`: `{stage}` is swept into {} instances; name one (`{}.{output}`)",
+            matches.len(),
+            matches[0].name
+        ));
+    }
+    Ok(matches
+        .into_iter()
+        .map(|instance| InputRef::Artifact {
+            stage: instance.name.clone(),
+            output: output.to_owned(),
+        })
+        .collect())
+}
+
+/// Kahn's algorithm, taking the earliest-declared ready stage first; on a cycle, returns one
+/// cycle as a list of names ending where it started.
+fn topological_order(stages: &[ResolvedStage]) -> Result<Vec<usize>, Vec<String>> {
+    let index: BTreeMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, stage)| (stage.name.as_str(), i))
+        .collect();
+    let upstream: Vec<Vec<usize>> = stages
+        .iter()
+        .map(|stage| {
+            stage
+                .upstream()
+                .into_iter()
+                .filter_map(|name| index.get(name).copied())
+                .collect()
+        })
+        .collect();
+    let mut remaining: Vec<usize> = upstream.iter().map(Vec::len).collect();
+    let mut done = vec![false; stages.len()];
+    let mut order = Vec::with_capacity(stages.len());
+    while order.len() < stages.len() {
+        let Some(next) = (0..stages.len()).find(|&i| !done[i] && remaining[i] == 0) else {
+            // Every stage left waits on another: walk upstream links until one repeats.
+            let start = (0..stages.len()).find(|&i| !done[i]).expect("some remain");
+            let mut path = vec![start];
+            loop {
+                let current = *path.last().expect("non-empty");
+                let next = *upstream[current]
+                    .iter()
+                    .find(|&&u| !done[u])
+                    .expect("a blocked stage has an unfinished upstream");
+                if let Some(position) = path.iter().position(|&p| p == next) {
+                    let mut cycle: Vec<String> = path[position..]
+                        .iter()
+                        .rev()
+                        .map(|&i| stages[i].name.clone())
+                        .collect();
+                    cycle.push(cycle[0].clone());
+                    return Err(cycle);
+                }
+                path.push(next);
+            }
+        };
+        done[next] = true;
+        order.push(next);
+        for (i, ups) in upstream.iter().enumerate() {
+            remaining[i] -= ups.iter().filter(|&&u| u == next).count();
+        }
+    }
+    Ok(order)
+}

@@ -1,0 +1,94 @@
+//! The command-line contract (what users and tests script against), with clap derive.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zfnet",
+    version,
+    about = "Reproduce Zeiler & Fergus (2013), Visualizing and Understanding Convolutional \
+             Networks, as a cached pipeline of stages."
+)]
+pub struct Cli {
+    /// The pipeline file.
+    #[arg(short = 'f', long = "pipeline", global = true, default_value = "pipeline.yaml")]
+    pub pipeline: PathBuf,
+    /// Override a param: `stage.param=value` (repeatable; a swept stage's base name sets it
+    /// for every instance).
+    #[arg(long = "set", global = true, value_name = "STAGE.PARAM=VALUE")]
+    pub set: Vec<String>,
+    /// Cache folder (default: the pipeline's `cache_dir`, else `.zfnet/cache` beside it).
+    #[arg(long, global = true, env = "ZFNET_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring stages up to date (default: all), running stale upstream stages first.
+    Run {
+        /// Stages to bring up to date, with everything they depend on.
+        stages: Vec<String>,
+        /// Re-execute the named stages (all, when none is named) even if cached.
+        #[arg(long)]
+        force: bool,
+        /// Print what would run and why; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stages to run at the same time.
+        #[arg(short, long, default_value_t = 1)]
+        jobs: usize,
+    },
+    /// Every stage with its state: fresh, stale (and why) or missing.
+    Status {
+        /// Only these stages (and what they depend on).
+        stages: Vec<String>,
+        /// Print a JSON array of {stage, state, reason}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the resolved DAG.
+    Dag {
+        #[arg(long, value_enum, default_value_t = DagFormatArg::Text)]
+        format: DagFormatArg,
+    },
+    /// Print an artifact (`stage.output`) and its path.
+    Show {
+        /// `stage.output`, e.g. `fashion_train.images`.
+        artifact: String,
+        /// Rows to print at most.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
+        format: ShowFormat,
+    },
+    /// Remove cache entries no stage of this pipeline (or another pipeline's recorded state)
+    /// refers to.
+    Gc {
+        /// Say what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the stage kinds with their params, inputs and outputs.
+    Kinds {
+        /// Only this kind.
+        kind: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DagFormatArg {
+    Text,
+    Mermaid,
+    Dot,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Table,
+    Csv,
+    Json,
+}

@@ -1,0 +1,93 @@
+//! One module per subcommand; `dispatch` validates the raw CLI into orchestrator calls.
+
+mod gc;
+mod run;
+mod show;
+mod status;
+
+use anyhow::{Context, Result};
+use orchestrator::resolve::Override;
+use orchestrator::{Dag, Error, load_pipeline};
+
+use crate::cli::{Cli, Command, DagFormatArg};
+use crate::kinds::registry;
+
+/// Runs the command; returns the process exit code.
+pub fn dispatch(cli: Cli) -> Result<u8> {
+    let registry = registry();
+    if let Command::Kinds { kind } = &cli.command {
+        return describe_kinds(&registry, kind.as_deref());
+    }
+    let overrides: Vec<Override> = cli
+        .set
+        .iter()
+        .map(|text| Override::parse(text))
+        .collect::<Result<_, String>>()
+        .map_err(Error::Usage)?;
+    let dag = load_pipeline(&cli.pipeline, &registry, &overrides, cli.cache_dir.clone())?;
+    match cli.command {
+        Command::Run {
+            stages,
+            force,
+            dry_run,
+            jobs,
+        } => run::run(&dag, stages, force, dry_run, jobs),
+        Command::Status { stages, json } => status::status(&dag, &stages, json),
+        Command::Dag { format } => {
+            let format = match format {
+                DagFormatArg::Text => orchestrator::render::DagFormat::Text,
+                DagFormatArg::Mermaid => orchestrator::render::DagFormat::Mermaid,
+                DagFormatArg::Dot => orchestrator::render::DagFormat::Dot,
+            };
+            print!("{}", orchestrator::render::render(&dag, format));
+            Ok(0)
+        }
+        Command::Show {
+            artifact,
+            limit,
+            format,
+        } => show::show(&dag, &artifact, limit, format),
+        Command::Gc { dry_run } => gc::gc(&dag, dry_run),
+        Command::Kinds { .. } => unreachable!("handled above"),
+    }
+}
+
+fn open_cache(dag: &Dag) -> Result<orchestrator::cache::Cache> {
+    orchestrator::cache::Cache::open(&dag.cache_dir)
+        .with_context(|| format!("opening the cache at {}", dag.cache_dir.display()))
+}
+
+fn describe_kinds(registry: &orchestrator::Registry, only: Option<&str>) -> Result<u8> {
+    let mut found = false;
+    for kind in registry.kinds() {
+        if only.is_some_and(|name| name != kind.name()) {
+            continue;
+        }
+        found = true;
+        println!("{} (v{}): {}", kind.name(), kind.version(), kind.summary());
+        for input in kind.inputs() {
+            let required = if input.required { "" } else { ", optional" };
+            println!("  input  {} ({:?}{required}): {}", input.name, input.kind, input.doc);
+        }
+        for output in kind.outputs() {
+            println!("  output {} ({}): {}", output.name, output.file_name, output.doc);
+        }
+        for param in kind.params() {
+            println!(
+                "  param  {} = {} ({}): {}",
+                param.name, param.default, param.ty, param.doc
+            );
+        }
+        println!();
+    }
+    if let Some(name) = only
+        && !found
+    {
+        return Err(Error::Usage(format!(
+            "no stage kind `{name}`; known kinds: {}",
+            registry.names().collect::<Vec<_>>().join(", ")
+        ))
+        .into());
+    }
+    Ok(0)
+}

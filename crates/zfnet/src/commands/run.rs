@@ -1,0 +1,79 @@
+//! `zfnet run`: bring stages up to date, or say what would run (`--dry-run`).
+
+use anyhow::Result;
+use indicatif::{MultiProgress, ProgressDrawTarget};
+use orchestrator::execute::{RunEvent, RunOptions};
+use orchestrator::plan::{State, assess};
+use orchestrator::{Dag, Error};
+
+use super::open_cache;
+
+pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: usize) -> Result<u8> {
+    let cache = open_cache(dag)?;
+    if dry_run {
+        let all: Vec<String> = dag.stages.iter().map(|s| s.name.clone()).collect();
+        let wanted = if targets.is_empty() { &all } else { &targets };
+        let stages = dag.closure(wanted).map_err(Error::Usage)?;
+        let statuses = assess(dag, &cache, &stages);
+        let mut would_run = 0;
+        for (stage, status) in stages.iter().zip(&statuses) {
+            let forced = force
+                && (targets.is_empty()
+                    || targets
+                        .iter()
+                        .any(|t| *t == stage.name || *t == stage.base_name));
+            if forced {
+                println!("would run  {}: forced with --force", stage.name);
+                would_run += 1;
+            } else if status.state == State::Fresh {
+                println!("fresh      {}", stage.name);
+            } else {
+                println!("would run  {}: {}", stage.name, status.reason);
+                would_run += 1;
+            }
+        }
+        println!("dry run: {would_run} of {} stage(s) would run", stages.len());
+        return Ok(0);
+    }
+
+    let options = RunOptions {
+        targets,
+        force,
+        jobs,
+    };
+    let progress = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let print = |event: &RunEvent| {
+        let line = match event {
+            RunEvent::Reused { stage, key } => format!("fresh      {stage} (cached {})", &key[..12]),
+            RunEvent::Started { stage, reason } => format!("running    {stage}: {reason}"),
+            RunEvent::Finished {
+                stage,
+                seconds,
+                summary,
+            } => {
+                let mut line = format!("done       {stage} in {seconds:.1}s");
+                for summary_line in summary {
+                    line.push_str(&format!("\n             {summary_line}"));
+                }
+                line
+            }
+            RunEvent::Failed { stage, error } => format!("FAILED     {stage}: {error}"),
+            RunEvent::Skipped { stage, because } => format!("skipped    {stage}: {because}"),
+        };
+        // Printing through the progress bars keeps them from overwriting the line.
+        progress.suspend(|| println!("{line}"));
+    };
+    let report = orchestrator::execute::run(dag, &cache, &options, &progress, &print)?;
+    println!(
+        "{} ran, {} fresh, {} failed, {} skipped",
+        report.executed.len(),
+        report.reused.len(),
+        report.failed.len(),
+        report.skipped.len()
+    );
+    if report.failed.is_empty() {
+        Ok(0)
+    } else {
+        Err(Error::StagesFailed(report.failed).into())
+    }
+}

@@ -1,0 +1,16 @@
+//! The registry of every stage kind this binary can run.
+
+use orchestrator::Registry;
+
+/// Environment variable that adds the test-only stage kinds (for the end-to-end tests).
+pub const ENABLE_TEST_STAGES: &str = "ZFNET_ENABLE_TEST_STAGES";
+
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    if std::env::var(ENABLE_TEST_STAGES).is_ok_and(|v| v == "1") {
+        for kind in testkit::kinds() {
+            registry.register(kind);
+        }
+    }
+    registry
+}
