@@ -1,1 +1,122 @@
-//! End-to-end tests live in `tests/`; this library is empty on purpose.
+//! Helpers for the workspace end-to-end tests: a temp project folder and the `zfnet` binary.
+//!
+//! The tests drive the real binary (so they can kill it mid-write and check exit codes). It is
+//! found next to the test executable's `deps/` folder; `make test` builds it first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `zfnet` binary of the current build profile.
+pub fn zfnet_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("ZFNET_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let binary = profile_dir.join("zfnet");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first with `cargo build -p zfnet` (`make test` does), or set \
+         ZFNET_BIN",
+        binary.display()
+    );
+    binary
+}
+
+/// A temporary project folder with a pipeline file, and a way to run `zfnet` in it.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+/// What one `zfnet` invocation did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    fn from(output: Output) -> Self {
+        Outcome {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "zfnet failed:\n{}\n{}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+}
+
+impl Project {
+    pub fn new(pipeline_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("pipeline.yaml"), pipeline_yaml).expect("write pipeline");
+        Project { dir }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn write(&self, relative: &str, contents: &str) {
+        let path = self.path(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, contents).expect("write");
+    }
+
+    /// Runs `zfnet ARGS` in the project folder, with the test stage kinds enabled.
+    pub fn zfnet(&self, args: &[&str]) -> Outcome {
+        let output = Command::new(zfnet_binary())
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("ZFNET_ENABLE_TEST_STAGES", "1")
+            .env_remove("ZFNET_CACHE_DIR")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("zfnet runs");
+        Outcome::from(output)
+    }
+
+    /// `zfnet status --json` as (stage, state, reason) triples.
+    pub fn status(&self) -> Vec<(String, String, String)> {
+        let outcome = self.zfnet(&["status", "--json"]);
+        let json: serde_json::Value =
+            serde_json::from_str(outcome.ok()).expect("status --json prints JSON");
+        json.as_array()
+            .expect("an array")
+            .iter()
+            .map(|entry| {
+                (
+                    entry["stage"].as_str().unwrap().to_owned(),
+                    entry["state"].as_str().unwrap().to_owned(),
+                    entry["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Stage names that `zfnet run` printed as executed (`done ...`).
+    pub fn executed(stdout: &str) -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix("done"))
+            .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
+            .collect()
+    }
+}

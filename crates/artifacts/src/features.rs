@@ -8,9 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::types::Float32Type;
-use arrow_array::{
-    Array, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch,
-};
+use arrow_array::{Array, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::parquet_io::{SchemaId, expect_schema, read_all, write_table};
@@ -30,11 +28,7 @@ pub fn features_schema(dim: usize, layer: &str) -> SchemaRef {
         Schema::new(vec![
             Field::new("image_id", DataType::Int64, false),
             Field::new("label", DataType::Int32, false),
-            Field::new(
-                "features",
-                DataType::FixedSizeList(item, dim as i32),
-                false,
-            ),
+            Field::new("features", DataType::FixedSizeList(item, dim as i32), false),
         ])
         .with_metadata(metadata),
     )
@@ -91,8 +85,16 @@ pub fn read_features(path: &Path) -> Result<FeatureMatrix> {
     };
     for batch in read_all(path)? {
         let mistyped = || Error::contract(path, "features artifact columns are mistyped");
-        let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().ok_or_else(mistyped)?;
-        let labels = batch.column(1).as_any().downcast_ref::<Int32Array>().ok_or_else(mistyped)?;
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(mistyped)?;
+        let labels = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .ok_or_else(mistyped)?;
         let list = batch
             .column(2)
             .as_any()
@@ -108,7 +110,9 @@ pub fn read_features(path: &Path) -> Result<FeatureMatrix> {
             .ok_or_else(mistyped)?;
         let start = list.offset() * matrix.dim;
         let end = start + list.len() * matrix.dim;
-        matrix.values.extend_from_slice(&values.values()[start..end]);
+        matrix
+            .values
+            .extend_from_slice(&values.values()[start..end]);
     }
     Ok(matrix)
 }
@@ -122,8 +126,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.parquet");
         let values: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
-        write_features(&path, &Provenance::ad_hoc("t"), "fc7", &[10, 11, 12], &[1, 2, 3], &values, 4)
-            .unwrap();
+        write_features(
+            &path,
+            &Provenance::ad_hoc("t"),
+            "fc7",
+            &[10, 11, 12],
+            &[1, 2, 3],
+            &values,
+            4,
+        )
+        .unwrap();
         let matrix = read_features(&path).unwrap();
         assert_eq!(matrix.dim, 4);
         assert_eq!(matrix.image_ids, vec![10, 11, 12]);

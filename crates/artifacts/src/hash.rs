@@ -283,7 +283,11 @@ mod tests {
             .unwrap();
         let memo = HashMemo::in_memory();
         let before = memo.hash_path(&file).unwrap();
-        assert_eq!(memo.entries.lock().unwrap().len(), 1, "old file is memoised");
+        assert_eq!(
+            memo.entries.lock().unwrap().len(),
+            1,
+            "old file is memoised"
+        );
 
         fs::write(&file, b"0123456780").unwrap();
         fs::File::options()

@@ -15,8 +15,8 @@ use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
 
 use crate::{Error, Provenance, Result};
 
@@ -105,12 +105,10 @@ impl TableWriter {
             let take = room.min(batch.num_rows() - offset);
             let slice = batch.slice(offset, take);
             let writer = self.writer()?;
-            writer
-                .write(&slice)
-                .map_err(|source| Error::Parquet {
-                    path: self.current_path.clone(),
-                    source,
-                })?;
+            writer.write(&slice).map_err(|source| Error::Parquet {
+                path: self.current_path.clone(),
+                source,
+            })?;
             self.rows_in_part += take;
             self.rows_written += take as u64;
             offset += take;
@@ -151,15 +149,25 @@ impl TableWriter {
                     serde_json::to_string(&self.provenance).expect("provenance serialises"),
                 ),
             ];
+            // The same entries go on the Arrow schema too: pyarrow shows the Arrow schema's
+            // metadata (from `ARROW:schema`), duckdb and parquet-tools the file's.
+            let schema_metadata: std::collections::HashMap<String, String> = metadata
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+                .chain(self.schema.metadata().clone())
+                .collect();
+            let schema = Arc::new(self.schema.as_ref().clone().with_metadata(schema_metadata));
             let properties = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(self.layout.rows_per_group.max(1)))
                 .set_key_value_metadata(Some(metadata))
                 .build();
-            let writer = ArrowWriter::try_new(file, Arc::clone(&self.schema), Some(properties))
-                .map_err(|source| Error::Parquet {
-                    path: path.clone(),
-                    source,
+            let writer =
+                ArrowWriter::try_new(file, schema, Some(properties)).map_err(|source| {
+                    Error::Parquet {
+                        path: path.clone(),
+                        source,
+                    }
                 })?;
             self.current = Some(writer);
             self.current_path = path;
@@ -334,13 +342,8 @@ pub fn write_table(
     provenance: &Provenance,
     batches: &[RecordBatch],
 ) -> Result<u64> {
-    let mut writer = TableWriter::create(
-        path,
-        schema,
-        schema_id,
-        provenance,
-        LayoutConfig::default(),
-    )?;
+    let mut writer =
+        TableWriter::create(path, schema, schema_id, provenance, LayoutConfig::default())?;
     for batch in batches {
         writer.write(batch)?;
     }

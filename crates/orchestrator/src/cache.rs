@@ -276,7 +276,10 @@ impl Cache {
                 {
                     states.push((
                         pipeline.file_name().to_string_lossy().into_owned(),
-                        path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+                        path.file_stem()
+                            .unwrap_or_default()
+                            .to_string_lossy()
+                            .into_owned(),
                         record,
                     ));
                 }

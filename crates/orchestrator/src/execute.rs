@@ -15,7 +15,7 @@ use artifacts::{HashMemo, Provenance};
 use indicatif::MultiProgress;
 use stage_api::StageContext;
 
-use crate::cache::{Cache, EntryProblem, Manifest, MANIFEST_FORMAT, OutputRecord, StateRecord};
+use crate::cache::{Cache, EntryProblem, MANIFEST_FORMAT, Manifest, OutputRecord, StateRecord};
 use crate::plan::{
     InputsUnknown, OutputIndex, cache_key, index_outputs, input_paths, input_records,
     staleness_reasons,
@@ -36,11 +36,27 @@ pub struct RunOptions {
 /// Progress of a run, reported to the caller as it happens.
 #[derive(Clone, Debug)]
 pub enum RunEvent {
-    Reused { stage: String, key: String },
-    Started { stage: String, reason: String },
-    Finished { stage: String, seconds: f64, summary: Vec<String> },
-    Failed { stage: String, error: String },
-    Skipped { stage: String, because: String },
+    Reused {
+        stage: String,
+        key: String,
+    },
+    Started {
+        stage: String,
+        reason: String,
+    },
+    Finished {
+        stage: String,
+        seconds: f64,
+        summary: Vec<String>,
+    },
+    Failed {
+        stage: String,
+        error: String,
+    },
+    Skipped {
+        stage: String,
+        because: String,
+    },
 }
 
 /// What a run did.
@@ -92,7 +108,10 @@ pub fn run(
     let _lock = cache.lock()?;
     let leftover = cache.clean_temp()?;
     if leftover > 0 {
-        tracing::info!(bytes = leftover, "removed temporary files of interrupted runs");
+        tracing::info!(
+            bytes = leftover,
+            "removed temporary files of interrupted runs"
+        );
     }
 
     let index = Mutex::new(OutputIndex::new());
@@ -251,7 +270,12 @@ fn run_one(
     } else {
         match cache.verified_manifest(&key) {
             Ok(manifest) => {
-                index_outputs(&mut index.lock().expect("index lock"), &stage.name, cache, &manifest);
+                index_outputs(
+                    &mut index.lock().expect("index lock"),
+                    &stage.name,
+                    cache,
+                    &manifest,
+                );
                 record_state(dag, cache, stage, &key, &inputs)?;
                 return Ok(Outcome::Reused(manifest));
             }
@@ -285,7 +309,12 @@ fn run_one(
     let result = execute(cache, stage, &snapshot, &key, &inputs, &temp_dir, progress);
     match result {
         Ok(manifest) => {
-            index_outputs(&mut index.lock().expect("index lock"), &stage.name, cache, &manifest);
+            index_outputs(
+                &mut index.lock().expect("index lock"),
+                &stage.name,
+                cache,
+                &manifest,
+            );
             record_state(dag, cache, stage, &key, &inputs)?;
             Ok(Outcome::Executed(manifest))
         }
@@ -393,7 +422,9 @@ fn execute(
         tool_version: TOOL_VERSION.to_owned(),
         summary: summary.lines,
     };
-    cache.commit(temp_dir, &manifest).map_err(|e| e.to_string())?;
+    cache
+        .commit(temp_dir, &manifest)
+        .map_err(|e| e.to_string())?;
     Ok(manifest)
 }
 

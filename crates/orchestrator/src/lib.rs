@@ -30,6 +30,8 @@ pub fn load_pipeline(
     overrides: &[resolve::Override],
     cache_dir_override: Option<PathBuf>,
 ) -> Result<Dag> {
+    // Absolute, so that dataset paths resolve the same from any working directory.
+    let file = &std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let text = std::fs::read_to_string(file).map_err(|source| {
         Error::Config(vec![ConfigProblem {
             file: file.to_path_buf(),

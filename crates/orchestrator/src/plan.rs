@@ -110,7 +110,10 @@ pub fn index_outputs(index: &mut OutputIndex, stage: &str, cache: &Cache, manife
     for (name, record) in &manifest.outputs {
         index.insert(
             (stage.to_owned(), name.clone()),
-            (cache.output_path(&manifest.key, record), record.hash.clone()),
+            (
+                cache.output_path(&manifest.key, record),
+                record.hash.clone(),
+            ),
         );
     }
 }
@@ -245,7 +248,12 @@ pub fn assess(dag: &Dag, cache: &Cache, stages: &[&ResolvedStage]) -> Vec<StageS
                 status.reason = format!("input `{input}` is unreadable: {message}");
             }
             Ok(inputs) => {
-                let key = cache_key(stage.kind.name(), stage.kind.version(), &stage.params, &inputs);
+                let key = cache_key(
+                    stage.kind.name(),
+                    stage.kind.version(),
+                    &stage.params,
+                    &inputs,
+                );
                 match cache.verified_manifest(&key) {
                     Ok(manifest) => {
                         status.state = State::Fresh;

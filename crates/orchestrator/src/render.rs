@@ -61,8 +61,16 @@ fn edges(dag: &Dag) -> Vec<(String, String, String)> {
     for stage in &dag.stages {
         for (input, refs) in &stage.inputs {
             for input_ref in refs {
-                if let InputRef::Artifact { stage: from, output } = input_ref {
-                    edges.push((from.clone(), stage.name.clone(), format!("{output}→{input}")));
+                if let InputRef::Artifact {
+                    stage: from,
+                    output,
+                } = input_ref
+                {
+                    edges.push((
+                        from.clone(),
+                        stage.name.clone(),
+                        format!("{output}→{input}"),
+                    ));
                 }
             }
         }

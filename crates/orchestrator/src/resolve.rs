@@ -224,7 +224,11 @@ pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<Con
         for index in targets {
             let (instance, _) = &mut instances[index];
             let kind = Arc::clone(&instance.kind);
-            match kind.params().iter().find(|spec| spec.name == override_.param) {
+            match kind
+                .params()
+                .iter()
+                .find(|spec| spec.name == override_.param)
+            {
                 None => problems.nowhere(format!(
                     "--set {}.{}: kind `{}` has no param `{}`; its params: {}",
                     override_.stage,
@@ -556,14 +560,20 @@ fn artifact_refs(
             .collect()
     };
     let Some(first) = matches.first() else {
-        return Err(format!("`{text}` names stage `{stage}`, which does not exist"));
+        return Err(format!(
+            "`{text}` names stage `{stage}`, which does not exist"
+        ));
     };
     let outputs = first.kind.outputs();
     if !outputs.iter().any(|spec| spec.name == output) {
         return Err(format!(
             "`{text}`: stage `{stage}` (kind `{}`) has no output `{output}`; its outputs: {}",
             first.kind.name(),
-            outputs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+            outputs
+                .iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if matches.len() > 1 && kind == InputKind::Artifact {

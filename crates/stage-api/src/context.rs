@@ -56,8 +56,10 @@ impl StageContext {
 
     /// A progress bar for `len` steps of work, drawn under the run's other bars.
     pub fn progress_bar(&self, len: u64, message: &str) -> ProgressBar {
-        self.progress
-            .add(progress_bar(len, &format!("{}: {message}", self.stage_name)))
+        self.progress.add(progress_bar(
+            len,
+            &format!("{}: {message}", self.stage_name),
+        ))
     }
 
     /// A context for calling a stage outside the orchestrator (tests, benchmarks): inputs

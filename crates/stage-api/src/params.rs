@@ -10,11 +10,19 @@ use serde::Serialize;
 pub enum ParamType {
     Bool,
     /// An integer within `[min, max]`.
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     /// A float within `[min, max]`; integers in YAML are accepted.
-    Float { min: f64, max: f64 },
+    Float {
+        min: f64,
+        max: f64,
+    },
     /// A string; when `choices` is not empty it must be one of them.
-    Str { choices: Vec<&'static str> },
+    Str {
+        choices: Vec<&'static str>,
+    },
     IntList,
     FloatList,
     StrList,
@@ -69,7 +77,12 @@ impl ParamSpec {
 
     /// An integer param with a range.
     pub fn int(name: &'static str, default: i64, min: i64, max: i64, doc: &'static str) -> Self {
-        Self::new(name, ParamType::Int { min, max }, ParamValue::Int(default), doc)
+        Self::new(
+            name,
+            ParamType::Int { min, max },
+            ParamValue::Int(default),
+            doc,
+        )
     }
 
     /// An integer param that may be left unset (`null`).
@@ -78,7 +91,12 @@ impl ParamSpec {
     }
 
     pub fn float(name: &'static str, default: f64, min: f64, max: f64, doc: &'static str) -> Self {
-        Self::new(name, ParamType::Float { min, max }, ParamValue::Float(default), doc)
+        Self::new(
+            name,
+            ParamType::Float { min, max },
+            ParamValue::Float(default),
+            doc,
+        )
     }
 
     pub fn string(name: &'static str, default: &str, doc: &'static str) -> Self {

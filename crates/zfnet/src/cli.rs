@@ -13,7 +13,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// The pipeline file.
-    #[arg(short = 'f', long = "pipeline", global = true, default_value = "pipeline.yaml")]
+    #[arg(
+        short = 'f',
+        long = "pipeline",
+        global = true,
+        default_value = "pipeline.yaml"
+    )]
     pub pipeline: PathBuf,
     /// Override a param: `stage.param=value` (repeatable; a swept stage's base name sets it
     /// for every instance).

@@ -67,10 +67,16 @@ fn describe_kinds(registry: &orchestrator::Registry, only: Option<&str>) -> Resu
         println!("{} (v{}): {}", kind.name(), kind.version(), kind.summary());
         for input in kind.inputs() {
             let required = if input.required { "" } else { ", optional" };
-            println!("  input  {} ({:?}{required}): {}", input.name, input.kind, input.doc);
+            println!(
+                "  input  {} ({:?}{required}): {}",
+                input.name, input.kind, input.doc
+            );
         }
         for output in kind.outputs() {
-            println!("  output {} ({}): {}", output.name, output.file_name, output.doc);
+            println!(
+                "  output {} ({}): {}",
+                output.name, output.file_name, output.doc
+            );
         }
         for param in kind.params() {
             println!(

@@ -32,7 +32,10 @@ pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: us
                 would_run += 1;
             }
         }
-        println!("dry run: {would_run} of {} stage(s) would run", stages.len());
+        println!(
+            "dry run: {would_run} of {} stage(s) would run",
+            stages.len()
+        );
         return Ok(0);
     }
 
@@ -44,7 +47,9 @@ pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: us
     let progress = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let print = |event: &RunEvent| {
         let line = match event {
-            RunEvent::Reused { stage, key } => format!("fresh      {stage} (cached {})", &key[..12]),
+            RunEvent::Reused { stage, key } => {
+                format!("fresh      {stage} (cached {})", &key[..12])
+            }
             RunEvent::Started { stage, reason } => format!("running    {stage}: {reason}"),
             RunEvent::Finished {
                 stage,

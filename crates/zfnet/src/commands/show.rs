@@ -11,9 +11,9 @@ use crate::cli::ShowFormat;
 use crate::show_table;
 
 pub fn show(dag: &Dag, artifact: &str, limit: usize, format: ShowFormat) -> Result<u8> {
-    let (stage_name, output) = artifact.rsplit_once('.').ok_or_else(|| {
-        Error::Usage(format!("`{artifact}`: name an artifact as stage.output"))
-    })?;
+    let (stage_name, output) = artifact
+        .rsplit_once('.')
+        .ok_or_else(|| Error::Usage(format!("`{artifact}`: name an artifact as stage.output")))?;
     let stage = dag
         .stage(stage_name)
         .ok_or_else(|| Error::Usage(format!("no stage `{stage_name}` in the pipeline")))?;
@@ -31,9 +31,13 @@ pub fn show(dag: &Dag, artifact: &str, limit: usize, format: ShowFormat) -> Resu
         .into());
     }
     let cache = open_cache(dag)?;
-    let stages = dag.closure(&[stage_name.to_owned()]).map_err(Error::Usage)?;
+    let stages = dag
+        .closure(&[stage_name.to_owned()])
+        .map_err(Error::Usage)?;
     let statuses = assess(dag, &cache, &stages);
-    let status = statuses.last().expect("the closure ends with the stage itself");
+    let status = statuses
+        .last()
+        .expect("the closure ends with the stage itself");
     if status.state != State::Fresh {
         return Err(Error::Usage(format!(
             "`{stage_name}` is {} ({}); run `zfnet run {stage_name}` first",
@@ -48,8 +52,7 @@ pub fn show(dag: &Dag, artifact: &str, limit: usize, format: ShowFormat) -> Resu
     let record = &manifest.outputs[output];
     let path = cache.output_path(key, record);
     eprintln!("# {artifact}: {} ({} bytes)", path.display(), record.bytes);
-    print_artifact(&path, limit, format)
-        .with_context(|| format!("printing {}", path.display()))?;
+    print_artifact(&path, limit, format).with_context(|| format!("printing {}", path.display()))?;
     Ok(0)
 }
 

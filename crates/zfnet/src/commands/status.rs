@@ -33,7 +33,11 @@ pub fn status(dag: &Dag, targets: &[String], json: bool) -> Result<u8> {
             } else {
                 format!("  ({})", status.reason)
             };
-            println!("{:<width$}  {:<7}{reason}", status.stage, status.state.to_string());
+            println!(
+                "{:<width$}  {:<7}{reason}",
+                status.stage,
+                status.state.to_string()
+            );
         }
     }
     Ok(0)
