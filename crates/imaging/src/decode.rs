@@ -162,9 +162,9 @@ fn decode_with_image_crate(
         message,
     };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // Dimensions are checked by `check_size` right after the header is read, with our
+    // message; the allocation cap is a second line of defence inside the decoders.
     let mut image_limits = Limits::default();
-    image_limits.max_image_width = Some(limits.max_side);
-    image_limits.max_image_height = Some(limits.max_side);
     image_limits.max_alloc = Some(limits.max_pixels * 8);
     reader.limits(image_limits);
     let mut decoder = reader
