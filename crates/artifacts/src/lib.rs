@@ -8,9 +8,12 @@
 mod error;
 pub mod features;
 pub mod hash;
+pub mod image_files;
 pub mod images;
+pub mod multilabels;
 pub mod parquet_io;
 pub mod provenance;
+pub mod rejects;
 
 pub use error::{Error, Result};
 pub use hash::{ContentHash, HashMemo};

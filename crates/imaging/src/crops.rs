@@ -11,7 +11,10 @@ pub struct Crop {
 
 /// The centre crop (validation during training uses it alone).
 pub fn centre_crop(image_size: u32, crop_size: u32) -> Crop {
-    assert!(crop_size <= image_size, "crop {crop_size} > image {image_size}");
+    assert!(
+        crop_size <= image_size,
+        "crop {crop_size} > image {image_size}"
+    );
     let offset = (image_size - crop_size) / 2;
     Crop {
         top: offset,
@@ -45,7 +48,10 @@ pub fn ten_crops(image_size: u32, crop_size: u32) -> [Crop; 10] {
 /// A training crop drawn from 64 random bits (from the stage's seeded RNG): a uniform corner
 /// over all `(image_size - crop_size + 1)^2` positions and a fair coin for the flip.
 pub fn random_crop(image_size: u32, crop_size: u32, random_bits: u64) -> Crop {
-    assert!(crop_size <= image_size, "crop {crop_size} > image {image_size}");
+    assert!(
+        crop_size <= image_size,
+        "crop {crop_size} > image {image_size}"
+    );
     let positions = (image_size - crop_size + 1) as u64;
     Crop {
         top: ((random_bits & 0x1F_FFFF) % positions) as u32,
@@ -94,10 +100,27 @@ mod tests {
     #[test]
     fn the_ten_crops_are_the_four_corners_and_centre_each_with_its_mirror() {
         let crops = ten_crops(256, 224);
-        assert_eq!(crops[0], Crop { top: 16, left: 16, flip: false });
-        assert_eq!(crops[4], Crop { top: 32, left: 32, flip: false });
+        assert_eq!(
+            crops[0],
+            Crop {
+                top: 16,
+                left: 16,
+                flip: false
+            }
+        );
+        assert_eq!(
+            crops[4],
+            Crop {
+                top: 32,
+                left: 32,
+                flip: false
+            }
+        );
         for i in 0..5 {
-            assert_eq!((crops[i].top, crops[i].left), (crops[i + 5].top, crops[i + 5].left));
+            assert_eq!(
+                (crops[i].top, crops[i].left),
+                (crops[i + 5].top, crops[i + 5].left)
+            );
             assert!(!crops[i].flip && crops[i + 5].flip);
         }
     }
@@ -107,7 +130,9 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         for _ in 0..2000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let crop = random_crop(10, 8, state);
             assert!(crop.top <= 2 && crop.left <= 2);
             seen.insert((crop.top, crop.left, crop.flip));
@@ -126,7 +151,11 @@ mod tests {
         }
         let mean = vec![1.0f32; 27];
         let mut out = vec![0.0; 12];
-        let crop = Crop { top: 1, left: 1, flip: true };
+        let crop = Crop {
+            top: 1,
+            left: 1,
+            flip: true,
+        };
         write_crop_chw(&pixels, 3, Some(&mean), crop, 2, &mut out);
         assert_eq!(&out[..4], &[19.0, 9.0, 19.0, 9.0], "red plane, mirrored");
         assert_eq!(&out[4..8], &[-1.0; 4], "green plane is 0 - mean");

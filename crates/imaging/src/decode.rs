@@ -51,7 +51,9 @@ pub enum DecodeError {
     UnknownFormat,
     #[error("unsupported image format {0}; convert it to JPEG or PNG")]
     Unsupported(String),
-    #[error("image is {width}x{height}, larger than the limit ({max_side} a side, {max_pixels} pixels): a decompression bomb or a corrupt header")]
+    #[error(
+        "image is {width}x{height}, larger than the limit ({max_side} a side, {max_pixels} pixels): a decompression bomb or a corrupt header"
+    )]
     TooLarge {
         width: u32,
         height: u32,
@@ -127,7 +129,9 @@ fn decode_jpeg(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErr
     let orientation = decoder
         .exif()
         .and_then(|exif| Orientation::from_exif_chunk(exif));
-    let pixels = decoder.decode().map_err(|error| corrupt(error.to_string()))?;
+    let pixels = decoder
+        .decode()
+        .map_err(|error| corrupt(error.to_string()))?;
     if pixels.len() != width as usize * height as usize * 3 {
         return Err(corrupt(format!(
             "decoded {} bytes for a {width}x{height} RGB image",
@@ -140,9 +144,7 @@ fn decode_jpeg(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErr
         pixels,
     };
     Ok(match orientation {
-        Some(orientation) if orientation != Orientation::NoTransforms => {
-            orient(image, orientation)
-        }
+        Some(orientation) if orientation != Orientation::NoTransforms => orient(image, orientation),
         _ => image,
     })
 }
@@ -219,7 +221,12 @@ mod tests {
         });
         let mut bytes = Vec::new();
         JpegEncoder::new_with_quality(&mut bytes, 90)
-            .write_image(image.as_raw(), width, height, image::ExtendedColorType::Rgb8)
+            .write_image(
+                image.as_raw(),
+                width,
+                height,
+                image::ExtendedColorType::Rgb8,
+            )
             .unwrap();
         bytes
     }
@@ -314,7 +321,9 @@ mod tests {
         let image = DynamicImage::ImageRgb8(Buffer::from_pixel(5, 4, Rgb([200, 100, 0])));
         for format in [ImageFormat::Gif, ImageFormat::Bmp] {
             let mut bytes = Vec::new();
-            image.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+            image
+                .write_to(&mut Cursor::new(&mut bytes), format)
+                .unwrap();
             let decoded = decode_rgb(&bytes, DecodeLimits::default()).unwrap();
             assert_eq!((decoded.width, decoded.height), (5, 4), "{format:?}");
             assert!(decoded.pixels[0] > 150, "{format:?}");
@@ -345,6 +354,10 @@ mod tests {
         bytes.extend_from_slice(&app1);
         bytes.extend_from_slice(&plain[2..]);
         let decoded = decode_rgb(&bytes, DecodeLimits::default()).unwrap();
-        assert_eq!((decoded.width, decoded.height), (20, 40), "rotated to portrait");
+        assert_eq!(
+            (decoded.width, decoded.height),
+            (20, 40),
+            "rotated to portrait"
+        );
     }
 }
