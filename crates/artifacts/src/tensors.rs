@@ -1,0 +1,145 @@
+//! Named f32 tensors in safetensors files: model weights, optimizer state, the mean image.
+//!
+//! String metadata (provenance, architecture, RNG state) rides in the safetensors header, so a
+//! checkpoint is one self-describing file that PyTorch's `safetensors.torch.load_file` opens.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::parquet_io::PROVENANCE_KEY;
+use crate::{Error, Provenance, Result};
+
+/// A named f32 tensor, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl NamedTensor {
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, values: Vec<f32>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "shape and data agree"
+        );
+        NamedTensor {
+            name: name.into(),
+            shape,
+            values,
+        }
+    }
+}
+
+/// Writes tensors and metadata (plus provenance) to `path`.
+pub fn write_tensors(
+    path: &Path,
+    provenance: &Provenance,
+    tensors: &[NamedTensor],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(&str, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|(tensor, data)| {
+            let view = TensorView::new(Dtype::F32, tensor.shape.clone(), data)
+                .expect("sizes checked in NamedTensor::new");
+            (tensor.name.as_str(), view)
+        })
+        .collect();
+    let mut info: HashMap<String, String> = metadata.clone().into_iter().collect();
+    info.insert(
+        PROVENANCE_KEY.to_owned(),
+        serde_json::to_string(provenance).expect("provenance serialises"),
+    );
+    safetensors::serialize_to_file(views, Some(info), path)
+        .map_err(|e| Error::contract(path, format!("cannot write safetensors: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Everything in a safetensors file of f32 tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorFile {
+    pub tensors: BTreeMap<String, NamedTensor>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl TensorFile {
+    /// The tensor `name`, or a contract error naming the file.
+    pub fn get(&self, name: &str, path: &Path) -> Result<&NamedTensor> {
+        self.tensors.get(name).ok_or_else(|| {
+            Error::contract(path, format!("no tensor `{name}` in this safetensors file"))
+        })
+    }
+}
+
+pub fn read_tensors(path: &Path) -> Result<TensorFile> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let parsed = SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::contract(path, format!("not a safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::contract(path, format!("not a safetensors file: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in parsed.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(Error::contract(
+                path,
+                format!("tensor `{name}` is {:?}, expected F32", view.dtype()),
+            ));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(
+            name.clone(),
+            NamedTensor {
+                name,
+                shape: view.shape().to_vec(),
+                values,
+            },
+        );
+    }
+    let metadata = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Ok(TensorFile { tensors, metadata })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensors_and_metadata_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let tensors = vec![
+            NamedTensor::new(
+                "conv1.weight",
+                vec![2, 1, 2, 2],
+                (0..8).map(|i| i as f32 * 0.5).collect(),
+            ),
+            NamedTensor::new("conv1.bias", vec![2], vec![-1.0, 1.0]),
+        ];
+        let metadata = BTreeMap::from([("arch".to_owned(), "zf".to_owned())]);
+        write_tensors(&path, &Provenance::ad_hoc("t"), &tensors, &metadata).unwrap();
+        let file = read_tensors(&path).unwrap();
+        assert_eq!(file.get("conv1.weight", &path).unwrap(), &tensors[0]);
+        assert_eq!(file.metadata["arch"], "zf");
+        assert!(file.metadata.contains_key(PROVENANCE_KEY));
+        assert!(file.get("fc6.weight", &path).is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! Stage kind `preprocess` (§3): every image to SxS 8-bit RGB — "resize the smallest dimension
+//! to 256, crop the centre 256x256".
+//!
+//! Reads either an `image_files` listing (decoding each file strictly, see `imaging::decode`)
+//! or an `images` artifact (already decoded, e.g. Fashion-MNIST). Works in chunks of
+//! [`CHUNK`] images decoded in parallel and written in input order, so memory is bounded and
+//! the output is byte-identical for any thread count. A file that cannot be used goes to the
+//! `rejects` artifact with its reason; `accepted + rejected == files seen` always holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use artifacts::image_files::{IMAGE_FILES, ImageFile, read_image_files};
+use artifacts::images::{IMAGES, ImageRecord, ImagesReader, ImagesWriter};
+use artifacts::parquet_io::read_header;
+use artifacts::rejects::{Reject, write_rejects};
+use imaging::{DecodeLimits, RgbImage, ShortSideResizer, decode_rgb};
+use rayon::prelude::*;
+use stage_api::{
+    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+};
+
+/// Images decoded in parallel before being written in order.
+pub const CHUNK: usize = 256;
+
+pub fn kinds() -> Vec<Arc<dyn StageKind>> {
+    vec![Arc::new(Preprocess)]
+}
+
+pub struct Preprocess;
+
+impl StageKind for Preprocess {
+    fn name(&self) -> &'static str {
+        "preprocess"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "Decodes, resizes the shortest side to S and centre-crops SxS (§3); rejects bad files."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::int(
+                "size",
+                256,
+                8,
+                4096,
+                "S: the shortest side is resized to S, then the centre SxS is kept (paper: 256).",
+            ),
+            ParamSpec::int(
+                "max_side",
+                16_384,
+                64,
+                65_535,
+                "Images with a longer side are rejected (decompression-bomb guard).",
+            ),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![InputSpec {
+            name: "images",
+            kind: InputKind::Artifact,
+            required: true,
+            doc: "an image_files listing or an images artifact",
+        }]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                name: "images",
+                file_name: "images",
+                doc: "images artifact, SxS RGB",
+            },
+            OutputSpec {
+                name: "rejects",
+                file_name: "rejects.parquet",
+                doc: "rejects artifact: files that could not be used, with the reason",
+            },
+        ]
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        let input = ctx.input("images");
+        let size = ctx.params.int("size") as u32;
+        let limits = DecodeLimits {
+            max_side: ctx.params.int("max_side") as u32,
+            ..DecodeLimits::default()
+        };
+        let header = read_header(input)?;
+        let mut writer = ImagesWriter::create(ctx.output("images"), &ctx.provenance)?;
+        let mut rejects = Vec::new();
+        let started = std::time::Instant::now();
+        let seen = if header.schema == IMAGE_FILES.name {
+            let files = read_image_files(input)?;
+            let bar = ctx.progress_bar(files.len() as u64, "decoding and resizing");
+            for chunk in files.chunks(CHUNK) {
+                let results: Vec<Result<ImageRecord, Reject>> = chunk
+                    .par_iter()
+                    .map_init(ShortSideResizer::default, |resizer, file| {
+                        load_file(file, size, limits, resizer)
+                    })
+                    .collect();
+                write_results(results, &mut writer, &mut rejects)?;
+                bar.inc(chunk.len() as u64);
+            }
+            bar.finish_and_clear();
+            files.len()
+        } else if header.schema == IMAGES.name {
+            let bar = ctx.progress_bar(header.num_rows, "resizing");
+            let mut seen = 0;
+            for chunk in ImagesReader::open(input, CHUNK)? {
+                let chunk = chunk?;
+                seen += chunk.len();
+                let results: Vec<Result<ImageRecord, Reject>> = chunk
+                    .into_par_iter()
+                    .map_init(ShortSideResizer::default, |resizer, image| {
+                        Ok(resize_record(image, size, resizer))
+                    })
+                    .collect();
+                bar.inc(results.len() as u64);
+                write_results(results, &mut writer, &mut rejects)?;
+            }
+            bar.finish_and_clear();
+            seen
+        } else {
+            return Err(Error::input(
+                input,
+                format!(
+                    "expected an `image_files` or `images` artifact, found `{}`; wire a \
+                     dataset reader's output into `preprocess.images`",
+                    header.schema
+                ),
+            ));
+        };
+        let accepted = writer.finish()? as usize;
+        write_rejects(ctx.output("rejects"), &ctx.provenance, &rejects)?;
+        assert_eq!(
+            accepted + rejects.len(),
+            seen,
+            "every file is accepted or rejected"
+        );
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            accepted,
+            rejected = rejects.len(),
+            images_per_s = seen as f64 / seconds.max(1e-9),
+            "preprocessed"
+        );
+        let mut summary = RunSummary::default().line(format!(
+            "accepted {accepted}, rejected {} of {seen} files ({size}x{size}, {:.0} images/s)",
+            rejects.len(),
+            seen as f64 / seconds.max(1e-9)
+        ));
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        for reject in &rejects {
+            let kind = reject.reason.split(':').next().unwrap_or("").to_owned();
+            *reasons.entry(kind).or_default() += 1;
+        }
+        for (reason, count) in reasons {
+            summary = summary.line(format!("rejected {count}: {reason}"));
+        }
+        Ok(summary)
+    }
+}
+
+fn write_results(
+    results: Vec<Result<ImageRecord, Reject>>,
+    writer: &mut ImagesWriter,
+    rejects: &mut Vec<Reject>,
+) -> Result<()> {
+    for result in results {
+        match result {
+            Ok(image) => writer.push(image)?,
+            Err(reject) => {
+                tracing::debug!(source = %reject.source, reason = %reject.reason, "rejected");
+                rejects.push(reject);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads, decodes and resizes one listed file, or says why it cannot be used.
+fn load_file(
+    file: &ImageFile,
+    size: u32,
+    limits: DecodeLimits,
+    resizer: &mut ShortSideResizer,
+) -> Result<ImageRecord, Reject> {
+    let reject = |reason: String| Reject {
+        image_id: file.image_id,
+        source: file.path.clone(),
+        reason,
+    };
+    let bytes = std::fs::read(&file.path).map_err(|e| reject(format!("unreadable: {e}")))?;
+    let decoded = decode_rgb(&bytes, limits).map_err(|e| reject(e.to_string()))?;
+    Ok(ImageRecord {
+        image_id: file.image_id,
+        label: file.label,
+        class_name: file.class_name.clone(),
+        source: file.path.clone(),
+        height: size,
+        width: size,
+        channels: 3,
+        pixels: resizer.resize(&decoded, size),
+    })
+}
+
+fn resize_record(image: ImageRecord, size: u32, resizer: &mut ShortSideResizer) -> ImageRecord {
+    let rgb = RgbImage {
+        width: image.width,
+        height: image.height,
+        pixels: image.pixels,
+    };
+    ImageRecord {
+        pixels: resizer.resize(&rgb, size),
+        height: size,
+        width: size,
+        channels: 3,
+        ..image
+    }
+}
