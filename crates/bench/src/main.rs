@@ -1,0 +1,23 @@
+//! `zfnet-bench`: our code and its named peer on the same inputs in the same run, reported as
+//! ratios (the numbers in BENCHMARKS.md come from here). Run through `make bench`.
+//!
+//! Benchmarks: `preprocess` (decode + shortest side to 256 + centre crop of ImageNet-like
+//! 500x375 JPEGs) against Pillow, in one process and in a pool of one process per core.
+
+mod preprocess;
+
+use anyhow::Result;
+
+fn main() -> Result<()> {
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    println!(
+        "zfnet-bench on {} cores ({})",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::env::consts::ARCH
+    );
+    if wants("preprocess") {
+        preprocess::run()?;
+    }
+    Ok(())
+}
