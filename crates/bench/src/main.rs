@@ -13,7 +13,9 @@ fn main() -> Result<()> {
     let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     println!(
         "zfnet-bench on {} cores ({})",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         std::env::consts::ARCH
     );
     if wants("preprocess") {

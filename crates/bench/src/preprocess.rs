@@ -22,7 +22,11 @@ fn make_jpegs(dir: &Path) -> Result<Vec<PathBuf>> {
             if !path.exists() {
                 let image = RgbImage::from_fn(500, 375, |x, y| {
                     let v = (x * 7 + y * 13 + i as u32 * 31) ^ (x * y / 11);
-                    Rgb([(v % 251) as u8, ((v / 3) % 241) as u8, ((x + y + i as u32) % 256) as u8])
+                    Rgb([
+                        (v % 251) as u8,
+                        ((v / 3) % 241) as u8,
+                        ((x + y + i as u32) % 256) as u8,
+                    ])
                 });
                 let mut bytes = Vec::new();
                 image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).write_image(
@@ -70,12 +74,17 @@ pub fn run() -> Result<()> {
         .output()
         .context("running python3 scripts/bench_pillow.py (make bench installs Pillow)")?;
     if !output.status.success() {
-        bail!("Pillow bench failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "Pillow bench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let pillow: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     let one = pillow["one_process_images_per_s"].as_f64().unwrap_or(0.0);
     let pool = pillow["pool_images_per_s"].as_f64().unwrap_or(0.0);
-    println!("\n## preprocess: decode + shortest side to {SIZE} + centre crop, {N_IMAGES} JPEGs of 500x375");
+    println!(
+        "\n## preprocess: decode + shortest side to {SIZE} + centre crop, {N_IMAGES} JPEGs of 500x375"
+    );
     println!("| implementation | images/s | ours / it |");
     println!("|---|---|---|");
     println!("| zfnet (zune-jpeg strict + fast_image_resize, rayon) | {ours_best:.0} | 1.00 |");
