@@ -1,0 +1,313 @@
+//! One `Backend` trait with only the ops the ZF net, its training and its analyses need.
+//! The CPU backend is the reference; the CUDA backend (issue #5) implements the same trait.
+//!
+//! Buffers are flat f32 arrays in NCHW order (for fc layers, N x features); the network keeps
+//! shapes. Every op writes into a buffer the caller allocated with [`Backend::zeros`].
+
+use crate::cpu;
+use crate::geometry::{ConvGeometry, PoolGeometry};
+use crate::lrn::LrnConfig;
+
+pub trait Backend: Send + Sync {
+    /// A device buffer of f32.
+    type Buffer: Send + Sync;
+    /// Max-pool switches (argmax locations, §2.1).
+    type Switches: Send + Sync;
+
+    fn name(&self) -> &'static str;
+    fn zeros(&self, len: usize) -> Self::Buffer;
+    fn upload(&self, data: &[f32]) -> Self::Buffer;
+    fn download(&self, buffer: &Self::Buffer) -> Vec<f32>;
+    fn len(&self, buffer: &Self::Buffer) -> usize;
+    fn switches(&self, len: usize) -> Self::Switches;
+    fn download_switches(&self, switches: &Self::Switches) -> Vec<u32>;
+
+    fn conv_forward(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        b: &Self::Buffer,
+        g: &ConvGeometry,
+        y: &mut Self::Buffer,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn conv_backward(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        dy: &Self::Buffer,
+        g: &ConvGeometry,
+        dx: Option<&mut Self::Buffer>,
+        dw: &mut Self::Buffer,
+        db: &mut Self::Buffer,
+    );
+    /// The deconvnet's filtering: output space -> input space with transposed filters.
+    fn conv_transpose(
+        &self,
+        y: &Self::Buffer,
+        w: &Self::Buffer,
+        g: &ConvGeometry,
+        x: &mut Self::Buffer,
+    );
+    fn max_pool(
+        &self,
+        x: &Self::Buffer,
+        g: &PoolGeometry,
+        y: &mut Self::Buffer,
+        switches: &mut Self::Switches,
+    );
+    /// Max-pool backward, and the deconvnet's unpooling.
+    fn unpool(
+        &self,
+        y: &Self::Buffer,
+        switches: &Self::Switches,
+        g: &PoolGeometry,
+        x: &mut Self::Buffer,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn lrn_forward(
+        &self,
+        x: &Self::Buffer,
+        channels: usize,
+        plane: usize,
+        config: &LrnConfig,
+        y: &mut Self::Buffer,
+        scale: &mut Self::Buffer,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn lrn_backward(
+        &self,
+        x: &Self::Buffer,
+        y: &Self::Buffer,
+        scale: &Self::Buffer,
+        dy: &Self::Buffer,
+        channels: usize,
+        plane: usize,
+        config: &LrnConfig,
+        dx: &mut Self::Buffer,
+    );
+    fn relu(&self, x: &mut Self::Buffer);
+    fn relu_backward(&self, y: &Self::Buffer, dy: &mut Self::Buffer);
+    /// Inverted dropout with probability `p`; the keep-mask comes from a ChaCha stream seeded
+    /// with `seed`, so a run is reproducible on any backend that draws the same stream.
+    fn dropout(&self, x: &mut Self::Buffer, p: f64, seed: u64, mask: &mut Self::Buffer);
+    fn apply_mask(&self, dy: &mut Self::Buffer, mask: &Self::Buffer);
+    #[allow(clippy::too_many_arguments)]
+    fn linear_forward(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        b: &Self::Buffer,
+        n_in: usize,
+        n_out: usize,
+        y: &mut Self::Buffer,
+    );
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        dy: &Self::Buffer,
+        n_in: usize,
+        n_out: usize,
+        dx: Option<&mut Self::Buffer>,
+        dw: &mut Self::Buffer,
+        db: &mut Self::Buffer,
+    );
+    /// Mean cross-entropy of N x C logits; writes dL/dlogits.
+    fn softmax_cross_entropy(
+        &self,
+        logits: &Self::Buffer,
+        labels: &[usize],
+        classes: usize,
+        dlogits: &mut Self::Buffer,
+    ) -> f32;
+    /// Row-wise softmax probabilities, downloaded.
+    fn softmax(&self, logits: &Self::Buffer, classes: usize) -> Vec<f32>;
+    #[allow(clippy::too_many_arguments)]
+    fn sgd_momentum(
+        &self,
+        w: &mut Self::Buffer,
+        g: &Self::Buffer,
+        v: &mut Self::Buffer,
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    );
+    /// §3 filter renormalisation; returns how many filters were rescaled.
+    fn renormalise_filters(&self, w: &mut Self::Buffer, filter_len: usize, radius: f64) -> usize;
+}
+
+/// The CPU reference backend: rayon over images, single-threaded GEMMs inside.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    type Buffer = Vec<f32>;
+    type Switches = Vec<u32>;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn zeros(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+
+    fn upload(&self, data: &[f32]) -> Vec<f32> {
+        data.to_vec()
+    }
+
+    fn download(&self, buffer: &Vec<f32>) -> Vec<f32> {
+        buffer.clone()
+    }
+
+    fn len(&self, buffer: &Vec<f32>) -> usize {
+        buffer.len()
+    }
+
+    fn switches(&self, len: usize) -> Vec<u32> {
+        vec![0; len]
+    }
+
+    fn download_switches(&self, switches: &Vec<u32>) -> Vec<u32> {
+        switches.clone()
+    }
+
+    fn conv_forward(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        g: &ConvGeometry,
+        y: &mut Vec<f32>,
+    ) {
+        cpu::conv::conv_forward(x, w, b, g, y);
+    }
+
+    fn conv_backward(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        dy: &Vec<f32>,
+        g: &ConvGeometry,
+        dx: Option<&mut Vec<f32>>,
+        dw: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+    ) {
+        cpu::conv::conv_backward(x, w, dy, g, dx.map(|d| d.as_mut_slice()), dw, db);
+    }
+
+    fn conv_transpose(&self, y: &Vec<f32>, w: &Vec<f32>, g: &ConvGeometry, x: &mut Vec<f32>) {
+        cpu::conv::conv_transpose(y, w, g, x);
+    }
+
+    fn max_pool(&self, x: &Vec<f32>, g: &PoolGeometry, y: &mut Vec<f32>, switches: &mut Vec<u32>) {
+        cpu::pool::max_pool(x, g, y, switches);
+    }
+
+    fn unpool(&self, y: &Vec<f32>, switches: &Vec<u32>, g: &PoolGeometry, x: &mut Vec<f32>) {
+        cpu::pool::unpool(y, switches, g, x);
+    }
+
+    fn lrn_forward(
+        &self,
+        x: &Vec<f32>,
+        channels: usize,
+        plane: usize,
+        config: &LrnConfig,
+        y: &mut Vec<f32>,
+        scale: &mut Vec<f32>,
+    ) {
+        cpu::lrn::lrn_forward(x, channels, plane, config, y, scale);
+    }
+
+    fn lrn_backward(
+        &self,
+        x: &Vec<f32>,
+        y: &Vec<f32>,
+        scale: &Vec<f32>,
+        dy: &Vec<f32>,
+        channels: usize,
+        plane: usize,
+        config: &LrnConfig,
+        dx: &mut Vec<f32>,
+    ) {
+        cpu::lrn::lrn_backward(x, y, scale, dy, channels, plane, config, dx);
+    }
+
+    fn relu(&self, x: &mut Vec<f32>) {
+        cpu::activation::relu(x);
+    }
+
+    fn relu_backward(&self, y: &Vec<f32>, dy: &mut Vec<f32>) {
+        cpu::activation::relu_backward(y, dy);
+    }
+
+    fn dropout(&self, x: &mut Vec<f32>, p: f64, seed: u64, mask: &mut Vec<f32>) {
+        let uniform = crate::rng::uniform_stream(seed, x.len());
+        cpu::activation::dropout(x, p, &uniform, mask);
+    }
+
+    fn apply_mask(&self, dy: &mut Vec<f32>, mask: &Vec<f32>) {
+        cpu::activation::apply_mask(dy, mask);
+    }
+
+    fn linear_forward(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        n_in: usize,
+        n_out: usize,
+        y: &mut Vec<f32>,
+    ) {
+        cpu::linear::linear_forward(x, w, b, n_in, n_out, y);
+    }
+
+    fn linear_backward(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        dy: &Vec<f32>,
+        n_in: usize,
+        n_out: usize,
+        dx: Option<&mut Vec<f32>>,
+        dw: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+    ) {
+        cpu::linear::linear_backward(x, w, dy, n_in, n_out, dx.map(|d| d.as_mut_slice()), dw, db);
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        logits: &Vec<f32>,
+        labels: &[usize],
+        classes: usize,
+        dlogits: &mut Vec<f32>,
+    ) -> f32 {
+        cpu::softmax::softmax_cross_entropy(logits, labels, classes, dlogits)
+    }
+
+    fn softmax(&self, logits: &Vec<f32>, classes: usize) -> Vec<f32> {
+        let mut probs = vec![0.0; logits.len()];
+        cpu::softmax::softmax(logits, classes, &mut probs);
+        probs
+    }
+
+    fn sgd_momentum(
+        &self,
+        w: &mut Vec<f32>,
+        g: &Vec<f32>,
+        v: &mut Vec<f32>,
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    ) {
+        cpu::sgd::sgd_momentum(w, g, v, lr, momentum, weight_decay);
+    }
+
+    fn renormalise_filters(&self, w: &mut Vec<f32>, filter_len: usize, radius: f64) -> usize {
+        cpu::sgd::renormalise_filters(w, filter_len, radius)
+    }
+}

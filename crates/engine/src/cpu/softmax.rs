@@ -1,0 +1,40 @@
+//! Softmax and the cross-entropy loss of the C-way output layer (Fig. 3).
+
+use crate::scalar::Scalar;
+
+/// Row-wise softmax of N x C logits into `probs`.
+pub fn softmax<S: Scalar>(logits: &[S], classes: usize, probs: &mut [S]) {
+    for (row, out) in logits.chunks(classes).zip(probs.chunks_mut(classes)) {
+        let max = row.iter().copied().fold(S::neg_infinity(), S::max);
+        let mut total = S::zero();
+        for (p, &l) in out.iter_mut().zip(row) {
+            *p = (l - max).exp();
+            total = total + *p;
+        }
+        for p in out.iter_mut() {
+            *p = *p / total;
+        }
+    }
+}
+
+/// Mean cross-entropy over the batch and its gradient with respect to the logits.
+pub fn softmax_cross_entropy<S: Scalar>(
+    logits: &[S],
+    labels: &[usize],
+    classes: usize,
+    dlogits: &mut [S],
+) -> S {
+    let n = labels.len();
+    softmax(logits, classes, dlogits);
+    let mut loss = S::zero();
+    let inv_n = S::one() / S::from_f64(n as f64);
+    for (i, &label) in labels.iter().enumerate() {
+        let row = &mut dlogits[i * classes..(i + 1) * classes];
+        loss = loss - row[label].max(S::from_f64(1e-30)).ln();
+        row[label] = row[label] - S::one();
+        for d in row.iter_mut() {
+            *d = *d * inv_n;
+        }
+    }
+    loss * inv_n
+}

@@ -1,0 +1,20 @@
+//! The ZF network engine.
+//!
+//! One [`Backend`] trait with only the ops the ZF net and its analyses need; the CPU backend
+//! ([`CpuBackend`]: im2col + GEMM with rayon over images) is the reference. Architectures are
+//! data ([`Architecture::from_name`]); a [`Network`] resolves one into a layer plan with
+//! parameters on a backend, and runs forward (keeping switches for the deconvnet), backward
+//! and the §3 update. It reads no files: stages load and save weights through `artifacts`.
+
+pub mod arch;
+pub mod backend;
+pub mod cpu;
+pub mod geometry;
+pub mod network;
+pub mod rng;
+pub mod scalar;
+
+pub use arch::Architecture;
+pub use backend::{Backend, CpuBackend};
+pub use cpu::lrn;
+pub use network::{Activations, Mode, Network, Op, Param, UpdateConfig};
