@@ -14,6 +14,7 @@ pub mod multilabels;
 pub mod parquet_io;
 pub mod provenance;
 pub mod rejects;
+pub mod table;
 pub mod tensors;
 
 pub use error::{Error, Result};

@@ -18,6 +18,7 @@ pub trait Backend: Send + Sync {
     fn zeros(&self, len: usize) -> Self::Buffer;
     fn upload(&self, data: &[f32]) -> Self::Buffer;
     fn download(&self, buffer: &Self::Buffer) -> Vec<f32>;
+    fn copy(&self, buffer: &Self::Buffer) -> Self::Buffer;
     fn len(&self, buffer: &Self::Buffer) -> usize;
     fn switches(&self, len: usize) -> Self::Switches;
     fn download_switches(&self, switches: &Self::Switches) -> Vec<u32>;
@@ -159,6 +160,10 @@ impl Backend for CpuBackend {
     }
 
     fn download(&self, buffer: &Vec<f32>) -> Vec<f32> {
+        buffer.clone()
+    }
+
+    fn copy(&self, buffer: &Vec<f32>) -> Vec<f32> {
         buffer.clone()
     }
 

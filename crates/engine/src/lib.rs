@@ -13,6 +13,7 @@ pub mod geometry;
 pub mod network;
 pub mod rng;
 pub mod scalar;
+pub mod weights;
 
 pub use arch::Architecture;
 pub use backend::{Backend, CpuBackend};

@@ -227,7 +227,7 @@ impl<B: Backend> Network<B> {
                     y
                 }
                 Op::Relu => {
-                    let mut y = b.upload(&b.download(x));
+                    let mut y = b.copy(x);
                     b.relu(&mut y);
                     y
                 }
@@ -246,7 +246,7 @@ impl<B: Backend> Network<B> {
                     y
                 }
                 Op::Dropout { p } => {
-                    let mut y = b.upload(&b.download(x));
+                    let mut y = b.copy(x);
                     if let Mode::Train { dropout_stream } = mode {
                         let mut m = b.zeros(out_len);
                         let seed = stream_key(&[dropout_stream, purpose::DROPOUT, i as u64]);

@@ -6,6 +6,7 @@
 //! runs/<key>/outputs/<file_name>  the outputs (files or folders)
 //! tmp/<key>.<pid>.<n>/            a run in progress; never read as a result
 //! state/<pipeline>/<stage>.json   the last successful run of each stage (for `status` reasons)
+//! resume/<key>/                   checkpoints of an unfinished run, for the next attempt
 //! hash-memo.json                  stat-keyed file hashes (see `artifacts::hash`)
 //! lock                            held exclusively by `run` and `gc`
 //! ```
@@ -92,7 +93,7 @@ pub struct Cache {
 impl Cache {
     /// Opens (creating if needed) the cache at `root`.
     pub fn open(root: &Path) -> Result<Self> {
-        for sub in ["runs", "tmp", "state"] {
+        for sub in ["runs", "tmp", "state", "resume"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
@@ -197,6 +198,11 @@ impl Cache {
             .join(format!("{key}.{}.{n}", std::process::id()));
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(dir)
+    }
+
+    /// The resume folder of runs of `key` (kept across failed and killed attempts).
+    pub fn resume_dir(&self, key: &str) -> PathBuf {
+        self.root.join("resume").join(key)
     }
 
     /// Deletes every temporary folder (left by killed runs). Call only under the lock.

@@ -365,7 +365,10 @@ fn execute(
             .collect(),
         tool_version: TOOL_VERSION.to_owned(),
     };
+    let resume_dir = cache.resume_dir(key);
+    fs::create_dir_all(&resume_dir).map_err(|e| format!("{}: {e}", resume_dir.display()))?;
     let context = StageContext {
+        resume_dir: resume_dir.clone(),
         stage_name: stage.name.clone(),
         params: stage.params.clone(),
         inputs: input_paths(stage, index),

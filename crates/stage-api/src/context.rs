@@ -20,6 +20,9 @@ pub struct StageContext {
     pub outputs: BTreeMap<String, PathBuf>,
     /// Scratch space, deleted after the run.
     pub scratch_dir: PathBuf,
+    /// Survives a failed or killed run of the same cache key (and is deleted once the run
+    /// commits): long stages keep their checkpoints here to resume.
+    pub resume_dir: PathBuf,
     /// Written into every artifact's metadata.
     pub provenance: Provenance,
     /// Where progress bars are drawn (hidden when stderr is not a terminal).
@@ -75,6 +78,7 @@ impl StageContext {
             params,
             inputs,
             outputs,
+            resume_dir: scratch_dir.join("resume"),
             scratch_dir,
             provenance: Provenance::ad_hoc("test"),
             progress: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),

@@ -13,6 +13,7 @@ pub fn registry() -> Registry {
         preprocess::kinds(),
         mean_image::kinds(),
         sample_per_class::kinds(),
+        train::kinds(),
     ];
     for kind in stage_crates.into_iter().flatten() {
         registry.register(kind);

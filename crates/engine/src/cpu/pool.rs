@@ -2,7 +2,7 @@
 //! pooling region", which the deconvnet's unpooling needs.
 //!
 //! Switches are flat indices into each input plane (`y * W + x`). Ties go to the first maximum
-//! in row-major scan order, so switches are deterministic. Backward and unpooling are the same
+//! in row-major scan order, so switches are deterministic; a NaN propagates (as in PyTorch). Backward and unpooling are the same
 //! operation: each output value goes back to its switch location, everything else is zero.
 
 use rayon::prelude::*;
@@ -30,7 +30,8 @@ pub fn max_pool<S: Scalar>(x: &[S], g: &PoolGeometry, y: &mut [S], switches: &mu
                     for iy in y0..y1 {
                         for ix in x0..x1 {
                             let at = iy * g.in_w + ix;
-                            if x_plane[at] > best_value {
+                            // NaN wins, so that a diverged network shows as NaN.
+                            if x_plane[at] > best_value || x_plane[at].is_nan() {
                                 best_value = x_plane[at];
                                 best = at;
                             }

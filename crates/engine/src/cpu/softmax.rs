@@ -17,7 +17,8 @@ pub fn softmax<S: Scalar>(logits: &[S], classes: usize, probs: &mut [S]) {
     }
 }
 
-/// Mean cross-entropy over the batch and its gradient with respect to the logits.
+/// Mean cross-entropy over the batch and its gradient with respect to the logits. The loss is
+/// computed as a log-softmax (no clamping), so a non-finite logit gives a non-finite loss.
 pub fn softmax_cross_entropy<S: Scalar>(
     logits: &[S],
     labels: &[usize],
@@ -29,8 +30,17 @@ pub fn softmax_cross_entropy<S: Scalar>(
     let mut loss = S::zero();
     let inv_n = S::one() / S::from_f64(n as f64);
     for (i, &label) in labels.iter().enumerate() {
+        let logit_row = &logits[i * classes..(i + 1) * classes];
+        let max = logit_row.iter().copied().fold(S::neg_infinity(), |a, b| {
+            if a.is_nan() || b.is_nan() {
+                S::nan()
+            } else {
+                a.max(b)
+            }
+        });
+        let log_total = logit_row.iter().map(|&l| (l - max).exp()).sum::<S>().ln();
+        loss = loss - (logit_row[label] - max - log_total);
         let row = &mut dlogits[i * classes..(i + 1) * classes];
-        loss = loss - row[label].max(S::from_f64(1e-30)).ln();
         row[label] = row[label] - S::one();
         for d in row.iter_mut() {
             *d = *d * inv_n;

@@ -48,6 +48,24 @@ pub fn gc(dag: &Dag, dry_run: bool) -> Result<u8> {
         removed += 1;
         bytes += size;
     }
+    // Checkpoints of unfinished runs that no current stage would resume.
+    if let Ok(entries) = std::fs::read_dir(cache.root().join("resume")) {
+        for entry in entries.flatten() {
+            let key = entry.file_name().to_string_lossy().into_owned();
+            if keep.contains(&key) {
+                continue;
+            }
+            let size = HashMemo::size_of(&entry.path()).unwrap_or(0);
+            println!(
+                "{} resume checkpoints {key} ({size} bytes)",
+                if dry_run { "would remove" } else { "removed" }
+            );
+            if !dry_run {
+                std::fs::remove_dir_all(entry.path())?;
+            }
+            bytes += size;
+        }
+    }
     if !dry_run {
         bytes += cache.clean_temp()?;
         cache.save_memo()?;

@@ -1,0 +1,121 @@
+//! Training data in memory and batch assembly: random crops and flips for training, the
+//! centre crop for validation, the 10 crops for the final evaluation (§3), all with the
+//! per-pixel mean subtracted.
+//!
+//! The whole preprocessed set is held as u8 (Fashion-MNIST's 36,000 source images at 32x32
+//! are 110 MB); an ImageNet-size set needs a streaming loader, which this store is not.
+
+use std::path::Path;
+
+use artifacts::images::ImagesReader;
+use imaging::{Crop, write_crop_chw};
+use rayon::prelude::*;
+use stage_api::{Error, Result};
+
+/// Preprocessed SxS RGB images with labels.
+pub struct ImageStore {
+    pub image_size: usize,
+    pub pixels: Vec<u8>,
+    pub labels: Vec<usize>,
+    pub image_ids: Vec<i64>,
+    /// Class names by label (from the artifact's `class_name` column).
+    pub class_names: Vec<String>,
+}
+
+impl ImageStore {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    fn image_len(&self) -> usize {
+        self.image_size * self.image_size * 3
+    }
+
+    pub fn image(&self, index: usize) -> &[u8] {
+        &self.pixels[index * self.image_len()..][..self.image_len()]
+    }
+
+    /// Loads an `images` artifact whose images are all SxS.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut store = ImageStore {
+            image_size: 0,
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            image_ids: Vec::new(),
+            class_names: Vec::new(),
+        };
+        for chunk in ImagesReader::open(path, 1024)? {
+            for image in chunk? {
+                if image.width != image.height || image.channels != 3 {
+                    return Err(Error::input(
+                        path,
+                        format!(
+                            "image {} is {}x{}x{}: train needs square RGB images; wire a \
+                             `preprocess` output into this input",
+                            image.image_id, image.height, image.width, image.channels
+                        ),
+                    ));
+                }
+                if store.labels.is_empty() {
+                    store.image_size = image.width as usize;
+                } else if image.width as usize != store.image_size {
+                    return Err(Error::input(
+                        path,
+                        format!(
+                            "image {} is {} pixels wide, the first was {}",
+                            image.image_id, image.width, store.image_size
+                        ),
+                    ));
+                }
+                if image.label < 0 {
+                    return Err(Error::input(
+                        path,
+                        format!("image {} has no label", image.image_id),
+                    ));
+                }
+                let label = image.label as usize;
+                if store.class_names.len() <= label {
+                    store.class_names.resize(label + 1, String::new());
+                }
+                store.class_names[label] = image.class_name.clone();
+                store.labels.push(label);
+                store.image_ids.push(image.image_id);
+                store.pixels.extend_from_slice(&image.pixels);
+            }
+        }
+        if store.is_empty() {
+            return Err(Error::input(path, "no images"));
+        }
+        Ok(store)
+    }
+
+    /// Writes the crops of `indices` (one crop each) as an N x 3 x C x C batch.
+    pub fn batch(
+        &self,
+        indices: &[usize],
+        crops: &[Crop],
+        crop_size: usize,
+        mean: &[f32],
+    ) -> Vec<f32> {
+        let per_image = 3 * crop_size * crop_size;
+        let mut batch = vec![0.0f32; indices.len() * per_image];
+        batch
+            .par_chunks_mut(per_image)
+            .zip(indices.par_iter().zip(crops))
+            .for_each(|(out, (&index, &crop))| {
+                write_crop_chw(
+                    self.image(index),
+                    self.image_size as u32,
+                    Some(mean),
+                    crop,
+                    crop_size as u32,
+                    out,
+                );
+            });
+        batch
+    }
+}

@@ -1,0 +1,378 @@
+//! Stage kind `train` (§3): trains a named architecture on a preprocessed training set,
+//! validates every epoch on the centre crop, evaluates the final model with the 10-crop
+//! average, and keeps the per-epoch weights Fig. 4 needs.
+
+mod data;
+mod training;
+
+use std::sync::Arc;
+
+use artifacts::parquet_io::SchemaId;
+use artifacts::table::{Column, Table};
+use artifacts::tensors::read_tensors;
+use engine::weights::{ModelInfo, save_model};
+use engine::{Architecture, CpuBackend};
+use stage_api::{
+    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
+    StageContext, StageKind,
+};
+
+pub use data::ImageStore;
+pub use training::{
+    Crops, EpochMetrics, Evaluation, LrSchedule, TrainConfig, Trained, evaluate, top_k_wrong, train,
+};
+
+/// Schema of the per-epoch metrics table.
+pub const METRICS: SchemaId = SchemaId {
+    name: "train_metrics",
+    version: 1,
+};
+/// Schema of the final evaluation table.
+pub const EVALUATION: SchemaId = SchemaId {
+    name: "evaluation",
+    version: 1,
+};
+
+pub fn kinds() -> Vec<Arc<dyn StageKind>> {
+    vec![Arc::new(Train)]
+}
+
+pub struct Train;
+
+impl Train {
+    /// The training config a set of validated params describes.
+    pub fn config(params: &Params) -> TrainConfig {
+        let schedule = match params.str("lr_schedule") {
+            "manual" => LrSchedule::Manual {
+                epochs: params
+                    .int_list("lr_steps")
+                    .iter()
+                    .map(|&e| e as usize)
+                    .collect(),
+                factor: params.float("lr_factor"),
+            },
+            _ => LrSchedule::Plateau {
+                patience: params.usize("plateau_patience"),
+                factor: params.float("lr_factor"),
+            },
+        };
+        TrainConfig {
+            architecture: params.str("arch").to_owned(),
+            epochs: params.usize("epochs"),
+            batch_size: params.usize("batch_size"),
+            learning_rate: params.float("learning_rate"),
+            momentum: params.float("momentum"),
+            weight_decay: params.float("weight_decay"),
+            init_std: params.float("init_std"),
+            filter_rms_radius: params.float("filter_rms_radius"),
+            schedule,
+            seed: params.int("seed") as u64,
+            checkpoint_epochs: params
+                .int_list("checkpoint_epochs")
+                .iter()
+                .map(|&e| e as usize)
+                .collect(),
+        }
+    }
+}
+
+impl StageKind for Train {
+    fn name(&self) -> &'static str {
+        "train"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "Trains a ZF-family network with SGD + momentum, dropout and filter RMS renormalisation (§3)."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::string(
+                "arch",
+                "zf",
+                "Architecture: zf, krizhevsky, zf_small, or a Table 3 variant (see ARCHITECTURE.md).",
+            ),
+            ParamSpec::int("epochs", 70, 1, 10_000, "Epochs to train (paper: 70)."),
+            ParamSpec::int(
+                "batch_size",
+                128,
+                1,
+                65_536,
+                "Mini-batch size (paper: 128).",
+            ),
+            ParamSpec::float(
+                "learning_rate",
+                0.01,
+                0.0,
+                10.0,
+                "Initial learning rate (paper: 1e-2).",
+            ),
+            ParamSpec::float("momentum", 0.9, 0.0, 1.0, "Momentum (paper: 0.9)."),
+            ParamSpec::float(
+                "weight_decay",
+                5e-4,
+                0.0,
+                1.0,
+                "L2 weight decay (not stated in the paper; Krizhevsky et al.'s 5e-4).",
+            ),
+            ParamSpec::float(
+                "init_std",
+                0.01,
+                0.0,
+                10.0,
+                "Std of the initial weights (paper: 1e-2).",
+            ),
+            ParamSpec::float(
+                "filter_rms_radius",
+                0.1,
+                0.0,
+                100.0,
+                "Conv filters with a larger RMS are renormalised to it (paper: 0.1); 0 turns it off.",
+            ),
+            ParamSpec::choice(
+                "lr_schedule",
+                "plateau",
+                &["plateau", "manual"],
+                "Anneal when validation error plateaus, or at the listed epochs.",
+            ),
+            ParamSpec::int(
+                "plateau_patience",
+                2,
+                1,
+                1000,
+                "Epochs without improvement before annealing.",
+            ),
+            ParamSpec::int_list(
+                "lr_steps",
+                &[],
+                "Epochs (1-based) at which a manual schedule anneals.",
+            ),
+            ParamSpec::float(
+                "lr_factor",
+                0.1,
+                0.0,
+                1.0,
+                "Annealing multiplies the rate by this.",
+            ),
+            ParamSpec::int_list(
+                "checkpoint_epochs",
+                &[1, 2, 5, 10, 20, 30, 40, 64],
+                "Epochs whose weights are kept (Fig. 4's epochs by default).",
+            ),
+            ParamSpec::int(
+                "seed",
+                0,
+                0,
+                i64::MAX,
+                "Seed of initialisation, shuffles, crops, dropout.",
+            ),
+            ParamSpec::choice("device", "cpu", &["cpu", "cuda"], "Where the network runs."),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        let artifact = |name, doc| InputSpec {
+            name,
+            kind: InputKind::Artifact,
+            required: true,
+            doc,
+        };
+        vec![
+            artifact("train", "preprocessed training images (SxS)"),
+            artifact("val", "preprocessed validation images (SxS)"),
+            artifact(
+                "mean",
+                "the per-pixel mean of the training images (mean_image)",
+            ),
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                name: "model",
+                file_name: "model.safetensors",
+                doc: "final weights, input mean, architecture and class names",
+            },
+            OutputSpec {
+                name: "checkpoints",
+                file_name: "checkpoints",
+                doc: "epoch_NNN.safetensors for each kept epoch (Fig. 4)",
+            },
+            OutputSpec {
+                name: "metrics",
+                file_name: "metrics.parquet",
+                doc: "per epoch: losses, errors, learning rate, seconds",
+            },
+            OutputSpec {
+                name: "evaluation",
+                file_name: "evaluation.parquet",
+                doc: "final validation errors, centre crop and 10-crop average",
+            },
+        ]
+    }
+
+    fn resources(&self, params: &Params) -> Resources {
+        Resources {
+            gpu: params.str("device") == "cuda",
+        }
+    }
+
+    fn validate(&self, params: &Params) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(error) = Architecture::from_name(params.str("arch"), 2) {
+            problems.push(error.to_string());
+        }
+        if params.str("lr_schedule") == "manual" && params.int_list("lr_steps").is_empty() {
+            problems.push("`lr_schedule: manual` needs `lr_steps`".to_owned());
+        }
+        problems
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        if ctx.params.str("device") == "cuda" {
+            return Err(Error::Config(
+                "`device: cuda` needs the CUDA backend (issue #5), which this build does not \
+                 have; set `device: cpu`"
+                    .to_owned(),
+            ));
+        }
+        let config = Train::config(&ctx.params);
+        let train_store = ImageStore::load(ctx.input("train"))?;
+        let val_store = ImageStore::load(ctx.input("val"))?;
+        let mean_path = ctx.input("mean");
+        let mean_file = read_tensors(mean_path)?;
+        let mean = mean_file.get("mean", mean_path)?;
+        if mean.values.len() != train_store.image_size * train_store.image_size * 3 {
+            return Err(Error::input(
+                mean_path,
+                format!(
+                    "the mean image has shape {:?} but the training images are {}x{}x3",
+                    mean.shape, train_store.image_size, train_store.image_size
+                ),
+            ));
+        }
+        let bar = ctx.progress_bar(config.epochs as u64, "training (epochs)");
+        let started = std::time::Instant::now();
+        let mut report = |m: &EpochMetrics| {
+            bar.inc(1);
+            tracing::info!(
+                epoch = m.epoch,
+                train_loss = m.train_loss,
+                val_top1_error = m.val_top1_error,
+                lr = m.learning_rate,
+                seconds = m.seconds,
+                "epoch done"
+            );
+        };
+        let trained = train(
+            CpuBackend,
+            &config,
+            &train_store,
+            &val_store,
+            &mean.values,
+            &ctx.resume_dir,
+            config.epochs,
+            &mut report,
+        )?;
+        bar.finish_and_clear();
+
+        let centre = evaluate(
+            &trained.network,
+            &val_store,
+            &mean.values,
+            Crops::Centre,
+            config.batch_size,
+        );
+        let ten = evaluate(
+            &trained.network,
+            &val_store,
+            &mean.values,
+            Crops::Ten,
+            config.batch_size,
+        );
+        let info = ModelInfo {
+            architecture: trained.network.architecture.clone(),
+            image_size: train_store.image_size,
+            class_names: train_store.class_names.clone(),
+            mean: mean.values.clone(),
+        };
+        save_model(
+            ctx.output("model"),
+            &trained.network,
+            &info,
+            &ctx.provenance,
+        )?;
+        let checkpoints = ctx.output("checkpoints");
+        std::fs::create_dir_all(checkpoints).map_err(|e| Error::io(checkpoints, e))?;
+        for (epoch, path) in &trained.epoch_files {
+            let target = training::epoch_file(checkpoints, *epoch);
+            std::fs::copy(path, &target).map_err(|e| Error::io(&target, e))?;
+        }
+        metrics_table(&trained.metrics).write(ctx.output("metrics"), METRICS, &ctx.provenance)?;
+        let evaluation = Table::default()
+            .with("split", Column::Str(vec!["val".into(), "val".into()]))
+            .with("crops", Column::Str(vec!["centre".into(), "ten".into()]))
+            .with(
+                "n_images",
+                Column::I64(vec![centre.n_images as i64, ten.n_images as i64]),
+            )
+            .with(
+                "top1_error",
+                Column::F64(vec![centre.top1_error, ten.top1_error]),
+            )
+            .with(
+                "top5_error",
+                Column::F64(vec![centre.top5_error, ten.top5_error]),
+            )
+            .with("loss", Column::F64(vec![centre.loss, ten.loss]));
+        evaluation.write(ctx.output("evaluation"), EVALUATION, &ctx.provenance)?;
+        let last = trained.metrics.last();
+        Ok(RunSummary::default()
+            .line(format!(
+                "{} epochs of `{}` on {} images ({} classes) in {:.0}s",
+                trained.metrics.len(),
+                config.architecture,
+                train_store.len(),
+                train_store.class_names.len(),
+                started.elapsed().as_secs_f64()
+            ))
+            .line(format!(
+                "val top-1 error: centre crop {:.2}%, 10-crop {:.2}% (accuracy {:.2}%); train top-1 error {:.2}%",
+                100.0 * centre.top1_error,
+                100.0 * ten.top1_error,
+                100.0 * (1.0 - ten.top1_error),
+                100.0 * last.map_or(f64::NAN, |m| m.train_top1_error)
+            )))
+    }
+}
+
+/// The metrics artifact's table.
+pub fn metrics_table(metrics: &[EpochMetrics]) -> Table {
+    let f = |get: fn(&EpochMetrics) -> f64| Column::F64(metrics.iter().map(get).collect());
+    Table::default()
+        .with(
+            "epoch",
+            Column::I64(metrics.iter().map(|m| m.epoch as i64).collect()),
+        )
+        .with("train_loss", f(|m| m.train_loss))
+        .with("train_top1_error", f(|m| m.train_top1_error))
+        .with("val_loss", f(|m| m.val_loss))
+        .with("val_top1_error", f(|m| m.val_top1_error))
+        .with("val_top5_error", f(|m| m.val_top5_error))
+        .with("learning_rate", f(|m| m.learning_rate))
+        .with(
+            "filters_renormalised",
+            Column::I64(
+                metrics
+                    .iter()
+                    .map(|m| m.filters_renormalised as i64)
+                    .collect(),
+            ),
+        )
+        .with("seconds", f(|m| m.seconds))
+}

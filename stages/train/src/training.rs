@@ -1,0 +1,356 @@
+//! The training loop of §3: "stochastic gradient descent with a mini-batch size of 128,
+//! learning rate 1e-2, momentum 0.9, learning rate annealed when the validation error
+//! plateaus", dropout in fc6/fc7, filter RMS renormalisation, multiple crops and flips.
+//!
+//! Every random choice comes from a stream keyed by (seed, purpose, epoch, step), and the
+//! checkpoint after each epoch holds weights, momentum buffers and the schedule's state: a run
+//! killed anywhere and restarted resumes from the last finished epoch and ends with weights
+//! bit-identical to an uninterrupted run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use artifacts::Provenance;
+use artifacts::tensors::{NamedTensor, read_tensors, write_tensors};
+use engine::rng::{purpose, rng_for, stream_key};
+use engine::{Architecture, Backend, Mode, Network, UpdateConfig, weights};
+use imaging::{Crop, centre_crop, random_crop, ten_crops};
+use rand::Rng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use stage_api::{Error, Result};
+
+use crate::data::ImageStore;
+
+/// How the learning rate is annealed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum LrSchedule {
+    /// Multiply by `factor` when the validation top-1 error has not improved for `patience`
+    /// epochs (the paper's manual annealing, automated).
+    Plateau { patience: usize, factor: f64 },
+    /// Multiply by `factor` at the start of each listed epoch (1-based).
+    Manual { epochs: Vec<usize>, factor: f64 },
+}
+
+/// Everything that determines a training run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub architecture: String,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub init_std: f64,
+    pub filter_rms_radius: f64,
+    pub schedule: LrSchedule,
+    pub seed: u64,
+    /// Epochs (1-based) whose weights are kept for Fig. 4.
+    pub checkpoint_epochs: Vec<usize>,
+}
+
+/// One row of the metrics artifact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    /// Top-1 error on the training crops seen this epoch (with dropout active).
+    pub train_top1_error: f64,
+    pub val_loss: f64,
+    pub val_top1_error: f64,
+    pub val_top5_error: f64,
+    pub learning_rate: f64,
+    pub filters_renormalised: usize,
+    pub seconds: f64,
+}
+
+/// What the checkpoint remembers besides tensors.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ScheduleState {
+    epochs_done: usize,
+    learning_rate: f64,
+    best_val_error: f64,
+    epochs_since_best: usize,
+    metrics: Vec<EpochMetrics>,
+}
+
+const RESUME_KEY: &str = "zfnet.resume";
+const CHECKPOINT: &str = "checkpoint.safetensors";
+
+/// Path of the kept weights of `epoch` inside a folder.
+pub fn epoch_file(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join(format!("epoch_{epoch:03}.safetensors"))
+}
+
+/// The result of a (possibly resumed) run.
+pub struct Trained<B: Backend> {
+    pub network: Network<B>,
+    pub metrics: Vec<EpochMetrics>,
+    /// Kept per-epoch weight files (in the resume folder).
+    pub epoch_files: Vec<(usize, PathBuf)>,
+}
+
+/// Trains until `until_epoch` (<= `config.epochs`), resuming from `resume_dir` if a checkpoint
+/// is there. `report` is called after each epoch.
+#[allow(clippy::too_many_arguments)]
+pub fn train<B: Backend>(
+    backend: B,
+    config: &TrainConfig,
+    train: &ImageStore,
+    val: &ImageStore,
+    mean: &[f32],
+    resume_dir: &Path,
+    until_epoch: usize,
+    report: &mut dyn FnMut(&EpochMetrics),
+) -> Result<Trained<B>> {
+    let classes = train.class_names.len().max(val.class_names.len());
+    let architecture = Architecture::from_name(&config.architecture, classes)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let crop_size = architecture.input_size;
+    if crop_size > train.image_size {
+        return Err(Error::Config(format!(
+            "architecture `{}` takes {crop_size}x{crop_size} crops but the images are {}x{}: \
+             preprocess to a larger `size`",
+            config.architecture, train.image_size, train.image_size
+        )));
+    }
+    let mut network = Network::new(backend, architecture, config.init_std, config.seed);
+    let mut state = ScheduleState {
+        learning_rate: config.learning_rate,
+        best_val_error: f64::INFINITY,
+        ..ScheduleState::default()
+    };
+    std::fs::create_dir_all(resume_dir).map_err(|e| Error::io(resume_dir, e))?;
+    let checkpoint = resume_dir.join(CHECKPOINT);
+    if checkpoint.exists() {
+        state = load_checkpoint(&mut network, &checkpoint)?;
+        tracing::info!(epochs_done = state.epochs_done, "resuming from checkpoint");
+    }
+    let update = |lr: f64| UpdateConfig {
+        learning_rate: lr,
+        momentum: config.momentum,
+        weight_decay: config.weight_decay,
+        filter_rms_radius: config.filter_rms_radius,
+    };
+
+    for epoch in state.epochs_done..until_epoch.min(config.epochs) {
+        let started = Instant::now();
+        if let LrSchedule::Manual { epochs, factor } = &config.schedule
+            && epochs.contains(&(epoch + 1))
+        {
+            state.learning_rate *= factor;
+        }
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut rng_for(&[config.seed, purpose::SHUFFLE, epoch as u64]));
+        let (mut loss_sum, mut wrong, mut seen, mut renormalised) = (0.0f64, 0usize, 0usize, 0);
+        for (step, indices) in order.chunks(config.batch_size).enumerate() {
+            let mut crop_rng = rng_for(&[config.seed, purpose::CROP, epoch as u64, step as u64]);
+            let crops: Vec<Crop> = indices
+                .iter()
+                .map(|_| random_crop(train.image_size as u32, crop_size as u32, crop_rng.random()))
+                .collect();
+            let input = network
+                .backend
+                .upload(&train.batch(indices, &crops, crop_size, mean));
+            let labels: Vec<usize> = indices.iter().map(|&i| train.labels[i]).collect();
+            let dropout_stream = stream_key(&[config.seed, epoch as u64, step as u64]);
+            let acts = network.forward(input, Mode::Train { dropout_stream });
+            let loss = network.backward(&acts, &labels);
+            if !loss.is_finite() {
+                return Err(Error::Numerical(format!(
+                    "training diverged: the loss is {loss} at epoch {}, step {step} (learning \
+                     rate {}). The last good checkpoint (after epoch {}) is kept in {}; lower \
+                     `learning_rate` or `init_std`",
+                    epoch + 1,
+                    state.learning_rate,
+                    state.epochs_done,
+                    resume_dir.display()
+                )));
+            }
+            let logits = network.backend.download(acts.logits());
+            wrong += top_k_wrong(&logits, &labels, classes, 1);
+            loss_sum += loss as f64 * labels.len() as f64;
+            seen += labels.len();
+            renormalised += network.update(&update(state.learning_rate));
+        }
+        let val_result = evaluate(&network, val, mean, Crops::Centre, config.batch_size);
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen as f64,
+            train_top1_error: wrong as f64 / seen as f64,
+            val_loss: val_result.loss,
+            val_top1_error: val_result.top1_error,
+            val_top5_error: val_result.top5_error,
+            learning_rate: state.learning_rate,
+            filters_renormalised: renormalised,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        report(&metrics);
+        if let LrSchedule::Plateau { patience, factor } = &config.schedule {
+            if metrics.val_top1_error < state.best_val_error {
+                state.best_val_error = metrics.val_top1_error;
+                state.epochs_since_best = 0;
+            } else {
+                state.epochs_since_best += 1;
+                if state.epochs_since_best >= *patience {
+                    state.learning_rate *= factor;
+                    state.epochs_since_best = 0;
+                }
+            }
+        }
+        state.metrics.push(metrics);
+        state.epochs_done = epoch + 1;
+        if config.checkpoint_epochs.contains(&(epoch + 1)) {
+            let kept = epoch_file(resume_dir, epoch + 1);
+            write_tensors(
+                &kept,
+                &Provenance::ad_hoc("train"),
+                &weights::export(&network),
+                &BTreeMap::new(),
+            )?;
+        }
+        save_checkpoint(&network, &state, &checkpoint)?;
+    }
+    let epoch_files = config
+        .checkpoint_epochs
+        .iter()
+        .map(|&epoch| (epoch, epoch_file(resume_dir, epoch)))
+        .filter(|(_, path)| path.exists())
+        .collect();
+    Ok(Trained {
+        network,
+        metrics: state.metrics,
+        epoch_files,
+    })
+}
+
+fn save_checkpoint<B: Backend>(
+    network: &Network<B>,
+    state: &ScheduleState,
+    path: &Path,
+) -> Result<()> {
+    let b = &network.backend;
+    let mut tensors = weights::export(network);
+    for p in &network.params {
+        tensors.push(NamedTensor::new(
+            format!("{}.weight.velocity", p.name),
+            p.shape.clone(),
+            b.download(&p.weight_velocity),
+        ));
+        tensors.push(NamedTensor::new(
+            format!("{}.bias.velocity", p.name),
+            vec![p.shape[0]],
+            b.download(&p.bias_velocity),
+        ));
+    }
+    let metadata = BTreeMap::from([(
+        RESUME_KEY.to_owned(),
+        serde_json::to_string(state).expect("state serialises"),
+    )]);
+    // Write beside, then rename: a kill mid-write leaves the previous checkpoint intact.
+    let temporary = path.with_extension("tmp");
+    write_tensors(
+        &temporary,
+        &Provenance::ad_hoc("train"),
+        &tensors,
+        &metadata,
+    )?;
+    std::fs::rename(&temporary, path).map_err(|e| Error::io(path, e))
+}
+
+fn load_checkpoint<B: Backend>(network: &mut Network<B>, path: &Path) -> Result<ScheduleState> {
+    let file = read_tensors(path)?;
+    weights::import(network, &file, path)?;
+    for p in &mut network.params {
+        let weight = file.get(&format!("{}.weight.velocity", p.name), path)?;
+        let bias = file.get(&format!("{}.bias.velocity", p.name), path)?;
+        p.weight_velocity = network.backend.upload(&weight.values);
+        p.bias_velocity = network.backend.upload(&bias.values);
+    }
+    file.metadata
+        .get(RESUME_KEY)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .ok_or_else(|| {
+            Error::input(
+                path,
+                "checkpoint without its schedule state; delete it to start over",
+            )
+        })
+}
+
+/// Which crops an evaluation averages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crops {
+    /// The centre crop alone (validation during training).
+    Centre,
+    /// The 10 crops of §3, softmax outputs averaged.
+    Ten,
+}
+
+/// Errors and loss of a network on a store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub n_images: usize,
+    pub loss: f64,
+    pub top1_error: f64,
+    pub top5_error: f64,
+}
+
+/// Evaluates without dropout, averaging the softmax over the chosen crops.
+pub fn evaluate<B: Backend>(
+    network: &Network<B>,
+    store: &ImageStore,
+    mean: &[f32],
+    crops: Crops,
+    batch_size: usize,
+) -> Evaluation {
+    let crop_size = network.architecture.input_size;
+    let classes = network.classes();
+    let positions: Vec<Crop> = match crops {
+        Crops::Centre => vec![centre_crop(store.image_size as u32, crop_size as u32)],
+        Crops::Ten => ten_crops(store.image_size as u32, crop_size as u32).to_vec(),
+    };
+    let (mut loss, mut wrong1, mut wrong5) = (0.0f64, 0usize, 0usize);
+    let indices: Vec<usize> = (0..store.len()).collect();
+    for chunk in indices.chunks(batch_size) {
+        let mut probs = vec![0.0f32; chunk.len() * classes];
+        for &crop in &positions {
+            let crops = vec![crop; chunk.len()];
+            let input = network
+                .backend
+                .upload(&store.batch(chunk, &crops, crop_size, mean));
+            let acts = network.forward(input, Mode::Eval);
+            let p = network.backend.softmax(acts.logits(), classes);
+            for (total, value) in probs.iter_mut().zip(p) {
+                *total += value / positions.len() as f32;
+            }
+        }
+        let labels: Vec<usize> = chunk.iter().map(|&i| store.labels[i]).collect();
+        wrong1 += top_k_wrong(&probs, &labels, classes, 1);
+        wrong5 += top_k_wrong(&probs, &labels, classes, 5);
+        for (row, &label) in probs.chunks(classes).zip(&labels) {
+            loss -= (row[label].max(1e-30) as f64).ln();
+        }
+    }
+    let n = store.len() as f64;
+    Evaluation {
+        n_images: store.len(),
+        loss: loss / n,
+        top1_error: wrong1 as f64 / n,
+        top5_error: wrong5 as f64 / n,
+    }
+}
+
+/// How many rows of `scores` (N x classes) do not have their label among the top `k`.
+pub fn top_k_wrong(scores: &[f32], labels: &[usize], classes: usize, k: usize) -> usize {
+    scores
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(row, label)| {
+            let target = row[**label];
+            // Rank = number of classes scoring strictly higher (ties favour the label).
+            row.iter().filter(|&&s| s > target).count() >= k
+        })
+        .count()
+}

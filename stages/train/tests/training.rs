@@ -1,0 +1,188 @@
+//! Training as §3 describes it, on a small learnable set: resumable bit for bit, stopped on a
+//! diverging loss, and learning.
+
+use engine::CpuBackend;
+use stage_api::Error;
+use train::{Crops, ImageStore, LrSchedule, TrainConfig, evaluate, train};
+
+/// `n` 32x32 images of 4 classes: class c is a bright horizontal band (rows 8c..8c+8), on
+/// noise — a task that horizontal flips and small crop shifts leave intact.
+fn store(n: usize, seed: u64) -> ImageStore {
+    let mut pixels = Vec::with_capacity(n * 32 * 32 * 3);
+    let mut labels = Vec::new();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in 0..n {
+        let c = i % 4;
+        labels.push(c);
+        for y in 0..32 {
+            for _x in 0..32 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let inside = y / 8 == c;
+                let value = (state % 60) as u8 + if inside { 150 } else { 30 };
+                pixels.extend_from_slice(&[value, value, value]);
+            }
+        }
+    }
+    ImageStore {
+        image_size: 32,
+        pixels,
+        labels,
+        image_ids: (0..n as i64).collect(),
+        class_names: (0..4).map(|c| format!("band{c}")).collect(),
+    }
+}
+
+fn config(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        architecture: "zf_small".into(),
+        epochs,
+        batch_size: 16,
+        learning_rate: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        init_std: 0.03,
+        filter_rms_radius: 0.1,
+        schedule: LrSchedule::Plateau {
+            patience: 1,
+            factor: 0.1,
+        },
+        seed: 11,
+        checkpoint_epochs: vec![1, 3],
+    }
+}
+
+const MEAN: f32 = 90.0;
+
+#[test]
+fn a_run_resumed_after_any_epoch_ends_bit_identical_to_an_uninterrupted_run() {
+    let (train_set, val_set) = (store(64, 1), store(16, 2));
+    let mean = vec![MEAN; 32 * 32 * 3];
+    let whole_dir = tempfile::tempdir().unwrap();
+    let whole = train(
+        CpuBackend,
+        &config(3),
+        &train_set,
+        &val_set,
+        &mean,
+        whole_dir.path(),
+        3,
+        &mut |_| {},
+    )
+    .unwrap();
+
+    let resumed_dir = tempfile::tempdir().unwrap();
+    // "Killed" after epoch 1 (the checkpoint is written), then after epoch 2, then finished
+    // by fresh processes' worth of state: a new network each time.
+    for until in [1, 2, 3] {
+        let partial = train(
+            CpuBackend,
+            &config(3),
+            &train_set,
+            &val_set,
+            &mean,
+            resumed_dir.path(),
+            until,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(partial.metrics.len(), until);
+    }
+    let resumed = train(
+        CpuBackend,
+        &config(3),
+        &train_set,
+        &val_set,
+        &mean,
+        resumed_dir.path(),
+        3,
+        &mut |_| {},
+    )
+    .unwrap();
+
+    for (a, b) in whole.network.params.iter().zip(&resumed.network.params) {
+        assert_eq!(a.weight, b.weight, "{} weights", a.name);
+        assert_eq!(a.weight_velocity, b.weight_velocity, "{} momentum", a.name);
+    }
+    let losses = |t: &train::Trained<CpuBackend>| {
+        t.metrics
+            .iter()
+            .map(|m| (m.train_loss, m.learning_rate))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&whole), losses(&resumed));
+    assert_eq!(
+        resumed
+            .epoch_files
+            .iter()
+            .map(|(e, _)| *e)
+            .collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+}
+
+#[test]
+fn the_network_learns_the_band_task() {
+    let (train_set, val_set) = (store(256, 3), store(64, 4));
+    let mean = vec![MEAN; 32 * 32 * 3];
+    let dir = tempfile::tempdir().unwrap();
+    let trained = train(
+        CpuBackend,
+        &config(3),
+        &train_set,
+        &val_set,
+        &mean,
+        dir.path(),
+        3,
+        &mut |_| {},
+    )
+    .unwrap();
+    let ten = evaluate(&trained.network, &val_set, &mean, Crops::Ten, 32);
+    assert!(
+        ten.top1_error < 0.25,
+        "10-crop error {} (chance is 0.75)",
+        ten.top1_error
+    );
+    assert!(trained.metrics[2].train_loss < trained.metrics[0].train_loss);
+}
+
+#[test]
+fn a_diverging_loss_stops_training_with_a_clear_message_and_keeps_the_last_checkpoint() {
+    let (train_set, val_set) = (store(64, 5), store(16, 6));
+    let mean = vec![MEAN; 32 * 32 * 3];
+    let dir = tempfile::tempdir().unwrap();
+    train(
+        CpuBackend,
+        &config(3),
+        &train_set,
+        &val_set,
+        &mean,
+        dir.path(),
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    // A non-finite input poisons the forward pass the way an exploding update does.
+    let poisoned = vec![f32::NAN; mean.len()];
+    let error = train(
+        CpuBackend,
+        &config(3),
+        &train_set,
+        &val_set,
+        &poisoned,
+        dir.path(),
+        3,
+        &mut |_| {},
+    )
+    .err()
+    .expect("diverges");
+    match error {
+        Error::Numerical(message) => {
+            assert!(message.contains("training diverged"), "{message}");
+            assert!(message.contains("after epoch 1"), "{message}");
+        }
+        other => panic!("expected a numerical error, got {other}"),
+    }
+    assert!(dir.path().join("checkpoint.safetensors").exists());
+}
