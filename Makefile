@@ -31,7 +31,7 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
 python-deps:
-	@$(PYTHON) -c "import pyarrow, numpy, PIL" 2>/dev/null || \
+	@$(PYTHON) -c "import pyarrow, numpy, PIL, onnxruntime, onnx" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet -r scripts/requirements.txt
 
 clean:

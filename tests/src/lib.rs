@@ -3,6 +3,7 @@
 //! The tests drive the real binary (so they can kill it mid-write and check exit codes). It is
 //! found next to the test executable's `deps/` folder; `make test` builds it first.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -119,4 +120,76 @@ impl Project {
             .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
             .collect()
     }
+}
+
+pub fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0, 0, 8, dims.len() as u8];
+    for dim in dims {
+        bytes.extend_from_slice(&dim.to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    // A stored (uncompressed) gzip stream is still gzip: enough to test the gz path without a
+    // compression crate here.
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut offset = 0;
+    loop {
+        let block = &bytes[offset..(offset + 65_535).min(bytes.len())];
+        offset += block.len();
+        let last = offset == bytes.len();
+        out.push(last as u8);
+        out.extend_from_slice(&(block.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(!(block.len() as u16)).to_le_bytes());
+        out.extend_from_slice(block);
+        if last {
+            break;
+        }
+    }
+    out.extend_from_slice(&crc32(bytes).to_le_bytes());
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= byte as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A small Fashion-MNIST in its IDX layout: `n_train` and `n_test` 28x28 images, labels
+/// cycling 0-9; image i is a flat grey of 6 * label + i % 5 (the train images gzipped).
+pub fn write_fashion_sized(dir: &std::path::Path, n_train: u32, n_test: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let pixels: Vec<u8> = (0..n)
+            .flat_map(|i| [((i % 10) * 6 + i % 5) as u8; 784])
+            .collect();
+        let images = idx(&[n, 28, 28], &pixels);
+        let mut file =
+            std::fs::File::create(dir.join(format!("{prefix}-images-idx3-ubyte.gz"))).unwrap();
+        file.write_all(&gzip(&images)).unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            idx(&[n], &labels),
+        )
+        .unwrap();
+    }
+}
+
+/// The small Fashion-MNIST of the data tests: 40 training and 20 test images.
+pub fn write_fashion(dir: &std::path::Path) {
+    write_fashion_sized(dir, 40, 20)
 }

@@ -1,76 +1,7 @@
 //! The data half of the paper (§3) through the real binary: read Fashion-MNIST IDX files (made
 //! here), preprocess to SxS, the per-pixel mean, and per-class folds.
 
-use std::fs;
-use std::io::Write;
-
-use tests::Project;
-
-fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![0, 0, 8, dims.len() as u8];
-    for dim in dims {
-        bytes.extend_from_slice(&dim.to_be_bytes());
-    }
-    bytes.extend_from_slice(data);
-    bytes
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    // A stored (uncompressed) gzip stream is still gzip: enough to test the gz path without a
-    // compression crate here.
-    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    let mut offset = 0;
-    loop {
-        let block = &bytes[offset..(offset + 65_535).min(bytes.len())];
-        offset += block.len();
-        let last = offset == bytes.len();
-        out.push(last as u8);
-        out.extend_from_slice(&(block.len() as u16).to_le_bytes());
-        out.extend_from_slice(&(!(block.len() as u16)).to_le_bytes());
-        out.extend_from_slice(block);
-        if last {
-            break;
-        }
-    }
-    out.extend_from_slice(&crc32(bytes).to_le_bytes());
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-    out
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= byte as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// 40 training and 20 test images of 28x28; image i of class c is a flat grey of 6 * c + i % 5.
-fn write_fashion(dir: &std::path::Path) {
-    fs::create_dir_all(dir).unwrap();
-    for (prefix, n) in [("train", 40u32), ("t10k", 20)] {
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        let pixels: Vec<u8> = (0..n)
-            .flat_map(|i| [((i % 10) * 6 + i % 5) as u8; 784])
-            .collect();
-        let images = idx(&[n, 28, 28], &pixels);
-        let mut file =
-            fs::File::create(dir.join(format!("{prefix}-images-idx3-ubyte.gz"))).unwrap();
-        file.write_all(&gzip(&images)).unwrap();
-        fs::write(
-            dir.join(format!("{prefix}-labels-idx1-ubyte")),
-            idx(&[n], &labels),
-        )
-        .unwrap();
-    }
-}
+use tests::{Project, write_fashion};
 
 const PIPELINE: &str = r#"name: data
 stages:

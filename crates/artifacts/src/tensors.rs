@@ -3,10 +3,10 @@
 //! String metadata (provenance, architecture, RNG state) rides in the safetensors header, so a
 //! checkpoint is one self-describing file that PyTorch's `safetensors.torch.load_file` opens.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::parquet_io::PROVENANCE_KEY;
 use crate::{Error, Provenance, Result};
@@ -35,34 +35,66 @@ impl NamedTensor {
 }
 
 /// Writes tensors and metadata (plus provenance) to `path`.
+///
+/// The header is written here rather than by `safetensors::serialize`, whose metadata map is a
+/// `HashMap`: its key order (and so the file's bytes and content hash) changed from one process
+/// to the next. Here metadata keys are sorted and tensors keep the given order, so the same
+/// tensors always make the same bytes — which content-addressed caching relies on.
 pub fn write_tensors(
     path: &Path,
     provenance: &Provenance,
     tensors: &[NamedTensor],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(&str, TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(tensor, data)| {
-            let view = TensorView::new(Dtype::F32, tensor.shape.clone(), data)
-                .expect("sizes checked in NamedTensor::new");
-            (tensor.name.as_str(), view)
-        })
-        .collect();
-    let mut info: HashMap<String, String> = metadata.clone().into_iter().collect();
+    use std::io::Write;
+    let mut info = metadata.clone();
     info.insert(
         PROVENANCE_KEY.to_owned(),
         serde_json::to_string(provenance).expect("provenance serialises"),
     );
-    safetensors::serialize_to_file(views, Some(info), path)
-        .map_err(|e| Error::contract(path, format!("cannot write safetensors: {e}")))?;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    file.sync_all().map_err(|e| Error::io(path, e))
+    let mut header = serde_json::Map::new();
+    header.insert(
+        "__metadata__".to_owned(),
+        serde_json::Value::Object(
+            info.into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect(),
+        ),
+    );
+    let mut offset = 0usize;
+    for tensor in tensors {
+        let bytes = tensor.values.len() * 4;
+        header.insert(
+            tensor.name.clone(),
+            serde_json::json!({
+                "dtype": "F32",
+                "shape": tensor.shape,
+                "data_offsets": [offset, offset + bytes],
+            }),
+        );
+        offset += bytes;
+    }
+    let mut header_bytes =
+        serde_json::to_vec(&serde_json::Value::Object(header)).expect("header serialises");
+    // The data must start 8-byte aligned; the format pads the header with spaces.
+    while header_bytes.len() % 8 != 0 {
+        header_bytes.push(b' ');
+    }
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut out = std::io::BufWriter::new(file);
+    let io = |e| Error::io(path, e);
+    out.write_all(&(header_bytes.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&header_bytes).map_err(io)?;
+    for tensor in tensors {
+        for value in &tensor.values {
+            out.write_all(&value.to_le_bytes()).map_err(io)?;
+        }
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
+    file.sync_all().map_err(io)
 }
 
 /// Everything in a safetensors file of f32 tensors.
@@ -141,5 +173,18 @@ mod tests {
         assert_eq!(file.metadata["arch"], "zf");
         assert!(file.metadata.contains_key(PROVENANCE_KEY));
         assert!(file.get("fc6.weight", &path).is_err());
+    }
+
+    #[test]
+    fn the_same_tensors_always_make_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors = vec![NamedTensor::new("w", vec![2], vec![1.0, 2.0])];
+        let metadata: BTreeMap<String, String> = (0..20)
+            .map(|i| (format!("key{i}"), i.to_string()))
+            .collect();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write_tensors(&a, &Provenance::ad_hoc("t"), &tensors, &metadata).unwrap();
+        write_tensors(&b, &Provenance::ad_hoc("t"), &tensors, &metadata).unwrap();
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
     }
 }

@@ -2,8 +2,10 @@
 //! ratios (the numbers in BENCHMARKS.md come from here). Run through `make bench`.
 //!
 //! Benchmarks: `preprocess` (decode + shortest side to 256 + centre crop of ImageNet-like
-//! 500x375 JPEGs) against Pillow, in one process and in a pool of one process per core.
+//! 500x375 JPEGs) against Pillow, in one process and in a pool of one process per core;
+//! `engine` (training and inference steps) against onnxruntime and the machine's SGEMM rate.
 
+mod engine;
 mod preprocess;
 
 use anyhow::Result;
@@ -20,6 +22,9 @@ fn main() -> Result<()> {
     );
     if wants("preprocess") {
         preprocess::run()?;
+    }
+    if wants("engine") {
+        engine::run()?;
     }
     Ok(())
 }

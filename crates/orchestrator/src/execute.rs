@@ -428,6 +428,8 @@ fn execute(
     cache
         .commit(temp_dir, &manifest)
         .map_err(|e| e.to_string())?;
+    // The run is committed: its checkpoints are no longer needed.
+    let _ = fs::remove_dir_all(&resume_dir);
     Ok(manifest)
 }
 

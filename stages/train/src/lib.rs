@@ -332,7 +332,13 @@ impl StageKind for Train {
             .with("loss", Column::F64(vec![centre.loss, ten.loss]));
         evaluation.write(ctx.output("evaluation"), EVALUATION, &ctx.provenance)?;
         let last = trained.metrics.last();
-        Ok(RunSummary::default()
+        let mut summary = RunSummary::default();
+        if let Some(epochs) = trained.resumed_after {
+            summary = summary.line(format!(
+                "resumed after epoch {epochs} from an interrupted run"
+            ));
+        }
+        Ok(summary
             .line(format!(
                 "{} epochs of `{}` on {} images ({} classes) in {:.0}s",
                 trained.metrics.len(),

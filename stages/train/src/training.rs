@@ -89,6 +89,8 @@ pub struct Trained<B: Backend> {
     pub metrics: Vec<EpochMetrics>,
     /// Kept per-epoch weight files (in the resume folder).
     pub epoch_files: Vec<(usize, PathBuf)>,
+    /// Epochs already done by an interrupted run this one resumed from.
+    pub resumed_after: Option<usize>,
 }
 
 /// Trains until `until_epoch` (<= `config.epochs`), resuming from `resume_dir` if a checkpoint
@@ -123,8 +125,10 @@ pub fn train<B: Backend>(
     };
     std::fs::create_dir_all(resume_dir).map_err(|e| Error::io(resume_dir, e))?;
     let checkpoint = resume_dir.join(CHECKPOINT);
+    let mut resumed_after = None;
     if checkpoint.exists() {
         state = load_checkpoint(&mut network, &checkpoint)?;
+        resumed_after = Some(state.epochs_done);
         tracing::info!(epochs_done = state.epochs_done, "resuming from checkpoint");
     }
     let update = |lr: f64| UpdateConfig {
@@ -222,6 +226,7 @@ pub fn train<B: Backend>(
         network,
         metrics: state.metrics,
         epoch_files,
+        resumed_after,
     })
 }
 
