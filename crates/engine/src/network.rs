@@ -61,7 +61,9 @@ impl<B: Backend> Param<B> {
 /// Everything a forward pass keeps for backward and for the deconvnet.
 pub struct Activations<B: Backend> {
     pub batch: usize,
-    /// `outputs[i]` is the output of op `i`; the input is kept separately.
+    /// `outputs[i]` is the output of op `i`; the input is kept separately. A conv or fc
+    /// output followed by a ReLU is rectified in place and moved to the ReLU's slot, leaving
+    /// an empty buffer in its own.
     pub input: B::Buffer,
     pub outputs: Vec<B::Buffer>,
     pub switches: Vec<Option<B::Switches>>,
@@ -213,12 +215,23 @@ impl<B: Backend> Network<B> {
         for (i, op) in self.ops.iter().enumerate() {
             let (c, h, w) = self.shapes[i];
             let out_len = batch * c * h * w;
+            let (mut switches, mut scale, mut mask) = (None, None, None);
+            // ReLU rectifies its input in place: the pre-activation is never needed again
+            // (backward uses the rectified output, the deconvnet the rectified maps).
+            if matches!(op, Op::Relu) && i > 0 {
+                let mut y = std::mem::replace(&mut acts.outputs[i - 1], b.zeros(0));
+                b.relu(&mut y);
+                acts.outputs.push(y);
+                acts.switches.push(None);
+                acts.lrn_scales.push(None);
+                acts.dropout_masks.push(None);
+                continue;
+            }
             let x = if i == 0 {
                 &acts.input
             } else {
                 &acts.outputs[i - 1]
             };
-            let (mut switches, mut scale, mut mask) = (None, None, None);
             let y = match op {
                 Op::Conv { param, geometry } => {
                     let p = &self.params[*param];

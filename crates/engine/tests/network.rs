@@ -112,7 +112,7 @@ fn train(steps: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
     let mut net = Network::new(CpuBackend, arch, 0.03, 7);
     let (x, labels) = tiny_batch(16, 4);
     let update = UpdateConfig {
-        learning_rate: 0.01,
+        learning_rate: 0.003,
         momentum: 0.9,
         weight_decay: 5e-4,
         filter_rms_radius: 0.1,
@@ -136,9 +136,10 @@ fn train(steps: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
 
 #[test]
 fn sgd_with_momentum_drives_the_loss_down_on_a_learnable_batch() {
-    let (losses, _) = train(30);
+    let (losses, _) = train(40);
     let first = losses[0];
-    let last = *losses.last().unwrap();
+    // The mean of the last 5 steps: single steps of a batch this small are noisy.
+    let last = losses[35..].iter().sum::<f32>() / 5.0;
     assert!(
         (first - (4f32).ln()).abs() < 0.05,
         "starts at chance: {first}"

@@ -1,30 +1,32 @@
 //! Convolution by im2col + GEMM, forward and backward, and the deconvnet's transposed
 //! filtering (§2.1: "the deconvnet uses transposed versions of the same filters").
 //!
-//! Images of a batch are processed in parallel (rayon), each with single-threaded GEMMs, so the
-//! 2 cores are never oversubscribed. Weight gradients are summed per fixed chunk of
-//! [`CHUNK`] images and the chunk partials added in chunk order: the result is bit-identical
-//! whatever the number of threads.
+//! Chunks of [`CHUNK`] images are processed in parallel (rayon), each with single-threaded
+//! GEMMs, so the cores are never oversubscribed. Weight gradients are summed per chunk and the
+//! chunk partials added in chunk order: the result is bit-identical whatever the number of
+//! threads.
 
 use rayon::prelude::*;
 
 use crate::geometry::ConvGeometry;
 use crate::scalar::{MatRef, Scalar, gemm};
 
-/// Images per weight-gradient partial sum (fixed, so reductions do not depend on threads).
-pub const CHUNK: usize = 4;
+/// Images unfolded side by side per GEMM, and per weight-gradient partial sum (fixed, so
+/// reductions do not depend on the thread count).
+pub const CHUNK: usize = 8;
 
-/// Unfolds one image (C x H x W) into `cols` ((C k k) x (OH OW)); out-of-image taps are 0.
-pub fn im2col<S: Scalar>(x: &[S], g: &ConvGeometry, cols: &mut [S]) {
+/// Unfolds one image (C x H x W) into columns `offset..offset + OH OW` of `cols`, a
+/// (C k k) x `row_len` matrix (several images side by side); out-of-image taps are 0.
+pub fn im2col<S: Scalar>(x: &[S], g: &ConvGeometry, cols: &mut [S], row_len: usize, offset: usize) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let plane = oh * ow;
-    debug_assert_eq!(cols.len(), g.patch_len() * plane);
+    debug_assert!(cols.len() >= g.patch_len() * row_len && offset + plane <= row_len);
     for c in 0..g.in_channels {
         let x_plane = &x[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
         for ki in 0..g.kernel {
             for kj in 0..g.kernel {
                 let row = (c * g.kernel + ki) * g.kernel + kj;
-                let out = &mut cols[row * plane..][..plane];
+                let out = &mut cols[row * row_len + offset..][..plane];
                 for oy in 0..oh {
                     let iy = (oy * g.stride + ki) as isize - g.pad as isize;
                     let out_row = &mut out[oy * ow..][..ow];
@@ -47,9 +49,15 @@ pub fn im2col<S: Scalar>(x: &[S], g: &ConvGeometry, cols: &mut [S]) {
     }
 }
 
-/// The adjoint of [`im2col`]: adds each column entry back into the image position it came
-/// from. `dx` is overwritten.
-pub fn col2im<S: Scalar>(cols: &[S], g: &ConvGeometry, dx: &mut [S]) {
+/// The adjoint of [`im2col`]: adds each entry of columns `offset..offset + OH OW` back into
+/// the image position it came from. `dx` is overwritten.
+pub fn col2im<S: Scalar>(
+    cols: &[S],
+    g: &ConvGeometry,
+    dx: &mut [S],
+    row_len: usize,
+    offset: usize,
+) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let plane = oh * ow;
     dx.fill(S::zero());
@@ -58,7 +66,7 @@ pub fn col2im<S: Scalar>(cols: &[S], g: &ConvGeometry, dx: &mut [S]) {
         for ki in 0..g.kernel {
             for kj in 0..g.kernel {
                 let row = (c * g.kernel + ki) * g.kernel + kj;
-                let col = &cols[row * plane..][..plane];
+                let col = &cols[row * row_len + offset..][..plane];
                 for oy in 0..oh {
                     let iy = (oy * g.stride + ki) as isize - g.pad as isize;
                     if iy < 0 || iy >= g.in_h as isize {
@@ -78,34 +86,47 @@ pub fn col2im<S: Scalar>(cols: &[S], g: &ConvGeometry, dx: &mut [S]) {
 }
 
 /// y = W * x + b for a batch: `x` is N x C x H x W, `w` is K x C x k x k, `y` is N x K x OH x OW.
+/// Each task unfolds [`CHUNK`] images side by side and does one GEMM for them, so that layers
+/// with small feature maps (7x7, 13x13) still give the GEMM a wide matrix.
 pub fn conv_forward<S: Scalar>(x: &[S], w: &[S], b: &[S], g: &ConvGeometry, y: &mut [S]) {
     let n = x.len() / g.in_len();
     assert_eq!(x.len(), n * g.in_len());
     assert_eq!(y.len(), n * g.out_len());
     assert_eq!(w.len(), g.weight_len());
     let plane = g.out_h() * g.out_w();
-    y.par_chunks_mut(g.out_len())
-        .zip(x.par_chunks(g.in_len()))
-        .for_each_init(
-            || vec![S::zero(); g.patch_len() * plane],
-            |cols, (y_image, x_image)| {
-                im2col(x_image, g, cols);
+    let patch = g.patch_len();
+    y.par_chunks_mut(CHUNK * g.out_len())
+        .zip(x.par_chunks(CHUNK * g.in_len()))
+        .for_each(|(y_chunk, x_chunk)| {
+            let images = x_chunk.len() / g.in_len();
+            let row_len = images * plane;
+            let mut cols = vec![S::zero(); patch * row_len];
+            for (j, x_image) in x_chunk.chunks(g.in_len()).enumerate() {
+                im2col(x_image, g, &mut cols, row_len, j * plane);
+            }
+            let mut product = vec![S::zero(); g.out_channels * row_len];
+            gemm(
+                S::one(),
+                MatRef::row_major(w, g.out_channels, patch),
+                MatRef::row_major(&cols, patch, row_len),
+                S::zero(),
+                &mut product,
+            );
+            // product is K x (image, position): scatter to image-major NCHW, adding the bias.
+            for (j, y_image) in y_chunk.chunks_mut(g.out_len()).enumerate() {
                 for (k, y_plane) in y_image.chunks_mut(plane).enumerate() {
-                    y_plane.fill(b[k]);
+                    let source = &product[k * row_len + j * plane..][..plane];
+                    for (out, &value) in y_plane.iter_mut().zip(source) {
+                        *out = value + b[k];
+                    }
                 }
-                gemm(
-                    S::one(),
-                    MatRef::row_major(w, g.out_channels, g.patch_len()),
-                    MatRef::row_major(cols, g.patch_len(), plane),
-                    S::one(),
-                    y_image,
-                );
-            },
-        );
+            }
+        });
 }
 
 /// Gradients of [`conv_forward`]: `dw` and `db` are overwritten with the batch sums; `dx`
-/// (when wanted) with the input gradient.
+/// (when wanted) with the input gradient. Partial sums are per chunk of [`CHUNK`] images and
+/// added in chunk order, so the result does not depend on the thread count.
 pub fn conv_backward<S: Scalar>(
     x: &[S],
     w: &[S],
@@ -120,54 +141,56 @@ pub fn conv_backward<S: Scalar>(
     let plane = g.out_h() * g.out_w();
     let patch = g.patch_len();
     let n_chunks = n.div_ceil(CHUNK);
-    let mut dx_owned;
-    let dx: &mut [S] = match dx {
-        Some(dx) => dx,
-        None => {
-            dx_owned = Vec::new();
-            &mut dx_owned
-        }
-    };
-    let want_dx = !dx.is_empty();
-    let dx_chunks: Vec<Option<&mut [S]>> = if want_dx {
-        dx.chunks_mut(CHUNK * g.in_len()).map(Some).collect()
-    } else {
-        (0..n_chunks).map(|_| None).collect()
+    let dx_chunks: Vec<Option<&mut [S]>> = match dx {
+        Some(dx) => dx.chunks_mut(CHUNK * g.in_len()).map(Some).collect(),
+        None => (0..n_chunks).map(|_| None).collect(),
     };
     let partials: Vec<(Vec<S>, Vec<S>)> = dx_chunks
         .into_par_iter()
         .enumerate()
-        .map(|(chunk, mut dx_chunk)| {
-            let mut dw_part = vec![S::zero(); g.weight_len()];
-            let mut db_part = vec![S::zero(); g.out_channels];
-            let mut cols = vec![S::zero(); patch * plane];
+        .map(|(chunk, dx_chunk)| {
             let first = chunk * CHUNK;
-            for image in first..(first + CHUNK).min(n) {
-                let x_image = &x[image * g.in_len()..][..g.in_len()];
-                let dy_image = &dy[image * g.out_len()..][..g.out_len()];
-                im2col(x_image, g, &mut cols);
-                // dW += dY (K x P) * cols^T (P x CKK)
-                gemm(
-                    S::one(),
-                    MatRef::row_major(dy_image, g.out_channels, plane),
-                    MatRef::row_major(&cols, patch, plane).t(),
-                    S::one(),
-                    &mut dw_part,
+            let images = CHUNK.min(n - first);
+            let row_len = images * plane;
+            let mut cols = vec![S::zero(); patch * row_len];
+            // dY of the chunk as K x (image, position), the layout of the forward product.
+            let mut dy_chunk = vec![S::zero(); g.out_channels * row_len];
+            let mut db_part = vec![S::zero(); g.out_channels];
+            for j in 0..images {
+                let image = first + j;
+                im2col(
+                    &x[image * g.in_len()..][..g.in_len()],
+                    g,
+                    &mut cols,
+                    row_len,
+                    j * plane,
                 );
+                let dy_image = &dy[image * g.out_len()..][..g.out_len()];
                 for (k, dy_plane) in dy_image.chunks(plane).enumerate() {
+                    dy_chunk[k * row_len + j * plane..][..plane].copy_from_slice(dy_plane);
                     db_part[k] = db_part[k] + dy_plane.iter().copied().sum::<S>();
                 }
-                if let Some(dx_chunk) = dx_chunk.as_deref_mut() {
-                    // dcols = W^T (CKK x K) * dY (K x P), then fold back into the image.
-                    gemm(
-                        S::one(),
-                        MatRef::row_major(w, g.out_channels, patch).t(),
-                        MatRef::row_major(dy_image, g.out_channels, plane),
-                        S::zero(),
-                        &mut cols,
-                    );
-                    let local = image - first;
-                    col2im(&cols, g, &mut dx_chunk[local * g.in_len()..][..g.in_len()]);
+            }
+            // dW = dY (K x R) * cols^T (R x CKK)
+            let mut dw_part = vec![S::zero(); g.weight_len()];
+            gemm(
+                S::one(),
+                MatRef::row_major(&dy_chunk, g.out_channels, row_len),
+                MatRef::row_major(&cols, patch, row_len).t(),
+                S::zero(),
+                &mut dw_part,
+            );
+            if let Some(dx_chunk) = dx_chunk {
+                // dcols = W^T (CKK x K) * dY (K x R), then fold each image back.
+                gemm(
+                    S::one(),
+                    MatRef::row_major(w, g.out_channels, patch).t(),
+                    MatRef::row_major(&dy_chunk, g.out_channels, row_len),
+                    S::zero(),
+                    &mut cols,
+                );
+                for (j, dx_image) in dx_chunk.chunks_mut(g.in_len()).enumerate() {
+                    col2im(&cols, g, dx_image, row_len, j * plane);
                 }
             }
             (dw_part, db_part)
@@ -204,7 +227,7 @@ pub fn conv_transpose<S: Scalar>(y: &[S], w: &[S], g: &ConvGeometry, x: &mut [S]
                     S::zero(),
                     cols,
                 );
-                col2im(cols, g, x_image);
+                col2im(cols, g, x_image, plane, 0);
             },
         );
 }

@@ -82,15 +82,33 @@ pub fn linear_backward<S: Scalar>(
         *total = (0..n).map(|i| dy[i * n_out + o]).sum();
     }
     if let Some(dx) = dx {
-        // dx (N x IN) = dy (N x OUT) * W (OUT x IN), by blocks of input columns per image row.
-        dx.par_chunks_mut(n_in).enumerate().for_each(|(i, dx_row)| {
-            gemm(
-                S::one(),
-                MatRef::row_major(&dy[i * n_out..(i + 1) * n_out], 1, n_out),
-                MatRef::row_major(w, n_out, n_in),
-                S::zero(),
-                dx_row,
-            );
-        });
+        // dx^T (IN x N) = W^T (IN x OUT) * dy^T (OUT x N), by blocks of input units, then
+        // transposed into dx: one GEMM per block instead of one per image.
+        let mut dxt = vec![S::zero(); n_in * n];
+        dxt.par_chunks_mut(BLOCK * n)
+            .enumerate()
+            .for_each(|(block, dxt_block)| {
+                let first = block * BLOCK;
+                let rows = dxt_block.len() / n;
+                let wt = MatRef {
+                    data: &w[first..],
+                    rows,
+                    cols: n_out,
+                    row_stride: 1,
+                    col_stride: n_in,
+                };
+                gemm(
+                    S::one(),
+                    wt,
+                    MatRef::row_major(dy, n, n_out).t(),
+                    S::zero(),
+                    dxt_block,
+                );
+            });
+        for i in 0..n {
+            for j in 0..n_in {
+                dx[i * n_in + j] = dxt[j * n + i];
+            }
+        }
     }
 }

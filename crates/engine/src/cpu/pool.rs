@@ -15,9 +15,16 @@ pub fn max_pool<S: Scalar>(x: &[S], g: &PoolGeometry, y: &mut [S], switches: &mu
     let (oh, ow) = (g.out_h(), g.out_w());
     let in_plane = g.in_h * g.in_w;
     let out_plane = oh * ow;
-    y.par_chunks_mut(out_plane)
-        .zip(switches.par_chunks_mut(out_plane))
-        .zip(x.par_chunks(in_plane))
+    // Parallel over whole images (one plane is too little work per task).
+    y.par_chunks_mut(g.out_len())
+        .zip(switches.par_chunks_mut(g.out_len()))
+        .zip(x.par_chunks(g.in_len()))
+        .flat_map_iter(|((y_image, s_image), x_image)| {
+            y_image
+                .chunks_mut(out_plane)
+                .zip(s_image.chunks_mut(out_plane))
+                .zip(x_image.chunks(in_plane))
+        })
         .for_each(|((y_plane, s_plane), x_plane)| {
             for oy in 0..oh {
                 let y0 = oy * g.stride;
@@ -49,9 +56,15 @@ pub fn max_pool<S: Scalar>(x: &[S], g: &PoolGeometry, y: &mut [S], switches: &mu
 pub fn unpool<S: Scalar>(y: &[S], switches: &[u32], g: &PoolGeometry, x: &mut [S]) {
     let in_plane = g.in_h * g.in_w;
     let out_plane = g.out_h() * g.out_w();
-    x.par_chunks_mut(in_plane)
-        .zip(y.par_chunks(out_plane))
-        .zip(switches.par_chunks(out_plane))
+    x.par_chunks_mut(g.in_len())
+        .zip(y.par_chunks(g.out_len()))
+        .zip(switches.par_chunks(g.out_len()))
+        .flat_map_iter(|((x_image, y_image), s_image)| {
+            x_image
+                .chunks_mut(in_plane)
+                .zip(y_image.chunks(out_plane))
+                .zip(s_image.chunks(out_plane))
+        })
         .for_each(|((x_plane, y_plane), s_plane)| {
             x_plane.fill(S::zero());
             for (value, &switch) in y_plane.iter().zip(s_plane) {
