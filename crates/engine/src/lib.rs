@@ -9,6 +9,7 @@
 pub mod arch;
 pub mod backend;
 pub mod cpu;
+pub mod deconv;
 pub mod geometry;
 pub mod network;
 pub mod rng;
