@@ -52,7 +52,9 @@ pub fn project<B: Backend>(
         signal = match &network.ops[i] {
             Op::MaxPool { geometry } => {
                 let mut below = b.zeros(input_len);
-                let switches = acts.switches[i].as_ref().expect("forward kept the switches");
+                let switches = acts.switches[i]
+                    .as_ref()
+                    .expect("forward kept the switches");
                 b.unpool(&signal, switches, geometry, &mut below);
                 below
             }
@@ -62,7 +64,12 @@ pub fn project<B: Backend>(
             }
             Op::Conv { param, geometry } => {
                 let mut below = b.zeros(input_len);
-                b.conv_transpose(&signal, &network.params[*param].weight, geometry, &mut below);
+                b.conv_transpose(
+                    &signal,
+                    &network.params[*param].weight,
+                    geometry,
+                    &mut below,
+                );
                 below
             }
             Op::Lrn { .. } | Op::Dropout { .. } => signal,
@@ -79,12 +86,19 @@ pub fn receptive_field<B: Backend>(
     op: usize,
     y: usize,
     x: usize,
-) -> (std::ops::RangeInclusive<usize>, std::ops::RangeInclusive<usize>) {
+) -> (
+    std::ops::RangeInclusive<usize>,
+    std::ops::RangeInclusive<usize>,
+) {
     let (mut y0, mut y1, mut x0, mut x1) = (y as i64, y as i64, x as i64, x as i64);
     for i in (0..=op).rev() {
         match &network.ops[i] {
             Op::Conv { geometry, .. } => {
-                let (s, p, k) = (geometry.stride as i64, geometry.pad as i64, geometry.kernel as i64);
+                let (s, p, k) = (
+                    geometry.stride as i64,
+                    geometry.pad as i64,
+                    geometry.kernel as i64,
+                );
                 (y0, y1) = (y0 * s - p, y1 * s - p + k - 1);
                 (x0, x1) = (x0 * s - p, x1 * s - p + k - 1);
             }

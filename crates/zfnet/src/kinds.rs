@@ -14,6 +14,7 @@ pub fn registry() -> Registry {
         mean_image::kinds(),
         sample_per_class::kinds(),
         train::kinds(),
+        deconv::kinds(),
     ];
     for kind in stage_crates.into_iter().flatten() {
         registry.register(kind);

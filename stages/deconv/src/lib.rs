@@ -1,0 +1,272 @@
+//! Stage kind `deconv_top9` (§4, Fig. 2; §4.1, Fig. 6): for each chosen layer and feature map,
+//! the 9 strongest activations over a whole image set, each projected to pixel space by the
+//! deconvnet and shown beside the image patch its unit sees; and the conv1 filters.
+//!
+//! The scan streams the images in batches and keeps only a top-k list per feature map, so
+//! memory does not depend on the size of the set. The winners' images are then read again and
+//! projected, one batch per layer.
+
+mod render;
+mod scan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use artifacts::parquet_io::SchemaId;
+use artifacts::table::{Column, Table};
+use engine::cpu::sgd::filter_rms;
+use engine::weights::load_model;
+use engine::{CpuBackend, Op};
+use stage_api::{
+    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
+    StageContext, StageKind,
+};
+
+pub use scan::{Hit, chosen_maps, scan_top_k};
+
+pub const TOP9: SchemaId = SchemaId {
+    name: "deconv_top9",
+    version: 1,
+};
+pub const FILTERS: SchemaId = SchemaId {
+    name: "filter_stats",
+    version: 1,
+};
+
+pub fn kinds() -> Vec<Arc<dyn StageKind>> {
+    vec![Arc::new(DeconvTop9)]
+}
+
+pub struct DeconvTop9;
+
+impl StageKind for DeconvTop9 {
+    fn name(&self) -> &'static str {
+        "deconv_top9"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "Top-9 activations per feature map projected by the deconvnet, beside their patches (Fig. 2); conv1 filters (Fig. 6)."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::int_list(
+                "layers",
+                &[1, 2, 3, 4, 5],
+                "Layers (conv 1-5) to visualise.",
+            ),
+            ParamSpec::int(
+                "maps_per_layer",
+                9,
+                0,
+                100_000,
+                "A seeded random subset of this many feature maps per layer (0: all).",
+            ),
+            ParamSpec::int(
+                "top_k",
+                9,
+                1,
+                100,
+                "Strongest activations kept per map (paper: 9).",
+            ),
+            ParamSpec::int("seed", 0, 0, i64::MAX, "Seed of the feature-map subset."),
+            ParamSpec::int(
+                "batch_size",
+                64,
+                1,
+                4096,
+                "Images per forward pass of the scan.",
+            ),
+            ParamSpec::int(
+                "tile",
+                48,
+                8,
+                512,
+                "Side in pixels of each projection or patch tile.",
+            ),
+            ParamSpec::float(
+                "dead_filter_rms",
+                0.01,
+                0.0,
+                1.0,
+                "A conv1 filter with a lower RMS counts as dead (Fig. 6).",
+            ),
+            ParamSpec::choice("device", "cpu", &["cpu", "cuda"], "Where the network runs."),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec {
+                name: "model",
+                kind: InputKind::Artifact,
+                required: true,
+                doc: "a trained model (train.model)",
+            },
+            InputSpec {
+                name: "images",
+                kind: InputKind::Artifact,
+                required: true,
+                doc: "the images to scan, preprocessed like the training set (the validation set in the paper)",
+            },
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                name: "top9",
+                file_name: "top9.parquet",
+                doc: "layer, map, rank, image_id, y, x, activation",
+            },
+            OutputSpec {
+                name: "filters",
+                file_name: "filters.parquet",
+                doc: "conv1 filter RMS values with dead/dominating flags",
+            },
+            OutputSpec {
+                name: "figures",
+                file_name: "figures",
+                doc: "layer<N>.png grids (Fig. 2) and conv1_filters.png (Fig. 6)",
+            },
+        ]
+    }
+
+    fn resources(&self, params: &Params) -> Resources {
+        Resources {
+            gpu: params.str("device") == "cuda",
+        }
+    }
+
+    fn validate(&self, params: &Params) -> Vec<String> {
+        params
+            .int_list("layers")
+            .iter()
+            .filter(|&&l| !(1..=5).contains(&l))
+            .map(|l| format!("`layers` holds {l}; the convolutional layers are 1-5"))
+            .collect()
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        if ctx.params.str("device") == "cuda" {
+            return Err(Error::Config(
+                "`device: cuda` needs the CUDA backend (issue #5), which this build does not \
+                 have; set `device: cpu`"
+                    .to_owned(),
+            ));
+        }
+        let model_path = ctx.input("model");
+        let (network, info) = load_model(model_path, CpuBackend)?;
+        let layers: Vec<usize> = ctx
+            .params
+            .int_list("layers")
+            .iter()
+            .map(|&l| l as usize)
+            .collect();
+        let maps = chosen_maps(
+            &network,
+            &layers,
+            ctx.params.usize("maps_per_layer"),
+            ctx.params.int("seed") as u64,
+        )
+        .map_err(Error::Config)?;
+        let started = std::time::Instant::now();
+        let scan = scan_top_k(
+            &network,
+            &info,
+            ctx.input("images"),
+            &maps,
+            ctx.params.usize("top_k"),
+            ctx.params.usize("batch_size"),
+            &|n| ctx.progress_bar(n, "scanning for top activations"),
+        )?;
+        let scan_seconds = started.elapsed().as_secs_f64();
+        let figures = ctx.output("figures");
+        std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
+        let tile = ctx.params.usize("tile") as u32;
+        for (layer, layer_maps) in &maps {
+            let path = figures.join(format!("layer{layer}.png"));
+            render::top_k_figure(
+                &network,
+                &info,
+                ctx.input("images"),
+                *layer,
+                layer_maps,
+                &scan.hits,
+                tile,
+                &path,
+            )?;
+        }
+        // Fig. 6: the conv1 filters and their RMS.
+        let conv1 = network
+            .ops
+            .iter()
+            .find_map(|op| match op {
+                Op::Conv { param, .. } => Some(&network.params[*param]),
+                _ => None,
+            })
+            .expect("a ZF network has a conv1");
+        render::filters_figure(conv1, &figures.join("conv1_filters.png"))?;
+        let rms = filter_rms(&conv1.weight, conv1.filter_len());
+        let dead_threshold = ctx.params.float("dead_filter_rms");
+        let median = {
+            let mut sorted = rms.clone();
+            sorted.sort_by(f64::total_cmp);
+            sorted[sorted.len() / 2]
+        };
+        // "A few filters dominating" (Fig. 6(a)): an RMS over 3x the median filter's.
+        let dead: Vec<i64> = rms.iter().map(|&r| (r < dead_threshold) as i64).collect();
+        let dominating: Vec<i64> = rms.iter().map(|&r| (r > 3.0 * median) as i64).collect();
+        let n_dead: i64 = dead.iter().sum();
+        let n_dominating: i64 = dominating.iter().sum();
+        Table::default()
+            .with("filter", Column::I64((0..rms.len() as i64).collect()))
+            .with("rms", Column::F64(rms.clone()))
+            .with("dead", Column::I64(dead))
+            .with("dominating", Column::I64(dominating))
+            .write(ctx.output("filters"), FILTERS, &ctx.provenance)?;
+
+        let hits = &scan.hits;
+        let table = Table::default()
+            .with(
+                "layer",
+                Column::I64(hits.iter().map(|h| h.layer as i64).collect()),
+            )
+            .with(
+                "map",
+                Column::I64(hits.iter().map(|h| h.map as i64).collect()),
+            )
+            .with(
+                "rank",
+                Column::I64(hits.iter().map(|h| h.rank as i64).collect()),
+            )
+            .with(
+                "image_id",
+                Column::I64(hits.iter().map(|h| h.image_id).collect()),
+            )
+            .with("y", Column::I64(hits.iter().map(|h| h.y as i64).collect()))
+            .with("x", Column::I64(hits.iter().map(|h| h.x as i64).collect()))
+            .with(
+                "activation",
+                Column::F64(hits.iter().map(|h| h.activation as f64).collect()),
+            );
+        table.write(ctx.output("top9"), TOP9, &ctx.provenance)?;
+        let per_layer: BTreeMap<usize, usize> = maps.iter().map(|(l, m)| (*l, m.len())).collect();
+        Ok(RunSummary::default()
+            .line(format!(
+                "scanned {} images in {scan_seconds:.1}s ({:.0} images/s); top-{} of {:?} maps per layer",
+                scan.n_images,
+                scan.n_images as f64 / scan_seconds.max(1e-9),
+                ctx.params.usize("top_k"),
+                per_layer
+            ))
+            .line(format!(
+                "conv1: {} filters, {n_dead} dead (RMS < {dead_threshold}), {n_dominating} dominating (RMS > 3x median)",
+                rms.len()
+            )))
+    }
+}

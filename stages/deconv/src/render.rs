@@ -1,0 +1,185 @@
+//! The figures: Fig. 2's blocks (k projections beside k image patches per feature map) and
+//! Fig. 6's conv1 filter grid, as PNG.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use artifacts::images::{ImageRecord, ImagesReader};
+use engine::deconv::{feature_op, project, receptive_field};
+use engine::weights::ModelInfo;
+use engine::{Backend, CpuBackend, Mode, Network, Param};
+use image::{Rgb, RgbImage};
+use imaging::centre_crop;
+use stage_api::{Error, Result};
+
+use crate::scan::{Hit, network_input};
+
+const BACKGROUND: Rgb<u8> = Rgb([24, 24, 24]);
+const GAP: u32 = 4;
+
+/// Reads the images at `rows` (artifact positions) of an images artifact.
+fn read_rows(path: &Path, rows: &[usize]) -> Result<BTreeMap<usize, ImageRecord>> {
+    let mut wanted: Vec<usize> = rows.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut found = BTreeMap::new();
+    let mut row = 0;
+    for chunk in ImagesReader::open(path, 1024)? {
+        for image in chunk? {
+            if wanted.binary_search(&row).is_ok() {
+                found.insert(row, image);
+            }
+            row += 1;
+        }
+    }
+    Ok(found)
+}
+
+/// A `side` x `side` tile from a region of a CHW float image, nearest-neighbour scaled.
+fn tile_from<F: Fn(usize, usize, usize) -> u8>(
+    rows: &std::ops::RangeInclusive<usize>,
+    cols: &std::ops::RangeInclusive<usize>,
+    side: u32,
+    pixel: F,
+) -> RgbImage {
+    let (h, w) = (rows.end() - rows.start() + 1, cols.end() - cols.start() + 1);
+    let scale = side as f64 / h.max(w) as f64;
+    RgbImage::from_fn(side, side, |tx, ty| {
+        let (y, x) = ((ty as f64 / scale) as usize, (tx as f64 / scale) as usize);
+        if y >= h || x >= w {
+            return BACKGROUND;
+        }
+        Rgb([0, 1, 2].map(|c| pixel(c, rows.start() + y, cols.start() + x)))
+    })
+}
+
+/// Fig. 2 for one layer: per feature map, its top-k projections (left) and patches (right).
+#[allow(clippy::too_many_arguments)]
+pub fn top_k_figure(
+    network: &Network<CpuBackend>,
+    info: &ModelInfo,
+    images_path: &Path,
+    layer: usize,
+    maps: &[usize],
+    hits: &[Hit],
+    tile: u32,
+    path: &Path,
+) -> Result<()> {
+    let op = feature_op(network, layer).expect("layer checked");
+    let layer_hits: Vec<&Hit> = hits.iter().filter(|h| h.layer == layer).collect();
+    let images = read_rows(
+        images_path,
+        &layer_hits.iter().map(|h| h.row).collect::<Vec<_>>(),
+    )?;
+    let crop_size = network.architecture.input_size;
+    let per_image = network.input_len();
+    let mut input = vec![0.0f32; layer_hits.len() * per_image];
+    for (hit, out) in layer_hits.iter().zip(input.chunks_mut(per_image)) {
+        network_input(&images[&hit.row], info, crop_size, out);
+    }
+    let acts = network.forward(input, Mode::Eval);
+    let (channels, h, w) = network.shapes[op];
+    // Keep one activation per image: the hit's, all others in the layer set to zero (§2.1).
+    let mut signal = vec![0.0f32; layer_hits.len() * channels * h * w];
+    for (i, hit) in layer_hits.iter().enumerate() {
+        let at = ((i * channels + hit.map) * h + hit.y) * w + hit.x;
+        signal[at] = acts.outputs[op][at];
+    }
+    let pixels = network
+        .backend
+        .download(&project(network, &acts, op, signal));
+
+    let k = layer_hits.iter().map(|h| h.rank + 1).max().unwrap_or(1);
+    let side = (k as f64).sqrt().ceil() as u32;
+    let block_w = 2 * side * tile + 3 * GAP + (side - 1) * 1;
+    let block_h = side * tile + (side - 1);
+    let per_row = 3u32;
+    let rows_of_blocks = (maps.len() as u32).div_ceil(per_row).max(1);
+    let mut canvas = RgbImage::from_pixel(
+        per_row * (block_w + GAP) + GAP,
+        rows_of_blocks * (block_h + GAP) + GAP,
+        BACKGROUND,
+    );
+    for (block, &map) in maps.iter().enumerate() {
+        let (bx, by) = (
+            GAP + (block as u32 % per_row) * (block_w + GAP),
+            GAP + (block as u32 / per_row) * (block_h + GAP),
+        );
+        for (i, hit) in layer_hits.iter().enumerate().filter(|(_, h)| h.map == map) {
+            let (rows, cols) = receptive_field(network, op, hit.y, hit.x);
+            let projection = &pixels[i * per_image..(i + 1) * per_image];
+            let plane = crop_size * crop_size;
+            let max_abs = rows
+                .clone()
+                .flat_map(|y| {
+                    cols.clone()
+                        .flat_map(move |x| (0..3).map(move |c| c * plane + y * crop_size + x))
+                })
+                .map(|at| projection[at].abs())
+                .fold(0.0f32, f32::max)
+                .max(1e-12);
+            let projection_tile = tile_from(&rows, &cols, tile, |c, y, x| {
+                (128.0 + 127.0 * projection[c * plane + y * crop_size + x] / max_abs).round() as u8
+            });
+            let image = &images[&hit.row];
+            let offset = centre_crop(image.width, crop_size as u32);
+            let patch_tile = tile_from(&rows, &cols, tile, |c, y, x| {
+                let (sy, sx) = (offset.top as usize + y, offset.left as usize + x);
+                image.pixels[(sy * image.width as usize + sx) * 3 + c]
+            });
+            let (gx, gy) = (
+                (hit.rank as u32 % side) * (tile + 1),
+                (hit.rank as u32 / side) * (tile + 1),
+            );
+            image::imageops::replace(
+                &mut canvas,
+                &projection_tile,
+                (bx + gx) as i64,
+                (by + gy) as i64,
+            );
+            let right = bx + side * (tile + 1) + 2 * GAP;
+            image::imageops::replace(
+                &mut canvas,
+                &patch_tile,
+                (right + gx) as i64,
+                (by + gy) as i64,
+            );
+        }
+    }
+    canvas
+        .save(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))
+}
+
+/// Fig. 6: each conv1 filter as an RGB tile, contrast-stretched per filter.
+pub fn filters_figure(conv1: &Param<CpuBackend>, path: &Path) -> Result<()> {
+    let (filters, channels, k) = (conv1.shape[0], conv1.shape[1], conv1.shape[2]);
+    let scale = (48 / k).max(1) as u32;
+    let tile = k as u32 * scale;
+    let columns = (filters as f64).sqrt().ceil() as u32;
+    let rows = (filters as u32).div_ceil(columns);
+    let mut canvas =
+        RgbImage::from_pixel(columns * (tile + 2) + 2, rows * (tile + 2) + 2, BACKGROUND);
+    for f in 0..filters {
+        let weights = &conv1.weight[f * channels * k * k..(f + 1) * channels * k * k];
+        let (lo, hi) = weights
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let range = (hi - lo).max(1e-12);
+        let image = RgbImage::from_fn(tile, tile, |x, y| {
+            let (i, j) = ((y / scale) as usize, (x / scale) as usize);
+            Rgb([0, 1, 2].map(|c| {
+                let channel = c.min(channels - 1);
+                (255.0 * (weights[(channel * k + i) * k + j] - lo) / range).round() as u8
+            }))
+        });
+        let (x, y) = (
+            2 + (f as u32 % columns) * (tile + 2),
+            2 + (f as u32 / columns) * (tile + 2),
+        );
+        image::imageops::replace(&mut canvas, &image, x as i64, y as i64);
+    }
+    canvas
+        .save(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))
+}
