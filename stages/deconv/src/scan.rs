@@ -122,12 +122,13 @@ pub fn scan_top_k(
                 let list = best.entry((layer, map)).or_default();
                 for (j, image) in chunk.iter().enumerate() {
                     let values = &output[(j * channels + map) * plane..][..plane];
-                    let (position, &activation) = values
-                        .iter()
-                        .enumerate()
-                        .fold((0, &f32::NEG_INFINITY), |best, item| {
-                            if item.1 > best.1 { item } else { best }
-                        });
+                    let (position, &activation) =
+                        values
+                            .iter()
+                            .enumerate()
+                            .fold((0, &f32::NEG_INFINITY), |best, item| {
+                                if item.1 > best.1 { item } else { best }
+                            });
                     if list.len() == k && activation <= list[k - 1].activation {
                         continue;
                     }

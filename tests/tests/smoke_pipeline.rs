@@ -1,0 +1,97 @@
+//! Every stage kind of the default pipeline, end to end through the binary on a few hundred
+//! generated images: read, preprocess, mean, train, deconvnet top-9, per-class folds.
+
+use std::fs;
+
+use tests::{Project, write_fashion_sized};
+
+const PIPELINE: &str = r#"name: smoke
+stages:
+  - name: source_train_files
+    kind: fashion_mnist
+    inputs: { dir: fashion }
+    params: { split: train, classes: [0, 1, 2, 3, 5, 7] }
+  - name: source_test_files
+    kind: fashion_mnist
+    inputs: { dir: fashion }
+    params: { split: test, classes: [0, 1, 2, 3, 5, 7] }
+  - name: source_train
+    kind: preprocess
+    inputs: { images: source_train_files.images }
+    params: { size: 32 }
+  - name: source_test
+    kind: preprocess
+    inputs: { images: source_test_files.images }
+    params: { size: 32 }
+  - name: source_mean
+    kind: mean_image
+    inputs: { images: source_train.images }
+  - name: train
+    kind: train
+    inputs: { train: source_train.images, val: source_test.images, mean: source_mean.mean }
+    params: { arch: zf_small, epochs: 1, batch_size: 32, init_std: 0.03, checkpoint_epochs: [1] }
+  - name: deconv
+    kind: deconv_top9
+    inputs: { model: train.model, images: source_test.images }
+    params: { maps_per_layer: 2, tile: 16 }
+  - name: target_files
+    kind: fashion_mnist
+    inputs: { dir: fashion }
+    params: { split: test, classes: [4, 6, 8, 9] }
+  - name: target
+    kind: preprocess
+    inputs: { images: target_files.images }
+    params: { size: 32 }
+  - name: target_split
+    kind: sample_per_class
+    inputs: { images: target.images }
+    matrix: { fold: [0, 1] }
+    params: { n_train_per_class: 2, max_test_per_class: 3 }
+"#;
+
+#[test]
+fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
+    let project = Project::new(PIPELINE);
+    write_fashion_sized(&project.path("fashion"), 300, 100);
+    let run = project.zfnet(&["run", "--jobs", "2"]);
+    let stdout = run.ok();
+    assert!(stdout.contains("11 ran, 0 fresh, 0 failed"), "{stdout}");
+    assert!(
+        stdout.contains("1 epochs of `zf_small` on 180 images (6 classes)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("scanned 60 images"), "{stdout}");
+
+    let top9 = project.zfnet(&["show", "deconv.top9", "--format", "csv", "--limit", "1000"]);
+    let rows: Vec<String> = top9.ok().lines().skip(1).map(str::to_owned).collect();
+    assert_eq!(rows.len(), 5 * 2 * 9, "5 layers x 2 maps x top 9");
+    let figures = top9
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("# deconv.top9: "))
+        .and_then(|rest| rest.split(" (").next())
+        .map(|p| std::path::Path::new(p).parent().unwrap().join("figures"))
+        .unwrap();
+    let mut names: Vec<String> = fs::read_dir(&figures)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "conv1_filters.png",
+            "layer1.png",
+            "layer2.png",
+            "layer3.png",
+            "layer4.png",
+            "layer5.png"
+        ]
+    );
+
+    let metrics = project.zfnet(&["show", "train.metrics", "--format", "json"]);
+    assert!(metrics.ok().contains("\"epoch\":1"), "{}", metrics.stdout);
+
+    let again = project.zfnet(&["run"]);
+    assert!(again.ok().contains("0 ran, 11 fresh"), "{}", again.stdout);
+}
