@@ -47,6 +47,14 @@ stages:
     inputs: { images: target.images }
     matrix: { fold: [0, 1] }
     params: { n_train_per_class: 2, max_test_per_class: 3 }
+  - name: report
+    kind: report
+    inputs:
+      training: [train.metrics]
+      evaluation: [train.evaluation]
+      deconv_figures: [deconv.figures]
+      filters: [deconv.filters]
+    params: { title: smoke }
 "#;
 
 #[test]
@@ -55,7 +63,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     write_fashion_sized(&project.path("fashion"), 300, 100);
     let run = project.zfnet(&["run", "--jobs", "2"]);
     let stdout = run.ok();
-    assert!(stdout.contains("11 ran, 0 fresh, 0 failed"), "{stdout}");
+    assert!(stdout.contains("12 ran, 0 fresh, 0 failed"), "{stdout}");
     assert!(
         stdout.contains("1 epochs of `zf_small` on 180 images (6 classes)"),
         "{stdout}"
@@ -92,6 +100,35 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     let metrics = project.zfnet(&["show", "train.metrics", "--format", "json"]);
     assert!(metrics.ok().contains("\"epoch\":1"), "{}", metrics.stdout);
 
+    let export = project.zfnet(&["export", "report.report", "reports/smoke"]);
+    assert!(
+        export
+            .ok()
+            .contains("exported report.report to reports/smoke"),
+        "{}",
+        export.stdout
+    );
+    let readme = fs::read_to_string(project.path("reports/smoke/README.md")).unwrap();
+    for expected in [
+        "# smoke",
+        "## Training (§3): `train`",
+        "| ten | 60 |",
+        "38.4 / 16.5 — not comparable: different data",
+        "![Layer 5](figures/deconv_layer5.png)",
+        "## First-layer filters (§4.1, Fig. 6): `deconv`",
+        "## Not measured by this pipeline yet",
+    ] {
+        assert!(
+            readme.contains(expected),
+            "missing `{expected}` in the report:\n{readme}"
+        );
+    }
+    assert!(
+        project
+            .path("reports/smoke/figures/deconv_conv1_filters.png")
+            .exists()
+    );
+
     let again = project.zfnet(&["run"]);
-    assert!(again.ok().contains("0 ran, 11 fresh"), "{}", again.stdout);
+    assert!(again.ok().contains("0 ran, 12 fresh"), "{}", again.stdout);
 }

@@ -12,6 +12,34 @@ use arrow_schema::{DataType, Field, Schema};
 use crate::parquet_io::{SchemaId, expect_schema, read_all, write_table};
 use crate::{Error, Provenance, Result};
 
+/// Schemas of the small tables stages exchange (declared here, beside their readers, so that a
+/// stage reading another stage's table never depends on that stage's crate).
+pub mod schemas {
+    use crate::parquet_io::SchemaId;
+
+    /// `train.metrics`: epoch, train_loss, train_top1_error, val_loss, val_top1_error,
+    /// val_top5_error, learning_rate, filters_renormalised, seconds.
+    pub const TRAIN_METRICS: SchemaId = SchemaId {
+        name: "train_metrics",
+        version: 1,
+    };
+    /// `train.evaluation`: split, crops, n_images, top1_error, top5_error, loss.
+    pub const EVALUATION: SchemaId = SchemaId {
+        name: "evaluation",
+        version: 1,
+    };
+    /// `deconv_top9.top9`: layer, map, rank, image_id, y, x, activation.
+    pub const DECONV_TOP9: SchemaId = SchemaId {
+        name: "deconv_top9",
+        version: 1,
+    };
+    /// `deconv_top9.filters`: filter, rms, dead, dominating.
+    pub const FILTER_STATS: SchemaId = SchemaId {
+        name: "filter_stats",
+        version: 1,
+    };
+}
+
 /// One column of a small table.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Column {

@@ -70,6 +70,14 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
         format: ShowFormat,
     },
+    /// Copy an artifact (`stage.output`) out of the cache to a folder or file, replacing it
+    /// (e.g. the report into `reports/<pipeline>`).
+    Export {
+        /// `stage.output`, e.g. `report.report`.
+        artifact: String,
+        /// Where to put it.
+        destination: PathBuf,
+    },
     /// Remove cache entries no stage of this pipeline (or another pipeline's recorded state)
     /// refers to.
     Gc {

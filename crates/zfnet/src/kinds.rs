@@ -15,6 +15,7 @@ pub fn registry() -> Registry {
         sample_per_class::kinds(),
         train::kinds(),
         deconv::kinds(),
+        report::kinds(),
     ];
     for kind in stage_crates.into_iter().flatten() {
         registry.register(kind);

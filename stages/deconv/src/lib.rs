@@ -12,7 +12,6 @@ mod scan;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use artifacts::parquet_io::SchemaId;
 use artifacts::table::{Column, Table};
 use engine::cpu::sgd::filter_rms;
 use engine::weights::load_model;
@@ -24,14 +23,7 @@ use stage_api::{
 
 pub use scan::{Hit, chosen_maps, scan_top_k};
 
-pub const TOP9: SchemaId = SchemaId {
-    name: "deconv_top9",
-    version: 1,
-};
-pub const FILTERS: SchemaId = SchemaId {
-    name: "filter_stats",
-    version: 1,
-};
+use artifacts::table::schemas::{DECONV_TOP9 as TOP9, FILTER_STATS as FILTERS};
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![Arc::new(DeconvTop9)]

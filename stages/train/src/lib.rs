@@ -7,7 +7,6 @@ mod training;
 
 use std::sync::Arc;
 
-use artifacts::parquet_io::SchemaId;
 use artifacts::table::{Column, Table};
 use artifacts::tensors::read_tensors;
 use engine::weights::{ModelInfo, save_model};
@@ -22,16 +21,7 @@ pub use training::{
     Crops, EpochMetrics, Evaluation, LrSchedule, TrainConfig, Trained, evaluate, top_k_wrong, train,
 };
 
-/// Schema of the per-epoch metrics table.
-pub const METRICS: SchemaId = SchemaId {
-    name: "train_metrics",
-    version: 1,
-};
-/// Schema of the final evaluation table.
-pub const EVALUATION: SchemaId = SchemaId {
-    name: "evaluation",
-    version: 1,
-};
+use artifacts::table::schemas::{EVALUATION, TRAIN_METRICS as METRICS};
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![Arc::new(Train)]

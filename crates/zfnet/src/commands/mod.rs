@@ -47,6 +47,10 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             limit,
             format,
         } => show::show(&dag, &artifact, limit, format),
+        Command::Export {
+            artifact,
+            destination,
+        } => show::export(&dag, &artifact, &destination),
         Command::Gc { dry_run } => gc::gc(&dag, dry_run),
         Command::Kinds { .. } => unreachable!("handled above"),
     }

@@ -11,6 +11,48 @@ use crate::cli::ShowFormat;
 use crate::show_table;
 
 pub fn show(dag: &Dag, artifact: &str, limit: usize, format: ShowFormat) -> Result<u8> {
+    let (path, bytes) = fresh_artifact(dag, artifact)?;
+    eprintln!("# {artifact}: {} ({bytes} bytes)", path.display());
+    print_artifact(&path, limit, format).with_context(|| format!("printing {}", path.display()))?;
+    Ok(0)
+}
+
+/// `zfnet export`: copies a fresh artifact to `destination`, replacing what is there only
+/// once the copy is complete.
+pub fn export(dag: &Dag, artifact: &str, destination: &Path) -> Result<u8> {
+    let (path, _) = fresh_artifact(dag, artifact)?;
+    let partial = destination.with_extension(format!("partial-{}", std::process::id()));
+    copy_tree(&path, &partial)
+        .with_context(|| format!("copying {} to {}", path.display(), partial.display()))?;
+    if destination.is_dir() {
+        std::fs::remove_dir_all(destination)?;
+    } else if destination.exists() {
+        std::fs::remove_file(destination)?;
+    }
+    std::fs::rename(&partial, destination)
+        .with_context(|| format!("moving {} to {}", partial.display(), destination.display()))?;
+    println!("exported {artifact} to {}", destination.display());
+    Ok(0)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if from.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(from, to).map(|_| ())
+    }
+}
+
+/// The path and size of a fresh artifact, or a usage error saying what to run first.
+fn fresh_artifact(dag: &Dag, artifact: &str) -> Result<(std::path::PathBuf, u64)> {
     let (stage_name, output) = artifact
         .rsplit_once('.')
         .ok_or_else(|| Error::Usage(format!("`{artifact}`: name an artifact as stage.output")))?;
@@ -50,10 +92,7 @@ pub fn show(dag: &Dag, artifact: &str, limit: usize, format: ShowFormat) -> Resu
         .read_manifest(key)
         .map_err(|problem| anyhow::anyhow!("cache entry {key}: {problem:?}"))?;
     let record = &manifest.outputs[output];
-    let path = cache.output_path(key, record);
-    eprintln!("# {artifact}: {} ({} bytes)", path.display(), record.bytes);
-    print_artifact(&path, limit, format).with_context(|| format!("printing {}", path.display()))?;
-    Ok(0)
+    Ok((cache.output_path(key, record), record.bytes))
 }
 
 fn print_artifact(path: &Path, limit: usize, format: ShowFormat) -> Result<()> {
