@@ -47,6 +47,10 @@ stages:
     inputs: { images: target.images }
     matrix: { fold: [0, 1] }
     params: { n_train_per_class: 2, max_test_per_class: 3 }
+  - name: occlusion
+    kind: occlusion
+    inputs: { model: train.model, images: source_test.images }
+    params: { n_images: 3, occluder: 10, stride: 6 }
   - name: report
     kind: report
     inputs:
@@ -54,6 +58,8 @@ stages:
       evaluation: [train.evaluation]
       deconv_figures: [deconv.figures]
       filters: [deconv.filters]
+      occlusion_checks: [occlusion.checks]
+      occlusion_figures: [occlusion.figures]
     params: { title: smoke }
 "#;
 
@@ -63,7 +69,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     write_fashion_sized(&project.path("fashion"), 300, 100);
     let run = project.zfnet(&["run", "--jobs", "2"]);
     let stdout = run.ok();
-    assert!(stdout.contains("12 ran, 0 fresh, 0 failed"), "{stdout}");
+    assert!(stdout.contains("13 ran, 0 fresh, 0 failed"), "{stdout}");
     assert!(
         stdout.contains("1 epochs of `zf_small` on 180 images (6 classes)"),
         "{stdout}"
@@ -116,6 +122,8 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
         "38.4 / 16.5 — not comparable: different data",
         "![Layer 5](figures/deconv_layer5.png)",
         "## First-layer filters (§4.1, Fig. 6): `deconv`",
+        "## Occlusion sensitivity (§4.2, Fig. 7): `occlusion`",
+        "**Claim (Fig. 7)**",
         "## Not measured by this pipeline yet",
     ] {
         assert!(
@@ -130,5 +138,5 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     );
 
     let again = project.zfnet(&["run"]);
-    assert!(again.ok().contains("0 ran, 12 fresh"), "{}", again.stdout);
+    assert!(again.ok().contains("0 ran, 13 fresh"), "{}", again.stdout);
 }

@@ -38,6 +38,17 @@ pub mod schemas {
         name: "filter_stats",
         version: 1,
     };
+    /// `occlusion.maps`: image_id, y, x, map_activation, true_probability, predicted_label.
+    pub const OCCLUSION_MAPS: SchemaId = SchemaId {
+        name: "occlusion_maps",
+        version: 1,
+    };
+    /// `occlusion.checks`: image_id, label, map, prob_unoccluded, prob_covering,
+    /// prob_elsewhere.
+    pub const OCCLUSION_CHECKS: SchemaId = SchemaId {
+        name: "occlusion_checks",
+        version: 1,
+    };
 }
 
 /// One column of a small table.

@@ -16,6 +16,7 @@ pub fn registry() -> Registry {
         train::kinds(),
         deconv::kinds(),
         report::kinds(),
+        occlusion::kinds(),
     ];
     for kind in stage_crates.into_iter().flatten() {
         registry.register(kind);

@@ -1,0 +1,392 @@
+//! Stage kind `occlusion` (§4.2, Fig. 7): "systematically occlude different portions of the
+//! input image with a grey square, and monitor the output of the classifier".
+//!
+//! For each chosen image, a grey square (the mean pixel: zero once the mean is subtracted)
+//! slides over the network's input crop; all occluded copies go through the network in
+//! batches. Per occluder position we record (b) the total activation of the layer-5 feature
+//! map that is strongest on the unoccluded image, (d) the probability of the true class and
+//! (e) the most probable label; (c) is that map's deconvnet projection for the unoccluded
+//! image. The automatic check of Fig. 7's finding: the true-class probability is lower when
+//! the occluder covers the peak of the layer-5 projection than elsewhere.
+
+mod figure;
+
+use std::sync::Arc;
+
+use artifacts::images::{ImageRecord, ImagesReader};
+use artifacts::table::schemas::{OCCLUSION_CHECKS, OCCLUSION_MAPS};
+use artifacts::table::{Column, Table};
+use engine::deconv::{feature_op, project};
+use engine::weights::{ModelInfo, load_model};
+use engine::{Backend, CpuBackend, Mode, Network};
+use imaging::{centre_crop, write_crop_chw};
+use stage_api::{
+    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
+    StageContext, StageKind,
+};
+
+pub fn kinds() -> Vec<Arc<dyn StageKind>> {
+    vec![Arc::new(Occlusion)]
+}
+
+pub struct Occlusion;
+
+/// What was measured for one image.
+pub struct ImageResult {
+    pub image: ImageRecord,
+    pub map: usize,
+    /// Occluder top-left corners, in row-major grid order.
+    pub positions: Vec<(usize, usize)>,
+    pub grid: usize,
+    pub map_activation: Vec<f32>,
+    pub true_probability: Vec<f32>,
+    pub predicted: Vec<usize>,
+    pub unoccluded_probability: f32,
+    /// The deconvnet projection (3 x C x C) of the map's strongest unit, unoccluded.
+    pub projection: Vec<f32>,
+    /// Peak of |projection| (y, x).
+    pub peak: (usize, usize),
+}
+
+impl StageKind for Occlusion {
+    fn name(&self) -> &'static str {
+        "occlusion"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "Occlusion sensitivity (Fig. 7): layer-5 activation, true-class probability and label per occluder position."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::int(
+                "n_images",
+                5,
+                1,
+                1000,
+                "Images to occlude: the first of each class, then the next ones.",
+            ),
+            ParamSpec::int(
+                "occluder",
+                8,
+                1,
+                1024,
+                "Side of the grey square, in input pixels.",
+            ),
+            ParamSpec::int("stride", 2, 1, 1024, "Step between occluder positions."),
+            ParamSpec::int(
+                "batch_size",
+                128,
+                1,
+                4096,
+                "Occluded copies per forward pass.",
+            ),
+            ParamSpec::choice("device", "cpu", &["cpu", "cuda"], "Where the network runs."),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec {
+                name: "model",
+                kind: InputKind::Artifact,
+                required: true,
+                doc: "a trained model",
+            },
+            InputSpec {
+                name: "images",
+                kind: InputKind::Artifact,
+                required: true,
+                doc: "test images, preprocessed like the training set",
+            },
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                name: "maps",
+                file_name: "maps.parquet",
+                doc: "per image and occluder position: (b), (d), (e)",
+            },
+            OutputSpec {
+                name: "checks",
+                file_name: "checks.parquet",
+                doc: "true-class probability covering the projection peak vs elsewhere",
+            },
+            OutputSpec {
+                name: "figures",
+                file_name: "figures",
+                doc: "occlusion_<image_id>.png, panels (a)-(e) like Fig. 7",
+            },
+        ]
+    }
+
+    fn resources(&self, params: &Params) -> Resources {
+        Resources {
+            gpu: params.str("device") == "cuda",
+        }
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        if ctx.params.str("device") == "cuda" {
+            return Err(Error::Config("`device: cuda` needs the CUDA backend (issue #5), which this build does not have; set `device: cpu`".to_owned()));
+        }
+        let (network, info) = load_model(ctx.input("model"), CpuBackend)?;
+        let crop = network.architecture.input_size;
+        let occluder = ctx.params.usize("occluder");
+        if occluder > crop {
+            return Err(Error::Config(format!(
+                "the occluder ({occluder} px) is larger than the {crop} px input"
+            )));
+        }
+        let images = choose_images(ctx.input("images"), ctx.params.usize("n_images"), &info)?;
+        let figures = ctx.output("figures");
+        std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
+        let bar = ctx.progress_bar(images.len() as u64, "occluding");
+        let mut results = Vec::new();
+        for image in images {
+            let result = occlude(
+                &network,
+                &info,
+                image,
+                occluder,
+                ctx.params.usize("stride"),
+                ctx.params.usize("batch_size"),
+            );
+            figure::render(
+                &result,
+                crop,
+                occluder,
+                &info.class_names,
+                &figures.join(format!("occlusion_{}.png", result.image.image_id)),
+            )?;
+            results.push(result);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+
+        let mut maps = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        let mut checks = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        let mut passed = 0;
+        for r in &results {
+            for (i, &(y, x)) in r.positions.iter().enumerate() {
+                maps.0.push(r.image.image_id);
+                maps.1.push(y as i64);
+                maps.2.push(x as i64);
+                maps.3.push(r.map_activation[i] as f64);
+                maps.4.push(r.true_probability[i] as f64);
+                maps.5.push(r.predicted[i] as i64);
+            }
+            let (covering, elsewhere) = covering_split(r, occluder);
+            passed += (covering < elsewhere) as usize;
+            checks.0.push(r.image.image_id);
+            checks.1.push(r.image.label as i64);
+            checks.2.push(r.map as i64);
+            checks.3.push(r.unoccluded_probability as f64);
+            checks.4.push(covering);
+            checks.5.push(elsewhere);
+        }
+        Table::default()
+            .with("image_id", Column::I64(maps.0))
+            .with("y", Column::I64(maps.1))
+            .with("x", Column::I64(maps.2))
+            .with("map_activation", Column::F64(maps.3))
+            .with("true_probability", Column::F64(maps.4))
+            .with("predicted_label", Column::I64(maps.5))
+            .write(ctx.output("maps"), OCCLUSION_MAPS, &ctx.provenance)?;
+        Table::default()
+            .with("image_id", Column::I64(checks.0))
+            .with("label", Column::I64(checks.1))
+            .with("map", Column::I64(checks.2))
+            .with("prob_unoccluded", Column::F64(checks.3))
+            .with("prob_covering", Column::F64(checks.4.clone()))
+            .with("prob_elsewhere", Column::F64(checks.5.clone()))
+            .write(ctx.output("checks"), OCCLUSION_CHECKS, &ctx.provenance)?;
+        Ok(RunSummary::default().line(format!(
+            "{} images, {}x{} occluder every {} px; covering the layer-5 projection peak lowered the true-class probability in {passed} of {} images (mean {:.3} covering vs {:.3} elsewhere)",
+            results.len(),
+            occluder,
+            occluder,
+            ctx.params.usize("stride"),
+            results.len(),
+            mean(&checks.4),
+            mean(&checks.5)
+        )))
+    }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+/// Mean true-class probability over occluder positions that cover the projection's peak,
+/// and over those that do not.
+pub fn covering_split(result: &ImageResult, occluder: usize) -> (f64, f64) {
+    let (py, px) = result.peak;
+    let (mut covering, mut elsewhere) = (Vec::new(), Vec::new());
+    for (i, &(y, x)) in result.positions.iter().enumerate() {
+        let covers = (y..y + occluder).contains(&py) && (x..x + occluder).contains(&px);
+        let p = result.true_probability[i] as f64;
+        if covers {
+            covering.push(p)
+        } else {
+            elsewhere.push(p)
+        }
+    }
+    (mean(&covering), mean(&elsewhere))
+}
+
+/// The first image of each class in turn (class 0, 1, ..., then the second of each), `n` in all.
+fn choose_images(path: &std::path::Path, n: usize, info: &ModelInfo) -> Result<Vec<ImageRecord>> {
+    let mut by_class: std::collections::BTreeMap<i32, Vec<ImageRecord>> = Default::default();
+    for chunk in ImagesReader::open(path, 512)? {
+        for image in chunk? {
+            if image.width as usize != info.image_size {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "image {} is {} px wide; the model expects {}",
+                        image.image_id, image.width, info.image_size
+                    ),
+                ));
+            }
+            let list = by_class.entry(image.label).or_default();
+            if list.len() < n {
+                list.push(image);
+            }
+        }
+    }
+    let mut chosen = Vec::new();
+    for round in 0..n {
+        for list in by_class.values() {
+            if chosen.len() < n
+                && let Some(image) = list.get(round)
+            {
+                chosen.push(image.clone());
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+fn input_of(image: &ImageRecord, info: &ModelInfo, crop: usize) -> Vec<f32> {
+    let mut out = vec![0.0; 3 * crop * crop];
+    write_crop_chw(
+        &image.pixels,
+        image.width,
+        Some(&info.mean),
+        centre_crop(image.width, crop as u32),
+        crop as u32,
+        &mut out,
+    );
+    out
+}
+
+/// Runs every occluded copy of one image through the network.
+pub fn occlude(
+    network: &Network<CpuBackend>,
+    info: &ModelInfo,
+    image: ImageRecord,
+    occluder: usize,
+    stride: usize,
+    batch_size: usize,
+) -> ImageResult {
+    let crop = network.architecture.input_size;
+    let classes = network.classes();
+    let op5 = feature_op(network, 5).expect("a ZF network has conv5");
+    let (maps, h, w) = network.shapes[op5];
+    let plane = h * w;
+    let clean = input_of(&image, info, crop);
+    let acts = network.forward(clean.clone(), Mode::Eval);
+    let conv5 = &acts.outputs[op5];
+    let totals: Vec<f32> = (0..maps)
+        .map(|m| conv5[m * plane..(m + 1) * plane].iter().sum())
+        .collect();
+    let map = (0..maps).fold(0, |best, m| if totals[m] > totals[best] { m } else { best });
+    let label = image.label.max(0) as usize;
+    let unoccluded_probability = network.backend.softmax(acts.logits(), classes)[label];
+    // (c): project the map's strongest unit.
+    let strongest = (0..plane).fold(0, |best, p| {
+        if conv5[map * plane + p] > conv5[map * plane + best] {
+            p
+        } else {
+            best
+        }
+    });
+    let mut signal = vec![0.0; maps * plane];
+    signal[map * plane + strongest] = conv5[map * plane + strongest];
+    let projection = project(network, &acts, op5, signal);
+    let peak_at = (0..crop * crop).fold(0, |best, p| {
+        let magnitude = |q: usize| {
+            (0..3)
+                .map(|c| projection[c * crop * crop + q].abs())
+                .sum::<f32>()
+        };
+        if magnitude(p) > magnitude(best) {
+            p
+        } else {
+            best
+        }
+    });
+    let positions: Vec<(usize, usize)> = (0..=crop - occluder)
+        .step_by(stride)
+        .flat_map(|y| (0..=crop - occluder).step_by(stride).map(move |x| (y, x)))
+        .collect();
+    let grid = (0..=crop - occluder).step_by(stride).count();
+    let (mut map_activation, mut true_probability, mut predicted) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for batch in positions.chunks(batch_size) {
+        let mut input = Vec::with_capacity(batch.len() * clean.len());
+        for &(y, x) in batch {
+            let mut copy = clean.clone();
+            // The grey square: the mean pixel, which is zero after mean subtraction.
+            for c in 0..3 {
+                for row in y..y + occluder {
+                    copy[c * crop * crop + row * crop + x..][..occluder].fill(0.0);
+                }
+            }
+            input.extend_from_slice(&copy);
+        }
+        let acts = network.forward(input, Mode::Eval);
+        let probs = network.backend.softmax(acts.logits(), classes);
+        let conv5 = &acts.outputs[op5];
+        for j in 0..batch.len() {
+            map_activation.push(conv5[(j * maps + map) * plane..][..plane].iter().sum());
+            let row = &probs[j * classes..(j + 1) * classes];
+            true_probability.push(row[label]);
+            predicted
+                .push((0..classes).fold(0, |best, c| if row[c] > row[best] { c } else { best }));
+        }
+    }
+    ImageResult {
+        image,
+        map,
+        positions,
+        grid,
+        map_activation,
+        true_probability,
+        predicted,
+        unoccluded_probability,
+        projection,
+        peak: (peak_at / crop, peak_at % crop),
+    }
+}
