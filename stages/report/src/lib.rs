@@ -357,7 +357,7 @@ impl StageKind for Report {
         }
         let readme = out.join("README.md");
         std::fs::write(&readme, md).map_err(|e| Error::io(&readme, e))?;
-        Ok(RunSummary::default().line(format!("{sections} section(s) in {}", readme.display())))
+        Ok(RunSummary::default().line(format!("README.md with {sections} section(s)")))
     }
 }
 
