@@ -6,6 +6,7 @@
 //! resolved paths. Stages do no argv/env parsing and never depend on each other.
 
 mod context;
+pub mod device;
 mod error;
 mod params;
 

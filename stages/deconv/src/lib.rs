@@ -87,7 +87,7 @@ impl StageKind for DeconvTop9 {
                 1.0,
                 "A conv1 filter with a lower RMS counts as dead (Fig. 6).",
             ),
-            ParamSpec::choice("device", "cpu", &["cpu", "cuda"], "Where the network runs."),
+            stage_api::device::device_param(),
         ]
     }
 
@@ -129,9 +129,7 @@ impl StageKind for DeconvTop9 {
     }
 
     fn resources(&self, params: &Params) -> Resources {
-        Resources {
-            gpu: params.str("device") == "cuda",
-        }
+        stage_api::device::device_resources(params)
     }
 
     fn validate(&self, params: &Params) -> Vec<String> {
@@ -144,13 +142,7 @@ impl StageKind for DeconvTop9 {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        if ctx.params.str("device") == "cuda" {
-            return Err(Error::Config(
-                "`device: cuda` needs the CUDA backend (issue #5), which this build does not \
-                 have; set `device: cpu`"
-                    .to_owned(),
-            ));
-        }
+        stage_api::device::require_available_device(&ctx.params)?;
         let model_path = ctx.input("model");
         let (network, info) = load_model(model_path, CpuBackend)?;
         let layers: Vec<usize> = ctx

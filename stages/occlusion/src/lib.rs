@@ -85,7 +85,7 @@ impl StageKind for Occlusion {
                 4096,
                 "Occluded copies per forward pass.",
             ),
-            ParamSpec::choice("device", "cpu", &["cpu", "cuda"], "Where the network runs."),
+            stage_api::device::device_param(),
         ]
     }
 
@@ -127,15 +127,11 @@ impl StageKind for Occlusion {
     }
 
     fn resources(&self, params: &Params) -> Resources {
-        Resources {
-            gpu: params.str("device") == "cuda",
-        }
+        stage_api::device::device_resources(params)
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        if ctx.params.str("device") == "cuda" {
-            return Err(Error::Config("`device: cuda` needs the CUDA backend (issue #5), which this build does not have; set `device: cpu`".to_owned()));
-        }
+        stage_api::device::require_available_device(&ctx.params)?;
         let (network, info) = load_model(ctx.input("model"), CpuBackend)?;
         let crop = network.architecture.input_size;
         let occluder = ctx.params.usize("occluder");

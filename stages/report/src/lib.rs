@@ -205,16 +205,7 @@ impl StageKind for Report {
                  activations over the scanned images, projected to pixels by the deconvnet \
                  (left, grey = 0) beside the image patch under the unit's receptive field (right).\n"
             );
-            let mut names: Vec<String> = std::fs::read_dir(folder)
-                .map_err(|e| Error::io(folder, e))?
-                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                .filter(|n| n.ends_with(".png"))
-                .collect();
-            names.sort();
-            for name in &names {
-                let target_name = format!("{stage}_{name}");
-                std::fs::copy(folder.join(name), figures.join(&target_name))
-                    .map_err(|e| Error::io(folder.join(name), e))?;
+            for (name, target_name) in copy_figures(folder, &stage, &figures)? {
                 let caption = name
                     .trim_end_matches(".png")
                     .replace("layer", "Layer ")
@@ -304,16 +295,7 @@ impl StageKind for Report {
                 checks.rows()
             );
             if let Some(folder) = folder {
-                let mut names: Vec<String> = std::fs::read_dir(folder)
-                    .map_err(|e| Error::io(folder, e))?
-                    .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                    .filter(|n| n.ends_with(".png"))
-                    .collect();
-                names.sort();
-                for name in &names {
-                    let target_name = format!("{stage}_{name}");
-                    std::fs::copy(folder.join(name), figures.join(&target_name))
-                        .map_err(|e| Error::io(folder.join(name), e))?;
+                for (name, target_name) in copy_figures(folder, &stage, &figures)? {
                     let _ = writeln!(md, "![{name}](figures/{target_name})\n");
                 }
             }
@@ -359,6 +341,25 @@ impl StageKind for Report {
         std::fs::write(&readme, md).map_err(|e| Error::io(&readme, e))?;
         Ok(RunSummary::default().line(format!("README.md with {sections} section(s)")))
     }
+}
+
+/// Copies a figures folder's PNGs into the report as `<stage>_<name>`, in name order;
+/// returns (name, copied name) pairs.
+fn copy_figures(folder: &Path, stage: &str, figures: &Path) -> Result<Vec<(String, String)>> {
+    let mut names: Vec<String> = std::fs::read_dir(folder)
+        .map_err(|e| Error::io(folder, e))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    names.sort();
+    let mut copied = Vec::new();
+    for name in names {
+        let target_name = format!("{stage}_{name}");
+        std::fs::copy(folder.join(&name), figures.join(&target_name))
+            .map_err(|e| Error::io(folder.join(&name), e))?;
+        copied.push((name, target_name));
+    }
+    Ok(copied)
 }
 
 /// The stage that wrote an artifact, from its provenance.

@@ -160,7 +160,7 @@ impl StageKind for Train {
                 i64::MAX,
                 "Seed of initialisation, shuffles, crops, dropout.",
             ),
-            ParamSpec::choice("device", "cpu", &["cpu", "cuda"], "Where the network runs."),
+            stage_api::device::device_param(),
         ]
     }
 
@@ -207,9 +207,7 @@ impl StageKind for Train {
     }
 
     fn resources(&self, params: &Params) -> Resources {
-        Resources {
-            gpu: params.str("device") == "cuda",
-        }
+        stage_api::device::device_resources(params)
     }
 
     fn validate(&self, params: &Params) -> Vec<String> {
@@ -224,13 +222,7 @@ impl StageKind for Train {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        if ctx.params.str("device") == "cuda" {
-            return Err(Error::Config(
-                "`device: cuda` needs the CUDA backend (issue #5), which this build does not \
-                 have; set `device: cpu`"
-                    .to_owned(),
-            ));
-        }
+        stage_api::device::require_available_device(&ctx.params)?;
         let config = Train::config(&ctx.params);
         let train_store = ImageStore::load(ctx.input("train"))?;
         let val_store = ImageStore::load(ctx.input("val"))?;
