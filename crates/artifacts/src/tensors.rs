@@ -77,7 +77,7 @@ pub fn write_tensors(
     let mut header_bytes =
         serde_json::to_vec(&serde_json::Value::Object(header)).expect("header serialises");
     // The data must start 8-byte aligned; the format pads the header with spaces.
-    while header_bytes.len() % 8 != 0 {
+    while !header_bytes.len().is_multiple_of(8) {
         header_bytes.push(b' ');
     }
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;

@@ -91,7 +91,7 @@ pub fn top_k_figure(
 
     let k = layer_hits.iter().map(|h| h.rank + 1).max().unwrap_or(1);
     let side = (k as f64).sqrt().ceil() as u32;
-    let block_w = 2 * side * tile + 3 * GAP + (side - 1) * 1;
+    let block_w = 2 * side * tile + 3 * GAP + (side - 1);
     let block_h = side * tile + (side - 1);
     let per_row = 3u32;
     let rows_of_blocks = (maps.len() as u32).div_ceil(per_row).max(1);
