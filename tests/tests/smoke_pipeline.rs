@@ -47,6 +47,10 @@ stages:
     inputs: { images: target.images }
     matrix: { fold: [0, 1] }
     params: { n_train_per_class: 2, max_test_per_class: 3 }
+  - name: evolution
+    kind: feature_evolution
+    inputs: { model: train.model, checkpoints: train.checkpoints, images: source_train.images }
+    params: { maps_per_layer: 1, max_images: 50, tile: 16 }
   - name: occlusion
     kind: occlusion
     inputs: { model: train.model, images: source_test.images }
@@ -60,6 +64,7 @@ stages:
       filters: [deconv.filters]
       occlusion_checks: [occlusion.checks]
       occlusion_figures: [occlusion.figures]
+      evolution_figures: [evolution.figures]
     params: { title: smoke }
 "#;
 
@@ -69,7 +74,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     write_fashion_sized(&project.path("fashion"), 300, 100);
     let run = project.zfnet(&["run", "--jobs", "2"]);
     let stdout = run.ok();
-    assert!(stdout.contains("13 ran, 0 fresh, 0 failed"), "{stdout}");
+    assert!(stdout.contains("14 ran, 0 fresh, 0 failed"), "{stdout}");
     assert!(
         stdout.contains("1 epochs of `zf_small` on 180 images (6 classes)"),
         "{stdout}"
@@ -124,6 +129,8 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
         "## First-layer filters (§4.1, Fig. 6): `deconv`",
         "## Occlusion sensitivity (§4.2, Fig. 7): `occlusion`",
         "**Claim (Fig. 7)**",
+        "## Feature evolution during training (§4.1, Fig. 4)",
+        "![feature evolution](figures/evolution_evolution.png)",
         "## Not measured by this pipeline yet",
     ] {
         assert!(
@@ -138,5 +145,5 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     );
 
     let again = project.zfnet(&["run"]);
-    assert!(again.ok().contains("0 ran, 13 fresh"), "{}", again.stdout);
+    assert!(again.ok().contains("0 ran, 14 fresh"), "{}", again.stdout);
 }

@@ -49,6 +49,11 @@ pub mod schemas {
         name: "occlusion_checks",
         version: 1,
     };
+    /// `feature_evolution.strongest`: epoch, layer, map, image_id, y, x, activation.
+    pub const FEATURE_EVOLUTION: SchemaId = SchemaId {
+        name: "feature_evolution",
+        version: 1,
+    };
 }
 
 /// One column of a small table.

@@ -10,6 +10,9 @@ fn a_cmyk_jpeg_decodes_to_rgb_like_pillow() {
     assert_eq!((image.width, image.height), (8, 6));
     for pixel in image.pixels.chunks(3) {
         // Pillow: (255, 0, 0); allow JPEG rounding.
-        assert!(pixel[0] > 240 && pixel[1] < 15 && pixel[2] < 15, "{pixel:?}");
+        assert!(
+            pixel[0] > 240 && pixel[1] < 15 && pixel[2] < 15,
+            "{pixel:?}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! memory does not depend on the size of the set. The winners' images are then read again and
 //! projected, one batch per layer.
 
+mod evolution;
 mod render;
 mod scan;
 
@@ -26,7 +27,7 @@ pub use scan::{Hit, chosen_maps, scan_top_k};
 use artifacts::table::schemas::{DECONV_TOP9 as TOP9, FILTER_STATS as FILTERS};
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
-    vec![Arc::new(DeconvTop9)]
+    vec![Arc::new(DeconvTop9), Arc::new(evolution::FeatureEvolution)]
 }
 
 pub struct DeconvTop9;
@@ -166,6 +167,7 @@ impl StageKind for DeconvTop9 {
             &maps,
             ctx.params.usize("top_k"),
             ctx.params.usize("batch_size"),
+            None,
             &|n| ctx.progress_bar(n, "scanning for top activations"),
         )?;
         let scan_seconds = started.elapsed().as_secs_f64();

@@ -53,6 +53,63 @@ fn tile_from<F: Fn(usize, usize, usize) -> u8>(
     })
 }
 
+/// For hits of one layer: each hit's deconvnet projection and its image patch, both cropped to
+/// the unit's receptive field and scaled to `tile` x `tile`.
+pub fn hit_tiles(
+    network: &Network<CpuBackend>,
+    info: &ModelInfo,
+    images_path: &Path,
+    layer: usize,
+    hits: &[&Hit],
+    tile: u32,
+) -> Result<Vec<(RgbImage, RgbImage)>> {
+    let op = feature_op(network, layer).expect("layer checked");
+    let images = read_rows(images_path, &hits.iter().map(|h| h.row).collect::<Vec<_>>())?;
+    let crop_size = network.architecture.input_size;
+    let per_image = network.input_len();
+    let mut input = vec![0.0f32; hits.len() * per_image];
+    for (hit, out) in hits.iter().zip(input.chunks_mut(per_image)) {
+        network_input(&images[&hit.row], info, crop_size, out);
+    }
+    let acts = network.forward(input, Mode::Eval);
+    let (channels, h, w) = network.shapes[op];
+    // Keep one activation per image: the hit's, all others in the layer set to zero (§2.1).
+    let mut signal = vec![0.0f32; hits.len() * channels * h * w];
+    for (i, hit) in hits.iter().enumerate() {
+        let at = ((i * channels + hit.map) * h + hit.y) * w + hit.x;
+        signal[at] = acts.outputs[op][at];
+    }
+    let pixels = network
+        .backend
+        .download(&project(network, &acts, op, signal));
+    let plane = crop_size * crop_size;
+    let mut tiles = Vec::with_capacity(hits.len());
+    for (i, hit) in hits.iter().enumerate() {
+        let (rows, cols) = receptive_field(network, op, hit.y, hit.x);
+        let projection = &pixels[i * per_image..(i + 1) * per_image];
+        let max_abs = rows
+            .clone()
+            .flat_map(|y| {
+                cols.clone()
+                    .flat_map(move |x| (0..3).map(move |c| c * plane + y * crop_size + x))
+            })
+            .map(|at| projection[at].abs())
+            .fold(0.0f32, f32::max)
+            .max(1e-12);
+        let projection_tile = tile_from(&rows, &cols, tile, |c, y, x| {
+            (128.0 + 127.0 * projection[c * plane + y * crop_size + x] / max_abs).round() as u8
+        });
+        let image = &images[&hit.row];
+        let offset = centre_crop(image.width, crop_size as u32);
+        let patch_tile = tile_from(&rows, &cols, tile, |c, y, x| {
+            let (sy, sx) = (offset.top as usize + y, offset.left as usize + x);
+            image.pixels[(sy * image.width as usize + sx) * 3 + c]
+        });
+        tiles.push((projection_tile, patch_tile));
+    }
+    Ok(tiles)
+}
+
 /// Fig. 2 for one layer: per feature map, its top-k projections (left) and patches (right).
 #[allow(clippy::too_many_arguments)]
 pub fn top_k_figure(
@@ -65,30 +122,8 @@ pub fn top_k_figure(
     tile: u32,
     path: &Path,
 ) -> Result<()> {
-    let op = feature_op(network, layer).expect("layer checked");
     let layer_hits: Vec<&Hit> = hits.iter().filter(|h| h.layer == layer).collect();
-    let images = read_rows(
-        images_path,
-        &layer_hits.iter().map(|h| h.row).collect::<Vec<_>>(),
-    )?;
-    let crop_size = network.architecture.input_size;
-    let per_image = network.input_len();
-    let mut input = vec![0.0f32; layer_hits.len() * per_image];
-    for (hit, out) in layer_hits.iter().zip(input.chunks_mut(per_image)) {
-        network_input(&images[&hit.row], info, crop_size, out);
-    }
-    let acts = network.forward(input, Mode::Eval);
-    let (channels, h, w) = network.shapes[op];
-    // Keep one activation per image: the hit's, all others in the layer set to zero (§2.1).
-    let mut signal = vec![0.0f32; layer_hits.len() * channels * h * w];
-    for (i, hit) in layer_hits.iter().enumerate() {
-        let at = ((i * channels + hit.map) * h + hit.y) * w + hit.x;
-        signal[at] = acts.outputs[op][at];
-    }
-    let pixels = network
-        .backend
-        .download(&project(network, &acts, op, signal));
-
+    let tiles = hit_tiles(network, info, images_path, layer, &layer_hits, tile)?;
     let k = layer_hits.iter().map(|h| h.rank + 1).max().unwrap_or(1);
     let side = (k as f64).sqrt().ceil() as u32;
     let block_w = 2 * side * tile + 3 * GAP + (side - 1);
@@ -105,45 +140,51 @@ pub fn top_k_figure(
             GAP + (block as u32 % per_row) * (block_w + GAP),
             GAP + (block as u32 / per_row) * (block_h + GAP),
         );
-        for (i, hit) in layer_hits.iter().enumerate().filter(|(_, h)| h.map == map) {
-            let (rows, cols) = receptive_field(network, op, hit.y, hit.x);
-            let projection = &pixels[i * per_image..(i + 1) * per_image];
-            let plane = crop_size * crop_size;
-            let max_abs = rows
-                .clone()
-                .flat_map(|y| {
-                    cols.clone()
-                        .flat_map(move |x| (0..3).map(move |c| c * plane + y * crop_size + x))
-                })
-                .map(|at| projection[at].abs())
-                .fold(0.0f32, f32::max)
-                .max(1e-12);
-            let projection_tile = tile_from(&rows, &cols, tile, |c, y, x| {
-                (128.0 + 127.0 * projection[c * plane + y * crop_size + x] / max_abs).round() as u8
-            });
-            let image = &images[&hit.row];
-            let offset = centre_crop(image.width, crop_size as u32);
-            let patch_tile = tile_from(&rows, &cols, tile, |c, y, x| {
-                let (sy, sx) = (offset.top as usize + y, offset.left as usize + x);
-                image.pixels[(sy * image.width as usize + sx) * 3 + c]
-            });
+        for (hit, (projection_tile, patch_tile)) in
+            layer_hits.iter().zip(&tiles).filter(|(h, _)| h.map == map)
+        {
             let (gx, gy) = (
                 (hit.rank as u32 % side) * (tile + 1),
                 (hit.rank as u32 / side) * (tile + 1),
             );
             image::imageops::replace(
                 &mut canvas,
-                &projection_tile,
+                projection_tile,
                 (bx + gx) as i64,
                 (by + gy) as i64,
             );
             let right = bx + side * (tile + 1) + 2 * GAP;
             image::imageops::replace(
                 &mut canvas,
-                &patch_tile,
+                patch_tile,
                 (right + gx) as i64,
                 (by + gy) as i64,
             );
+        }
+    }
+    canvas
+        .save(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))
+}
+
+/// Fig. 4: one row per (layer, map), one column per epoch, each cell the projection of the
+/// map's strongest activation at that epoch. `columns[e]` holds the tiles of epoch e, in the
+/// order of `rows`.
+pub fn evolution_figure(
+    rows: usize,
+    columns: &[Vec<RgbImage>],
+    tile: u32,
+    path: &Path,
+) -> Result<()> {
+    let mut canvas = RgbImage::from_pixel(
+        columns.len() as u32 * (tile + 1) + 2 * GAP,
+        rows as u32 * (tile + 1) + 2 * GAP,
+        BACKGROUND,
+    );
+    for (e, column) in columns.iter().enumerate() {
+        for (r, cell) in column.iter().enumerate() {
+            let (x, y) = (GAP + e as u32 * (tile + 1), GAP + r as u32 * (tile + 1));
+            image::imageops::replace(&mut canvas, cell, x as i64, y as i64);
         }
     }
     canvas

@@ -69,7 +69,7 @@ pub fn network_input(image: &ImageRecord, info: &ModelInfo, crop_size: usize, ou
     );
 }
 
-/// Scans every image of `images_path` and keeps, per (layer, map), the `k` images with the
+/// Scans the images of `images_path` (the first `limit`, if given) and keeps, per (layer, map), the `k` images with the
 /// strongest activation (ties: the earlier image).
 pub fn scan_top_k(
     network: &Network<CpuBackend>,
@@ -78,6 +78,7 @@ pub fn scan_top_k(
     maps: &BTreeMap<usize, Vec<usize>>,
     k: usize,
     batch_size: usize,
+    limit: Option<usize>,
     progress: &dyn Fn(u64) -> indicatif::ProgressBar,
 ) -> Result<ScanResult> {
     let crop_size = network.architecture.input_size;
@@ -93,10 +94,17 @@ pub fn scan_top_k(
         .collect();
     let mut best: BTreeMap<(usize, usize), Vec<Hit>> = BTreeMap::new();
     let reader = ImagesReader::open(images_path, batch_size)?;
-    let bar = progress(reader.num_images);
+    let total = limit.map_or(reader.num_images, |l| (l as u64).min(reader.num_images));
+    let bar = progress(total);
     let mut row = 0usize;
     for chunk in reader {
-        let chunk = chunk?;
+        let mut chunk = chunk?;
+        if let Some(limit) = limit {
+            if row >= limit {
+                break;
+            }
+            chunk.truncate(limit - row);
+        }
         if let Some(bad) = chunk
             .iter()
             .find(|i| i.width as usize != info.image_size || i.height != i.width)

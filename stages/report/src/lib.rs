@@ -68,6 +68,7 @@ impl StageKind for Report {
             list_input("filters", "deconv_top9.filters artifacts"),
             list_input("occlusion_checks", "occlusion.checks artifacts"),
             list_input("occlusion_figures", "occlusion.figures folders"),
+            list_input("evolution_figures", "feature_evolution.figures folders"),
         ]
     }
 
@@ -301,12 +302,26 @@ impl StageKind for Report {
             }
         }
 
+        for folder in ctx.input_list("evolution_figures") {
+            sections += 1;
+            let _ = writeln!(md, "## Feature evolution during training (§4.1, Fig. 4)\n");
+            let _ = writeln!(
+                md,
+                "Rows: a fixed random subset of feature maps of layers 1-5 (top to bottom); \
+                 columns: the kept epochs. Each cell is the strongest activation of that map over \
+                 the scanned training images at that epoch, projected to pixels.\n"
+            );
+            for (_, target_name) in copy_figures(folder, "evolution", &figures)? {
+                let _ = writeln!(md, "![feature evolution](figures/{target_name})\n");
+            }
+        }
+
         let _ = writeln!(md, "## Not measured by this pipeline yet\n");
         let _ = writeln!(
             md,
             "These results of the paper have no stage here yet, so this report makes no claim \
              about them: invariance (Fig. 5), correspondence \
-             (Table 1, Fig. 8), feature evolution (Fig. 4), architecture ablations (Tables 2-3), \
+             (Table 1, Fig. 8), architecture ablations (Tables 2-3), \
              per-layer SVM/softmax probes (Table 7), transfer with N images per class vs training \
              from scratch (Tables 4-6, Fig. 9) and the overlap removal of §5.2.\n"
         );

@@ -1,0 +1,201 @@
+//! Stage kind `feature_evolution` (§4.1, Fig. 4): "the strongest activation (across all
+//! training examples) within a given feature map projected back to pixel space", for a fixed
+//! random subset of maps per layer, at each kept epoch of training. Lower layers settle within
+//! a few epochs; upper layers only later.
+
+use std::path::{Path, PathBuf};
+
+use artifacts::table::schemas::FEATURE_EVOLUTION;
+use artifacts::table::{Column, Table};
+use artifacts::tensors::read_tensors;
+use engine::weights::{import, load_model};
+use engine::{CpuBackend, Network};
+use stage_api::{
+    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
+    StageContext, StageKind,
+};
+
+use crate::render::{evolution_figure, hit_tiles};
+use crate::scan::{Hit, chosen_maps, scan_top_k};
+
+pub struct FeatureEvolution;
+
+/// `epoch_NNN.safetensors` files of a checkpoints folder, by epoch.
+fn epoch_files(folder: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(|e| Error::io(folder, e))? {
+        let path = entry.map_err(|e| Error::io(folder, e))?.path();
+        let epoch = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("epoch_"))
+            .and_then(|n| n.strip_suffix(".safetensors"))
+            .and_then(|n| n.parse().ok());
+        if let Some(epoch) = epoch {
+            files.push((epoch, path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+impl StageKind for FeatureEvolution {
+    fn name(&self) -> &'static str {
+        "feature_evolution"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "The strongest activation of fixed feature maps at each kept epoch, projected to pixels (Fig. 4)."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::int_list("layers", &[1, 2, 3, 4, 5], "Layers (conv 1-5)."),
+            ParamSpec::int(
+                "maps_per_layer",
+                4,
+                1,
+                100_000,
+                "A seeded random subset of maps per layer.",
+            ),
+            ParamSpec::int("seed", 0, 0, i64::MAX, "Seed of the subset."),
+            ParamSpec::optional_int(
+                "max_images",
+                1,
+                i64::MAX,
+                "Scan only the first N images (default: all).",
+            ),
+            ParamSpec::int("batch_size", 128, 1, 4096, "Images per forward pass."),
+            ParamSpec::int("tile", 40, 8, 512, "Side in pixels of each projection."),
+            stage_api::device::device_param(),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        let artifact = |name, doc| InputSpec {
+            name,
+            kind: InputKind::Artifact,
+            required: true,
+            doc,
+        };
+        vec![
+            artifact("model", "the trained model (architecture and input mean)"),
+            artifact("checkpoints", "train.checkpoints: epoch_NNN.safetensors"),
+            artifact("images", "the training images"),
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                name: "strongest",
+                file_name: "strongest.parquet",
+                doc: "epoch, layer, map, image_id, y, x, activation",
+            },
+            OutputSpec {
+                name: "figures",
+                file_name: "figures",
+                doc: "evolution.png: rows (layer, map), columns epochs",
+            },
+        ]
+    }
+
+    fn resources(&self, params: &Params) -> Resources {
+        stage_api::device::device_resources(params)
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        stage_api::device::require_available_device(&ctx.params)?;
+        let (model, info) = load_model(ctx.input("model"), CpuBackend)?;
+        let files = epoch_files(ctx.input("checkpoints"))?;
+        if files.is_empty() {
+            return Err(Error::input(
+                ctx.input("checkpoints"),
+                "no epoch_NNN.safetensors: set `checkpoint_epochs` on the train stage",
+            ));
+        }
+        let layers: Vec<usize> = ctx
+            .params
+            .int_list("layers")
+            .iter()
+            .map(|&l| l as usize)
+            .collect();
+        let maps = chosen_maps(
+            &model,
+            &layers,
+            ctx.params.usize("maps_per_layer"),
+            ctx.params.int("seed") as u64,
+        )
+        .map_err(Error::Config)?;
+        let tile = ctx.params.usize("tile") as u32;
+        let limit = ctx.params.optional_int("max_images").map(|l| l as usize);
+        let mut columns = Vec::new();
+        let mut table: Vec<(usize, Hit)> = Vec::new();
+        let mut scanned = 0;
+        for (epoch, path) in &files {
+            let mut network = Network::new(CpuBackend, info.architecture.clone(), 0.0, 0);
+            import(&mut network, &read_tensors(path)?, path)?;
+            let scan = scan_top_k(
+                &network,
+                &info,
+                ctx.input("images"),
+                &maps,
+                1,
+                ctx.params.usize("batch_size"),
+                limit,
+                &|n| ctx.progress_bar(n, &format!("epoch {epoch}: scanning")),
+            )?;
+            scanned = scan.n_images;
+            let mut column = Vec::new();
+            for &layer in maps.keys() {
+                let hits: Vec<&Hit> = scan.hits.iter().filter(|h| h.layer == layer).collect();
+                let tiles = hit_tiles(&network, &info, ctx.input("images"), layer, &hits, tile)?;
+                column.extend(tiles.into_iter().map(|(projection, _)| projection));
+            }
+            table.extend(scan.hits.into_iter().map(|hit| (*epoch, hit)));
+            columns.push(column);
+        }
+        let figures = ctx.output("figures");
+        std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
+        let rows: usize = maps.values().map(Vec::len).sum();
+        evolution_figure(rows, &columns, tile, &figures.join("evolution.png"))?;
+        Table::default()
+            .with(
+                "epoch",
+                Column::I64(table.iter().map(|(e, _)| *e as i64).collect()),
+            )
+            .with(
+                "layer",
+                Column::I64(table.iter().map(|(_, h)| h.layer as i64).collect()),
+            )
+            .with(
+                "map",
+                Column::I64(table.iter().map(|(_, h)| h.map as i64).collect()),
+            )
+            .with(
+                "image_id",
+                Column::I64(table.iter().map(|(_, h)| h.image_id).collect()),
+            )
+            .with(
+                "y",
+                Column::I64(table.iter().map(|(_, h)| h.y as i64).collect()),
+            )
+            .with(
+                "x",
+                Column::I64(table.iter().map(|(_, h)| h.x as i64).collect()),
+            )
+            .with(
+                "activation",
+                Column::F64(table.iter().map(|(_, h)| h.activation as f64).collect()),
+            )
+            .write(ctx.output("strongest"), FEATURE_EVOLUTION, &ctx.provenance)?;
+        Ok(RunSummary::default().line(format!(
+            "epochs {:?}: strongest activation of {rows} maps over {scanned} images each",
+            files.iter().map(|(e, _)| *e).collect::<Vec<_>>()
+        )))
+    }
+}
