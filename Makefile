@@ -8,7 +8,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: reproduce test bench build data python-deps clean
+.PHONY: reproduce test bench build data test-deps bench-deps clean
 
 reproduce: data build
 	./target/release/zfnet run --jobs 2
@@ -17,11 +17,11 @@ reproduce: data build
 build:
 	$(CARGO) build --release -p zfnet
 
-test: python-deps
+test: test-deps
 	$(CARGO) build -p zfnet
 	$(CARGO) test --workspace
 
-bench: python-deps
+bench: bench-deps
 	$(CARGO) build --release -p bench
 	./target/release/zfnet-bench
 
@@ -31,9 +31,13 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
-python-deps:
-	@$(PYTHON) -c "import pyarrow, numpy, PIL, onnxruntime, onnx" 2>/dev/null || \
-		$(PYTHON) -m pip install --quiet -r scripts/requirements.txt
+test-deps:
+	@$(PYTHON) -c "import pyarrow" 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet -r scripts/requirements-test.txt
+
+bench-deps:
+	@$(PYTHON) -c "import numpy, PIL, onnxruntime, onnx" 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet -r scripts/requirements-bench.txt
 
 clean:
 	rm -rf .zfnet
