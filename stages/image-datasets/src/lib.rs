@@ -17,6 +17,7 @@ use std::sync::Arc;
 use stage_api::StageKind;
 
 pub use folders::{ClassFolder, Listing, scan_class_folders};
+pub use voc::VOC_CLASSES;
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![

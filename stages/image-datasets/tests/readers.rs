@@ -257,28 +257,7 @@ fn voc2012_reads_multi_labels_and_difficult_flags() {
     let main = root.path().join("VOC2012/ImageSets/Main");
     fs::create_dir_all(&main).unwrap();
     fs::write(main.join("trainval.txt"), "2008_000001\n2008_000002\n").unwrap();
-    for class in [
-        "aeroplane",
-        "bicycle",
-        "bird",
-        "boat",
-        "bottle",
-        "bus",
-        "car",
-        "cat",
-        "chair",
-        "cow",
-        "diningtable",
-        "dog",
-        "horse",
-        "motorbike",
-        "person",
-        "pottedplant",
-        "sheep",
-        "sofa",
-        "train",
-        "tvmonitor",
-    ] {
+    for class in image_datasets::VOC_CLASSES {
         let (a, b) = match class {
             "dog" => (" 1", "-1"),
             "person" => (" 1", " 0"),
