@@ -51,6 +51,10 @@ stages:
     kind: feature_evolution
     inputs: { model: train.model, checkpoints: train.checkpoints, images: source_train.images }
     params: { maps_per_layer: 1, max_images: 50, tile: 16 }
+  - name: invariance
+    kind: invariance
+    inputs: { model: train.model, images: source_test.images }
+    params: { n_images: 2, translations: [0, 2], scales: [1, 1.2], rotations: [0, 90] }
   - name: occlusion
     kind: occlusion
     inputs: { model: train.model, images: source_test.images }
@@ -65,6 +69,8 @@ stages:
       occlusion_checks: [occlusion.checks]
       occlusion_figures: [occlusion.figures]
       evolution_figures: [evolution.figures]
+      invariance_curves: [invariance.curves]
+      invariance_figures: [invariance.figures]
     params: { title: smoke }
 "#;
 
@@ -74,7 +80,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     write_fashion_sized(&project.path("fashion"), 300, 100);
     let run = project.zfnet(&["run", "--jobs", "2"]);
     let stdout = run.ok();
-    assert!(stdout.contains("14 ran, 0 fresh, 0 failed"), "{stdout}");
+    assert!(stdout.contains("15 ran, 0 fresh, 0 failed"), "{stdout}");
     assert!(
         stdout.contains("1 epochs of `zf_small` on 180 images (6 classes)"),
         "{stdout}"
@@ -131,6 +137,8 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
         "**Claim (Fig. 7)**",
         "## Feature evolution during training (§4.1, Fig. 4)",
         "![feature evolution](figures/evolution_evolution.png)",
+        "## Invariance (§4, Fig. 5): `invariance`",
+        "**Claim (Fig. 5)**",
         "## Not measured by this pipeline yet",
     ] {
         assert!(
@@ -145,5 +153,5 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     );
 
     let again = project.zfnet(&["run"]);
-    assert!(again.ok().contains("0 ran, 14 fresh"), "{}", again.stdout);
+    assert!(again.ok().contains("0 ran, 15 fresh"), "{}", again.stdout);
 }

@@ -54,6 +54,12 @@ pub mod schemas {
         name: "feature_evolution",
         version: 1,
     };
+    /// `invariance.curves`: transform, amount, image_id, layer1_distance, layer7_distance,
+    /// true_probability.
+    pub const INVARIANCE: SchemaId = SchemaId {
+        name: "invariance",
+        version: 1,
+    };
 }
 
 /// One column of a small table.

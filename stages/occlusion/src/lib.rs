@@ -10,6 +10,7 @@
 //! the occluder covers the peak of the layer-5 projection than elsewhere.
 
 mod figure;
+mod invariance;
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use stage_api::{
 };
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
-    vec![Arc::new(Occlusion)]
+    vec![Arc::new(Occlusion), Arc::new(invariance::Invariance)]
 }
 
 pub struct Occlusion;

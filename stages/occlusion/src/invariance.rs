@@ -1,0 +1,378 @@
+//! Stage kind `invariance` (§4, Fig. 5): vertical translation, scaling and rotation of a few
+//! images, and how much the layer-1 and layer-7 feature vectors and the true-class
+//! probability change.
+//!
+//! Transforms act on the network's (mean-subtracted) input crop, resampled bilinearly about
+//! its centre; pixels brought in from outside are the mean pixel (0 after subtraction). The
+//! distance plotted is the Euclidean distance between the feature vectors of the original and
+//! the transformed image divided by the norm of the original's — Fig. 5's curves are compared
+//! across layers, whose scales differ by orders of magnitude, so a relative distance is used.
+//! Layer 1 is the rectified conv1 output; layer 7 the rectified fc7 output.
+
+use std::path::Path;
+
+use artifacts::images::ImagesReader;
+use artifacts::table::schemas::INVARIANCE;
+use artifacts::table::{Column, Table};
+use engine::deconv::feature_op;
+use engine::weights::load_model;
+use engine::{Backend, CpuBackend, Mode, Network, Op};
+use image::{Rgb, RgbImage};
+use imaging::{centre_crop, write_crop_chw};
+use stage_api::{
+    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
+    StageContext, StageKind,
+};
+
+pub struct Invariance;
+
+/// The three sweeps of Fig. 5.
+const TRANSFORMS: [&str; 3] = ["translation", "scale", "rotation"];
+
+impl StageKind for Invariance {
+    fn name(&self) -> &'static str {
+        "invariance"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "Layer-1 / layer-7 feature change and true-class probability under translation, scale and rotation (Fig. 5)."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::int(
+                "n_images",
+                5,
+                1,
+                100,
+                "Images (the first of each class in turn).",
+            ),
+            ParamSpec::float_list(
+                "translations",
+                &[-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0],
+                "Vertical shifts, in input pixels.",
+            ),
+            ParamSpec::float_list("scales", &[0.6, 0.8, 1.0, 1.2, 1.4, 1.6], "Scale factors."),
+            ParamSpec::float_list(
+                "rotations",
+                &[
+                    0.0, 30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 210.0, 240.0, 270.0, 300.0, 330.0,
+                ],
+                "Rotations, degrees.",
+            ),
+            stage_api::device::device_param(),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec {
+                name: "model",
+                kind: InputKind::Artifact,
+                required: true,
+                doc: "a trained model",
+            },
+            InputSpec {
+                name: "images",
+                kind: InputKind::Artifact,
+                required: true,
+                doc: "test images, preprocessed like the training set",
+            },
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                name: "curves",
+                file_name: "curves.parquet",
+                doc: "transform, amount, image_id, layer1_distance, layer7_distance, true_probability",
+            },
+            OutputSpec {
+                name: "figures",
+                file_name: "figures",
+                doc: "invariance.png: rows translation/scale/rotation, columns layer 1, layer 7, P(true class)",
+            },
+        ]
+    }
+
+    fn resources(&self, params: &Params) -> Resources {
+        stage_api::device::device_resources(params)
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        stage_api::device::require_available_device(&ctx.params)?;
+        let (network, info) = load_model(ctx.input("model"), CpuBackend)?;
+        let crop = network.architecture.input_size;
+        let layer1 = feature_op(&network, 1).expect("conv1");
+        let layer7 = fc7_op(&network).ok_or_else(|| {
+            Error::Config(format!(
+                "architecture `{}` has no fc7: layer 7 needs it",
+                network.architecture.name
+            ))
+        })?;
+        let images = first_per_class(ctx.input("images"), ctx.params.usize("n_images"))?;
+        let amounts = [
+            ctx.params.float_list("translations"),
+            ctx.params.float_list("scales"),
+            ctx.params.float_list("rotations"),
+        ];
+        let mut rows: (
+            Vec<String>,
+            Vec<f64>,
+            Vec<i64>,
+            Vec<f64>,
+            Vec<f64>,
+            Vec<f64>,
+        ) = Default::default();
+        for image in &images {
+            let mut base = vec![0.0f32; 3 * crop * crop];
+            write_crop_chw(
+                &image.pixels,
+                image.width,
+                Some(&info.mean),
+                centre_crop(image.width, crop as u32),
+                crop as u32,
+                &mut base,
+            );
+            let label = image.label.max(0) as usize;
+            for (transform, values) in TRANSFORMS.iter().zip(&amounts) {
+                let mut batch = base.clone();
+                for &amount in values {
+                    batch.extend(transformed(&base, crop, transform, amount));
+                }
+                let acts = network.forward(batch, Mode::Eval);
+                let probs = network.backend.softmax(acts.logits(), network.classes());
+                let distance = |op: usize, j: usize| {
+                    let f = &acts.outputs[op];
+                    let len = f.len() / (values.len() + 1);
+                    let (original, moved) = (&f[..len], &f[(j + 1) * len..(j + 2) * len]);
+                    let norm = original
+                        .iter()
+                        .map(|v| (v * v) as f64)
+                        .sum::<f64>()
+                        .sqrt()
+                        .max(1e-12);
+                    original
+                        .iter()
+                        .zip(moved)
+                        .map(|(a, b)| ((a - b) * (a - b)) as f64)
+                        .sum::<f64>()
+                        .sqrt()
+                        / norm
+                };
+                for (j, &amount) in values.iter().enumerate() {
+                    rows.0.push((*transform).to_owned());
+                    rows.1.push(amount);
+                    rows.2.push(image.image_id);
+                    rows.3.push(distance(layer1, j));
+                    rows.4.push(distance(layer7, j));
+                    rows.5
+                        .push(probs[(j + 1) * network.classes() + label] as f64);
+                }
+            }
+        }
+        let figures = ctx.output("figures");
+        std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
+        plot(&rows, images.len(), &figures.join("invariance.png"))?;
+        let small_shift = |layer: &[f64]| {
+            let picked: Vec<f64> = rows
+                .0
+                .iter()
+                .zip(&rows.1)
+                .zip(layer)
+                .filter(|((t, a), _)| {
+                    t.as_str() == "translation" && a.abs() > 0.0 && a.abs() <= 2.0
+                })
+                .map(|(_, d)| *d)
+                .collect();
+            picked.iter().sum::<f64>() / picked.len().max(1) as f64
+        };
+        let (d1, d7) = (small_shift(&rows.3), small_shift(&rows.4));
+        Table::default()
+            .with("transform", Column::Str(rows.0))
+            .with("amount", Column::F64(rows.1))
+            .with("image_id", Column::I64(rows.2))
+            .with("layer1_distance", Column::F64(rows.3))
+            .with("layer7_distance", Column::F64(rows.4))
+            .with("true_probability", Column::F64(rows.5))
+            .write(ctx.output("curves"), INVARIANCE, &ctx.provenance)?;
+        Ok(RunSummary::default().line(format!(
+            "{} images; mean relative feature change for a vertical shift of up to 2 px: layer 1 {d1:.3}, layer 7 {d7:.3}",
+            images.len()
+        )))
+    }
+}
+
+/// The rectified fc7 output (the ReLU after the Linear layer named fc7).
+fn fc7_op<B: Backend>(network: &Network<B>) -> Option<usize> {
+    let linear = network.ops.iter().position(|op| match op {
+        Op::Linear { param, .. } => network.params[*param].name == "fc7",
+        _ => false,
+    })?;
+    matches!(network.ops.get(linear + 1), Some(Op::Relu)).then_some(linear + 1)
+}
+
+fn first_per_class(path: &Path, n: usize) -> Result<Vec<artifacts::images::ImageRecord>> {
+    let mut chosen: Vec<artifacts::images::ImageRecord> = Vec::new();
+    for chunk in ImagesReader::open(path, 512)? {
+        for image in chunk? {
+            if chosen.len() < n && !chosen.iter().any(|c| c.label == image.label) {
+                chosen.push(image);
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// Bilinear sample of a CHW plane at (y, x); 0 outside.
+fn sample(plane: &[f32], size: usize, y: f64, x: f64) -> f32 {
+    let (y0, x0) = (y.floor(), x.floor());
+    let (fy, fx) = ((y - y0) as f32, (x - x0) as f32);
+    let at = |yy: f64, xx: f64| {
+        if yy < 0.0 || xx < 0.0 || yy >= size as f64 || xx >= size as f64 {
+            0.0
+        } else {
+            plane[yy as usize * size + xx as usize]
+        }
+    };
+    let top = at(y0, x0) * (1.0 - fx) + at(y0, x0 + 1.0) * fx;
+    let bottom = at(y0 + 1.0, x0) * (1.0 - fx) + at(y0 + 1.0, x0 + 1.0) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
+/// The input transformed about its centre: each output pixel samples the source position the
+/// inverse transform maps it to.
+pub fn transformed(input: &[f32], size: usize, transform: &str, amount: f64) -> Vec<f32> {
+    let centre = (size as f64 - 1.0) / 2.0;
+    let (sin, cos) = amount.to_radians().sin_cos();
+    let mut out = vec![0.0f32; input.len()];
+    for c in 0..3 {
+        let plane = &input[c * size * size..(c + 1) * size * size];
+        for y in 0..size {
+            for x in 0..size {
+                let (dy, dx) = (y as f64 - centre, x as f64 - centre);
+                let (sy, sx) = match transform {
+                    "translation" => (y as f64 - amount, x as f64),
+                    "scale" => (centre + dy / amount, centre + dx / amount),
+                    _ => (centre + cos * dy - sin * dx, centre + sin * dy + cos * dx),
+                };
+                out[c * size * size + y * size + x] = sample(plane, size, sy, sx);
+            }
+        }
+    }
+    out
+}
+
+const COLOURS: [[u8; 3]; 6] = [
+    [230, 25, 75],
+    [60, 180, 75],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 70, 70],
+];
+
+/// Fig. 5's grid: rows translation / scale / rotation; columns layer-1 distance, layer-7
+/// distance, P(true class); one line per image. Axis ranges are in the report's table.
+fn plot(
+    rows: &(
+        Vec<String>,
+        Vec<f64>,
+        Vec<i64>,
+        Vec<f64>,
+        Vec<f64>,
+        Vec<f64>,
+    ),
+    n_images: usize,
+    path: &Path,
+) -> Result<()> {
+    const W: u32 = 220;
+    const H: u32 = 150;
+    const M: u32 = 10;
+    let mut canvas = RgbImage::from_pixel(3 * (W + M) + M, 3 * (H + M) + M, Rgb([255, 255, 255]));
+    for (r, transform) in TRANSFORMS.iter().enumerate() {
+        for (c, values) in [&rows.3, &rows.4, &rows.5].iter().enumerate() {
+            let (ox, oy) = (M + c as u32 * (W + M), M + r as u32 * (H + M));
+            for x in 0..W {
+                canvas.put_pixel(ox + x, oy + H - 1, Rgb([0, 0, 0]));
+            }
+            for y in 0..H {
+                canvas.put_pixel(ox, oy + y, Rgb([0, 0, 0]));
+            }
+            let points: Vec<(f64, f64, i64)> = (0..rows.0.len())
+                .filter(|&i| rows.0[i] == *transform)
+                .map(|i| (rows.1[i], values[i], rows.2[i]))
+                .collect();
+            let (xmin, xmax) = points
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+            let ymax = if c == 2 {
+                1.0
+            } else {
+                points.iter().fold(0.0f64, |m, p| m.max(p.1)).max(1e-9)
+            };
+            let ids: Vec<i64> = {
+                let mut ids: Vec<i64> = points.iter().map(|p| p.2).collect();
+                ids.dedup();
+                ids
+            };
+            for (k, id) in ids.iter().enumerate().take(n_images) {
+                let series: Vec<(f64, f64)> = points
+                    .iter()
+                    .filter(|p| p.2 == *id)
+                    .map(|p| (p.0, p.1))
+                    .collect();
+                let to_px = |(x, y): (f64, f64)| {
+                    let px =
+                        ox as f64 + 2.0 + (x - xmin) / (xmax - xmin).max(1e-9) * (W as f64 - 4.0);
+                    let py = (oy + H) as f64 - 2.0 - y / ymax * (H as f64 - 4.0);
+                    (px, py)
+                };
+                for pair in series.windows(2) {
+                    let (a, b) = (to_px(pair[0]), to_px(pair[1]));
+                    let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) as usize).max(1);
+                    for s in 0..=steps {
+                        let t = s as f64 / steps as f64;
+                        let (x, y) = (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1));
+                        canvas.put_pixel(
+                            x as u32,
+                            (y as u32).min(oy + H - 1),
+                            Rgb(COLOURS[k % COLOURS.len()]),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    canvas
+        .save(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transforms_move_content_the_way_they_say() {
+        // A 5x5 image with one bright pixel at row 1, column 2 (all channels).
+        let mut input = vec![0.0f32; 3 * 25];
+        for c in 0..3 {
+            input[c * 25 + 5 + 2] = 1.0;
+        }
+        let down = transformed(&input, 5, "translation", 2.0);
+        assert_eq!(down[3 * 5 + 2], 1.0, "moved down 2 rows");
+        let identity = transformed(&input, 5, "scale", 1.0);
+        assert_eq!(identity, input);
+        let half_turn = transformed(&input, 5, "rotation", 180.0);
+        assert!(
+            (half_turn[3 * 5 + 2] - 1.0).abs() < 1e-5,
+            "row 1 -> row 3 through the centre"
+        );
+    }
+}
