@@ -55,6 +55,10 @@ stages:
     kind: invariance
     inputs: { model: train.model, images: source_test.images }
     params: { n_images: 2, translations: [0, 2], scales: [1, 1.2], rotations: [0, 90] }
+  - name: correspondence
+    kind: correspondence
+    inputs: { model: train.model, images: source_test.images, parts: parts.csv }
+    params: { random_draws: 2 }
   - name: occlusion
     kind: occlusion
     inputs: { model: train.model, images: source_test.images }
@@ -71,6 +75,8 @@ stages:
       evolution_figures: [evolution.figures]
       invariance_curves: [invariance.curves]
       invariance_figures: [invariance.figures]
+      correspondence: [correspondence.table1]
+      correspondence_figures: [correspondence.figures]
     params: { title: smoke }
 "#;
 
@@ -78,9 +84,15 @@ stages:
 fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     let project = Project::new(PIPELINE);
     write_fashion_sized(&project.path("fashion"), 300, 100);
+    // Test images 7, 17 and 27 are sneakers (label 7) in the generated set.
+    project.write(
+        "parts.csv",
+        "image_id,part,top,left,height,width\n7,toe,13,1,9,9\n7,heel,9,23,11,8\n\
+         17,toe,13,1,9,9\n17,heel,9,23,11,8\n27,toe,13,1,9,9\n27,heel,9,23,11,8\n",
+    );
     let run = project.zfnet(&["run", "--jobs", "2"]);
     let stdout = run.ok();
-    assert!(stdout.contains("15 ran, 0 fresh, 0 failed"), "{stdout}");
+    assert!(stdout.contains("16 ran, 0 fresh, 0 failed"), "{stdout}");
     assert!(
         stdout.contains("1 epochs of `zf_small` on 180 images (6 classes)"),
         "{stdout}"
@@ -139,6 +151,8 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
         "![feature evolution](figures/evolution_evolution.png)",
         "## Invariance (§4, Fig. 5): `invariance`",
         "**Claim (Fig. 5)**",
+        "## Correspondence (§4.3, Table 1, Fig. 8): `correspondence`",
+        "| random |",
         "## Not measured by this pipeline yet",
     ] {
         assert!(
@@ -153,5 +167,5 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     );
 
     let again = project.zfnet(&["run"]);
-    assert!(again.ok().contains("0 ran, 15 fresh"), "{}", again.stdout);
+    assert!(again.ok().contains("0 ran, 16 fresh"), "{}", again.stdout);
 }

@@ -60,6 +60,11 @@ pub mod schemas {
         name: "invariance",
         version: 1,
     };
+    /// `correspondence.table1`: layer, mask, mean, std, pairs (Table 1's rows).
+    pub const CORRESPONDENCE: SchemaId = SchemaId {
+        name: "correspondence",
+        version: 1,
+    };
 }
 
 /// One column of a small table.

@@ -9,6 +9,7 @@
 //! image. The automatic check of Fig. 7's finding: the true-class probability is lower when
 //! the occluder covers the peak of the layer-5 projection than elsewhere.
 
+mod correspondence;
 mod figure;
 mod invariance;
 
@@ -27,7 +28,11 @@ use stage_api::{
 };
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
-    vec![Arc::new(Occlusion), Arc::new(invariance::Invariance)]
+    vec![
+        Arc::new(Occlusion),
+        Arc::new(invariance::Invariance),
+        Arc::new(correspondence::Correspondence),
+    ]
 }
 
 pub struct Occlusion;
