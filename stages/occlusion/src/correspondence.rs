@@ -403,3 +403,48 @@ fn figure(
         .save(path)
         .map_err(|e| Error::io(path, std::io::Error::other(e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_masks_read_with_comments_and_a_bad_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parts.csv");
+        std::fs::write(
+            &path,
+            "# why these correspond\nimage_id,part,top,left,height,width\n9,toe,13,1,9,9\n",
+        )
+        .unwrap();
+        let masks = read_part_masks(&path).unwrap();
+        assert_eq!(
+            masks,
+            vec![PartMask {
+                image_id: 9,
+                part: "toe".into(),
+                top: 13,
+                left: 1,
+                height: 9,
+                width: 9
+            }]
+        );
+        std::fs::write(
+            &path,
+            "image_id,part,top,left,height,width\n9,toe,13,1,9,9\n9,heel,nine,1,2,2\n",
+        )
+        .unwrap();
+        let error = read_part_masks(&path).unwrap_err().to_string();
+        assert!(error.contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn masking_greys_exactly_the_rectangle() {
+        let input = vec![1.0f32; 3 * 4 * 4];
+        let out = masked(&input, 4, (1, 2, 2, 5));
+        let zeros = out.iter().filter(|&&v| v == 0.0).count();
+        assert_eq!(zeros, 3 * 2 * 2, "clipped at the right edge");
+        assert_eq!(out[4 + 2], 0.0);
+        assert_eq!(out[4 + 1], 1.0);
+    }
+}
