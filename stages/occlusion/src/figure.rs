@@ -1,6 +1,7 @@
 //! Fig. 7's panels for one image: (a) the input with the occluder's size, (b) the layer-5
 //! map's total activation and (d) the true-class probability as heat maps over occluder
-//! positions, (c) the map's deconvnet projection, (e) the most probable label per position.
+//! positions, (c) the map's deconvnet projection in this image (top-left) and in up to three
+//! other images, (e) the most probable label per position.
 
 use std::path::Path;
 
@@ -51,9 +52,9 @@ fn grid_panel<F: Fn(usize) -> Rgb<u8>>(grid: usize, colour: F) -> RgbImage {
 
 pub fn render(
     result: &ImageResult,
+    others: &[Vec<f32>],
     crop: usize,
     occluder: usize,
-    class_names: &[String],
     path: &Path,
 ) -> Result<()> {
     let mut canvas =
@@ -81,21 +82,27 @@ pub fn render(
     let activation = grid_panel(result.grid, |i| {
         heat((result.map_activation[i] - lo) / (hi - lo).max(1e-12))
     });
+    // (c): the image's own projection top-left, the other images' in the other quarters.
     let plane = crop * crop;
-    let max_abs = result
-        .projection
-        .iter()
-        .fold(0.0f32, |m, v| m.max(v.abs()))
-        .max(1e-12);
-    let projection = RgbImage::from_fn(PANEL, PANEL, |x, y| {
-        let (sy, sx) = (
-            y as usize * crop / PANEL as usize,
-            x as usize * crop / PANEL as usize,
-        );
-        Rgb([0, 1, 2].map(|c| {
-            (128.0 + 127.0 * result.projection[c * plane + sy * crop + sx] / max_abs) as u8
-        }))
-    });
+    let half = PANEL / 2;
+    let mut projection = RgbImage::from_pixel(PANEL, PANEL, Rgb([255, 255, 255]));
+    for (k, pixels) in std::iter::once(&result.projection)
+        .chain(others)
+        .take(4)
+        .enumerate()
+    {
+        let max_abs = pixels.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let quarter = RgbImage::from_fn(half, half, |x, y| {
+            let (sy, sx) = (
+                y as usize * crop / half as usize,
+                x as usize * crop / half as usize,
+            );
+            Rgb([0, 1, 2]
+                .map(|c| (128.0 + 127.0 * pixels[c * plane + sy * crop + sx] / max_abs) as u8))
+        });
+        let (qx, qy) = ((k as u32 % 2) * half, (k as u32 / 2) * half);
+        image::imageops::replace(&mut projection, &quarter, qx as i64, qy as i64);
+    }
     let probability = grid_panel(result.grid, |i| heat(result.true_probability[i]));
     let labels = grid_panel(result.grid, |i| class_colour(result.predicted[i]));
     for (i, panel) in [input, activation, projection, probability, labels]
@@ -109,7 +116,6 @@ pub fn render(
             GAP as i64,
         );
     }
-    let _ = class_names;
     canvas
         .save(path)
         .map_err(|e| Error::io(path, std::io::Error::other(e)))

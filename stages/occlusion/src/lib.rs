@@ -60,7 +60,8 @@ impl StageKind for Occlusion {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: panel (c) also shows the map in other images.
+        2
     }
 
     fn summary(&self) -> &'static str {
@@ -160,17 +161,28 @@ impl StageKind for Occlusion {
                 ctx.params.usize("stride"),
                 ctx.params.usize("batch_size"),
             );
-            figure::render(
-                &result,
-                crop,
-                occluder,
-                &info.class_names,
-                &figures.join(format!("occlusion_{}.png", result.image.image_id)),
-            )?;
             results.push(result);
             bar.inc(1);
         }
         bar.finish_and_clear();
+        // Panel (c) also shows the same map projected in (up to 3 of) the other images.
+        for (i, result) in results.iter().enumerate() {
+            let others: Vec<&ImageRecord> = results
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, r)| &r.image)
+                .take(3)
+                .collect();
+            let projections = project_map_on(&network, &info, &others, result.map);
+            figure::render(
+                result,
+                &projections,
+                crop,
+                occluder,
+                &figures.join(format!("occlusion_{}.png", result.image.image_id)),
+            )?;
+        }
 
         let mut maps = (
             Vec::new(),
@@ -301,6 +313,42 @@ fn input_of(image: &ImageRecord, info: &ModelInfo, crop: usize) -> Vec<f32> {
         &mut out,
     );
     out
+}
+
+/// The deconvnet projection of `map`'s strongest layer-5 unit in each of `images`.
+pub fn project_map_on(
+    network: &Network<CpuBackend>,
+    info: &ModelInfo,
+    images: &[&ImageRecord],
+    map: usize,
+) -> Vec<Vec<f32>> {
+    if images.is_empty() {
+        return Vec::new();
+    }
+    let crop = network.architecture.input_size;
+    let op5 = feature_op(network, 5).expect("a ZF network has conv5");
+    let (maps, h, w) = network.shapes[op5];
+    let plane = h * w;
+    let input: Vec<f32> = images
+        .iter()
+        .flat_map(|image| input_of(image, info, crop))
+        .collect();
+    let acts = network.forward(input, Mode::Eval);
+    let conv5 = &acts.outputs[op5];
+    let mut signal = vec![0.0f32; conv5.len()];
+    for i in 0..images.len() {
+        let start = (i * maps + map) * plane;
+        let best =
+            (start..start + plane).fold(start, |b, p| if conv5[p] > conv5[b] { p } else { b });
+        signal[best] = conv5[best];
+    }
+    let pixels = network
+        .backend
+        .download(&project(network, &acts, op5, signal));
+    pixels
+        .chunks(3 * crop * crop)
+        .map(<[f32]>::to_vec)
+        .collect()
 }
 
 /// Runs every occluded copy of one image through the network.

@@ -258,7 +258,8 @@ impl StageKind for Report {
                 md,
                 "Panels: (a) input crop (the occluder's size drawn in its corner), (b) total \
                  activation of the layer-5 map strongest on the unoccluded image, per occluder \
-                 position (blue low, red high), (c) that map's deconvnet projection, (d) \
+                 position (blue low, red high), (c) that map's deconvnet projection in this \
+                 image (top-left) and in up to three of the other images, (d) \
                  probability of the true class per position, (e) most probable label per \
                  position.\n"
             );
