@@ -7,6 +7,7 @@
 
 mod context;
 pub mod device;
+pub mod sampling;
 mod error;
 mod params;
 

@@ -6,7 +6,7 @@
 //! same `seed` with `fold` 0..4 gives the paper's 5 folds, and reruns give the same split.
 //! Works on `images` and `image_files` artifacts alike (rows are filtered, not rewritten).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -15,9 +15,6 @@ use arrow_array::{BooleanArray, RecordBatch};
 use artifacts::image_files::IMAGE_FILES;
 use artifacts::images::IMAGES;
 use artifacts::parquet_io::{LayoutConfig, TableReader, TableWriter, read_header};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use stage_api::{
     Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Result, RunSummary, StageContext,
     StageKind,
@@ -179,47 +176,18 @@ fn id_and_label<'a>(
     Ok((ids.values(), labels.values()))
 }
 
-/// The chosen image ids.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Split {
-    pub train: BTreeSet<i64>,
-    pub test: BTreeSet<i64>,
-}
+pub use stage_api::sampling::Split;
 
-/// Chooses N train and up to M test ids per class. Pure: the same ids and params always give
-/// the same split.
+/// Chooses N train and up to M test ids per class for the fold in `params`. Pure: the same ids
+/// and params always give the same split.
 pub fn split_ids(ids_by_label: &BTreeMap<i32, Vec<i64>>, params: &Params) -> Result<Split, String> {
-    let n_train = params.usize("n_train_per_class");
-    let max_test = params
-        .optional_int("max_test_per_class")
-        .map(|m| m as usize);
-    let (seed, fold) = (params.int("seed") as u64, params.int("fold") as u64);
-    let mut split = Split::default();
-    let mut short = Vec::new();
-    for (&label, ids) in ids_by_label {
-        if label < 0 {
-            continue;
-        }
-        if ids.len() <= n_train {
-            short.push(format!("class {label} has {} images", ids.len()));
-            continue;
-        }
-        let mut shuffled = ids.clone();
-        shuffled.sort_unstable();
-        let stream = seed ^ fold.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((label as u64) << 32);
-        shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(stream));
-        let test_end = max_test.map_or(shuffled.len(), |m| (n_train + m).min(shuffled.len()));
-        split.train.extend(&shuffled[..n_train]);
-        split.test.extend(&shuffled[n_train..test_end]);
-    }
-    if !short.is_empty() {
-        return Err(format!(
-            "n_train_per_class = {n_train} leaves no test image for: {}; lower it or drop those \
-             classes",
-            short.join(", ")
-        ));
-    }
-    Ok(split)
+    stage_api::sampling::split_per_class(
+        ids_by_label,
+        params.usize("n_train_per_class"),
+        params.optional_int("max_test_per_class").map(|m| m as usize),
+        params.int("seed") as u64,
+        params.int("fold") as u64,
+    )
 }
 
 #[cfg(test)]
