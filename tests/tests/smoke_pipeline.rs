@@ -63,6 +63,13 @@ stages:
     kind: occlusion
     inputs: { model: train.model, images: source_test.images }
     params: { n_images: 3, occluder: 10, stride: 6 }
+  - name: target_features
+    kind: extract
+    inputs: { model: train.model, images: target.images }
+  - name: probe
+    kind: probe
+    inputs: { features: target_features.features }
+    params: { n_train_per_class: 3, max_test_per_class: 4, folds: 2, softmax_steps: 20 }
   - name: report
     kind: report
     inputs:
@@ -77,6 +84,7 @@ stages:
       invariance_figures: [invariance.figures]
       correspondence: [correspondence.table1]
       correspondence_figures: [correspondence.figures]
+      probe: [probe.table7]
     params: { title: smoke }
 "#;
 
@@ -92,7 +100,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     );
     let run = project.zfnet(&["run", "--jobs", "2"]);
     let stdout = run.ok();
-    assert!(stdout.contains("16 ran, 0 fresh, 0 failed"), "{stdout}");
+    assert!(stdout.contains("18 ran, 0 fresh, 0 failed"), "{stdout}");
     assert!(
         stdout.contains("1 epochs of `zf_small` on 180 images (6 classes)"),
         "{stdout}"
@@ -153,6 +161,9 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
         "**Claim (Fig. 5)**",
         "## Correspondence (§4.3, Table 1, Fig. 8): `correspondence`",
         "| random |",
+        "## Per-layer probes (§5.3, Table 7): `probe`",
+        "| SVM (7) |",
+        "**Claim (Table 7)**",
         "## Not measured by this pipeline yet",
     ] {
         assert!(
@@ -167,5 +178,5 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     );
 
     let again = project.zfnet(&["run"]);
-    assert!(again.ok().contains("0 ran, 16 fresh"), "{}", again.stdout);
+    assert!(again.ok().contains("0 ran, 18 fresh"), "{}", again.stdout);
 }

@@ -142,3 +142,57 @@ mod tests {
         assert_eq!(matrix.values, values);
     }
 }
+
+/// Streams a feature matrix to a Parquet file, a batch of rows at a time (memory bounded by
+/// the batch, not the dataset).
+pub struct FeaturesWriter {
+    inner: crate::parquet_io::TableWriter,
+    schema: SchemaRef,
+    dim: usize,
+}
+
+impl FeaturesWriter {
+    pub fn create(path: &Path, provenance: &Provenance, layer: &str, dim: usize) -> Result<Self> {
+        let schema = features_schema(dim, layer);
+        let layout = crate::parquet_io::LayoutConfig {
+            rows_per_group: (1 << 20) / dim.max(1) + 1,
+            rows_per_part: None,
+        };
+        Ok(FeaturesWriter {
+            inner: crate::parquet_io::TableWriter::create(
+                path,
+                Arc::clone(&schema),
+                FEATURES,
+                provenance,
+                layout,
+            )?,
+            schema,
+            dim,
+        })
+    }
+
+    /// Appends rows (`values` row-major, `image_ids.len()` x dim).
+    pub fn push(&mut self, image_ids: &[i64], labels: &[i32], values: &[f32]) -> Result<()> {
+        assert_eq!(values.len(), image_ids.len() * self.dim);
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let list = FixedSizeListArray::try_new(
+            item,
+            self.dim as i32,
+            Arc::new(Float32Array::from(values.to_vec())),
+            None,
+        )?;
+        let batch = RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            vec![
+                Arc::new(Int64Array::from(image_ids.to_vec())),
+                Arc::new(Int32Array::from(labels.to_vec())),
+                Arc::new(list),
+            ],
+        )?;
+        self.inner.write(&batch)
+    }
+
+    pub fn finish(self) -> Result<u64> {
+        self.inner.finish()
+    }
+}

@@ -65,6 +65,11 @@ pub mod schemas {
         name: "correspondence",
         version: 1,
     };
+    /// `probe.table7`: classifier, layer, mean, std, folds (mean per-class accuracy).
+    pub const PROBE: SchemaId = SchemaId {
+        name: "probe",
+        version: 1,
+    };
 }
 
 /// One column of a small table.

@@ -7,9 +7,9 @@
 
 mod context;
 pub mod device;
-pub mod sampling;
 mod error;
 mod params;
+pub mod sampling;
 
 pub use context::{StageContext, progress_bar};
 pub use error::{Error, Result};

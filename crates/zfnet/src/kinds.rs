@@ -17,6 +17,7 @@ pub fn registry() -> Registry {
         deconv::kinds(),
         report::kinds(),
         occlusion::kinds(),
+        probe::kinds(),
     ];
     for kind in stage_crates.into_iter().flatten() {
         registry.register(kind);

@@ -184,7 +184,9 @@ pub fn split_ids(ids_by_label: &BTreeMap<i32, Vec<i64>>, params: &Params) -> Res
     stage_api::sampling::split_per_class(
         ids_by_label,
         params.usize("n_train_per_class"),
-        params.optional_int("max_test_per_class").map(|m| m as usize),
+        params
+            .optional_int("max_test_per_class")
+            .map(|m| m as usize),
         params.int("seed") as u64,
         params.int("fold") as u64,
     )

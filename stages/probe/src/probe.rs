@@ -1,0 +1,202 @@
+//! Kind `probe` (§5.3, Table 7): per layer, a linear SVM and a softmax classifier on N
+//! images per class, tested on up to M others, mean per-class accuracy, mean ± std over
+//! seeded folds.
+
+use std::collections::BTreeMap;
+
+use artifacts::features::read_features;
+use artifacts::table::schemas::PROBE;
+use artifacts::table::{Column, Table};
+use stage_api::sampling::split_per_class;
+use stage_api::{
+    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+};
+
+use crate::linear_models::{
+    SvmConfig, mean_class_accuracy, normalised_with_bias, predict, train_softmax, train_svm,
+};
+
+pub struct Probe;
+
+impl StageKind for Probe {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "Linear SVM and softmax on each layer's features, Caltech protocol (Table 7)."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::int(
+                "n_train_per_class",
+                30,
+                1,
+                1_000_000,
+                "N training images per class (paper: 30 / 60).",
+            ),
+            ParamSpec::optional_int(
+                "max_test_per_class",
+                1,
+                i64::MAX,
+                "Test images per class at most (paper: 50 for Caltech-101).",
+            ),
+            ParamSpec::int("folds", 5, 1, 100, "Seeded train/test folds (paper: 5)."),
+            ParamSpec::int(
+                "seed",
+                0,
+                0,
+                i64::MAX,
+                "Seed of the folds and of the SVM's coordinate order.",
+            ),
+            ParamSpec::float("svm_c", 1.0, 1e-9, 1e9, "SVM penalty C."),
+            ParamSpec::float("softmax_l2", 1e-4, 0.0, 10.0, "Softmax L2 regularisation."),
+            ParamSpec::int("softmax_steps", 300, 1, 100_000, "Softmax gradient steps."),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![InputSpec {
+            name: "features",
+            kind: InputKind::Artifact,
+            required: true,
+            doc: "extract.features: layer<N>.parquet",
+        }]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![OutputSpec {
+            name: "table7",
+            file_name: "table7.parquet",
+            doc: "classifier, layer, mean, std, folds",
+        }]
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        let folder = ctx.input("features");
+        let mut layers: Vec<(usize, std::path::PathBuf)> = std::fs::read_dir(folder)
+            .map_err(|e| Error::io(folder, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| {
+                let n = p
+                    .file_name()?
+                    .to_str()?
+                    .strip_prefix("layer")?
+                    .strip_suffix(".parquet")?
+                    .parse()
+                    .ok()?;
+                Some((n, p))
+            })
+            .collect();
+        layers.sort();
+        if layers.is_empty() {
+            return Err(Error::input(
+                folder,
+                "no layer<N>.parquet files: wire an `extract` output here",
+            ));
+        }
+        let (n_train, max_test) = (
+            ctx.params.usize("n_train_per_class"),
+            ctx.params
+                .optional_int("max_test_per_class")
+                .map(|m| m as usize),
+        );
+        let seed = ctx.params.int("seed") as u64;
+        let folds = ctx.params.usize("folds");
+        let svm = SvmConfig {
+            c: ctx.params.float("svm_c"),
+            seed,
+            ..SvmConfig::default()
+        };
+        let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
+        let bar = ctx.progress_bar((layers.len() * folds) as u64, "probing layers");
+        for (layer, path) in &layers {
+            let matrix = read_features(path)?;
+            let classes = matrix.labels.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
+            let mut ids_by_label: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+            for (&id, &label) in matrix.image_ids.iter().zip(&matrix.labels) {
+                ids_by_label.entry(label).or_default().push(id);
+            }
+            let row_of: BTreeMap<i64, usize> = matrix
+                .image_ids
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| (id, i))
+                .collect();
+            let mut accuracy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+            for fold in 0..folds {
+                let split = split_per_class(&ids_by_label, n_train, max_test, seed, fold as u64)
+                    .map_err(Error::Config)?;
+                let gather = |ids: &std::collections::BTreeSet<i64>| {
+                    let mut values = Vec::with_capacity(ids.len() * matrix.dim);
+                    let mut labels = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        let r = row_of[id];
+                        values.extend_from_slice(
+                            &matrix.values[r * matrix.dim..(r + 1) * matrix.dim],
+                        );
+                        labels.push(matrix.labels[r] as usize);
+                    }
+                    (normalised_with_bias(&values, matrix.dim), labels)
+                };
+                let (x_train, y_train) = gather(&split.train);
+                let (x_test, y_test) = gather(&split.test);
+                let w = train_svm(&x_train, &y_train, classes, &svm);
+                accuracy.entry("svm").or_default().push(mean_class_accuracy(
+                    &predict(&w, &x_test),
+                    &y_test,
+                    classes,
+                ));
+                let w = train_softmax(
+                    &x_train,
+                    &y_train,
+                    classes,
+                    ctx.params.float("softmax_l2"),
+                    ctx.params.usize("softmax_steps"),
+                    1.0,
+                );
+                accuracy
+                    .entry("softmax")
+                    .or_default()
+                    .push(mean_class_accuracy(&predict(&w, &x_test), &y_test, classes));
+                bar.inc(1);
+            }
+            for (classifier, values) in accuracy {
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>()
+                    / values.len() as f64)
+                    .sqrt();
+                rows.push((classifier.to_owned(), *layer, mean, std));
+            }
+        }
+        bar.finish_and_clear();
+        Table::default()
+            .with(
+                "classifier",
+                Column::Str(rows.iter().map(|r| r.0.clone()).collect()),
+            )
+            .with(
+                "layer",
+                Column::I64(rows.iter().map(|r| r.1 as i64).collect()),
+            )
+            .with("mean", Column::F64(rows.iter().map(|r| r.2).collect()))
+            .with("std", Column::F64(rows.iter().map(|r| r.3).collect()))
+            .with("folds", Column::I64(vec![folds as i64; rows.len()]))
+            .write(ctx.output("table7"), PROBE, &ctx.provenance)?;
+        let line = |classifier: &str| {
+            rows.iter()
+                .filter(|r| r.0 == classifier)
+                .map(|r| format!("{}: {:.1}%", r.1, 100.0 * r.2))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Ok(RunSummary::default()
+            .line(format!("SVM by layer: {}", line("svm")))
+            .line(format!("softmax by layer: {}", line("softmax"))))
+    }
+}
