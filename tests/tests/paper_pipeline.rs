@@ -1,0 +1,45 @@
+//! The paper-scale pipeline file stays valid: with (empty) dataset folders in place it
+//! resolves, and without them it names every missing path.
+
+use std::fs;
+
+use tests::Project;
+
+#[test]
+fn the_paper_pipeline_resolves_when_its_datasets_exist_and_names_them_when_not() {
+    let project = Project::new("");
+    let pipelines = project.path("pipelines");
+    fs::create_dir_all(&pipelines).unwrap();
+    let paper = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/paper.yaml");
+    fs::copy(paper, pipelines.join("paper.yaml")).unwrap();
+
+    let missing = project.zfnet(&["-f", "pipelines/paper.yaml", "dag"]);
+    assert_eq!(missing.code, Some(2));
+    assert!(
+        missing
+            .stderr
+            .contains("point `stages.imagenet_train_files.inputs.root` at it"),
+        "{}",
+        missing.stderr
+    );
+    assert!(
+        missing
+            .stderr
+            .contains("point `stages.caltech101_files.inputs.root` at it"),
+        "{}",
+        missing.stderr
+    );
+
+    fs::create_dir_all(project.path("data/imagenet/train")).unwrap();
+    fs::create_dir_all(project.path("data/101_ObjectCategories")).unwrap();
+    let dag = project.zfnet(&["-f", "pipelines/paper.yaml", "dag"]);
+    let text = dag.ok();
+    assert!(text.starts_with("pipeline `paper`: 15 stages"), "{text}");
+    // The paper's settings are the train kind's defaults, so only the wiring shows.
+    assert!(
+        text.contains(
+            "train [train v1]\n  mean <- imagenet_mean.mean\n  train <- imagenet_train.images"
+        ),
+        "{text}"
+    );
+}
