@@ -176,7 +176,57 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
             .path("reports/smoke/figures/deconv_conv1_filters.png")
             .exists()
     );
+    check_snapshot(&readme);
 
     let again = project.zfnet(&["run"]);
     assert!(again.ok().contains("0 ran, 18 fresh"), "{}", again.stdout);
+}
+
+/// The committed smoke report (`tests/snapshots/smoke-report.md`) must match a fresh run's,
+/// wall-clock seconds aside: a change that moves any number in the report shows up in review.
+/// `UPDATE_SNAPSHOTS=1 cargo test -p tests --test smoke_pipeline` rewrites it.
+fn check_snapshot(readme: &str) {
+    let normalised = without_timings(readme);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots/smoke-report.md");
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        fs::create_dir_all(std::path::Path::new(path).parent().unwrap()).unwrap();
+        fs::write(path, &normalised).unwrap();
+        return;
+    }
+    let committed = fs::read_to_string(path).unwrap_or_default();
+    if committed != normalised {
+        let first = committed
+            .lines()
+            .zip(normalised.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(committed.lines().count().min(normalised.lines().count()));
+        panic!(
+            "the smoke report differs from tests/snapshots/smoke-report.md from line {}:\n  committed: {:?}\n  fresh:     {:?}\nrerun with UPDATE_SNAPSHOTS=1 if the change is intended",
+            first + 1,
+            committed.lines().nth(first),
+            normalised.lines().nth(first)
+        );
+    }
+}
+
+/// Replaces the seconds column of the training table (its last cell) with `s`.
+fn without_timings(readme: &str) -> String {
+    let mut in_training_table = false;
+    let mut out = String::new();
+    for line in readme.lines() {
+        if line.starts_with("| epoch | train loss") {
+            in_training_table = true;
+        } else if !line.starts_with('|') {
+            in_training_table = false;
+        }
+        if in_training_table && !line.starts_with("| epoch") && !line.starts_with("|---") {
+            let cells: Vec<&str> = line.trim_end_matches('|').split('|').collect();
+            let kept = &cells[..cells.len() - 1];
+            out.push_str(&format!("{}| s |\n", kept.join("|")));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
