@@ -26,9 +26,13 @@ stages:
   - name: source_mean
     kind: mean_image
     inputs: { images: source_train.images }
+  - name: dedup
+    kind: dedup
+    inputs: { query: target.images, reference: source_train.images }
+    params: { size: 32, threshold: 0.99 }
   - name: train
     kind: train
-    inputs: { train: source_train.images, val: source_test.images, mean: source_mean.mean }
+    inputs: { train: source_train.images, val: source_test.images, mean: source_mean.mean, exclude: dedup.removal }
     params: { arch: zf_small, epochs: 1, batch_size: 32, init_std: 0.03, checkpoint_epochs: [1] }
   - name: deconv
     kind: deconv_top9
@@ -85,6 +89,7 @@ stages:
       correspondence: [correspondence.table1]
       correspondence_figures: [correspondence.figures]
       probe: [probe.table7]
+      dedup: [dedup.matches]
     params: { title: smoke }
 "#;
 
@@ -100,7 +105,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     );
     let run = project.zfnet(&["run", "--jobs", "2"]);
     let stdout = run.ok();
-    assert!(stdout.contains("18 ran, 0 fresh, 0 failed"), "{stdout}");
+    assert!(stdout.contains("19 ran, 0 fresh, 0 failed"), "{stdout}");
     assert!(
         stdout.contains("1 epochs of `zf_small` on 180 images (6 classes)"),
         "{stdout}"
@@ -164,6 +169,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
         "## Per-layer probes (§5.3, Table 7): `probe`",
         "| SVM (7) |",
         "**Claim (Table 7)**",
+        "## Overlap removal (§5.2): `dedup`",
         "## Not measured by this pipeline yet",
     ] {
         assert!(
@@ -179,7 +185,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     check_snapshot(&readme);
 
     let again = project.zfnet(&["run"]);
-    assert!(again.ok().contains("0 ran, 18 fresh"), "{}", again.stdout);
+    assert!(again.ok().contains("0 ran, 19 fresh"), "{}", again.stdout);
 }
 
 /// The committed smoke report (`tests/snapshots/smoke-report.md`) must match a fresh run's,

@@ -70,6 +70,16 @@ pub mod schemas {
         name: "probe",
         version: 1,
     };
+    /// `dedup.matches`: query_id, query_label, reference_id, ncc (pairs above the threshold).
+    pub const DEDUP_MATCHES: SchemaId = SchemaId {
+        name: "dedup_matches",
+        version: 1,
+    };
+    /// `dedup.removal`: image_id (reference images to leave out of training), best_ncc.
+    pub const REMOVAL: SchemaId = SchemaId {
+        name: "removal",
+        version: 1,
+    };
 }
 
 /// One column of a small table.

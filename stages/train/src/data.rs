@@ -93,6 +93,32 @@ impl ImageStore {
         Ok(store)
     }
 
+    /// Drops the images whose id is in `excluded`; returns how many were dropped.
+    pub fn exclude(&mut self, excluded: &std::collections::BTreeSet<i64>) -> usize {
+        let image_len = self.image_len();
+        let keep: Vec<bool> = self
+            .image_ids
+            .iter()
+            .map(|id| !excluded.contains(id))
+            .collect();
+        let dropped = keep.iter().filter(|k| !**k).count();
+        if dropped == 0 {
+            return 0;
+        }
+        let mut pixels = Vec::with_capacity(self.pixels.len() - dropped * image_len);
+        for (i, &k) in keep.iter().enumerate() {
+            if k {
+                pixels.extend_from_slice(&self.pixels[i * image_len..(i + 1) * image_len]);
+            }
+        }
+        self.pixels = pixels;
+        let mut k = keep.iter();
+        self.labels.retain(|_| *k.next().expect("same length"));
+        let mut k = keep.iter();
+        self.image_ids.retain(|_| *k.next().expect("same length"));
+        dropped
+    }
+
     /// Writes the crops of `indices` (one crop each) as an N x 3 x C x C batch.
     pub fn batch(
         &self,

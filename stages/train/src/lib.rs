@@ -21,7 +21,7 @@ pub use training::{
     Crops, EpochMetrics, Evaluation, LrSchedule, TrainConfig, Trained, evaluate, top_k_wrong, train,
 };
 
-use artifacts::table::schemas::{EVALUATION, TRAIN_METRICS as METRICS};
+use artifacts::table::schemas::{EVALUATION, REMOVAL, TRAIN_METRICS as METRICS};
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![Arc::new(Train)]
@@ -178,6 +178,12 @@ impl StageKind for Train {
                 "mean",
                 "the per-pixel mean of the training images (mean_image)",
             ),
+            InputSpec {
+                name: "exclude",
+                kind: InputKind::Artifact,
+                required: false,
+                doc: "a removal manifest (dedup.removal): training images to leave out (§5.2)",
+            },
         ]
     }
 
@@ -224,7 +230,20 @@ impl StageKind for Train {
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
         stage_api::device::require_available_device(&ctx.params)?;
         let config = Train::config(&ctx.params);
-        let train_store = ImageStore::load(ctx.input("train"))?;
+        let mut train_store = ImageStore::load(ctx.input("train"))?;
+        let excluded = match ctx.optional_input("exclude") {
+            Some(path) => {
+                let manifest = Table::read(path, REMOVAL)?;
+                let ids: std::collections::BTreeSet<i64> = manifest
+                    .i64("image_id")
+                    .unwrap_or(&[])
+                    .iter()
+                    .copied()
+                    .collect();
+                train_store.exclude(&ids)
+            }
+            None => 0,
+        };
         let val_store = ImageStore::load(ctx.input("val"))?;
         let mean_path = ctx.input("mean");
         let mean_file = read_tensors(mean_path)?;
@@ -315,6 +334,11 @@ impl StageKind for Train {
         evaluation.write(ctx.output("evaluation"), EVALUATION, &ctx.provenance)?;
         let last = trained.metrics.last();
         let mut summary = RunSummary::default();
+        if excluded > 0 {
+            summary = summary.line(format!(
+                "left out {excluded} training images listed by the removal manifest (overlap with the target set)"
+            ));
+        }
         if let Some(epochs) = trained.resumed_after {
             summary = summary.line(format!(
                 "resumed after epoch {epochs} from an interrupted run"

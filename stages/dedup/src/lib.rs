@@ -1,0 +1,409 @@
+//! Stage kind `dedup` (§5.2): "Using normalized correlation, we identified these few overlap
+//! images and removed them from our ImageNet training set and then retrained."
+//!
+//! Every image becomes a zero-mean, unit-norm vector of its grayscale pixels, box-averaged
+//! down to `size` x `size` (so that a one-pixel shift barely moves it); the normalised
+//! correlation of two images is then the dot product of their vectors. Queries (the transfer
+//! target set) are held in memory; references (the pre-training set) stream through in blocks,
+//! and each block's correlations with all queries are one GEMM per query chunk — the full
+//! queries x references matrix is never materialised. Pairs above `threshold` are the
+//! overlaps; the referenced images go to a removal manifest that `train` reads (`exclude`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use artifacts::images::{ImageRecord, ImagesReader};
+use artifacts::table::schemas::{DEDUP_MATCHES, REMOVAL};
+use artifacts::table::{Column, Table};
+use engine::scalar::{MatRef, gemm};
+use rayon::prelude::*;
+use stage_api::{
+    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+};
+
+pub fn kinds() -> Vec<Arc<dyn StageKind>> {
+    vec![Arc::new(Dedup)]
+}
+
+/// Zero-mean, unit-norm grayscale vector of an image box-averaged to `size` x `size`.
+pub fn ncc_vector(image: &ImageRecord, size: usize) -> Vec<f32> {
+    let (h, w, c) = (
+        image.height as usize,
+        image.width as usize,
+        image.channels as usize,
+    );
+    let mut sums = vec![0.0f64; size * size];
+    let mut counts = vec![0u32; size * size];
+    for y in 0..h {
+        for x in 0..w {
+            let at = (y * w + x) * c;
+            let gray = image.pixels[at..at + c]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>()
+                / c as f64;
+            let cell = (y * size / h) * size + x * size / w;
+            sums[cell] += gray;
+            counts[cell] += 1;
+        }
+    }
+    let values: Vec<f64> = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &n)| s / n.max(1) as f64)
+        .collect();
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let centred: Vec<f64> = values.iter().map(|v| v - mean).collect();
+    let norm = centred.iter().map(|v| v * v).sum::<f64>().sqrt();
+    // A flat image has no texture to correlate: it matches nothing.
+    if norm < 1e-9 {
+        return vec![0.0; values.len()];
+    }
+    centred.iter().map(|v| (v / norm) as f32).collect()
+}
+
+/// One overlap found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Match {
+    pub query_id: i64,
+    pub query_label: i32,
+    pub reference_id: i64,
+    pub ncc: f32,
+}
+
+/// All (query, reference) pairs with correlation >= `threshold`, references streamed in
+/// blocks of `block` images. Deterministic: each query's list is sorted by reference order.
+pub fn find_overlaps(
+    queries: &[(i64, i32, Vec<f32>)],
+    references: &Path,
+    size: usize,
+    threshold: f32,
+    block: usize,
+) -> Result<(Vec<Match>, usize)> {
+    let dim = size * size;
+    let query_matrix: Vec<f32> = queries.iter().flat_map(|q| q.2.iter().copied()).collect();
+    let mut matches = Vec::new();
+    let mut n_references = 0;
+    for chunk in ImagesReader::open(references, block)? {
+        let chunk = chunk?;
+        let vectors: Vec<Vec<f32>> = chunk
+            .par_iter()
+            .map(|image| ncc_vector(image, size))
+            .collect();
+        let reference_matrix: Vec<f32> = vectors.concat();
+        const QUERY_ROWS: usize = 256;
+        let found: Vec<Vec<Match>> = query_matrix
+            .par_chunks(QUERY_ROWS * dim)
+            .enumerate()
+            .map(|(part, q)| {
+                let rows = q.len() / dim;
+                let mut scores = vec![0.0f32; rows * chunk.len()];
+                gemm(
+                    1.0,
+                    MatRef::row_major(q, rows, dim),
+                    MatRef::row_major(&reference_matrix, chunk.len(), dim).t(),
+                    0.0,
+                    &mut scores,
+                );
+                let mut found = Vec::new();
+                for r in 0..rows {
+                    let (query_id, query_label, _) = &queries[part * QUERY_ROWS + r];
+                    for (j, &ncc) in scores[r * chunk.len()..(r + 1) * chunk.len()]
+                        .iter()
+                        .enumerate()
+                    {
+                        if ncc >= threshold {
+                            found.push(Match {
+                                query_id: *query_id,
+                                query_label: *query_label,
+                                reference_id: chunk[j].image_id,
+                                ncc,
+                            });
+                        }
+                    }
+                }
+                found
+            })
+            .collect();
+        matches.extend(found.into_iter().flatten());
+        n_references += chunk.len();
+    }
+    matches.sort_by(|a, b| (a.query_id, a.reference_id).cmp(&(b.query_id, b.reference_id)));
+    Ok((matches, n_references))
+}
+
+pub struct Dedup;
+
+impl StageKind for Dedup {
+    fn name(&self) -> &'static str {
+        "dedup"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "Overlap between a target set and the training set by normalised correlation (§5.2); a removal manifest for train."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::int(
+                "size",
+                16,
+                2,
+                256,
+                "Images are compared as size x size grayscale.",
+            ),
+            ParamSpec::float(
+                "threshold",
+                0.95,
+                -1.0,
+                1.0,
+                "Normalised correlation at or above which two images overlap.",
+            ),
+            ParamSpec::int(
+                "block",
+                4096,
+                1,
+                1_000_000,
+                "Reference images per GEMM block.",
+            ),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec {
+                name: "query",
+                kind: InputKind::Artifact,
+                required: true,
+                doc: "the transfer target images",
+            },
+            InputSpec {
+                name: "reference",
+                kind: InputKind::Artifact,
+                required: true,
+                doc: "the pre-training images",
+            },
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec {
+                name: "matches",
+                file_name: "matches.parquet",
+                doc: "query_id, query_label, reference_id, ncc",
+            },
+            OutputSpec {
+                name: "removal",
+                file_name: "removal.parquet",
+                doc: "image_id of reference images to leave out of training",
+            },
+        ]
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        let size = ctx.params.usize("size");
+        let threshold = ctx.params.float("threshold") as f32;
+        let mut queries = Vec::new();
+        for chunk in ImagesReader::open(ctx.input("query"), 1024)? {
+            for image in chunk? {
+                queries.push((image.image_id, image.label, ncc_vector(&image, size)));
+            }
+        }
+        if queries.is_empty() {
+            return Err(Error::input(ctx.input("query"), "no query images"));
+        }
+        let started = std::time::Instant::now();
+        let (matches, n_references) = find_overlaps(
+            &queries,
+            ctx.input("reference"),
+            size,
+            threshold,
+            ctx.params.usize("block"),
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        Table::default()
+            .with(
+                "query_id",
+                Column::I64(matches.iter().map(|m| m.query_id).collect()),
+            )
+            .with(
+                "query_label",
+                Column::I64(matches.iter().map(|m| m.query_label as i64).collect()),
+            )
+            .with(
+                "reference_id",
+                Column::I64(matches.iter().map(|m| m.reference_id).collect()),
+            )
+            .with(
+                "ncc",
+                Column::F64(matches.iter().map(|m| m.ncc as f64).collect()),
+            )
+            .write(ctx.output("matches"), DEDUP_MATCHES, &ctx.provenance)?;
+        let mut removal: BTreeMap<i64, f32> = BTreeMap::new();
+        for m in &matches {
+            let best = removal.entry(m.reference_id).or_insert(m.ncc);
+            *best = best.max(m.ncc);
+        }
+        Table::default()
+            .with("image_id", Column::I64(removal.keys().copied().collect()))
+            .with(
+                "best_ncc",
+                Column::F64(removal.values().map(|&v| v as f64).collect()),
+            )
+            .write(ctx.output("removal"), REMOVAL, &ctx.provenance)?;
+        let mut per_class: BTreeMap<i32, std::collections::BTreeSet<i64>> = BTreeMap::new();
+        for m in &matches {
+            per_class
+                .entry(m.query_label)
+                .or_default()
+                .insert(m.query_id);
+        }
+        let overlapping: usize = per_class.values().map(|s| s.len()).sum();
+        let max_per_class = per_class.values().map(|s| s.len()).max().unwrap_or(0);
+        let gflops = 2.0 * queries.len() as f64 * n_references as f64 * (size * size) as f64
+            / seconds.max(1e-9)
+            / 1e9;
+        Ok(RunSummary::default()
+            .line(format!(
+                "{overlapping} of {} target images overlap the {n_references} training images (ncc >= {threshold}; at most {max_per_class} per class); {} training images to remove",
+                queries.len(),
+                removal.len()
+            ))
+            .line(format!("correlations at {gflops:.1} GFLOP/s")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use artifacts::Provenance;
+    use artifacts::images::ImagesWriter;
+
+    fn image(id: i64, seed: u64) -> ImageRecord {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let pixels = (0..32 * 32)
+            .flat_map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let v = (state % 256) as u8;
+                [v, v, v]
+            })
+            .collect();
+        ImageRecord {
+            image_id: id,
+            label: 0,
+            class_name: "c".into(),
+            source: String::new(),
+            height: 32,
+            width: 32,
+            channels: 3,
+            pixels,
+        }
+    }
+
+    /// Smooth random image (so that a 1-pixel shift keeps it recognisable, as in real photos).
+    fn smooth(id: i64, seed: u64) -> ImageRecord {
+        let noise = image(0, seed);
+        let mut out = noise.clone();
+        out.image_id = id;
+        for y in 0..32 {
+            for x in 0..32 {
+                // A 9x9 box blur (wrapping at the edges) of the noise.
+                let mut total = 0u32;
+                for dy in 0..9 {
+                    for dx in 0..9 {
+                        total += noise.pixels[((y + dy) % 32 * 32 + (x + dx) % 32) * 3] as u32;
+                    }
+                }
+                let v = (total / 81) as u8;
+                out.pixels[(y * 32 + x) * 3..(y * 32 + x) * 3 + 3].copy_from_slice(&[v, v, v]);
+            }
+        }
+        out
+    }
+
+    fn write(dir: &Path, name: &str, images: &[ImageRecord]) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let mut writer = ImagesWriter::create(&path, &Provenance::ad_hoc("t")).unwrap();
+        for image in images {
+            writer.push(image.clone()).unwrap();
+        }
+        writer.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn blockwise_gemm_correlations_equal_brute_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let references: Vec<ImageRecord> = (0..37).map(|i| image(i, i as u64 + 100)).collect();
+        let path = write(dir.path(), "refs", &references);
+        let queries: Vec<(i64, i32, Vec<f32>)> = (0..5)
+            .map(|i| {
+                (
+                    i,
+                    0,
+                    ncc_vector(&image(i, i as u64 + 100 + 7 * (i as u64 % 2)), 8),
+                )
+            })
+            .collect();
+        let (matches, n) = find_overlaps(&queries, &path, 8, -1.0, 10).unwrap();
+        assert_eq!(n, 37);
+        assert_eq!(matches.len(), 5 * 37, "threshold -1 keeps every pair");
+        for m in &matches {
+            let q = &queries.iter().find(|q| q.0 == m.query_id).unwrap().2;
+            let r = ncc_vector(&references[m.reference_id as usize], 8);
+            let brute: f32 = q.iter().zip(&r).map(|(a, b)| a * b).sum();
+            assert!((brute - m.ncc).abs() < 1e-5, "{brute} vs {}", m.ncc);
+        }
+    }
+
+    #[test]
+    fn planted_duplicates_are_found_despite_brightness_contrast_and_a_one_pixel_shift() {
+        let dir = tempfile::tempdir().unwrap();
+        let references: Vec<ImageRecord> = (0..50).map(|i| smooth(i, i as u64 + 1)).collect();
+        let path = write(dir.path(), "refs", &references);
+        // Query 1000: reference 7, brighter and lower contrast, shifted right by one pixel.
+        let mut copy = references[7].clone();
+        copy.image_id = 1000;
+        for y in 0..32 {
+            for x in (1..32).rev() {
+                for c in 0..3 {
+                    let v = references[7].pixels[(y * 32 + x - 1) * 3 + c] as f32;
+                    copy.pixels[(y * 32 + x) * 3 + c] = (40.0 + 0.7 * v).min(255.0) as u8;
+                }
+            }
+        }
+        let distinct = smooth(2000, 999);
+        let queries: Vec<(i64, i32, Vec<f32>)> = [copy, distinct]
+            .iter()
+            .map(|q| (q.image_id, 0, ncc_vector(q, 16)))
+            .collect();
+        let (all, _) = find_overlaps(&queries, &path, 16, -1.0, 16).unwrap();
+        let best = |q: i64| {
+            all.iter()
+                .filter(|m| m.query_id == q)
+                .map(|m| m.ncc)
+                .fold(f32::MIN, f32::max)
+        };
+        let (matches, _) = find_overlaps(&queries, &path, 16, 0.95, 16).unwrap();
+        assert!(
+            best(2000) < 0.95,
+            "a distinct image stays below the threshold: {}",
+            best(2000)
+        );
+        assert_eq!(
+            matches
+                .iter()
+                .map(|m| (m.query_id, m.reference_id))
+                .collect::<Vec<_>>(),
+            vec![(1000, 7)]
+        );
+    }
+}
