@@ -163,5 +163,8 @@ fn log_line(log: &str, what: &str) -> Result<()> {
         .append(true)
         .open(log)
         .map_err(|e| Error::io(Path::new(log), e))?;
-    writeln!(file, "{what} {now}").map_err(|e| Error::io(Path::new(log), e))
+    // One write of the whole line: with O_APPEND a single small write is atomic, so lines of
+    // stages running at the same time never interleave (`writeln!` may write in pieces).
+    file.write_all(format!("{what} {now}\n").as_bytes())
+        .map_err(|e| Error::io(Path::new(log), e))
 }
