@@ -3,8 +3,10 @@
 //!
 //! Benchmarks: `preprocess` (decode + shortest side to 256 + centre crop of ImageNet-like
 //! 500x375 JPEGs) against Pillow, in one process and in a pool of one process per core;
-//! `engine` (training and inference steps) against onnxruntime and the machine's SGEMM rate.
+//! `engine` (training and inference steps) against onnxruntime and the machine's SGEMM rate;
+//! `dedup` (blocked normalised correlations) against numpy.
 
+mod dedup;
 mod engine;
 mod preprocess;
 
@@ -25,6 +27,9 @@ fn main() -> Result<()> {
     }
     if wants("engine") {
         engine::run()?;
+    }
+    if wants("dedup") {
+        dedup::run()?;
     }
     Ok(())
 }
