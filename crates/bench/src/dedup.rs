@@ -43,7 +43,13 @@ fn ours(queries: &[f32], references: &[f32]) -> usize {
             .map(|q| {
                 let rows = q.len() / DIM;
                 let mut scores = vec![0.0f32; rows * n];
-                gemm(1.0, MatRef::row_major(q, rows, DIM), MatRef::row_major(block, n, DIM).t(), 0.0, &mut scores);
+                gemm(
+                    1.0,
+                    MatRef::row_major(q, rows, DIM),
+                    MatRef::row_major(block, n, DIM).t(),
+                    0.0,
+                    &mut scores,
+                );
                 scores.iter().filter(|&&s| s >= 0.99).count()
             })
             .sum::<usize>();
@@ -63,20 +69,37 @@ pub fn run() -> Result<()> {
         })
         .fold(f64::INFINITY, f64::min);
     let flops = 2.0 * QUERIES as f64 * REFERENCES as f64 * DIM as f64;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench_numpy_dedup.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/bench_numpy_dedup.py"
+    );
     let output = Command::new("python3")
-        .args([script, &QUERIES.to_string(), &REFERENCES.to_string(), &DIM.to_string(), &BLOCK.to_string()])
+        .args([
+            script,
+            &QUERIES.to_string(),
+            &REFERENCES.to_string(),
+            &DIM.to_string(),
+            &BLOCK.to_string(),
+        ])
         .output()
         .context("running python3 scripts/bench_numpy_dedup.py (make bench installs numpy)")?;
     if !output.status.success() {
-        bail!("numpy bench failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "numpy bench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let numpy: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     let numpy_seconds = numpy["seconds"].as_f64().unwrap_or(f64::NAN);
-    println!("\n## dedup: {QUERIES} x {REFERENCES} normalised correlations of {DIM} values, blocks of {BLOCK}");
+    println!(
+        "\n## dedup: {QUERIES} x {REFERENCES} normalised correlations of {DIM} values, blocks of {BLOCK}"
+    );
     println!("| implementation | seconds | GFLOP/s | ours / it |");
     println!("|---|---|---|---|");
-    println!("| zfnet (matrixmultiply GEMM per query chunk, rayon) | {seconds:.2} | {:.0} | 1.00 |", flops / seconds / 1e9);
+    println!(
+        "| zfnet (matrixmultiply GEMM per query chunk, rayon) | {seconds:.2} | {:.0} | 1.00 |",
+        flops / seconds / 1e9
+    );
     println!(
         "| numpy {} ({}) | {numpy_seconds:.2} | {:.0} | {:.2} |",
         numpy["version"].as_str().unwrap_or("?"),

@@ -25,6 +25,21 @@ pub struct ModelInfo {
     pub mean: Vec<f32>,
 }
 
+impl ModelInfo {
+    /// The network's input for one preprocessed image (HWC, `image_size` x `image_size`): its
+    /// centre crop of `crop` pixels — §3's test-time view — minus the per-pixel mean, as CHW.
+    pub fn centre_input(&self, pixels_hwc: &[u8], image_size: u32, crop: usize, out: &mut [f32]) {
+        imaging::write_crop_chw(
+            pixels_hwc,
+            image_size,
+            Some(&self.mean),
+            imaging::centre_crop(image_size, crop as u32),
+            crop as u32,
+            out,
+        );
+    }
+}
+
 /// The network's parameters as named tensors.
 pub fn export<B: Backend>(network: &Network<B>) -> Vec<NamedTensor> {
     let b = &network.backend;

@@ -9,7 +9,6 @@ use engine::deconv::feature_op;
 use engine::rng::rng_for;
 use engine::weights::ModelInfo;
 use engine::{Backend, CpuBackend, Mode, Network};
-use imaging::{centre_crop, write_crop_chw};
 use rand::seq::index::sample;
 use stage_api::{Error, Result};
 
@@ -58,15 +57,7 @@ pub fn chosen_maps<B: Backend>(
 
 /// The centre crop of `image`, mean subtracted, as the network's input.
 pub fn network_input(image: &ImageRecord, info: &ModelInfo, crop_size: usize, out: &mut [f32]) {
-    let crop = centre_crop(image.width, crop_size as u32);
-    write_crop_chw(
-        &image.pixels,
-        image.width,
-        Some(&info.mean),
-        crop,
-        crop_size as u32,
-        out,
-    );
+    info.centre_input(&image.pixels, image.width, crop_size, out);
 }
 
 /// Scans the images of `images_path` (the first `limit`, if given) and keeps, per (layer, map), the `k` images with the

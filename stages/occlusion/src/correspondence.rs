@@ -21,7 +21,6 @@ use engine::deconv::feature_op;
 use engine::weights::load_model;
 use engine::{CpuBackend, Mode, Network, Op};
 use image::{Rgb, RgbImage};
-use imaging::{centre_crop, write_crop_chw};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stage_api::{
@@ -218,14 +217,7 @@ impl StageKind for Correspondence {
             .iter()
             .map(|image| {
                 let mut out = vec![0.0; 3 * crop * crop];
-                write_crop_chw(
-                    &image.pixels,
-                    image.width,
-                    Some(&info.mean),
-                    centre_crop(image.width, crop as u32),
-                    crop as u32,
-                    &mut out,
-                );
+                info.centre_input(&image.pixels, image.width, crop, &mut out);
                 out
             })
             .collect();

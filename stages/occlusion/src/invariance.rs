@@ -18,7 +18,6 @@ use engine::deconv::feature_op;
 use engine::weights::load_model;
 use engine::{Backend, CpuBackend, Mode, Network, Op};
 use image::{Rgb, RgbImage};
-use imaging::{centre_crop, write_crop_chw};
 use stage_api::{
     Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
     StageContext, StageKind,
@@ -131,14 +130,7 @@ impl StageKind for Invariance {
         ) = Default::default();
         for image in &images {
             let mut base = vec![0.0f32; 3 * crop * crop];
-            write_crop_chw(
-                &image.pixels,
-                image.width,
-                Some(&info.mean),
-                centre_crop(image.width, crop as u32),
-                crop as u32,
-                &mut base,
-            );
+            info.centre_input(&image.pixels, image.width, crop, &mut base);
             let label = image.label.max(0) as usize;
             for (transform, values) in TRANSFORMS.iter().zip(&amounts) {
                 let mut batch = base.clone();

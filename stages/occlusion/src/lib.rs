@@ -21,7 +21,6 @@ use artifacts::table::{Column, Table};
 use engine::deconv::{feature_op, project};
 use engine::weights::{ModelInfo, load_model};
 use engine::{Backend, CpuBackend, Mode, Network};
-use imaging::{centre_crop, write_crop_chw};
 use stage_api::{
     Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
     StageContext, StageKind,
@@ -304,14 +303,7 @@ fn choose_images(path: &std::path::Path, n: usize, info: &ModelInfo) -> Result<V
 
 fn input_of(image: &ImageRecord, info: &ModelInfo, crop: usize) -> Vec<f32> {
     let mut out = vec![0.0; 3 * crop * crop];
-    write_crop_chw(
-        &image.pixels,
-        image.width,
-        Some(&info.mean),
-        centre_crop(image.width, crop as u32),
-        crop as u32,
-        &mut out,
-    );
+    info.centre_input(&image.pixels, image.width, crop, &mut out);
     out
 }
 

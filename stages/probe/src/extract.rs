@@ -10,7 +10,6 @@ use artifacts::features::FeaturesWriter;
 use artifacts::images::ImagesReader;
 use engine::weights::load_model;
 use engine::{CpuBackend, Mode, Network, Op};
-use imaging::{centre_crop, write_crop_chw};
 use stage_api::{
     Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
     StageContext, StageKind,
@@ -155,14 +154,7 @@ impl StageKind for Extract {
                         ),
                     ));
                 }
-                write_crop_chw(
-                    &image.pixels,
-                    image.width,
-                    Some(&info.mean),
-                    centre_crop(image.width, crop as u32),
-                    crop as u32,
-                    out,
-                );
+                info.centre_input(&image.pixels, image.width, crop, out);
             }
             let acts = network.forward(input, Mode::Eval);
             let ids: Vec<i64> = chunk.iter().map(|i| i.image_id).collect();
