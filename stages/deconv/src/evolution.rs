@@ -16,7 +16,7 @@ use stage_api::{
 };
 
 use crate::render::{evolution_figure, hit_tiles};
-use crate::scan::{Hit, chosen_maps, scan_top_k};
+use crate::scan::{Hit, ScanConfig, chosen_maps, scan_top_k};
 
 pub struct FeatureEvolution;
 
@@ -144,9 +144,11 @@ impl StageKind for FeatureEvolution {
                 &info,
                 ctx.input("images"),
                 &maps,
-                1,
-                ctx.params.usize("batch_size"),
-                limit,
+                ScanConfig {
+                    top_k: 1,
+                    batch_size: ctx.params.usize("batch_size"),
+                    limit,
+                },
                 &|n| ctx.progress_bar(n, &format!("epoch {epoch}: scanning")),
             )?;
             scanned = scan.n_images;

@@ -22,7 +22,7 @@ use stage_api::{
     StageContext, StageKind,
 };
 
-pub use scan::{Hit, chosen_maps, scan_top_k};
+pub use scan::{Hit, ScanConfig, chosen_maps, scan_top_k};
 
 use artifacts::table::schemas::{DECONV_TOP9 as TOP9, FILTER_STATS as FILTERS};
 
@@ -165,9 +165,11 @@ impl StageKind for DeconvTop9 {
             &info,
             ctx.input("images"),
             &maps,
-            ctx.params.usize("top_k"),
-            ctx.params.usize("batch_size"),
-            None,
+            ScanConfig {
+                top_k: ctx.params.usize("top_k"),
+                batch_size: ctx.params.usize("batch_size"),
+                limit: None,
+            },
             &|n| ctx.progress_bar(n, "scanning for top activations"),
         )?;
         let scan_seconds = started.elapsed().as_secs_f64();

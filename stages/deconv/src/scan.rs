@@ -60,6 +60,17 @@ pub fn network_input(image: &ImageRecord, info: &ModelInfo, crop_size: usize, ou
     info.centre_input(&image.pixels, image.width, crop_size, out);
 }
 
+/// How a scan runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanConfig {
+    /// Activations kept per feature map (paper: 9).
+    pub top_k: usize,
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// Scan only the first images (default: all).
+    pub limit: Option<usize>,
+}
+
 /// Scans the images of `images_path` (the first `limit`, if given) and keeps, per (layer, map), the `k` images with the
 /// strongest activation (ties: the earlier image).
 pub fn scan_top_k(
@@ -67,11 +78,14 @@ pub fn scan_top_k(
     info: &ModelInfo,
     images_path: &Path,
     maps: &BTreeMap<usize, Vec<usize>>,
-    k: usize,
-    batch_size: usize,
-    limit: Option<usize>,
+    config: ScanConfig,
     progress: &dyn Fn(u64) -> indicatif::ProgressBar,
 ) -> Result<ScanResult> {
+    let ScanConfig {
+        top_k: k,
+        batch_size,
+        limit,
+    } = config;
     let crop_size = network.architecture.input_size;
     let per_image = network.input_len();
     let ops: BTreeMap<usize, usize> = maps

@@ -129,7 +129,7 @@ pub fn find_overlaps(
         matches.extend(found.into_iter().flatten());
         n_references += chunk.len();
     }
-    matches.sort_by(|a, b| (a.query_id, a.reference_id).cmp(&(b.query_id, b.reference_id)));
+    matches.sort_by_key(|m| (m.query_id, m.reference_id));
     Ok((matches, n_references))
 }
 

@@ -30,6 +30,11 @@ use stage_api::{
 
 pub struct Correspondence;
 
+/// A rectangle in input-crop pixels: (top, left, height, width).
+type Rect = (usize, usize, usize, usize);
+/// A named set of rectangles, one per image.
+type MaskSet = (String, Vec<Rect>);
+
 /// One annotated rectangle, in the images' (preprocessed) pixel coordinates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartMask {
@@ -169,7 +174,7 @@ impl StageKind for Correspondence {
         parts.sort();
         parts.dedup();
         // Mask sets: each part (one rectangle per image), then random draws.
-        let mut sets: Vec<(String, Vec<(usize, usize, usize, usize)>)> = Vec::new();
+        let mut sets: Vec<MaskSet> = Vec::new();
         for part in &parts {
             let mut rects = Vec::new();
             for id in &ids {
@@ -184,8 +189,8 @@ impl StageKind for Correspondence {
                             ),
                         )
                     })?;
-                let top = mask.top.checked_sub(offset).unwrap_or(0);
-                let left = mask.left.checked_sub(offset).unwrap_or(0);
+                let top = mask.top.saturating_sub(offset);
+                let left = mask.left.saturating_sub(offset);
                 rects.push((
                     top.min(crop - 1),
                     left.min(crop - 1),
@@ -304,7 +309,7 @@ fn fc7(network: &Network<CpuBackend>) -> Option<usize> {
     matches!(network.ops.get(linear + 1), Some(Op::Relu)).then_some(linear + 1)
 }
 
-fn masked(input: &[f32], crop: usize, (top, left, h, w): (usize, usize, usize, usize)) -> Vec<f32> {
+fn masked(input: &[f32], crop: usize, (top, left, h, w): Rect) -> Vec<f32> {
     let mut out = input.to_vec();
     for c in 0..3 {
         for y in top..(top + h).min(crop) {
@@ -355,12 +360,7 @@ fn find_images(path: &Path, ids: &[i64]) -> Result<Vec<ImageRecord>> {
 }
 
 /// Fig. 8: rows images; columns the original and each part masked (grey).
-fn figure(
-    images: &[ImageRecord],
-    parts: &[(String, Vec<(usize, usize, usize, usize)>)],
-    crop: usize,
-    path: &Path,
-) -> Result<()> {
+fn figure(images: &[ImageRecord], parts: &[MaskSet], crop: usize, path: &Path) -> Result<()> {
     const SCALE: u32 = 3;
     let side = crop as u32 * SCALE;
     let mut canvas = RgbImage::from_pixel(

@@ -25,6 +25,17 @@ use stage_api::{
 
 pub struct Invariance;
 
+/// The measurements, one entry per (image, transform, amount).
+#[derive(Debug, Default)]
+struct Curves {
+    transform: Vec<String>,
+    amount: Vec<f64>,
+    image_id: Vec<i64>,
+    layer1: Vec<f64>,
+    layer7: Vec<f64>,
+    probability: Vec<f64>,
+}
+
 /// The three sweeps of Fig. 5.
 const TRANSFORMS: [&str; 3] = ["translation", "scale", "rotation"];
 
@@ -120,14 +131,7 @@ impl StageKind for Invariance {
             ctx.params.float_list("scales"),
             ctx.params.float_list("rotations"),
         ];
-        let mut rows: (
-            Vec<String>,
-            Vec<f64>,
-            Vec<i64>,
-            Vec<f64>,
-            Vec<f64>,
-            Vec<f64>,
-        ) = Default::default();
+        let mut rows = Curves::default();
         for image in &images {
             let mut base = vec![0.0f32; 3 * crop * crop];
             info.centre_input(&image.pixels, image.width, crop, &mut base);
@@ -158,12 +162,12 @@ impl StageKind for Invariance {
                         / norm
                 };
                 for (j, &amount) in values.iter().enumerate() {
-                    rows.0.push((*transform).to_owned());
-                    rows.1.push(amount);
-                    rows.2.push(image.image_id);
-                    rows.3.push(distance(layer1, j));
-                    rows.4.push(distance(layer7, j));
-                    rows.5
+                    rows.transform.push((*transform).to_owned());
+                    rows.amount.push(amount);
+                    rows.image_id.push(image.image_id);
+                    rows.layer1.push(distance(layer1, j));
+                    rows.layer7.push(distance(layer7, j));
+                    rows.probability
                         .push(probs[(j + 1) * network.classes() + label] as f64);
                 }
             }
@@ -173,9 +177,9 @@ impl StageKind for Invariance {
         plot(&rows, images.len(), &figures.join("invariance.png"))?;
         let small_shift = |layer: &[f64]| {
             let picked: Vec<f64> = rows
-                .0
+                .transform
                 .iter()
-                .zip(&rows.1)
+                .zip(&rows.amount)
                 .zip(layer)
                 .filter(|((t, a), _)| {
                     t.as_str() == "translation" && a.abs() > 0.0 && a.abs() <= 2.0
@@ -184,14 +188,14 @@ impl StageKind for Invariance {
                 .collect();
             picked.iter().sum::<f64>() / picked.len().max(1) as f64
         };
-        let (d1, d7) = (small_shift(&rows.3), small_shift(&rows.4));
+        let (d1, d7) = (small_shift(&rows.layer1), small_shift(&rows.layer7));
         Table::default()
-            .with("transform", Column::Str(rows.0))
-            .with("amount", Column::F64(rows.1))
-            .with("image_id", Column::I64(rows.2))
-            .with("layer1_distance", Column::F64(rows.3))
-            .with("layer7_distance", Column::F64(rows.4))
-            .with("true_probability", Column::F64(rows.5))
+            .with("transform", Column::Str(rows.transform))
+            .with("amount", Column::F64(rows.amount))
+            .with("image_id", Column::I64(rows.image_id))
+            .with("layer1_distance", Column::F64(rows.layer1))
+            .with("layer7_distance", Column::F64(rows.layer7))
+            .with("true_probability", Column::F64(rows.probability))
             .write(ctx.output("curves"), INVARIANCE, &ctx.provenance)?;
         Ok(RunSummary::default().line(format!(
             "{} images; mean relative feature change for a vertical shift of up to 2 px: layer 1 {d1:.3}, layer 7 {d7:.3}",
@@ -271,24 +275,16 @@ const COLOURS: [[u8; 3]; 6] = [
 
 /// Fig. 5's grid: rows translation / scale / rotation; columns layer-1 distance, layer-7
 /// distance, P(true class); one line per image. Axis ranges are in the report's table.
-fn plot(
-    rows: &(
-        Vec<String>,
-        Vec<f64>,
-        Vec<i64>,
-        Vec<f64>,
-        Vec<f64>,
-        Vec<f64>,
-    ),
-    n_images: usize,
-    path: &Path,
-) -> Result<()> {
+fn plot(rows: &Curves, n_images: usize, path: &Path) -> Result<()> {
     const W: u32 = 220;
     const H: u32 = 150;
     const M: u32 = 10;
     let mut canvas = RgbImage::from_pixel(3 * (W + M) + M, 3 * (H + M) + M, Rgb([255, 255, 255]));
     for (r, transform) in TRANSFORMS.iter().enumerate() {
-        for (c, values) in [&rows.3, &rows.4, &rows.5].iter().enumerate() {
+        for (c, values) in [&rows.layer1, &rows.layer7, &rows.probability]
+            .iter()
+            .enumerate()
+        {
             let (ox, oy) = (M + c as u32 * (W + M), M + r as u32 * (H + M));
             for x in 0..W {
                 canvas.put_pixel(ox + x, oy + H - 1, Rgb([0, 0, 0]));
@@ -296,9 +292,9 @@ fn plot(
             for y in 0..H {
                 canvas.put_pixel(ox, oy + y, Rgb([0, 0, 0]));
             }
-            let points: Vec<(f64, f64, i64)> = (0..rows.0.len())
-                .filter(|&i| rows.0[i] == *transform)
-                .map(|i| (rows.1[i], values[i], rows.2[i]))
+            let points: Vec<(f64, f64, i64)> = (0..rows.transform.len())
+                .filter(|&i| rows.transform[i] == *transform)
+                .map(|i| (rows.amount[i], values[i], rows.image_id[i]))
                 .collect();
             let (xmin, xmax) = points
                 .iter()
