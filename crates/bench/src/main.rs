@@ -4,11 +4,12 @@
 //! Benchmarks: `preprocess` (decode + shortest side to 256 + centre crop of ImageNet-like
 //! 500x375 JPEGs) against Pillow, in one process and in a pool of one process per core;
 //! `engine` (training and inference steps) against onnxruntime and the machine's SGEMM rate;
-//! `dedup` (blocked normalised correlations) against numpy.
+//! `dedup` (blocked normalised correlations) against numpy; `top9` (the deconvnet's scan).
 
 mod dedup;
 mod engine;
 mod preprocess;
+mod top9;
 
 use anyhow::Result;
 
@@ -30,6 +31,9 @@ fn main() -> Result<()> {
     }
     if wants("dedup") {
         dedup::run()?;
+    }
+    if wants("top9") {
+        top9::run()?;
     }
     Ok(())
 }
