@@ -37,6 +37,51 @@ pub struct InputSpec {
     pub doc: &'static str,
 }
 
+impl InputSpec {
+    /// A required input naming another stage's output.
+    pub fn artifact(name: &'static str, doc: &'static str) -> Self {
+        InputSpec {
+            name,
+            kind: InputKind::Artifact,
+            required: true,
+            doc,
+        }
+    }
+
+    /// An input of another stage's output that the pipeline may leave out.
+    pub fn optional_artifact(name: &'static str, doc: &'static str) -> Self {
+        InputSpec {
+            required: false,
+            ..Self::artifact(name, doc)
+        }
+    }
+
+    /// A list of other stages' outputs, possibly empty.
+    pub fn artifact_list(name: &'static str, doc: &'static str) -> Self {
+        InputSpec {
+            name,
+            kind: InputKind::ArtifactList,
+            required: false,
+            doc,
+        }
+    }
+
+    /// A required file or folder on disk.
+    pub fn path(name: &'static str, doc: &'static str) -> Self {
+        InputSpec {
+            name,
+            kind: InputKind::Path,
+            required: true,
+            doc,
+        }
+    }
+
+    /// The trained model every analysis stage reads.
+    pub fn model() -> Self {
+        Self::artifact("model", "a trained model (train.model)")
+    }
+}
+
 /// One declared output: a file or a folder inside the run's output directory.
 #[derive(Clone, Debug)]
 pub struct OutputSpec {
@@ -44,6 +89,16 @@ pub struct OutputSpec {
     /// The file name the output gets on disk (`images`, `metrics.parquet`, `model.safetensors`).
     pub file_name: &'static str,
     pub doc: &'static str,
+}
+
+impl OutputSpec {
+    pub fn new(name: &'static str, file_name: &'static str, doc: &'static str) -> Self {
+        OutputSpec {
+            name,
+            file_name,
+            doc,
+        }
+    }
 }
 
 /// Exclusive resources a run needs; the scheduler never gives one to two runs at once.

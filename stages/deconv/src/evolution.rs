@@ -11,8 +11,8 @@ use artifacts::tensors::read_tensors;
 use engine::weights::{import, load_model};
 use engine::{CpuBackend, Network};
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
-    StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
+    StageKind,
 };
 
 use crate::render::{evolution_figure, hit_tiles};
@@ -76,31 +76,25 @@ impl StageKind for FeatureEvolution {
     }
 
     fn inputs(&self) -> Vec<InputSpec> {
-        let artifact = |name, doc| InputSpec {
-            name,
-            kind: InputKind::Artifact,
-            required: true,
-            doc,
-        };
         vec![
-            artifact("model", "the trained model (architecture and input mean)"),
-            artifact("checkpoints", "train.checkpoints: epoch_NNN.safetensors"),
-            artifact("images", "the training images"),
+            InputSpec::artifact("model", "the trained model (architecture and input mean)"),
+            InputSpec::artifact("checkpoints", "train.checkpoints: epoch_NNN.safetensors"),
+            InputSpec::artifact("images", "the training images"),
         ]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                name: "strongest",
-                file_name: "strongest.parquet",
-                doc: "epoch, layer, map, image_id, y, x, activation",
-            },
-            OutputSpec {
-                name: "figures",
-                file_name: "figures",
-                doc: "evolution.png: rows (layer, map), columns epochs",
-            },
+            OutputSpec::new(
+                "strongest",
+                "strongest.parquet",
+                "epoch, layer, map, image_id, y, x, activation",
+            ),
+            OutputSpec::new(
+                "figures",
+                "figures",
+                "evolution.png: rows (layer, map), columns epochs",
+            ),
         ]
     }
 

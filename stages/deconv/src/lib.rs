@@ -18,8 +18,8 @@ use engine::cpu::sgd::filter_rms;
 use engine::weights::load_model;
 use engine::{CpuBackend, Op};
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
-    StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
+    StageKind,
 };
 
 pub use scan::{Hit, ScanConfig, chosen_maps, scan_top_k};
@@ -94,38 +94,31 @@ impl StageKind for DeconvTop9 {
 
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
-            InputSpec {
-                name: "model",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "a trained model (train.model)",
-            },
-            InputSpec {
-                name: "images",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "the images to scan, preprocessed like the training set (the validation set in the paper)",
-            },
+            InputSpec::model(),
+            InputSpec::artifact(
+                "images",
+                "the images to scan, preprocessed like the training set (the validation set in the paper)",
+            ),
         ]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                name: "top9",
-                file_name: "top9.parquet",
-                doc: "layer, map, rank, image_id, y, x, activation",
-            },
-            OutputSpec {
-                name: "filters",
-                file_name: "filters.parquet",
-                doc: "conv1 filter RMS values with dead/dominating flags",
-            },
-            OutputSpec {
-                name: "figures",
-                file_name: "figures",
-                doc: "layer<N>.png grids (Fig. 2) and conv1_filters.png (Fig. 6)",
-            },
+            OutputSpec::new(
+                "top9",
+                "top9.parquet",
+                "layer, map, rank, image_id, y, x, activation",
+            ),
+            OutputSpec::new(
+                "filters",
+                "filters.parquet",
+                "conv1 filter RMS values with dead/dominating flags",
+            ),
+            OutputSpec::new(
+                "figures",
+                "figures",
+                "layer<N>.png grids (Fig. 2) and conv1_filters.png (Fig. 6)",
+            ),
         ]
     }
 

@@ -19,7 +19,7 @@ use artifacts::table::{Column, Table};
 use engine::scalar::{MatRef, gemm};
 use rayon::prelude::*;
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
@@ -176,33 +176,23 @@ impl StageKind for Dedup {
 
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
-            InputSpec {
-                name: "query",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "the transfer target images",
-            },
-            InputSpec {
-                name: "reference",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "the pre-training images",
-            },
+            InputSpec::artifact("query", "the transfer target images"),
+            InputSpec::artifact("reference", "the pre-training images"),
         ]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                name: "matches",
-                file_name: "matches.parquet",
-                doc: "query_id, query_label, reference_id, ncc",
-            },
-            OutputSpec {
-                name: "removal",
-                file_name: "removal.parquet",
-                doc: "image_id of reference images to leave out of training",
-            },
+            OutputSpec::new(
+                "matches",
+                "matches.parquet",
+                "query_id, query_label, reference_id, ncc",
+            ),
+            OutputSpec::new(
+                "removal",
+                "removal.parquet",
+                "image_id of reference images to leave out of training",
+            ),
         ]
     }
 

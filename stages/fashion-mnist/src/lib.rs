@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use artifacts::images::{ImageRecord, ImagesWriter};
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
 
 pub use idx::{IdxError, read_idx};
@@ -73,20 +73,18 @@ impl StageKind for FashionMnist {
     }
 
     fn inputs(&self) -> Vec<InputSpec> {
-        vec![InputSpec {
-            name: "dir",
-            kind: InputKind::Path,
-            required: true,
-            doc: "folder with the IDX files (Debian: /usr/share/datasets/fashion-mnist)",
-        }]
+        vec![InputSpec::path(
+            "dir",
+            "folder with the IDX files (Debian: /usr/share/datasets/fashion-mnist)",
+        )]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec {
-            name: "images",
-            file_name: "images",
-            doc: "images artifact: 28x28x3, labels re-indexed to `classes`",
-        }]
+        vec![OutputSpec::new(
+            "images",
+            "images",
+            "images artifact: 28x28x3, labels re-indexed to `classes`",
+        )]
     }
 
     fn validate(&self, params: &stage_api::Params) -> Vec<String> {

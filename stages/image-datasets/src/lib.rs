@@ -31,11 +31,11 @@ pub fn kinds() -> Vec<Arc<dyn StageKind>> {
 
 /// The output every reader declares.
 fn files_output() -> stage_api::OutputSpec {
-    stage_api::OutputSpec {
-        name: "files",
-        file_name: "files.parquet",
-        doc: "image_files artifact: path, label, class name",
-    }
+    stage_api::OutputSpec::new(
+        "files",
+        "files.parquet",
+        "image_files artifact: path, label, class name",
+    )
 }
 
 fn limit_param() -> stage_api::ParamSpec {
@@ -48,10 +48,5 @@ fn limit_param() -> stage_api::ParamSpec {
 }
 
 fn root_input(doc: &'static str) -> stage_api::InputSpec {
-    stage_api::InputSpec {
-        name: "root",
-        kind: stage_api::InputKind::Path,
-        required: true,
-        doc,
-    }
+    stage_api::InputSpec::path("root", doc)
 }

@@ -70,11 +70,11 @@ impl StageKind for Voc2012 {
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
             crate::files_output(),
-            OutputSpec {
-                name: "multilabels",
-                file_name: "multilabels.parquet",
-                doc: "multilabels artifact: classes present / difficult per image",
-            },
+            OutputSpec::new(
+                "multilabels",
+                "multilabels.parquet",
+                "multilabels artifact: classes present / difficult per image",
+            ),
         ]
     }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use artifacts::images::ImagesReader;
 use artifacts::tensors::{NamedTensor, write_tensors};
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
@@ -38,20 +38,18 @@ impl StageKind for MeanImage {
     }
 
     fn inputs(&self) -> Vec<InputSpec> {
-        vec![InputSpec {
-            name: "images",
-            kind: InputKind::Artifact,
-            required: true,
-            doc: "the preprocessed training images (all SxS)",
-        }]
+        vec![InputSpec::artifact(
+            "images",
+            "the preprocessed training images (all SxS)",
+        )]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec {
-            name: "mean",
-            file_name: "mean.safetensors",
-            doc: "tensor `mean` [S, S, 3] f32",
-        }]
+        vec![OutputSpec::new(
+            "mean",
+            "mean.safetensors",
+            "tensor `mean` [S, S, 3] f32",
+        )]
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {

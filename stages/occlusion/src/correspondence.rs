@@ -24,8 +24,8 @@ use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
-    StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
+    StageKind,
 };
 
 pub struct Correspondence;
@@ -114,39 +114,26 @@ impl StageKind for Correspondence {
 
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
-            InputSpec {
-                name: "model",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "a trained model",
-            },
-            InputSpec {
-                name: "images",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "images holding the annotated ids, preprocessed like the training set",
-            },
-            InputSpec {
-                name: "parts",
-                kind: InputKind::Path,
-                required: true,
-                doc: "CSV of part rectangles: image_id,part,top,left,height,width",
-            },
+            InputSpec::model(),
+            InputSpec::artifact(
+                "images",
+                "images holding the annotated ids, preprocessed like the training set",
+            ),
+            InputSpec::path(
+                "parts",
+                "CSV of part rectangles: image_id,part,top,left,height,width",
+            ),
         ]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                name: "table1",
-                file_name: "table1.parquet",
-                doc: "layer, mask, mean, std, pairs",
-            },
-            OutputSpec {
-                name: "figures",
-                file_name: "figures",
-                doc: "masked.png: each image with each part masked (Fig. 8)",
-            },
+            OutputSpec::new("table1", "table1.parquet", "layer, mask, mean, std, pairs"),
+            OutputSpec::new(
+                "figures",
+                "figures",
+                "masked.png: each image with each part masked (Fig. 8)",
+            ),
         ]
     }
 

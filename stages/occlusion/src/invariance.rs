@@ -19,8 +19,8 @@ use engine::weights::load_model;
 use engine::{Backend, CpuBackend, Mode, Network, Op};
 use image::{Rgb, RgbImage};
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
-    StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
+    StageKind,
 };
 
 pub struct Invariance;
@@ -80,33 +80,23 @@ impl StageKind for Invariance {
 
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
-            InputSpec {
-                name: "model",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "a trained model",
-            },
-            InputSpec {
-                name: "images",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "test images, preprocessed like the training set",
-            },
+            InputSpec::model(),
+            InputSpec::artifact("images", "test images, preprocessed like the training set"),
         ]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                name: "curves",
-                file_name: "curves.parquet",
-                doc: "transform, amount, image_id, layer1_distance, layer7_distance, true_probability",
-            },
-            OutputSpec {
-                name: "figures",
-                file_name: "figures",
-                doc: "invariance.png: rows translation/scale/rotation, columns layer 1, layer 7, P(true class)",
-            },
+            OutputSpec::new(
+                "curves",
+                "curves.parquet",
+                "transform, amount, image_id, layer1_distance, layer7_distance, true_probability",
+            ),
+            OutputSpec::new(
+                "figures",
+                "figures",
+                "invariance.png: rows translation/scale/rotation, columns layer 1, layer 7, P(true class)",
+            ),
         ]
     }
 

@@ -22,8 +22,8 @@ use engine::deconv::{feature_op, project};
 use engine::weights::{ModelInfo, load_model};
 use engine::{Backend, CpuBackend, Mode, Network};
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
-    StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
+    StageKind,
 };
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
@@ -97,38 +97,28 @@ impl StageKind for Occlusion {
 
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
-            InputSpec {
-                name: "model",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "a trained model",
-            },
-            InputSpec {
-                name: "images",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "test images, preprocessed like the training set",
-            },
+            InputSpec::model(),
+            InputSpec::artifact("images", "test images, preprocessed like the training set"),
         ]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                name: "maps",
-                file_name: "maps.parquet",
-                doc: "per image and occluder position: (b), (d), (e)",
-            },
-            OutputSpec {
-                name: "checks",
-                file_name: "checks.parquet",
-                doc: "true-class probability covering the projection peak vs elsewhere",
-            },
-            OutputSpec {
-                name: "figures",
-                file_name: "figures",
-                doc: "occlusion_<image_id>.png, panels (a)-(e) like Fig. 7",
-            },
+            OutputSpec::new(
+                "maps",
+                "maps.parquet",
+                "per image and occluder position: (b), (d), (e)",
+            ),
+            OutputSpec::new(
+                "checks",
+                "checks.parquet",
+                "true-class probability covering the projection peak vs elsewhere",
+            ),
+            OutputSpec::new(
+                "figures",
+                "figures",
+                "occlusion_<image_id>.png, panels (a)-(e) like Fig. 7",
+            ),
         ]
     }
 

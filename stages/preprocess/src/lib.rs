@@ -17,7 +17,7 @@ use artifacts::rejects::{Reject, write_rejects};
 use imaging::{DecodeLimits, RgbImage, ShortSideResizer, decode_rgb};
 use rayon::prelude::*;
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
 
 /// Images decoded in parallel before being written in order.
@@ -62,26 +62,20 @@ impl StageKind for Preprocess {
     }
 
     fn inputs(&self) -> Vec<InputSpec> {
-        vec![InputSpec {
-            name: "images",
-            kind: InputKind::Artifact,
-            required: true,
-            doc: "an image_files listing or an images artifact",
-        }]
+        vec![InputSpec::artifact(
+            "images",
+            "an image_files listing or an images artifact",
+        )]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                name: "images",
-                file_name: "images",
-                doc: "images artifact, SxS RGB",
-            },
-            OutputSpec {
-                name: "rejects",
-                file_name: "rejects.parquet",
-                doc: "rejects artifact: files that could not be used, with the reason",
-            },
+            OutputSpec::new("images", "images", "images artifact, SxS RGB"),
+            OutputSpec::new(
+                "rejects",
+                "rejects.parquet",
+                "rejects artifact: files that could not be used, with the reason",
+            ),
         ]
     }
 

@@ -11,8 +11,8 @@ use artifacts::images::ImagesReader;
 use engine::weights::load_model;
 use engine::{CpuBackend, Mode, Network, Op};
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
-    StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
+    StageKind,
 };
 
 pub struct Extract;
@@ -78,27 +78,17 @@ impl StageKind for Extract {
 
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
-            InputSpec {
-                name: "model",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "a trained model",
-            },
-            InputSpec {
-                name: "images",
-                kind: InputKind::Artifact,
-                required: true,
-                doc: "images preprocessed like the training set",
-            },
+            InputSpec::model(),
+            InputSpec::artifact("images", "images preprocessed like the training set"),
         ]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec {
-            name: "features",
-            file_name: "features",
-            doc: "layer<N>.parquet: features artifacts",
-        }]
+        vec![OutputSpec::new(
+            "features",
+            "features",
+            "layer<N>.parquet: features artifacts",
+        )]
     }
 
     fn resources(&self, params: &Params) -> Resources {

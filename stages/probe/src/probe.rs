@@ -9,7 +9,7 @@ use artifacts::table::schemas::PROBE;
 use artifacts::table::{Column, Table};
 use stage_api::sampling::split_per_class;
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
 
 use crate::linear_models::{
@@ -61,20 +61,18 @@ impl StageKind for Probe {
     }
 
     fn inputs(&self) -> Vec<InputSpec> {
-        vec![InputSpec {
-            name: "features",
-            kind: InputKind::Artifact,
-            required: true,
-            doc: "extract.features: layer<N>.parquet",
-        }]
+        vec![InputSpec::artifact(
+            "features",
+            "extract.features: layer<N>.parquet",
+        )]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec {
-            name: "table7",
-            file_name: "table7.parquet",
-            doc: "classifier, layer, mean, std, folds",
-        }]
+        vec![OutputSpec::new(
+            "table7",
+            "table7.parquet",
+            "classifier, layer, mean, std, folds",
+        )]
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {

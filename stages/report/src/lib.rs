@@ -17,7 +17,7 @@ use artifacts::table::schemas::{
     TRAIN_METRICS,
 };
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
@@ -25,15 +25,6 @@ pub fn kinds() -> Vec<Arc<dyn StageKind>> {
 }
 
 pub struct Report;
-
-fn list_input(name: &'static str, doc: &'static str) -> InputSpec {
-    InputSpec {
-        name,
-        kind: InputKind::ArtifactList,
-        required: false,
-        doc,
-    }
-}
 
 impl StageKind for Report {
     fn name(&self) -> &'static str {
@@ -66,28 +57,28 @@ impl StageKind for Report {
 
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
-            list_input("training", "train.metrics artifacts"),
-            list_input("evaluation", "train.evaluation artifacts"),
-            list_input("deconv_figures", "deconv_top9.figures folders"),
-            list_input("filters", "deconv_top9.filters artifacts"),
-            list_input("occlusion_checks", "occlusion.checks artifacts"),
-            list_input("occlusion_figures", "occlusion.figures folders"),
-            list_input("evolution_figures", "feature_evolution.figures folders"),
-            list_input("invariance_curves", "invariance.curves artifacts"),
-            list_input("invariance_figures", "invariance.figures folders"),
-            list_input("correspondence", "correspondence.table1 artifacts"),
-            list_input("correspondence_figures", "correspondence.figures folders"),
-            list_input("probe", "probe.table7 artifacts"),
-            list_input("dedup", "dedup.matches artifacts"),
+            InputSpec::artifact_list("training", "train.metrics artifacts"),
+            InputSpec::artifact_list("evaluation", "train.evaluation artifacts"),
+            InputSpec::artifact_list("deconv_figures", "deconv_top9.figures folders"),
+            InputSpec::artifact_list("filters", "deconv_top9.filters artifacts"),
+            InputSpec::artifact_list("occlusion_checks", "occlusion.checks artifacts"),
+            InputSpec::artifact_list("occlusion_figures", "occlusion.figures folders"),
+            InputSpec::artifact_list("evolution_figures", "feature_evolution.figures folders"),
+            InputSpec::artifact_list("invariance_curves", "invariance.curves artifacts"),
+            InputSpec::artifact_list("invariance_figures", "invariance.figures folders"),
+            InputSpec::artifact_list("correspondence", "correspondence.table1 artifacts"),
+            InputSpec::artifact_list("correspondence_figures", "correspondence.figures folders"),
+            InputSpec::artifact_list("probe", "probe.table7 artifacts"),
+            InputSpec::artifact_list("dedup", "dedup.matches artifacts"),
         ]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec {
-            name: "report",
-            file_name: "report",
-            doc: "README.md and figures/",
-        }]
+        vec![OutputSpec::new(
+            "report",
+            "report",
+            "README.md and figures/",
+        )]
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {

@@ -16,8 +16,7 @@ use artifacts::image_files::IMAGE_FILES;
 use artifacts::images::IMAGES;
 use artifacts::parquet_io::{LayoutConfig, TableReader, TableWriter, read_header};
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Result, RunSummary, StageContext,
-    StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Result, RunSummary, StageContext, StageKind,
 };
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
@@ -66,26 +65,24 @@ impl StageKind for SamplePerClass {
     }
 
     fn inputs(&self) -> Vec<InputSpec> {
-        vec![InputSpec {
-            name: "images",
-            kind: InputKind::Artifact,
-            required: true,
-            doc: "an images or image_files artifact",
-        }]
+        vec![InputSpec::artifact(
+            "images",
+            "an images or image_files artifact",
+        )]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                name: "train",
-                file_name: "train",
-                doc: "the N per class, same schema as the input",
-            },
-            OutputSpec {
-                name: "test",
-                file_name: "test",
-                doc: "up to M per class from the rest, same schema as the input",
-            },
+            OutputSpec::new(
+                "train",
+                "train",
+                "the N per class, same schema as the input",
+            ),
+            OutputSpec::new(
+                "test",
+                "test",
+                "up to M per class from the rest, same schema as the input",
+            ),
         ]
     }
 

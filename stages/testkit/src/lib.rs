@@ -62,12 +62,7 @@ impl StageKind for TestStep {
 
     fn inputs(&self) -> Vec<InputSpec> {
         vec![
-            InputSpec {
-                name: "upstream",
-                kind: InputKind::ArtifactList,
-                required: false,
-                doc: "tables whose rows are copied",
-            },
+            InputSpec::artifact_list("upstream", "tables whose rows are copied"),
             InputSpec {
                 name: "file",
                 kind: InputKind::Path,
@@ -78,11 +73,7 @@ impl StageKind for TestStep {
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        vec![OutputSpec {
-            name: "table",
-            file_name: "table.parquet",
-            doc: "the rows",
-        }]
+        vec![OutputSpec::new("table", "table.parquet", "the rows")]
     }
 
     fn resources(&self, params: &Params) -> Resources {

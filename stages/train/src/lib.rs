@@ -12,8 +12,8 @@ use artifacts::tensors::read_tensors;
 use engine::weights::{ModelInfo, save_model};
 use engine::{Architecture, CpuBackend};
 use stage_api::{
-    Error, InputKind, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary,
-    StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
+    StageKind,
 };
 
 pub use data::ImageStore;
@@ -165,50 +165,42 @@ impl StageKind for Train {
     }
 
     fn inputs(&self) -> Vec<InputSpec> {
-        let artifact = |name, doc| InputSpec {
-            name,
-            kind: InputKind::Artifact,
-            required: true,
-            doc,
-        };
         vec![
-            artifact("train", "preprocessed training images (SxS)"),
-            artifact("val", "preprocessed validation images (SxS)"),
-            artifact(
+            InputSpec::artifact("train", "preprocessed training images (SxS)"),
+            InputSpec::artifact("val", "preprocessed validation images (SxS)"),
+            InputSpec::artifact(
                 "mean",
                 "the per-pixel mean of the training images (mean_image)",
             ),
-            InputSpec {
-                name: "exclude",
-                kind: InputKind::Artifact,
-                required: false,
-                doc: "a removal manifest (dedup.removal): training images to leave out (§5.2)",
-            },
+            InputSpec::optional_artifact(
+                "exclude",
+                "a removal manifest (dedup.removal): training images to leave out (§5.2)",
+            ),
         ]
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
         vec![
-            OutputSpec {
-                name: "model",
-                file_name: "model.safetensors",
-                doc: "final weights, input mean, architecture and class names",
-            },
-            OutputSpec {
-                name: "checkpoints",
-                file_name: "checkpoints",
-                doc: "epoch_NNN.safetensors for each kept epoch (Fig. 4)",
-            },
-            OutputSpec {
-                name: "metrics",
-                file_name: "metrics.parquet",
-                doc: "per epoch: losses, errors, learning rate, seconds",
-            },
-            OutputSpec {
-                name: "evaluation",
-                file_name: "evaluation.parquet",
-                doc: "final validation errors, centre crop and 10-crop average",
-            },
+            OutputSpec::new(
+                "model",
+                "model.safetensors",
+                "final weights, input mean, architecture and class names",
+            ),
+            OutputSpec::new(
+                "checkpoints",
+                "checkpoints",
+                "epoch_NNN.safetensors for each kept epoch (Fig. 4)",
+            ),
+            OutputSpec::new(
+                "metrics",
+                "metrics.parquet",
+                "per epoch: losses, errors, learning rate, seconds",
+            ),
+            OutputSpec::new(
+                "evaluation",
+                "evaluation.parquet",
+                "final validation errors, centre crop and 10-crop average",
+            ),
         ]
     }
 
