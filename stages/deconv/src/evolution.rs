@@ -15,7 +15,7 @@ use stage_api::{
     StageKind,
 };
 
-use crate::render::{evolution_figure, hit_tiles};
+use crate::render::{evolution_figure, hit_tiles, read_rows};
 use crate::scan::{Hit, ScanConfig, chosen_maps, scan_top_k};
 
 pub struct FeatureEvolution;
@@ -146,10 +146,12 @@ impl StageKind for FeatureEvolution {
                 &|n| ctx.progress_bar(n, &format!("epoch {epoch}: scanning")),
             )?;
             scanned = scan.n_images;
+            let rows: Vec<usize> = scan.hits.iter().map(|h| h.row).collect();
+            let images = read_rows(ctx.input("images"), &rows)?;
             let mut column = Vec::new();
             for &layer in maps.keys() {
                 let hits: Vec<&Hit> = scan.hits.iter().filter(|h| h.layer == layer).collect();
-                let tiles = hit_tiles(&network, &info, ctx.input("images"), layer, &hits, tile)?;
+                let tiles = hit_tiles(&network, &info, &images, layer, &hits, tile)?;
                 column.extend(tiles.into_iter().map(|(projection, _)| projection));
             }
             table.extend(scan.hits.into_iter().map(|hit| (*epoch, hit)));

@@ -169,17 +169,13 @@ impl StageKind for DeconvTop9 {
         let figures = ctx.output("figures");
         std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
         let tile = ctx.params.usize("tile") as u32;
+        // The winners' images, read in one pass for all layers.
+        let rows: Vec<usize> = scan.hits.iter().map(|h| h.row).collect();
+        let images = render::read_rows(ctx.input("images"), &rows)?;
         for (layer, layer_maps) in &maps {
             let path = figures.join(format!("layer{layer}.png"));
             render::top_k_figure(
-                &network,
-                &info,
-                ctx.input("images"),
-                *layer,
-                layer_maps,
-                &scan.hits,
-                tile,
-                &path,
+                &network, &info, &images, *layer, layer_maps, &scan.hits, tile, &path,
             )?;
         }
         // Fig. 6: the conv1 filters and their RMS.

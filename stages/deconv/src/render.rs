@@ -18,7 +18,7 @@ const BACKGROUND: Rgb<u8> = Rgb([24, 24, 24]);
 const GAP: u32 = 4;
 
 /// Reads the images at `rows` (artifact positions) of an images artifact.
-fn read_rows(path: &Path, rows: &[usize]) -> Result<BTreeMap<usize, ImageRecord>> {
+pub fn read_rows(path: &Path, rows: &[usize]) -> Result<BTreeMap<usize, ImageRecord>> {
     let mut wanted: Vec<usize> = rows.to_vec();
     wanted.sort_unstable();
     wanted.dedup();
@@ -54,17 +54,17 @@ fn tile_from<F: Fn(usize, usize, usize) -> u8>(
 }
 
 /// For hits of one layer: each hit's deconvnet projection and its image patch, both cropped to
-/// the unit's receptive field and scaled to `tile` x `tile`.
+/// the unit's receptive field and scaled to `tile` x `tile`. `images` holds the hits' images
+/// by row ([`read_rows`], read once for all layers).
 pub fn hit_tiles(
     network: &Network<CpuBackend>,
     info: &ModelInfo,
-    images_path: &Path,
+    images: &BTreeMap<usize, ImageRecord>,
     layer: usize,
     hits: &[&Hit],
     tile: u32,
 ) -> Result<Vec<(RgbImage, RgbImage)>> {
     let op = feature_op(network, layer).expect("layer checked");
-    let images = read_rows(images_path, &hits.iter().map(|h| h.row).collect::<Vec<_>>())?;
     let crop_size = network.architecture.input_size;
     let per_image = network.input_len();
     let mut input = vec![0.0f32; hits.len() * per_image];
@@ -115,7 +115,7 @@ pub fn hit_tiles(
 pub fn top_k_figure(
     network: &Network<CpuBackend>,
     info: &ModelInfo,
-    images_path: &Path,
+    images: &BTreeMap<usize, ImageRecord>,
     layer: usize,
     maps: &[usize],
     hits: &[Hit],
@@ -123,7 +123,7 @@ pub fn top_k_figure(
     path: &Path,
 ) -> Result<()> {
     let layer_hits: Vec<&Hit> = hits.iter().filter(|h| h.layer == layer).collect();
-    let tiles = hit_tiles(network, info, images_path, layer, &layer_hits, tile)?;
+    let tiles = hit_tiles(network, info, images, layer, &layer_hits, tile)?;
     let k = layer_hits.iter().map(|h| h.rank + 1).max().unwrap_or(1);
     let side = (k as f64).sqrt().ceil() as u32;
     let block_w = 2 * side * tile + 3 * GAP + (side - 1);

@@ -216,9 +216,8 @@ mod tests {
     }
 
     #[test]
-    fn the_svm_dual_solution_satisfies_the_kkt_conditions() {
-        // At the optimum every margin y_i w.x_i is >= 1 - tol for alpha = 0 points; check the
-        // weaker, observable consequence: training points are classified with margin.
+    fn a_tightly_solved_svm_puts_every_training_point_on_its_side() {
+        // Separable clusters, a tight tolerance: each class's own points score positive.
         let (train, labels) = clusters(15, 3);
         let x = normalised_with_bias(&train, 5);
         let config = SvmConfig {

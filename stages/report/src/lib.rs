@@ -100,12 +100,7 @@ impl StageKind for Report {
         let paper_scale = ctx.params.bool("paper_scale");
         let mut sections = 0;
 
-        for (path, eval_path) in ctx.input_list("training").iter().zip(
-            ctx.input_list("evaluation")
-                .iter()
-                .map(Some)
-                .chain(std::iter::repeat(None)),
-        ) {
+        for (path, eval_path) in paired(ctx, "training", "evaluation") {
             sections += 1;
             let stage = stage_of(path);
             let metrics = Table::read(path, TRAIN_METRICS)?;
@@ -239,12 +234,7 @@ impl StageKind for Report {
             );
         }
 
-        for (path, folder) in ctx.input_list("occlusion_checks").iter().zip(
-            ctx.input_list("occlusion_figures")
-                .iter()
-                .map(Some)
-                .chain(std::iter::repeat(None)),
-        ) {
+        for (path, folder) in paired(ctx, "occlusion_checks", "occlusion_figures") {
             sections += 1;
             let stage = stage_of(path);
             let checks = Table::read(path, OCCLUSION_CHECKS)?;
@@ -318,12 +308,7 @@ impl StageKind for Report {
             }
         }
 
-        for (path, folder) in ctx.input_list("invariance_curves").iter().zip(
-            ctx.input_list("invariance_figures")
-                .iter()
-                .map(Some)
-                .chain(std::iter::repeat(None)),
-        ) {
+        for (path, folder) in paired(ctx, "invariance_curves", "invariance_figures") {
             sections += 1;
             let curves = Table::read(path, INVARIANCE)?;
             let _ = writeln!(md, "## Invariance (§4, Fig. 5): `{}`\n", stage_of(path));
@@ -389,12 +374,7 @@ impl StageKind for Report {
             }
         }
 
-        for (path, folder) in ctx.input_list("correspondence").iter().zip(
-            ctx.input_list("correspondence_figures")
-                .iter()
-                .map(Some)
-                .chain(std::iter::repeat(None)),
-        ) {
+        for (path, folder) in paired(ctx, "correspondence", "correspondence_figures") {
             sections += 1;
             let table = Table::read(path, CORRESPONDENCE)?;
             let _ = writeln!(
@@ -625,6 +605,20 @@ fn copy_figures(folder: &Path, stage: &str, figures: &Path) -> Result<Vec<(Strin
         copied.push((name, target_name));
     }
     Ok(copied)
+}
+
+/// Each path of list input `main` with the path at the same position of list input
+/// `companion` (a table and its figures folder), `None` where the companion list is shorter.
+fn paired<'a>(
+    ctx: &'a StageContext,
+    main: &str,
+    companion: &str,
+) -> impl Iterator<Item = (&'a std::path::PathBuf, Option<&'a std::path::PathBuf>)> {
+    let companions = ctx.input_list(companion);
+    ctx.input_list(main)
+        .iter()
+        .enumerate()
+        .map(move |(i, path)| (path, companions.get(i)))
 }
 
 /// The stage that wrote an artifact, from its provenance.
