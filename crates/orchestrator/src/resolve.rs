@@ -112,14 +112,6 @@ impl Dag {
             .filter(|stage| wanted.contains(stage.name.as_str()))
             .collect())
     }
-
-    /// Stage instances that read from `name` (directly).
-    pub fn downstream_of(&self, name: &str) -> Vec<&ResolvedStage> {
-        self.stages
-            .iter()
-            .filter(|stage| stage.upstream().contains(name))
-            .collect()
-    }
 }
 
 /// A `--set stage.param=value` override from the command line.
