@@ -6,14 +6,12 @@
 //! (the Caltech protocol).
 
 mod extract;
-mod linear_models;
 mod probe;
 
 use std::sync::Arc;
 
 use stage_api::StageKind;
 
-pub use linear_models::{SvmConfig, mean_class_accuracy, train_softmax, train_svm};
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![Arc::new(extract::Extract), Arc::new(probe::Probe)]

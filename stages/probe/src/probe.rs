@@ -12,7 +12,7 @@ use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
 
-use crate::linear_models::{
+use linear_models::{
     SvmConfig, mean_class_accuracy, normalised_with_bias, predict, train_softmax, train_svm,
 };
 

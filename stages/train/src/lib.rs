@@ -2,9 +2,6 @@
 //! validates every epoch on the centre crop, evaluates the final model with the 10-crop
 //! average, and keeps the per-epoch weights Fig. 4 needs.
 
-mod data;
-mod training;
-
 use std::sync::Arc;
 
 use artifacts::table::{Column, Table};
@@ -16,9 +13,8 @@ use stage_api::{
     StageKind,
 };
 
-pub use data::ImageStore;
-pub use training::{
-    Crops, EpochMetrics, Evaluation, LrSchedule, TrainConfig, Trained, evaluate, top_k_wrong, train,
+use training::{
+    Crops, EpochMetrics, ImageStore, LrSchedule, TrainConfig, epoch_file, evaluate, train,
 };
 
 use artifacts::table::schemas::{EVALUATION, REMOVAL, TRAIN_METRICS as METRICS};
@@ -303,7 +299,7 @@ impl StageKind for Train {
         let checkpoints = ctx.output("checkpoints");
         std::fs::create_dir_all(checkpoints).map_err(|e| Error::io(checkpoints, e))?;
         for (epoch, path) in &trained.epoch_files {
-            let target = training::epoch_file(checkpoints, *epoch);
+            let target = epoch_file(checkpoints, *epoch);
             std::fs::copy(path, &target).map_err(|e| Error::io(&target, e))?;
         }
         metrics_table(&trained.metrics).write(ctx.output("metrics"), METRICS, &ctx.provenance)?;
