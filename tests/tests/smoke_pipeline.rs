@@ -1,5 +1,6 @@
 //! Every stage kind of the default pipeline, end to end through the binary on a few hundred
-//! generated images: read, preprocess, mean, train, deconvnet top-9, per-class folds.
+//! generated images: read, preprocess, mean, train, deconvnet top-9, per-class folds, the
+//! analyses, an architecture sweep, the filter comparison, transfer and the report.
 
 use std::fs;
 
@@ -74,6 +75,22 @@ stages:
     kind: probe
     inputs: { features: target_features.features }
     params: { n_train_per_class: 3, max_test_per_class: 4, folds: 2, softmax_steps: 20 }
+  - name: ablation
+    kind: train
+    inputs: { train: source_train.images, val: source_test.images, mean: source_mean.mean }
+    matrix: { arch: [zf_small, zf_small_no_fc67, zf_small_no_conv34_fc67, krizhevsky_small] }
+    params: { epochs: 1, batch_size: 32, init_std: 0.03, checkpoint_epochs: [] }
+  - name: no_renorm
+    kind: train
+    inputs: { train: source_train.images, val: source_test.images, mean: source_mean.mean }
+    params: { arch: zf_small, epochs: 1, batch_size: 32, init_std: 0.03, filter_rms_radius: 0, checkpoint_epochs: [] }
+  - name: filters
+    kind: conv1_filters
+    inputs: { zf: ablation@arch=zf_small.model, krizhevsky: ablation@arch=krizhevsky_small.model, unrenormalised: no_renorm.model }
+  - name: transfer
+    kind: transfer
+    inputs: { model: train.model, features: target_features.features, images: target.images }
+    params: { n_per_class: [1, 3], max_test_per_class: 4, folds: 2, softmax_steps: 20, scratch_steps: 4, scratch_init_std: 0.03 }
   - name: report
     kind: report
     inputs:
@@ -90,6 +107,12 @@ stages:
       correspondence_figures: [correspondence.figures]
       probe: [probe.table7]
       dedup: [dedup.matches]
+      ablation_metrics: [ablation.metrics]
+      ablation_evaluation: [ablation.evaluation]
+      filter_comparison: [filters.table]
+      filter_figures: [filters.figures]
+      transfer: [transfer.table]
+      transfer_figures: [transfer.figures]
     params: { title: smoke }
 "#;
 
@@ -105,7 +128,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     );
     let run = project.zfnet(&["run", "--jobs", "2"]);
     let stdout = run.ok();
-    assert!(stdout.contains("19 ran, 0 fresh, 0 failed"), "{stdout}");
+    assert!(stdout.contains("26 ran, 0 fresh, 0 failed"), "{stdout}");
     assert!(
         stdout.contains("1 epochs of `zf_small` on 180 images (6 classes)"),
         "{stdout}"
@@ -170,7 +193,19 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
         "| SVM (7) |",
         "**Claim (Table 7)**",
         "## Overlap removal (§5.2): `dedup`",
-        "## Not measured by this pipeline yet",
+        "## Architecture ablations (§4.1, §5.1, Tables 2-3)",
+        "| `zf_small_no_conv34_fc67` |",
+        "**Claim (Table 2)**",
+        "**Claim (Table 3)**",
+        "## First-layer filters compared (§4.1, Fig. 6 (a)-(c)): `filters`",
+        "| (b) Krizhevsky | `ablation@arch=krizhevsky_small` | `krizhevsky_small` | 48 |",
+        "**Claim (Fig. 6)**",
+        "**Claim (Fig. 6(a))**",
+        "## Transfer with N images per class (§5.2, Tables 4-5, Fig. 9): `transfer`",
+        "| | 1/class | 3/class |",
+        "![Fig. 9](figures/transfer_fig9.png)",
+        "**Claim (Tables 4-5, Fig. 9)**",
+        "## Not measured by this pipeline",
     ] {
         assert!(
             readme.contains(expected),
@@ -185,7 +220,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
     check_snapshot(&readme);
 
     let again = project.zfnet(&["run"]);
-    assert!(again.ok().contains("0 ran, 19 fresh"), "{}", again.stdout);
+    assert!(again.ok().contains("0 ran, 26 fresh"), "{}", again.stdout);
 }
 
 /// The committed smoke report (`tests/snapshots/smoke-report.md`) must match a fresh run's,

@@ -38,6 +38,12 @@ pub mod schemas {
         name: "filter_stats",
         version: 1,
     };
+    /// `conv1_filters.table`: panel (zf | krizhevsky | no_renorm), architecture, filter, rms,
+    /// dead, dominating (Fig. 6 (a)-(c) side by side).
+    pub const FILTER_COMPARISON: SchemaId = SchemaId {
+        name: "filter_comparison",
+        version: 1,
+    };
     /// `occlusion.maps`: image_id, y, x, map_activation, true_probability, predicted_label.
     pub const OCCLUSION_MAPS: SchemaId = SchemaId {
         name: "occlusion_maps",
@@ -68,6 +74,17 @@ pub mod schemas {
     /// `probe.table7`: classifier, layer, mean, std, folds (mean per-class accuracy).
     pub const PROBE: SchemaId = SchemaId {
         name: "probe",
+        version: 1,
+    };
+    /// `transfer.table`: method (pretrained | scratch), n_per_class, fold, accuracy (mean
+    /// per-class accuracy on the fold's test images), seconds.
+    pub const TRANSFER: SchemaId = SchemaId {
+        name: "transfer",
+        version: 1,
+    };
+    /// `transfer_multilabel.table6`: class, class_name, average_precision, positives.
+    pub const TRANSFER_AP: SchemaId = SchemaId {
+        name: "transfer_ap",
         version: 1,
     };
     /// `dedup.matches`: query_id, query_label, reference_id, ncc (pairs above the threshold).

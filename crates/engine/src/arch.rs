@@ -11,6 +11,12 @@
 //!   3 pool, 2 LRN, fc6, fc7 and softmax, with the strides moved into the pools:
 //!   conv1 48@5x5/1 (pad 2) -> 28, pool -> 14, LRN; conv2 64@5x5/1 (pad 2) -> 14, pool -> 7,
 //!   LRN; conv3 96, conv4 96, conv5 64 @3x3 (pad 1) -> 7; pool -> 3; fc6 512, fc7 512.
+//! - `krizhevsky_small`, Krizhevsky's first layers at zf_small's scale (Fig. 6 and Table 2
+//!   comparisons on small inputs): a larger kernel with a stride, as 11x11/4 is to 7x7/2:
+//!   conv1 48@9x9/2 (pad 4) -> 14, pool -> 7, LRN; conv2 64@5x5/1 (pad 2) -> 7, pool -> 3,
+//!   LRN; conv3-5 as zf_small -> 3; pool -> 1; fc6 512, fc7 512. (At full scale conv2's
+//!   stride 1 brings Krizhevsky's net back to zf's 13x13 at conv3-5; at 28x28 there is no
+//!   stride left to give back, so conv3-5 see 3x3 maps instead of 7x7.)
 //!
 //! Table 3's variants are suffixes on a base name, in this order:
 //! `_no_conv34` | `_no_fc7` | `_no_fc67` | `_no_conv34_fc67` (layers removed), then
@@ -57,7 +63,7 @@ pub struct Architecture {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error(
-    "unknown architecture `{name}`: {why}. Bases: zf, krizhevsky, zf_small; suffixes (in order): _no_conv34 | _no_fc7 | _no_fc67 | _no_conv34_fc67, _conv<a>_<b>_<c>, _fc<N>"
+    "unknown architecture `{name}`: {why}. Bases: zf, krizhevsky, zf_small, krizhevsky_small; suffixes (in order): _no_conv34 | _no_fc7 | _no_fc67 | _no_conv34_fc67, _conv<a>_<b>_<c>, _fc<N>"
 )]
 pub struct UnknownArchitecture {
     pub name: String,
@@ -99,6 +105,17 @@ impl Architecture {
                     conv2: (256, 5, 2, 0),
                     conv345: [384, 384, 256],
                     fc: 4096,
+                },
+                rest,
+            )
+        } else if let Some(rest) = name.strip_prefix("krizhevsky_small") {
+            (
+                Base {
+                    input_size: 28,
+                    conv1: (48, 9, 2, 4),
+                    conv2: (64, 5, 1, 2),
+                    conv345: [96, 96, 64],
+                    fc: 512,
                 },
                 rest,
             )

@@ -44,6 +44,19 @@ fn krizhevsky_conv1_is_11x11_stride_4_and_the_small_zf_keeps_the_structure() {
         feature_map_sizes("zf_small"),
         vec![28, 14, 14, 7, 7, 7, 7, 3]
     );
+    // The small Krizhevsky: a 9x9 stride-2 conv1 halves the resolution zf_small keeps.
+    assert_eq!(
+        feature_map_sizes("krizhevsky_small"),
+        vec![14, 7, 7, 3, 3, 3, 3, 1]
+    );
+    let net = Network::new(
+        CpuBackend,
+        Architecture::from_name("krizhevsky_small_no_fc67", 4).unwrap(),
+        0.01,
+        0,
+    );
+    assert_eq!(net.param("conv1").unwrap().shape, vec![48, 3, 9, 9]);
+    assert!(net.param("fc6").is_none());
 }
 
 #[test]

@@ -119,6 +119,34 @@ impl ImageStore {
         dropped
     }
 
+    /// A new store holding the images at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize]) -> ImageStore {
+        let mut pixels = Vec::with_capacity(indices.len() * self.image_len());
+        for &i in indices {
+            pixels.extend_from_slice(self.image(i));
+        }
+        ImageStore {
+            image_size: self.image_size,
+            pixels,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            image_ids: indices.iter().map(|&i| self.image_ids[i]).collect(),
+            class_names: self.class_names.clone(),
+        }
+    }
+
+    /// The per-pixel mean (HWC) of the images, as `mean_image` computes it (§3).
+    pub fn mean_image(&self) -> Vec<f32> {
+        let image_len = self.image_len();
+        let mut sums = vec![0u64; image_len];
+        for image in self.pixels.chunks(image_len) {
+            for (sum, &value) in sums.iter_mut().zip(image) {
+                *sum += value as u64;
+            }
+        }
+        let n = self.len().max(1) as f64;
+        sums.into_iter().map(|s| (s as f64 / n) as f32).collect()
+    }
+
     /// Writes the crops of `indices` (one crop each) as an N x 3 x C x C batch.
     pub fn batch(
         &self,

@@ -7,6 +7,6 @@ mod training;
 
 pub use data::ImageStore;
 pub use training::{
-    Crops, EpochMetrics, Evaluation, LrSchedule, TrainConfig, Trained, epoch_file, evaluate,
-    top_k_wrong, train,
+    Crops, EpochMetrics, Evaluation, LrSchedule, StepOutcome, TrainConfig, Trained, epoch_file,
+    evaluate, predict_probabilities, sgd_step, top_k_wrong, train,
 };

@@ -149,34 +149,30 @@ pub fn train<B: Backend>(
         order.shuffle(&mut rng_for(&[config.seed, purpose::SHUFFLE, epoch as u64]));
         let (mut loss_sum, mut wrong, mut seen, mut renormalised) = (0.0f64, 0usize, 0usize, 0);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
-            let mut crop_rng = rng_for(&[config.seed, purpose::CROP, epoch as u64, step as u64]);
-            let crops: Vec<Crop> = indices
-                .iter()
-                .map(|_| random_crop(train.image_size as u32, crop_size as u32, crop_rng.random()))
-                .collect();
-            let input = network
-                .backend
-                .upload(&train.batch(indices, &crops, crop_size, mean));
-            let labels: Vec<usize> = indices.iter().map(|&i| train.labels[i]).collect();
-            let dropout_stream = stream_key(&[config.seed, epoch as u64, step as u64]);
-            let acts = network.forward(input, Mode::Train { dropout_stream });
-            let loss = network.backward(&acts, &labels);
-            if !loss.is_finite() {
+            let outcome = sgd_step(
+                &mut network,
+                train,
+                indices,
+                mean,
+                [config.seed, epoch as u64, step as u64],
+                &update(state.learning_rate),
+            );
+            if !outcome.loss.is_finite() {
                 return Err(Error::Numerical(format!(
-                    "training diverged: the loss is {loss} at epoch {}, step {step} (learning \
+                    "training diverged: the loss is {} at epoch {}, step {step} (learning \
                      rate {}). The last good checkpoint (after epoch {}) is kept in {}; lower \
                      `learning_rate` or `init_std`",
+                    outcome.loss,
                     epoch + 1,
                     state.learning_rate,
                     state.epochs_done,
                     resume_dir.display()
                 )));
             }
-            let logits = network.backend.download(acts.logits());
-            wrong += top_k_wrong(&logits, &labels, classes, 1);
-            loss_sum += loss as f64 * labels.len() as f64;
-            seen += labels.len();
-            renormalised += network.update(&update(state.learning_rate));
+            wrong += outcome.wrong;
+            loss_sum += outcome.loss as f64 * indices.len() as f64;
+            seen += indices.len();
+            renormalised += outcome.renormalised;
         }
         let val_result = evaluate(&network, val, mean, Crops::Centre, config.batch_size);
         let metrics = EpochMetrics {
@@ -284,6 +280,59 @@ fn load_checkpoint<B: Backend>(network: &mut Network<B>, path: &Path) -> Result<
         })
 }
 
+/// What one SGD step saw.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutcome {
+    /// Mean cross-entropy of the batch (before the update).
+    pub loss: f32,
+    /// Batch images whose top-1 prediction was wrong.
+    pub wrong: usize,
+    /// Conv filters renormalised by the update.
+    pub renormalised: usize,
+}
+
+/// One SGD step on the images `indices` of `store` (§3): a random crop and flip of each,
+/// mean subtracted, forward with dropout, backward, update. Every random choice comes from
+/// streams keyed by `key` = (seed, epoch, step), so a step is reproducible on its own.
+pub fn sgd_step<B: Backend>(
+    network: &mut Network<B>,
+    store: &ImageStore,
+    indices: &[usize],
+    mean: &[f32],
+    key: [u64; 3],
+    update: &UpdateConfig,
+) -> StepOutcome {
+    let [seed, epoch, step] = key;
+    let crop_size = network.architecture.input_size;
+    let mut crop_rng = rng_for(&[seed, purpose::CROP, epoch, step]);
+    let crops: Vec<Crop> = indices
+        .iter()
+        .map(|_| random_crop(store.image_size as u32, crop_size as u32, crop_rng.random()))
+        .collect();
+    let input = network
+        .backend
+        .upload(&store.batch(indices, &crops, crop_size, mean));
+    let labels: Vec<usize> = indices.iter().map(|&i| store.labels[i]).collect();
+    let dropout_stream = stream_key(&[seed, epoch, step]);
+    let acts = network.forward(input, Mode::Train { dropout_stream });
+    let loss = network.backward(&acts, &labels);
+    if !loss.is_finite() {
+        return StepOutcome {
+            loss,
+            wrong: indices.len(),
+            renormalised: 0,
+        };
+    }
+    let logits = network.backend.download(acts.logits());
+    let wrong = top_k_wrong(&logits, &labels, network.classes(), 1);
+    let renormalised = network.update(update);
+    StepOutcome {
+        loss,
+        wrong,
+        renormalised,
+    }
+}
+
 /// Which crops an evaluation averages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Crops {
@@ -302,6 +351,42 @@ pub struct Evaluation {
     pub top5_error: f64,
 }
 
+/// Class probabilities (N x classes, row per image of `store`) without dropout, the softmax
+/// averaged over the chosen crops.
+pub fn predict_probabilities<B: Backend>(
+    network: &Network<B>,
+    store: &ImageStore,
+    mean: &[f32],
+    crops: Crops,
+    batch_size: usize,
+) -> Vec<f32> {
+    let crop_size = network.architecture.input_size;
+    let classes = network.classes();
+    let positions: Vec<Crop> = match crops {
+        Crops::Centre => vec![centre_crop(store.image_size as u32, crop_size as u32)],
+        Crops::Ten => ten_crops(store.image_size as u32, crop_size as u32).to_vec(),
+    };
+    let mut probs = vec![0.0f32; store.len() * classes];
+    let indices: Vec<usize> = (0..store.len()).collect();
+    for (chunk, out) in indices
+        .chunks(batch_size)
+        .zip(probs.chunks_mut(batch_size * classes))
+    {
+        for &crop in &positions {
+            let crops = vec![crop; chunk.len()];
+            let input = network
+                .backend
+                .upload(&store.batch(chunk, &crops, crop_size, mean));
+            let acts = network.forward(input, Mode::Eval);
+            let p = network.backend.softmax(acts.logits(), classes);
+            for (total, value) in out.iter_mut().zip(p) {
+                *total += value / positions.len() as f32;
+            }
+        }
+    }
+    probs
+}
+
 /// Evaluates without dropout, averaging the softmax over the chosen crops.
 pub fn evaluate<B: Backend>(
     network: &Network<B>,
@@ -310,40 +395,18 @@ pub fn evaluate<B: Backend>(
     crops: Crops,
     batch_size: usize,
 ) -> Evaluation {
-    let crop_size = network.architecture.input_size;
     let classes = network.classes();
-    let positions: Vec<Crop> = match crops {
-        Crops::Centre => vec![centre_crop(store.image_size as u32, crop_size as u32)],
-        Crops::Ten => ten_crops(store.image_size as u32, crop_size as u32).to_vec(),
-    };
-    let (mut loss, mut wrong1, mut wrong5) = (0.0f64, 0usize, 0usize);
-    let indices: Vec<usize> = (0..store.len()).collect();
-    for chunk in indices.chunks(batch_size) {
-        let mut probs = vec![0.0f32; chunk.len() * classes];
-        for &crop in &positions {
-            let crops = vec![crop; chunk.len()];
-            let input = network
-                .backend
-                .upload(&store.batch(chunk, &crops, crop_size, mean));
-            let acts = network.forward(input, Mode::Eval);
-            let p = network.backend.softmax(acts.logits(), classes);
-            for (total, value) in probs.iter_mut().zip(p) {
-                *total += value / positions.len() as f32;
-            }
-        }
-        let labels: Vec<usize> = chunk.iter().map(|&i| store.labels[i]).collect();
-        wrong1 += top_k_wrong(&probs, &labels, classes, 1);
-        wrong5 += top_k_wrong(&probs, &labels, classes, 5);
-        for (row, &label) in probs.chunks(classes).zip(&labels) {
-            loss -= (row[label].max(1e-30) as f64).ln();
-        }
+    let probs = predict_probabilities(network, store, mean, crops, batch_size);
+    let mut loss = 0.0f64;
+    for (row, &label) in probs.chunks(classes).zip(&store.labels) {
+        loss -= (row[label].max(1e-30) as f64).ln();
     }
     let n = store.len() as f64;
     Evaluation {
         n_images: store.len(),
         loss: loss / n,
-        top1_error: wrong1 as f64 / n,
-        top5_error: wrong5 as f64 / n,
+        top1_error: top_k_wrong(&probs, &store.labels, classes, 1) as f64 / n,
+        top5_error: top_k_wrong(&probs, &store.labels, classes, 5) as f64 / n,
     }
 }
 

@@ -18,6 +18,7 @@ pub fn registry() -> Registry {
         report::kinds(),
         occlusion::kinds(),
         probe::kinds(),
+        transfer::kinds(),
         dedup::kinds(),
     ];
     for kind in stage_crates.into_iter().flatten() {

@@ -7,6 +7,7 @@
 //! projected, one batch per layer.
 
 mod evolution;
+mod filters;
 mod render;
 mod scan;
 
@@ -27,7 +28,11 @@ pub use scan::{Hit, ScanConfig, chosen_maps, scan_top_k};
 use artifacts::table::schemas::{DECONV_TOP9 as TOP9, FILTER_STATS as FILTERS};
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
-    vec![Arc::new(DeconvTop9), Arc::new(evolution::FeatureEvolution)]
+    vec![
+        Arc::new(DeconvTop9),
+        Arc::new(evolution::FeatureEvolution),
+        Arc::new(filters::Conv1Filters),
+    ]
 }
 
 pub struct DeconvTop9;
@@ -188,18 +193,15 @@ impl StageKind for DeconvTop9 {
             })
             .expect("a ZF network has a conv1");
         render::filters_figure(conv1, &figures.join("conv1_filters.png"))?;
-        let rms = filter_rms(&conv1.weight, conv1.filter_len());
-        let dead_threshold = ctx.params.float("dead_filter_rms");
-        let median = {
-            let mut sorted = rms.clone();
-            sorted.sort_by(f64::total_cmp);
-            sorted[sorted.len() / 2]
-        };
-        // "A few filters dominating" (Fig. 6(a)): an RMS over 3x the median filter's.
-        let dead: Vec<i64> = rms.iter().map(|&r| (r < dead_threshold) as i64).collect();
-        let dominating: Vec<i64> = rms.iter().map(|&r| (r > 3.0 * median) as i64).collect();
+        let counts = filters::count_filters(
+            filter_rms(&conv1.weight, conv1.filter_len()),
+            ctx.params.float("dead_filter_rms"),
+        );
+        let dead: Vec<i64> = counts.dead.iter().map(|&d| d as i64).collect();
+        let dominating: Vec<i64> = counts.dominating.iter().map(|&d| d as i64).collect();
         let n_dead: i64 = dead.iter().sum();
         let n_dominating: i64 = dominating.iter().sum();
+        let rms = counts.rms;
         Table::default()
             .with("filter", Column::I64((0..rms.len() as i64).collect()))
             .with("rms", Column::F64(rms.clone()))
@@ -242,8 +244,9 @@ impl StageKind for DeconvTop9 {
                 per_layer
             ))
             .line(format!(
-                "conv1: {} filters, {n_dead} dead (RMS < {dead_threshold}), {n_dominating} dominating (RMS > 3x median)",
-                rms.len()
+                "conv1: {} filters, {n_dead} dead (RMS < {}), {n_dominating} dominating (RMS > 3x median)",
+                rms.len(),
+                ctx.params.float("dead_filter_rms")
             )))
     }
 }

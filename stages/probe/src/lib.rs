@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use stage_api::StageKind;
 
-
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![Arc::new(extract::Extract), Arc::new(probe::Probe)]
 }

@@ -1,0 +1,216 @@
+//! Kind `conv1_filters` (§4.1, Fig. 6 (a)-(c)): the first-layer filters of up to three
+//! models side by side, with counts of dead and dominating filters.
+//!
+//! The paper's panels: (a) conv1 trained *without* the filter RMS renormalisation of §3, where
+//! "a few filters dominate"; (b) Krizhevsky et al.'s 11x11 stride-4 conv1, with "a mix of
+//! extremely high and low frequency information, with little coverage of the mid
+//! frequencies" and dead filters; (c) the ZF 7x7 stride-2 conv1, with fewer dead filters.
+//! A filter is *dead* when its RMS is below `dead_filter_rms`, *dominating* when its RMS is
+//! over 3x the median filter's (the same definitions as `deconv_top9`'s filter table).
+
+use std::path::Path;
+
+use artifacts::Provenance;
+use artifacts::parquet_io::PROVENANCE_KEY;
+use artifacts::table::schemas::FILTER_COMPARISON;
+use artifacts::table::{Column, Table};
+use artifacts::tensors::read_tensors;
+use engine::cpu::sgd::filter_rms;
+use engine::weights::load_model;
+use engine::{CpuBackend, Op};
+use stage_api::{
+    Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+};
+
+use crate::render;
+
+pub struct Conv1Filters;
+
+/// The panels in the paper's order: (input name, panel label).
+pub const PANELS: [(&str, &str); 3] = [
+    ("unrenormalised", "no_renorm"),
+    ("krizhevsky", "krizhevsky"),
+    ("zf", "zf"),
+];
+
+/// Counts of one model's conv1 filters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FilterCounts {
+    pub rms: Vec<f64>,
+    pub dead: Vec<bool>,
+    pub dominating: Vec<bool>,
+}
+
+/// Dead (RMS under `dead_threshold`) and dominating (RMS over 3x the median) filters.
+pub fn count_filters(rms: Vec<f64>, dead_threshold: f64) -> FilterCounts {
+    let median = {
+        let mut sorted = rms.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    FilterCounts {
+        dead: rms.iter().map(|&r| r < dead_threshold).collect(),
+        dominating: rms.iter().map(|&r| r > 3.0 * median).collect(),
+        rms,
+    }
+}
+
+impl StageKind for Conv1Filters {
+    fn name(&self) -> &'static str {
+        "conv1_filters"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "conv1 filters of the ZF net, Krizhevsky's net and a run without RMS renormalisation, side by side (Fig. 6)."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![ParamSpec::float(
+            "dead_filter_rms",
+            0.01,
+            0.0,
+            1.0,
+            "A conv1 filter with a lower RMS counts as dead.",
+        )]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec::artifact(
+                "zf",
+                "a ZF-family model trained with filter RMS renormalisation (Fig. 6(c))",
+            ),
+            InputSpec::optional_artifact(
+                "krizhevsky",
+                "a Krizhevsky-family model (11x11/4 conv1 or its small variant), Fig. 6(b)",
+            ),
+            InputSpec::optional_artifact(
+                "unrenormalised",
+                "the ZF model trained with `filter_rms_radius: 0`, Fig. 6(a)",
+            ),
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec::new(
+                "table",
+                "filters.parquet",
+                "panel, architecture, stage, filter, rms, dead, dominating",
+            ),
+            OutputSpec::new(
+                "figures",
+                "figures",
+                "<panel>.png: each model's conv1 filters (Fig. 6)",
+            ),
+        ]
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        let figures = ctx.output("figures");
+        std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
+        let dead_threshold = ctx.params.float("dead_filter_rms");
+        let mut table = Rows::default();
+        let mut summary = RunSummary::default();
+        for (input, panel) in PANELS {
+            let Some(path) = ctx.optional_input(input) else {
+                continue;
+            };
+            let (network, info) = load_model(path, CpuBackend)?;
+            let conv1 = network
+                .ops
+                .iter()
+                .find_map(|op| match op {
+                    Op::Conv { param, .. } => Some(&network.params[*param]),
+                    _ => None,
+                })
+                .ok_or_else(|| Error::input(path, "the model has no convolution"))?;
+            render::filters_figure(conv1, &figures.join(format!("{panel}.png")))?;
+            let counts = count_filters(
+                filter_rms(&conv1.weight, conv1.filter_len()),
+                dead_threshold,
+            );
+            let stage = model_stage(path);
+            let (n_dead, n_dominating) = (
+                counts.dead.iter().filter(|d| **d).count(),
+                counts.dominating.iter().filter(|d| **d).count(),
+            );
+            summary = summary.line(format!(
+                "{panel} (`{}`, {}x{}/{}): {} filters, {n_dead} dead, {n_dominating} dominating",
+                info.architecture.name,
+                conv1.shape[2],
+                conv1.shape[3],
+                conv1_stride(&network).unwrap_or(0),
+                counts.rms.len()
+            ));
+            for (f, &rms) in counts.rms.iter().enumerate() {
+                table.panel.push(panel.to_owned());
+                table.architecture.push(info.architecture.name.clone());
+                table.stage.push(stage.clone());
+                table.filter.push(f as i64);
+                table.rms.push(rms);
+                table.dead.push(counts.dead[f] as i64);
+                table.dominating.push(counts.dominating[f] as i64);
+            }
+        }
+        Table::default()
+            .with("panel", Column::Str(table.panel))
+            .with("architecture", Column::Str(table.architecture))
+            .with("stage", Column::Str(table.stage))
+            .with("filter", Column::I64(table.filter))
+            .with("rms", Column::F64(table.rms))
+            .with("dead", Column::I64(table.dead))
+            .with("dominating", Column::I64(table.dominating))
+            .write(ctx.output("table"), FILTER_COMPARISON, &ctx.provenance)?;
+        Ok(summary)
+    }
+}
+
+#[derive(Default)]
+struct Rows {
+    panel: Vec<String>,
+    architecture: Vec<String>,
+    stage: Vec<String>,
+    filter: Vec<i64>,
+    rms: Vec<f64>,
+    dead: Vec<i64>,
+    dominating: Vec<i64>,
+}
+
+/// conv1's stride.
+fn conv1_stride(network: &engine::Network<CpuBackend>) -> Option<usize> {
+    network
+        .architecture
+        .layers
+        .iter()
+        .find_map(|layer| match layer {
+            engine::arch::LayerSpec::Conv { stride, .. } => Some(*stride),
+            _ => None,
+        })
+}
+
+/// The pipeline stage that wrote a model, from its provenance ("?" when it has none).
+fn model_stage(path: &Path) -> String {
+    read_tensors(path)
+        .ok()
+        .and_then(|file| file.metadata.get(PROVENANCE_KEY).cloned())
+        .and_then(|json| serde_json::from_str::<Provenance>(&json).ok())
+        .map_or_else(|| "?".to_owned(), |p| p.stage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_and_dominating_filters_are_counted_against_the_threshold_and_the_median() {
+        let counts = count_filters(vec![0.001, 0.05, 0.06, 0.07, 0.5], 0.01);
+        assert_eq!(counts.dead, vec![true, false, false, false, false]);
+        // Median 0.06: only 0.5 is over 3x.
+        assert_eq!(counts.dominating, vec![false, false, false, false, true]);
+    }
+}

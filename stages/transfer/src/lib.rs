@@ -1,0 +1,630 @@
+//! Kind `transfer` (§5.2, Tables 4 and 5, Fig. 9): how well do features learnt on one
+//! dataset serve another, with few training images per class?
+//!
+//! For each N in `n_per_class` and each seeded fold of the Caltech protocol (N training
+//! images per class, up to M test images per class, the mean of per-class accuracies):
+//! - **pretrained**: "layers 1-7 of the ImageNet model are kept fixed and a new softmax is
+//!   trained on the new dataset" — a softmax on the frozen layer-7 features (read from an
+//!   `extract` artifact of the target images);
+//! - **scratch**: "resets layers 1-7 and trains everything on the new dataset's training
+//!   images" — the pretrained model's architecture, freshly initialised, trained by SGD with
+//!   the §3 recipe (random crops and flips, momentum, dropout, filter RMS renormalisation) on
+//!   the same N images per class, its mean image taken from them.
+//!
+//! Both arms see exactly the same training and test images in each fold. The scratch arm runs
+//! a fixed number of SGD steps (`scratch_steps`, the rate dropping tenfold after two thirds of
+//! them): with N images per class there is no validation set to anneal on, and a fixed
+//! budget keeps the comparison across N even-handed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use artifacts::features::read_features;
+use artifacts::table::schemas::TRANSFER;
+use artifacts::table::{Column, Table};
+use engine::rng::{purpose, rng_for, stream_key};
+use engine::weights::load_model;
+use engine::{Architecture, CpuBackend, Network, UpdateConfig};
+use image::{Rgb, RgbImage};
+use linear_models::{mean_class_accuracy, normalised_with_bias, predict, train_softmax};
+use stage_api::sampling::split_per_class;
+use stage_api::{
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
+    StageKind,
+};
+use training::{Crops, ImageStore, predict_probabilities, sgd_step};
+
+pub fn kinds() -> Vec<Arc<dyn StageKind>> {
+    vec![Arc::new(Transfer)]
+}
+
+pub struct Transfer;
+
+/// The SGD settings of the scratch arm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScratchConfig {
+    pub architecture: String,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub init_std: f64,
+    pub filter_rms_radius: f64,
+}
+
+impl StageKind for Transfer {
+    fn name(&self) -> &'static str {
+        "transfer"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "Softmax on frozen pretrained features vs the network trained from scratch, N images per class (Tables 4-5, Fig. 9)."
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::int_list(
+                "n_per_class",
+                &[15, 30],
+                "Training images per class, one experiment each (paper: 15, 30 for Caltech-101; 15, 30, 45, 60 for Caltech-256; 1-60 for Fig. 9).",
+            ),
+            ParamSpec::optional_int(
+                "max_test_per_class",
+                1,
+                i64::MAX,
+                "Test images per class at most (paper: 50 for Caltech-101); the rest of the class when unset.",
+            ),
+            ParamSpec::int("folds", 5, 1, 100, "Seeded train/test folds (paper: 5)."),
+            ParamSpec::int(
+                "seed",
+                0,
+                0,
+                i64::MAX,
+                "Seed of the folds and of the scratch networks.",
+            ),
+            ParamSpec::int(
+                "layer",
+                7,
+                1,
+                7,
+                "Which frozen layer's features the pretrained softmax reads (paper: 7).",
+            ),
+            ParamSpec::float("softmax_l2", 1e-4, 0.0, 10.0, "Softmax L2 regularisation."),
+            ParamSpec::int("softmax_steps", 300, 1, 100_000, "Softmax gradient steps."),
+            ParamSpec::bool(
+                "scratch",
+                true,
+                "Also train the network from scratch on the same images (the tables' \"non-pretrained\" row).",
+            ),
+            ParamSpec::int(
+                "scratch_steps",
+                300,
+                1,
+                10_000_000,
+                "SGD steps of each scratch run; the rate drops tenfold after two thirds.",
+            ),
+            ParamSpec::int(
+                "scratch_batch_size",
+                128,
+                1,
+                65_536,
+                "Mini-batch size of the scratch runs (all N x classes images when fewer).",
+            ),
+            ParamSpec::float(
+                "scratch_learning_rate",
+                0.01,
+                0.0,
+                10.0,
+                "Initial learning rate of the scratch runs (paper: 1e-2).",
+            ),
+            ParamSpec::float(
+                "scratch_init_std",
+                0.01,
+                0.0,
+                10.0,
+                "Std of the scratch runs' initial weights (paper: 1e-2).",
+            ),
+            ParamSpec::float(
+                "scratch_weight_decay",
+                5e-4,
+                0.0,
+                1.0,
+                "L2 weight decay of the scratch runs.",
+            ),
+            ParamSpec::float(
+                "filter_rms_radius",
+                0.1,
+                0.0,
+                100.0,
+                "Filter RMS renormalisation of the scratch runs (paper: 0.1; 0 = off).",
+            ),
+            stage_api::device::device_param(),
+        ]
+    }
+
+    fn inputs(&self) -> Vec<InputSpec> {
+        vec![
+            InputSpec::model(),
+            InputSpec::artifact(
+                "features",
+                "extract.features of the target images through the pretrained model",
+            ),
+            InputSpec::artifact(
+                "images",
+                "the target images, preprocessed like the pre-training set (the scratch arm trains on them)",
+            ),
+        ]
+    }
+
+    fn outputs(&self) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec::new(
+                "table",
+                "transfer.parquet",
+                "method, n_per_class, fold, accuracy (mean per-class), seconds",
+            ),
+            OutputSpec::new(
+                "figures",
+                "figures",
+                "fig9.png: accuracy against training images per class",
+            ),
+        ]
+    }
+
+    fn resources(&self, params: &Params) -> Resources {
+        stage_api::device::device_resources(params)
+    }
+
+    fn validate(&self, params: &Params) -> Vec<String> {
+        let ns = params.int_list("n_per_class");
+        if ns.is_empty() {
+            return vec!["`n_per_class` lists no N".to_owned()];
+        }
+        ns.iter()
+            .filter(|&&n| n < 1)
+            .map(|n| format!("`n_per_class` has {n}; each N must be at least 1"))
+            .collect()
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
+        stage_api::device::require_available_device(&ctx.params)?;
+        let params = &ctx.params;
+        let layer = params.usize("layer");
+        let features_path = ctx.input("features").join(format!("layer{layer}.parquet"));
+        if !features_path.exists() {
+            return Err(Error::input(
+                ctx.input("features"),
+                format!("no layer{layer}.parquet: extract layer {layer} (its `layers` param)"),
+            ));
+        }
+        let features = read_features(&features_path)?;
+        let mut ids_by_label: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+        for (&id, &label) in features.image_ids.iter().zip(&features.labels) {
+            ids_by_label.entry(label).or_default().push(id);
+        }
+        let classes = ids_by_label.keys().copied().max().unwrap_or(0).max(0) as usize + 1;
+        let row_of: BTreeMap<i64, usize> = features
+            .image_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i))
+            .collect();
+
+        let scratch = params.bool("scratch");
+        let (store, store_index) = if scratch {
+            let store = ImageStore::load(ctx.input("images"))?;
+            let index: BTreeMap<i64, usize> = store
+                .image_ids
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| (id, i))
+                .collect();
+            if let Some(missing) = features.image_ids.iter().find(|id| !index.contains_key(id)) {
+                return Err(Error::input(
+                    ctx.input("images"),
+                    format!(
+                        "image {missing} has features but is not in these images: wire the \
+                         images the `extract` stage read"
+                    ),
+                ));
+            }
+            (Some(store), index)
+        } else {
+            (None, BTreeMap::new())
+        };
+        let (_, info) = load_model(ctx.input("model"), CpuBackend)?;
+        let config = ScratchConfig {
+            architecture: info.architecture.name.clone(),
+            steps: params.usize("scratch_steps"),
+            batch_size: params.usize("scratch_batch_size"),
+            learning_rate: params.float("scratch_learning_rate"),
+            momentum: 0.9,
+            weight_decay: params.float("scratch_weight_decay"),
+            init_std: params.float("scratch_init_std"),
+            filter_rms_radius: params.float("filter_rms_radius"),
+        };
+
+        let ns: Vec<usize> = params
+            .int_list("n_per_class")
+            .iter()
+            .map(|&n| n as usize)
+            .collect();
+        let folds = params.usize("folds");
+        let seed = params.int("seed") as u64;
+        let max_test = params
+            .optional_int("max_test_per_class")
+            .map(|m| m as usize);
+        let mut rows = Rows::default();
+        let bar = ctx.progress_bar((ns.len() * folds) as u64, "transfer (N x folds)");
+        for fold in 0..folds {
+            for &n in &ns {
+                let split = split_per_class(&ids_by_label, n, max_test, seed, fold as u64)
+                    .map_err(Error::Config)?;
+                let started = Instant::now();
+                let gather = |ids: &BTreeSet<i64>| {
+                    let mut values = Vec::with_capacity(ids.len() * features.dim);
+                    let mut labels = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        let r = row_of[id];
+                        values.extend_from_slice(
+                            &features.values[r * features.dim..(r + 1) * features.dim],
+                        );
+                        labels.push(features.labels[r] as usize);
+                    }
+                    (normalised_with_bias(&values, features.dim), labels)
+                };
+                let (x_train, y_train) = gather(&split.train);
+                let (x_test, y_test) = gather(&split.test);
+                let weights = train_softmax(
+                    &x_train,
+                    &y_train,
+                    classes,
+                    params.float("softmax_l2"),
+                    params.usize("softmax_steps"),
+                    1.0,
+                );
+                let accuracy = mean_class_accuracy(&predict(&weights, &x_test), &y_test, classes);
+                rows.push(
+                    "pretrained",
+                    n,
+                    fold,
+                    accuracy,
+                    started.elapsed().as_secs_f64(),
+                );
+
+                if let Some(store) = &store {
+                    let started = Instant::now();
+                    let pick = |ids: &BTreeSet<i64>| {
+                        store.subset(&ids.iter().map(|id| store_index[id]).collect::<Vec<_>>())
+                    };
+                    let (train_set, test_set) = (pick(&split.train), pick(&split.test));
+                    let run_seed = stream_key(&[seed, fold as u64, n as u64]);
+                    let accuracy =
+                        train_from_scratch(&config, classes, &train_set, &test_set, run_seed)?;
+                    rows.push(
+                        "scratch",
+                        n,
+                        fold,
+                        accuracy,
+                        started.elapsed().as_secs_f64(),
+                    );
+                }
+                bar.inc(1);
+            }
+        }
+        bar.finish_and_clear();
+
+        let figures = ctx.output("figures");
+        std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
+        plot_fig9(&rows, &figures.join("fig9.png"))?;
+        rows.table()
+            .write(ctx.output("table"), TRANSFER, &ctx.provenance)?;
+        let mut summary = RunSummary::default();
+        for method in ["pretrained", "scratch"] {
+            let line: Vec<String> = ns
+                .iter()
+                .filter_map(|&n| {
+                    let (mean, std) = rows.mean_std(method, n)?;
+                    Some(format!(
+                        "{n}/class {:.1} ± {:.1}%",
+                        100.0 * mean,
+                        100.0 * std
+                    ))
+                })
+                .collect();
+            if !line.is_empty() {
+                summary = summary.line(format!("{method}: {}", line.join(", ")));
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// Trains `config.architecture` from a fresh initialisation on `train` and returns its mean
+/// per-class accuracy on `test` (centre crop).
+pub fn train_from_scratch(
+    config: &ScratchConfig,
+    classes: usize,
+    train: &ImageStore,
+    test: &ImageStore,
+    seed: u64,
+) -> Result<f64> {
+    let architecture = Architecture::from_name(&config.architecture, classes)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    if architecture.input_size > train.image_size {
+        return Err(Error::Config(format!(
+            "architecture `{}` takes {}x{} crops but the target images are {}x{}: preprocess \
+             them like the pre-training set",
+            config.architecture,
+            architecture.input_size,
+            architecture.input_size,
+            train.image_size,
+            train.image_size
+        )));
+    }
+    let mut network = Network::new(CpuBackend, architecture, config.init_std, seed);
+    let mean = train.mean_image();
+    let batch = config.batch_size.min(train.len()).max(1);
+    let anneal_at = config.steps * 2 / 3;
+    let mut order: Vec<usize> = Vec::new();
+    let mut pass = 0u64;
+    for step in 0..config.steps {
+        if order.len() < batch {
+            // A new pass over the images, shuffled by its own stream.
+            let mut next: Vec<usize> = (0..train.len()).collect();
+            use rand::seq::SliceRandom;
+            next.shuffle(&mut rng_for(&[seed, purpose::SHUFFLE, pass]));
+            pass += 1;
+            order.extend(next);
+        }
+        let indices: Vec<usize> = order.drain(..batch).collect();
+        let learning_rate = if step < anneal_at {
+            config.learning_rate
+        } else {
+            config.learning_rate * 0.1
+        };
+        let update = UpdateConfig {
+            learning_rate,
+            momentum: config.momentum,
+            weight_decay: config.weight_decay,
+            filter_rms_radius: config.filter_rms_radius,
+        };
+        let outcome = sgd_step(
+            &mut network,
+            train,
+            &indices,
+            &mean,
+            [seed, pass, step as u64],
+            &update,
+        );
+        tracing::debug!(step, loss = outcome.loss, "scratch step");
+        if !outcome.loss.is_finite() {
+            return Err(Error::Numerical(format!(
+                "training from scratch diverged: the loss is {} at step {step} of {} ({} \
+                 images); lower `scratch_learning_rate` or `scratch_init_std`",
+                outcome.loss,
+                config.steps,
+                train.len()
+            )));
+        }
+    }
+    let probabilities = predict_probabilities(&network, test, &mean, Crops::Centre, 128);
+    let predicted: Vec<usize> = probabilities
+        .chunks(classes)
+        .map(|row| (0..classes).fold(0, |best, k| if row[k] > row[best] { k } else { best }))
+        .collect();
+    Ok(mean_class_accuracy(&predicted, &test.labels, classes))
+}
+
+/// The rows of the `table` artifact.
+#[derive(Default)]
+struct Rows {
+    method: Vec<String>,
+    n: Vec<i64>,
+    fold: Vec<i64>,
+    accuracy: Vec<f64>,
+    seconds: Vec<f64>,
+}
+
+impl Rows {
+    fn push(&mut self, method: &str, n: usize, fold: usize, accuracy: f64, seconds: f64) {
+        self.method.push(method.to_owned());
+        self.n.push(n as i64);
+        self.fold.push(fold as i64);
+        self.accuracy.push(accuracy);
+        self.seconds.push(seconds);
+    }
+
+    /// Mean and (population) std over folds of one method at one N.
+    fn mean_std(&self, method: &str, n: usize) -> Option<(f64, f64)> {
+        let values: Vec<f64> = (0..self.n.len())
+            .filter(|&i| self.method[i] == method && self.n[i] == n as i64)
+            .map(|i| self.accuracy[i])
+            .collect();
+        mean_std(&values)
+    }
+
+    fn table(&self) -> Table {
+        Table::default()
+            .with("method", Column::Str(self.method.clone()))
+            .with("n_per_class", Column::I64(self.n.clone()))
+            .with("fold", Column::I64(self.fold.clone()))
+            .with("accuracy", Column::F64(self.accuracy.clone()))
+            .with("seconds", Column::F64(self.seconds.clone()))
+    }
+}
+
+/// Mean and population standard deviation; `None` for no values.
+pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
+    if values.is_empty() {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / values.len() as f64;
+    Some((mean, var.sqrt()))
+}
+
+/// The colours of Fig. 9's two curves (the report's legend names them).
+pub const PRETRAINED_COLOUR: [u8; 3] = [0, 110, 200];
+pub const SCRATCH_COLOUR: [u8; 3] = [235, 120, 30];
+
+/// Fig. 9: mean accuracy (y, 0 to 100%, grey lines every 25%) against N per class (x,
+/// linear from 0), one curve per method with ±1 std bars.
+fn plot_fig9(rows: &Rows, path: &Path) -> Result<()> {
+    const W: u32 = 480;
+    const H: u32 = 320;
+    const M: u32 = 20;
+    let mut canvas = RgbImage::from_pixel(W + 2 * M, H + 2 * M, Rgb([255, 255, 255]));
+    for quarter in 1..=4 {
+        let y = M + H - quarter * (H - 1) / 4;
+        for x in M..M + W {
+            canvas.put_pixel(x, y, Rgb([220, 220, 220]));
+        }
+    }
+    for x in M..M + W {
+        canvas.put_pixel(x, M + H - 1, Rgb([0, 0, 0]));
+    }
+    for y in M..M + H {
+        canvas.put_pixel(M, y, Rgb([0, 0, 0]));
+    }
+    let mut ns: Vec<i64> = rows.n.clone();
+    ns.sort_unstable();
+    ns.dedup();
+    let x_max = ns.last().copied().unwrap_or(1).max(1) as f64;
+    let to_px = |n: f64, accuracy: f64| {
+        (
+            M as f64 + 4.0 + n / x_max * (W as f64 - 10.0),
+            (M + H) as f64 - 1.0 - accuracy.clamp(0.0, 1.0) * (H as f64 - 2.0),
+        )
+    };
+    let dot = |canvas: &mut RgbImage, x: f64, y: f64, colour: [u8; 3]| {
+        let (x, y) = (x.round() as i64, y.round() as i64);
+        if x >= 0 && y >= 0 && (x as u32) < canvas.width() && (y as u32) < canvas.height() {
+            canvas.put_pixel(x as u32, y as u32, Rgb(colour));
+        }
+    };
+    for (method, colour) in [
+        ("pretrained", PRETRAINED_COLOUR),
+        ("scratch", SCRATCH_COLOUR),
+    ] {
+        let points: Vec<(f64, f64, f64)> = ns
+            .iter()
+            .filter_map(|&n| {
+                let (mean, std) = rows.mean_std(method, n as usize)?;
+                Some((n as f64, mean, std))
+            })
+            .collect();
+        for &(n, mean, std) in &points {
+            let (x, _) = to_px(n, mean);
+            let (_, top) = to_px(n, mean + std);
+            let (_, bottom) = to_px(n, mean - std);
+            let mut y = top;
+            while y <= bottom {
+                dot(&mut canvas, x, y, colour);
+                y += 1.0;
+            }
+            let (_, centre) = to_px(n, mean);
+            for dx in -3..=3 {
+                for dy in -3..=3 {
+                    dot(&mut canvas, x + dx as f64, centre + dy as f64, colour);
+                }
+            }
+        }
+        for pair in points.windows(2) {
+            let (a, b) = (to_px(pair[0].0, pair[0].1), to_px(pair[1].0, pair[1].1));
+            let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) as usize).max(1);
+            for s in 0..=steps {
+                let t = s as f64 / steps as f64;
+                for thick in [-0.5, 0.0, 0.5] {
+                    dot(
+                        &mut canvas,
+                        a.0 + t * (b.0 - a.0),
+                        a.1 + t * (b.1 - a.1) + thick,
+                        colour,
+                    );
+                }
+            }
+        }
+    }
+    canvas
+        .save(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Class 0: the top half bright; class 1: the bottom half; with per-image noise.
+    fn halves(n_per_class: usize, seed: u64) -> ImageStore {
+        use rand::{Rng, SeedableRng};
+        let size = 32;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut store = ImageStore {
+            image_size: size,
+            pixels: Vec::new(),
+            labels: Vec::new(),
+            image_ids: Vec::new(),
+            class_names: vec!["top".into(), "bottom".into()],
+        };
+        for i in 0..2 * n_per_class {
+            let label = i % 2;
+            for y in 0..size {
+                for _x in 0..size {
+                    let bright = (y < size / 2) == (label == 0);
+                    let base: u8 = if bright { 190 } else { 40 };
+                    let value = base.saturating_add(rng.random_range(0..40));
+                    store.pixels.extend([value; 3]);
+                }
+            }
+            store.labels.push(label);
+            store.image_ids.push(i as i64);
+        }
+        store
+    }
+
+    fn config() -> ScratchConfig {
+        ScratchConfig {
+            architecture: "zf_small".into(),
+            steps: 30,
+            batch_size: 16,
+            learning_rate: 0.01,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            init_std: 0.03,
+            filter_rms_radius: 0.1,
+        }
+    }
+
+    #[test]
+    fn a_network_trained_from_scratch_learns_a_separable_task_and_is_deterministic() {
+        let (train, test) = (halves(8, 1), halves(10, 2));
+        let accuracy = train_from_scratch(&config(), 2, &train, &test, 7).unwrap();
+        assert!(accuracy >= 0.9, "accuracy {accuracy}");
+        let again = train_from_scratch(&config(), 2, &train, &test, 7).unwrap();
+        assert_eq!(accuracy.to_bits(), again.to_bits());
+    }
+
+    #[test]
+    fn a_crop_larger_than_the_images_is_a_config_error() {
+        let mut small = halves(2, 1);
+        small.image_size = 16;
+        small.pixels.truncate(4 * 16 * 16 * 3);
+        let error = train_from_scratch(&config(), 2, &small, &small, 0).unwrap_err();
+        assert!(error.to_string().contains("takes 28x28 crops"), "{error}");
+    }
+
+    #[test]
+    fn mean_and_std_are_over_folds() {
+        assert_eq!(mean_std(&[]), None);
+        let (mean, std) = mean_std(&[0.5, 0.7]).unwrap();
+        assert!((mean - 0.6).abs() < 1e-12 && (std - 0.1).abs() < 1e-12);
+    }
+}
