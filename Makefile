@@ -32,11 +32,11 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
 test-deps:
-	@$(PYTHON) -c "import pyarrow" 2>/dev/null || \
+	@$(PYTHON) -c "import pyarrow, sklearn" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet -r scripts/requirements-test.txt
 
 bench-deps:
-	@$(PYTHON) -c "import numpy, PIL, onnxruntime, onnx" 2>/dev/null || \
+	@$(PYTHON) -c "import numpy, PIL, onnxruntime, onnx, sklearn" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet -r scripts/requirements-bench.txt
 
 clean:

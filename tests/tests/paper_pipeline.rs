@@ -22,23 +22,36 @@ fn the_paper_pipeline_resolves_when_its_datasets_exist_and_names_them_when_not()
         "{}",
         missing.stderr
     );
-    assert!(
-        missing
-            .stderr
-            .contains("point `stages.caltech101_files.inputs.root` at it"),
-        "{}",
-        missing.stderr
-    );
+    for stage in [
+        "caltech101_files",
+        "caltech256_files",
+        "voc_train_files",
+        "voc_val_files",
+    ] {
+        assert!(
+            missing
+                .stderr
+                .contains(&format!("point `stages.{stage}.inputs.root` at it")),
+            "{}",
+            missing.stderr
+        );
+    }
 
-    fs::create_dir_all(project.path("data/imagenet/train")).unwrap();
-    fs::create_dir_all(project.path("data/101_ObjectCategories")).unwrap();
+    for folder in [
+        "data/imagenet/train",
+        "data/101_ObjectCategories",
+        "data/256_ObjectCategories",
+        "data/VOCdevkit/VOC2012",
+    ] {
+        fs::create_dir_all(project.path(folder)).unwrap();
+    }
     let dag = project.zfnet(&["-f", "pipelines/paper.yaml", "dag"]);
     let text = dag.ok();
-    assert!(text.starts_with("pipeline `paper`: 15 stages"), "{text}");
+    assert!(text.starts_with("pipeline `paper`: 43 stages"), "{text}");
     // The paper's settings are the train kind's defaults, so only the wiring shows.
     assert!(
         text.contains(
-            "train [train v1]\n  mean <- imagenet_mean.mean\n  train <- imagenet_train.images"
+            "train [train v1]\n  exclude <- dedup_caltech101.removal, dedup_caltech256.removal\n  mean <- imagenet_mean.mean\n  train <- imagenet_train.images"
         ),
         "{text}"
     );

@@ -109,6 +109,7 @@ stages:
       dedup: [dedup.matches]
       ablation_metrics: [ablation.metrics]
       ablation_evaluation: [ablation.evaluation]
+      ablation_models: [ablation.model]
       filter_comparison: [filters.table]
       filter_figures: [filters.figures]
       transfer: [transfer.table]

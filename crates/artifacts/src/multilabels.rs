@@ -14,6 +14,30 @@ use arrow_schema::{DataType, Field, Schema};
 use crate::parquet_io::{SchemaId, expect_schema, read_all, write_table};
 use crate::{Provenance, Result};
 
+/// The 20 VOC classes in the devkit's order: label k of a VOC `multilabels` artifact.
+pub const VOC_CLASSES: [&str; 20] = [
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+];
+
 pub const MULTILABELS: SchemaId = SchemaId {
     name: "multilabels",
     version: 1,

@@ -113,6 +113,35 @@ impl TensorFile {
     }
 }
 
+/// The string metadata of a safetensors file (provenance, architecture, ...), reading only
+/// its header: cheap even for a model of hundreds of megabytes.
+pub fn read_tensor_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let bad = |why: String| Error::contract(path, format!("not a safetensors file: {why}"));
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|e| bad(format!("no header length ({e})")))?;
+    let length = u64::from_le_bytes(length);
+    if length > 100_000_000 {
+        return Err(bad(format!("header of {length} bytes")));
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| bad(format!("header cut short ({e})")))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not JSON ({e})")))?;
+    Ok(header
+        .get("__metadata__")
+        .and_then(|m| m.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 pub fn read_tensors(path: &Path) -> Result<TensorFile> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let parsed = SafeTensors::deserialize(&bytes)
@@ -153,6 +182,21 @@ pub fn read_tensors(path: &Path) -> Result<TensorFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metadata_alone_is_read_from_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let metadata = BTreeMap::from([("zfnet.architecture".to_owned(), "{}".to_owned())]);
+        let tensors = [NamedTensor::new("w", vec![2], vec![1.0, 2.0])];
+        write_tensors(&path, &Provenance::ad_hoc("t"), &tensors, &metadata).unwrap();
+        let read = read_tensor_metadata(&path).unwrap();
+        assert_eq!(read, read_tensors(&path).unwrap().metadata);
+        assert_eq!(read["zfnet.architecture"], "{}");
+        std::fs::write(&path, b"\x05\0\0\0\0\0\0\0{").unwrap();
+        let error = read_tensor_metadata(&path).unwrap_err().to_string();
+        assert!(error.contains("not a safetensors file"), "{error}");
+    }
 
     #[test]
     fn tensors_and_metadata_round_trip() {

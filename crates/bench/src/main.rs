@@ -4,11 +4,13 @@
 //! Benchmarks: `preprocess` (decode + shortest side to 256 + centre crop of ImageNet-like
 //! 500x375 JPEGs) against Pillow, in one process and in a pool of one process per core;
 //! `engine` (training and inference steps) against onnxruntime and the machine's SGEMM rate;
-//! `dedup` (blocked normalised correlations) against numpy; `top9` (the deconvnet's scan).
+//! `dedup` (blocked normalised correlations) against numpy; `svm` (one-vs-rest linear SVM)
+//! against scikit-learn's LinearSVC; `top9` (the deconvnet's scan).
 
 mod dedup;
 mod engine;
 mod preprocess;
+mod svm;
 mod top9;
 
 use anyhow::Result;
@@ -31,6 +33,9 @@ fn main() -> Result<()> {
     }
     if wants("dedup") {
         dedup::run()?;
+    }
+    if wants("svm") {
+        svm::run()?;
     }
     if wants("top9") {
         top9::run()?;

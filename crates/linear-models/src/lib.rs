@@ -10,6 +10,8 @@
 //! Both are deterministic: the coordinate order comes from a seeded RNG, classes are solved
 //! independently (in parallel), sums run in a fixed order.
 
+pub mod synthetic;
+
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;

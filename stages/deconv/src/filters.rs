@@ -14,7 +14,7 @@ use artifacts::Provenance;
 use artifacts::parquet_io::PROVENANCE_KEY;
 use artifacts::table::schemas::FILTER_COMPARISON;
 use artifacts::table::{Column, Table};
-use artifacts::tensors::read_tensors;
+use artifacts::tensors::read_tensor_metadata;
 use engine::cpu::sgd::filter_rms;
 use engine::weights::load_model;
 use engine::{CpuBackend, Op};
@@ -26,11 +26,11 @@ use crate::render;
 
 pub struct Conv1Filters;
 
-/// The panels in the paper's order: (input name, panel label).
-pub const PANELS: [(&str, &str); 3] = [
-    ("unrenormalised", "no_renorm"),
-    ("krizhevsky", "krizhevsky"),
-    ("zf", "zf"),
+/// The panels in the paper's order: (input name, panel label, figure file).
+pub const PANELS: [(&str, &str, &str); 3] = [
+    ("unrenormalised", "no_renorm", "a_no_renorm.png"),
+    ("krizhevsky", "krizhevsky", "b_krizhevsky.png"),
+    ("zf", "zf", "c_zf.png"),
 ];
 
 /// Counts of one model's conv1 filters.
@@ -105,7 +105,7 @@ impl StageKind for Conv1Filters {
             OutputSpec::new(
                 "figures",
                 "figures",
-                "<panel>.png: each model's conv1 filters (Fig. 6)",
+                "a_no_renorm.png, b_krizhevsky.png, c_zf.png: each model's conv1 filters (Fig. 6)",
             ),
         ]
     }
@@ -116,7 +116,7 @@ impl StageKind for Conv1Filters {
         let dead_threshold = ctx.params.float("dead_filter_rms");
         let mut table = Rows::default();
         let mut summary = RunSummary::default();
-        for (input, panel) in PANELS {
+        for (input, panel, figure) in PANELS {
             let Some(path) = ctx.optional_input(input) else {
                 continue;
             };
@@ -129,7 +129,7 @@ impl StageKind for Conv1Filters {
                     _ => None,
                 })
                 .ok_or_else(|| Error::input(path, "the model has no convolution"))?;
-            render::filters_figure(conv1, &figures.join(format!("{panel}.png")))?;
+            render::filters_figure(conv1, &figures.join(figure))?;
             let counts = count_filters(
                 filter_rms(&conv1.weight, conv1.filter_len()),
                 dead_threshold,
@@ -195,9 +195,9 @@ fn conv1_stride(network: &engine::Network<CpuBackend>) -> Option<usize> {
 
 /// The pipeline stage that wrote a model, from its provenance ("?" when it has none).
 fn model_stage(path: &Path) -> String {
-    read_tensors(path)
+    read_tensor_metadata(path)
         .ok()
-        .and_then(|file| file.metadata.get(PROVENANCE_KEY).cloned())
+        .and_then(|metadata| metadata.get(PROVENANCE_KEY).cloned())
         .and_then(|json| serde_json::from_str::<Provenance>(&json).ok())
         .map_or_else(|| "?".to_owned(), |p| p.stage)
 }

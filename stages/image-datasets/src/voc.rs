@@ -15,29 +15,7 @@ use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
 
-/// The 20 VOC classes in the devkit's order.
-pub const VOC_CLASSES: [&str; 20] = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-];
+pub use artifacts::multilabels::VOC_CLASSES;
 
 pub struct Voc2012;
 

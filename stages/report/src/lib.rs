@@ -54,11 +54,10 @@ impl StageKind for Report {
                 false,
                 "True when the data are the paper's (ImageNet 2012): the paper's numbers are then compared, not just shown.",
             ),
-            ParamSpec::choice(
-                "transfer_paper_table",
-                "none",
-                &["none", "caltech101", "caltech256"],
-                "The paper's transfer table to compare `transfer` results with (Table 4: Caltech-101, Table 5: Caltech-256).",
+            ParamSpec::str_list(
+                "transfer_paper_tables",
+                &[],
+                "For each `transfer` input in order, the paper's table to compare it with: caltech101 (Table 4), caltech256 (Table 5) or none.",
             ),
         ]
     }
@@ -86,10 +85,15 @@ impl StageKind for Report {
                 "ablation_evaluation",
                 "train.evaluation of the same sweep, in the same order",
             ),
+            InputSpec::artifact_list(
+                "ablation_models",
+                "train.model of the same sweep, in the same order: names each row's architecture",
+            ),
             InputSpec::artifact_list("filter_comparison", "conv1_filters.table artifacts"),
             InputSpec::artifact_list("filter_figures", "conv1_filters.figures folders"),
             InputSpec::artifact_list("transfer", "transfer.table artifacts"),
             InputSpec::artifact_list("transfer_figures", "transfer.figures folders"),
+            InputSpec::artifact_list("table6", "transfer_multilabel.table6 artifacts"),
         ]
     }
 
@@ -574,27 +578,33 @@ impl StageKind for Report {
                 .collect();
         if !ablation.is_empty() {
             sections += 1;
-            let variants = paper_tables::read_variants(&ablation)?;
+            let variants =
+                paper_tables::read_variants(&ablation, ctx.input_list("ablation_models"))?;
             paper_tables::ablation_section(&mut md, &variants, paper_scale);
         }
         for (path, folder) in paired(ctx, "filter_comparison", "filter_figures") {
             sections += 1;
             paper_tables::filters_section(&mut md, path, folder.map(|f| f.as_path()), &figures)?;
         }
-        let paper_transfer = match ctx.params.str("transfer_paper_table") {
-            "caltech101" => paper_tables::PaperTransferTable::Caltech101,
-            "caltech256" => paper_tables::PaperTransferTable::Caltech256,
-            _ => paper_tables::PaperTransferTable::None,
-        };
-        for (path, folder) in paired(ctx, "transfer", "transfer_figures") {
+        let paper_transfer = ctx.params.str_list("transfer_paper_tables");
+        for (i, (path, folder)) in paired(ctx, "transfer", "transfer_figures").enumerate() {
             sections += 1;
+            let paper = match paper_transfer.get(i).map(String::as_str) {
+                Some("caltech101") => paper_tables::PaperTransferTable::Caltech101,
+                Some("caltech256") => paper_tables::PaperTransferTable::Caltech256,
+                _ => paper_tables::PaperTransferTable::None,
+            };
             paper_tables::transfer_section(
                 &mut md,
                 path,
                 folder.map(|f| f.as_path()),
                 &figures,
-                paper_transfer,
+                paper,
             )?;
+        }
+        for path in ctx.input_list("table6") {
+            sections += 1;
+            paper_tables::table6_section(&mut md, path)?;
         }
 
         let missing: Vec<&str> = [
@@ -607,7 +617,15 @@ impl StageKind for Report {
                 ctx.input_list("filter_comparison").is_empty(),
                 "conv1 filters of ZF vs Krizhevsky vs no renormalisation (Fig. 6 (a)-(c))",
             ),
-            (true, "PASCAL VOC 2012 per-class AP (Table 6)"),
+            (
+                ctx.input_list("table6").is_empty(),
+                "PASCAL VOC 2012 per-class AP (Table 6)",
+            ),
+            (
+                !ctx.input_list("filter_comparison").is_empty()
+                    && !filter_panels(ctx.input_list("filter_comparison")).contains("no_renorm"),
+                "conv1 trained without filter renormalisation (Fig. 6(a))",
+            ),
             (
                 true,
                 "layer-2 projections of ZF vs Krizhevsky side by side (Fig. 6 (d)-(e))",
@@ -654,6 +672,16 @@ impl StageKind for Report {
         std::fs::write(&readme, md).map_err(|e| Error::io(&readme, e))?;
         Ok(RunSummary::default().line(format!("README.md with {sections} section(s)")))
     }
+}
+
+/// The panels (`zf`, `krizhevsky`, `no_renorm`) present in conv1_filters tables.
+fn filter_panels(paths: &[std::path::PathBuf]) -> String {
+    paths
+        .iter()
+        .filter_map(|path| Table::read(path, artifacts::table::schemas::FILTER_COMPARISON).ok())
+        .flat_map(|table| table.str("panel").unwrap_or(&[]).to_vec())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Copies a figures folder's PNGs into the report as `<stage>_<name>`, in name order;

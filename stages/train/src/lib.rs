@@ -168,9 +168,9 @@ impl StageKind for Train {
                 "mean",
                 "the per-pixel mean of the training images (mean_image)",
             ),
-            InputSpec::optional_artifact(
+            InputSpec::artifact_list(
                 "exclude",
-                "a removal manifest (dedup.removal): training images to leave out (§5.2)",
+                "removal manifests (dedup.removal), one per target set: training images to leave out (§5.2)",
             ),
         ]
     }
@@ -219,19 +219,12 @@ impl StageKind for Train {
         stage_api::device::require_available_device(&ctx.params)?;
         let config = Train::config(&ctx.params);
         let mut train_store = ImageStore::load(ctx.input("train"))?;
-        let excluded = match ctx.optional_input("exclude") {
-            Some(path) => {
-                let manifest = Table::read(path, REMOVAL)?;
-                let ids: std::collections::BTreeSet<i64> = manifest
-                    .i64("image_id")
-                    .unwrap_or(&[])
-                    .iter()
-                    .copied()
-                    .collect();
-                train_store.exclude(&ids)
-            }
-            None => 0,
-        };
+        let mut ids = std::collections::BTreeSet::new();
+        for path in ctx.input_list("exclude") {
+            let manifest = Table::read(path, REMOVAL)?;
+            ids.extend(manifest.i64("image_id").unwrap_or(&[]).iter().copied());
+        }
+        let excluded = train_store.exclude(&ids);
         let val_store = ImageStore::load(ctx.input("val"))?;
         let mean_path = ctx.input("mean");
         let mean_file = read_tensors(mean_path)?;

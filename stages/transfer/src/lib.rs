@@ -36,8 +36,12 @@ use stage_api::{
 };
 use training::{Crops, ImageStore, predict_probabilities, sgd_step};
 
+mod multilabel;
+
+pub use multilabel::average_precision;
+
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
-    vec![Arc::new(Transfer)]
+    vec![Arc::new(Transfer), Arc::new(multilabel::TransferMultilabel)]
 }
 
 pub struct Transfer;
