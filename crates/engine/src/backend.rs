@@ -8,7 +8,8 @@ use crate::cpu;
 use crate::geometry::{ConvGeometry, PoolGeometry};
 use crate::lrn::LrnConfig;
 
-pub trait Backend: Send + Sync {
+/// Backends are cheap handles (`Clone` shares the device): several networks can share one.
+pub trait Backend: Send + Sync + Clone {
     /// A device buffer of f32.
     type Buffer: Send + Sync;
     /// Max-pool switches (argmax locations, §2.1).

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A convolution's shape: input planes, filters, kernel, stride, zero padding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConvGeometry {
     pub in_channels: usize,
     pub in_h: usize,

@@ -3,27 +3,36 @@
 
 use crate::{Error, ParamSpec, Params, Resources, Result};
 
-/// `device: cpu | cuda`.
+/// `device: cpu | cuda | cuda-tf32` (`cuda` is true fp32; `cuda-tf32` lets cuDNN and cuBLAS
+/// use TF32 tensor cores).
 pub fn device_param() -> ParamSpec {
-    ParamSpec::choice("device", "cpu", &["cpu", "cuda"], "Where the network runs.")
+    ParamSpec::choice(
+        "device",
+        "cpu",
+        &["cpu", "cuda", "cuda-tf32"],
+        "Where the network runs: the CPU, or GPU 0 in fp32 (`cuda`) or TF32 (`cuda-tf32`); the GPU needs a build with `--features cuda`.",
+    )
 }
 
-/// A `cuda` run needs the GPU token.
+/// Whether the params ask for the GPU.
+pub fn wants_gpu(params: &Params) -> bool {
+    params.str("device") != "cpu"
+}
+
+/// A GPU run holds the GPU token.
 pub fn device_resources(params: &Params) -> Resources {
     Resources {
-        gpu: params.str("device") == "cuda",
+        gpu: wants_gpu(params),
     }
 }
 
-/// Fails with a clear message when the params ask for a backend this build does not have.
-/// Only the CPU backend exists today.
-pub fn require_available_device(params: &Params) -> Result<()> {
-    if params.str("device") == "cuda" {
-        return Err(Error::Config(
-            "`device: cuda` needs the CUDA backend (issue #5), which this build does not have; \
-             set `device: cpu`"
-                .to_owned(),
-        ));
+/// For kinds that run on the CPU only so far: a GPU device is a config error that says so.
+pub fn require_cpu(params: &Params, kind: &str) -> Result<()> {
+    if wants_gpu(params) {
+        return Err(Error::Config(format!(
+            "kind `{kind}` runs on the CPU only so far (the GPU backend covers `train`, \
+             `transfer` and `extract`); set `device: cpu`"
+        )));
     }
     Ok(())
 }

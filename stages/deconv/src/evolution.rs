@@ -103,7 +103,7 @@ impl StageKind for FeatureEvolution {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_available_device(&ctx.params)?;
+        stage_api::device::require_cpu(&ctx.params, self.name())?;
         let (model, info) = load_model(ctx.input("model"), CpuBackend)?;
         let files = epoch_files(ctx.input("checkpoints"))?;
         if files.is_empty() {

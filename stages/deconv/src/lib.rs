@@ -141,7 +141,7 @@ impl StageKind for DeconvTop9 {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_available_device(&ctx.params)?;
+        stage_api::device::require_cpu(&ctx.params, self.name())?;
         let model_path = ctx.input("model");
         let (network, info) = load_model(model_path, CpuBackend)?;
         let layers: Vec<usize> = ctx

@@ -142,7 +142,7 @@ impl StageKind for Correspondence {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_available_device(&ctx.params)?;
+        stage_api::device::require_cpu(&ctx.params, self.name())?;
         let (network, info) = load_model(ctx.input("model"), CpuBackend)?;
         let masks = read_part_masks(ctx.input("parts"))?;
         let mut ids: Vec<i64> = masks.iter().map(|m| m.image_id).collect();

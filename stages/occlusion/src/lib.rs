@@ -127,7 +127,7 @@ impl StageKind for Occlusion {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_available_device(&ctx.params)?;
+        stage_api::device::require_cpu(&ctx.params, self.name())?;
         let (network, info) = load_model(ctx.input("model"), CpuBackend)?;
         let crop = network.architecture.input_size;
         let occluder = ctx.params.usize("occluder");

@@ -9,7 +9,7 @@
 use artifacts::features::FeaturesWriter;
 use artifacts::images::ImagesReader;
 use engine::weights::load_model;
-use engine::{CpuBackend, Mode, Network, Op};
+use engine::{Backend, Mode, Network, Op};
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
@@ -18,7 +18,7 @@ use stage_api::{
 pub struct Extract;
 
 /// The op whose output is layer `n`'s feature vector (see the module docs).
-pub fn layer_op(network: &Network<CpuBackend>, n: usize) -> Option<usize> {
+pub fn layer_op<B: Backend>(network: &Network<B>, n: usize) -> Option<usize> {
     let convs: Vec<usize> = network
         .ops
         .iter()
@@ -96,8 +96,22 @@ impl StageKind for Extract {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_available_device(&ctx.params)?;
-        let (network, info) = load_model(ctx.input("model"), CpuBackend)?;
+        cuda_backend::run_on(ctx.params.str("device"), ExtractTask { ctx })
+            .map_err(|e| Error::Config(e.to_string()))?
+    }
+}
+
+/// The extraction, on the backend the `device` param picked.
+struct ExtractTask<'a> {
+    ctx: &'a StageContext,
+}
+
+impl cuda_backend::BackendTask for ExtractTask<'_> {
+    type Output = Result<RunSummary>;
+
+    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
+        let ctx = self.ctx;
+        let (network, info) = load_model(ctx.input("model"), backend)?;
         let layers: Vec<usize> = ctx
             .params
             .int_list("layers")
@@ -146,11 +160,11 @@ impl StageKind for Extract {
                 }
                 info.centre_input(&image.pixels, image.width, crop, out);
             }
-            let acts = network.forward(input, Mode::Eval);
+            let acts = network.forward(network.backend.upload(&input), Mode::Eval);
             let ids: Vec<i64> = chunk.iter().map(|i| i.image_id).collect();
             let labels: Vec<i32> = chunk.iter().map(|i| i.label).collect();
             for (writer, &(_, op)) in writers.iter_mut().zip(&ops) {
-                writer.push(&ids, &labels, &acts.outputs[op])?;
+                writer.push(&ids, &labels, &network.backend.download(&acts.outputs[op]))?;
             }
             count += chunk.len();
             bar.inc(chunk.len() as u64);

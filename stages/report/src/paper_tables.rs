@@ -298,9 +298,9 @@ pub fn filters_section(
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     let mut counts: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
-    for i in 0..table.rows() {
-        if !order.contains(&panels[i]) {
-            order.push(panels[i].clone());
+    for panel in &panels {
+        if !order.contains(panel) {
+            order.push(panel.clone());
         }
     }
     for panel in &order {
@@ -329,11 +329,12 @@ pub fn filters_section(
     let _ = writeln!(md);
     if let Some(folder) = figures_folder {
         for (name, target) in copy_figures(folder, &stage, figures)? {
-            let _ = writeln!(
-                md,
-                "**{}**\n\n![{name}](figures/{target})\n",
-                name.trim_end_matches(".png")
-            );
+            let caption = match name.as_str() {
+                "a_no_renorm.png" => "(a) no renormalisation",
+                "b_krizhevsky.png" => "(b) Krizhevsky",
+                _ => "(c) ZF",
+            };
+            let _ = writeln!(md, "**{caption}**\n\n![{caption}](figures/{target})\n");
         }
     }
     match (counts.get("zf"), counts.get("krizhevsky")) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use artifacts::table::{Column, Table};
 use artifacts::tensors::read_tensors;
 use engine::weights::{ModelInfo, save_model};
-use engine::{Architecture, CpuBackend};
+use engine::{Architecture, Backend};
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
@@ -216,7 +216,6 @@ impl StageKind for Train {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_available_device(&ctx.params)?;
         let config = Train::config(&ctx.params);
         let mut train_store = ImageStore::load(ctx.input("train"))?;
         let mut ids = std::collections::BTreeSet::new();
@@ -238,6 +237,41 @@ impl StageKind for Train {
                 ),
             ));
         }
+        let task = TrainTask {
+            ctx,
+            config,
+            train_store,
+            val_store,
+            mean: mean.values.clone(),
+            excluded,
+        };
+        cuda_backend::run_on(ctx.params.str("device"), task)
+            .map_err(|e| Error::Config(e.to_string()))?
+    }
+}
+
+/// The training proper, on whichever backend the `device` param picked.
+struct TrainTask<'a> {
+    ctx: &'a StageContext,
+    config: TrainConfig,
+    train_store: ImageStore,
+    val_store: ImageStore,
+    mean: Vec<f32>,
+    excluded: usize,
+}
+
+impl cuda_backend::BackendTask for TrainTask<'_> {
+    type Output = Result<RunSummary>;
+
+    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
+        let TrainTask {
+            ctx,
+            config,
+            train_store,
+            val_store,
+            mean,
+            excluded,
+        } = self;
         let bar = ctx.progress_bar(config.epochs as u64, "training (epochs)");
         let started = std::time::Instant::now();
         let mut report = |m: &EpochMetrics| {
@@ -252,11 +286,11 @@ impl StageKind for Train {
             );
         };
         let trained = train(
-            CpuBackend,
+            backend,
             &config,
             &train_store,
             &val_store,
-            &mean.values,
+            &mean,
             &ctx.resume_dir,
             config.epochs,
             &mut report,
@@ -266,14 +300,14 @@ impl StageKind for Train {
         let centre = evaluate(
             &trained.network,
             &val_store,
-            &mean.values,
+            &mean,
             Crops::Centre,
             config.batch_size,
         );
         let ten = evaluate(
             &trained.network,
             &val_store,
-            &mean.values,
+            &mean,
             Crops::Ten,
             config.batch_size,
         );
@@ -281,7 +315,7 @@ impl StageKind for Train {
             architecture: trained.network.architecture.clone(),
             image_size: train_store.image_size,
             class_names: train_store.class_names.clone(),
-            mean: mean.values.clone(),
+            mean: mean.clone(),
         };
         save_model(
             ctx.output("model"),

@@ -21,12 +21,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use artifacts::features::read_features;
+use artifacts::features::{FeatureMatrix, read_features};
 use artifacts::table::schemas::TRANSFER;
 use artifacts::table::{Column, Table};
 use engine::rng::{purpose, rng_for, stream_key};
 use engine::weights::load_model;
-use engine::{Architecture, CpuBackend, Network, UpdateConfig};
+use engine::{Architecture, Backend, CpuBackend, Network, UpdateConfig};
 use image::{Rgb, RgbImage};
 use linear_models::{mean_class_accuracy, normalised_with_bias, predict, train_softmax};
 use stage_api::sampling::split_per_class;
@@ -198,7 +198,6 @@ impl StageKind for Transfer {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_available_device(&ctx.params)?;
         let params = &ctx.params;
         let layer = params.usize("layer");
         let features_path = ctx.input("features").join(format!("layer{layer}.parquet"));
@@ -260,6 +259,77 @@ impl StageKind for Transfer {
             .iter()
             .map(|&n| n as usize)
             .collect();
+        let task = Experiments {
+            ctx,
+            ids_by_label: &ids_by_label,
+            features: &features,
+            row_of: &row_of,
+            classes,
+            store: store.as_ref(),
+            store_index: &store_index,
+            config: &config,
+        };
+        let rows = cuda_backend::run_on(params.str("device"), task)
+            .map_err(|e| Error::Config(e.to_string()))??;
+
+        let figures = ctx.output("figures");
+        std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
+        plot_fig9(&rows, &figures.join("fig9.png"))?;
+        rows.table()
+            .write(ctx.output("table"), TRANSFER, &ctx.provenance)?;
+        let mut summary = RunSummary::default();
+        for method in ["pretrained", "scratch"] {
+            let line: Vec<String> = ns
+                .iter()
+                .filter_map(|&n| {
+                    let (mean, std) = rows.mean_std(method, n)?;
+                    Some(format!(
+                        "{n}/class {:.1} ± {:.1}%",
+                        100.0 * mean,
+                        100.0 * std
+                    ))
+                })
+                .collect();
+            if !line.is_empty() {
+                summary = summary.line(format!("{method}: {}", line.join(", ")));
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// Every (fold, N) experiment, the scratch arm on the backend the `device` param picked.
+struct Experiments<'a> {
+    ctx: &'a StageContext,
+    ids_by_label: &'a BTreeMap<i32, Vec<i64>>,
+    features: &'a FeatureMatrix,
+    row_of: &'a BTreeMap<i64, usize>,
+    classes: usize,
+    store: Option<&'a ImageStore>,
+    store_index: &'a BTreeMap<i64, usize>,
+    config: &'a ScratchConfig,
+}
+
+impl cuda_backend::BackendTask for Experiments<'_> {
+    type Output = Result<Rows>;
+
+    fn run<B: Backend>(self, backend: B) -> Result<Rows> {
+        let Experiments {
+            ctx,
+            ids_by_label,
+            features,
+            row_of,
+            classes,
+            store,
+            store_index,
+            config,
+        } = self;
+        let params = &ctx.params;
+        let ns: Vec<usize> = params
+            .int_list("n_per_class")
+            .iter()
+            .map(|&n| n as usize)
+            .collect();
         let folds = params.usize("folds");
         let seed = params.int("seed") as u64;
         let max_test = params
@@ -269,7 +339,7 @@ impl StageKind for Transfer {
         let bar = ctx.progress_bar((ns.len() * folds) as u64, "transfer (N x folds)");
         for fold in 0..folds {
             for &n in &ns {
-                let split = split_per_class(&ids_by_label, n, max_test, seed, fold as u64)
+                let split = split_per_class(ids_by_label, n, max_test, seed, fold as u64)
                     .map_err(Error::Config)?;
                 let started = Instant::now();
                 let gather = |ids: &BTreeSet<i64>| {
@@ -310,8 +380,14 @@ impl StageKind for Transfer {
                     };
                     let (train_set, test_set) = (pick(&split.train), pick(&split.test));
                     let run_seed = stream_key(&[seed, fold as u64, n as u64]);
-                    let accuracy =
-                        train_from_scratch(&config, classes, &train_set, &test_set, run_seed)?;
+                    let accuracy = train_from_scratch(
+                        backend.clone(),
+                        config,
+                        classes,
+                        &train_set,
+                        &test_set,
+                        run_seed,
+                    )?;
                     rows.push(
                         "scratch",
                         n,
@@ -324,36 +400,14 @@ impl StageKind for Transfer {
             }
         }
         bar.finish_and_clear();
-
-        let figures = ctx.output("figures");
-        std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
-        plot_fig9(&rows, &figures.join("fig9.png"))?;
-        rows.table()
-            .write(ctx.output("table"), TRANSFER, &ctx.provenance)?;
-        let mut summary = RunSummary::default();
-        for method in ["pretrained", "scratch"] {
-            let line: Vec<String> = ns
-                .iter()
-                .filter_map(|&n| {
-                    let (mean, std) = rows.mean_std(method, n)?;
-                    Some(format!(
-                        "{n}/class {:.1} ± {:.1}%",
-                        100.0 * mean,
-                        100.0 * std
-                    ))
-                })
-                .collect();
-            if !line.is_empty() {
-                summary = summary.line(format!("{method}: {}", line.join(", ")));
-            }
-        }
-        Ok(summary)
+        Ok(rows)
     }
 }
 
 /// Trains `config.architecture` from a fresh initialisation on `train` and returns its mean
 /// per-class accuracy on `test` (centre crop).
-pub fn train_from_scratch(
+pub fn train_from_scratch<B: Backend>(
+    backend: B,
     config: &ScratchConfig,
     classes: usize,
     train: &ImageStore,
@@ -373,7 +427,7 @@ pub fn train_from_scratch(
             train.image_size
         )));
     }
-    let mut network = Network::new(CpuBackend, architecture, config.init_std, seed);
+    let mut network = Network::new(backend, architecture, config.init_std, seed);
     let mean = train.mean_image();
     let batch = config.batch_size.min(train.len()).max(1);
     let anneal_at = config.steps * 2 / 3;
@@ -610,9 +664,9 @@ mod tests {
     #[test]
     fn a_network_trained_from_scratch_learns_a_separable_task_and_is_deterministic() {
         let (train, test) = (halves(8, 1), halves(10, 2));
-        let accuracy = train_from_scratch(&config(), 2, &train, &test, 7).unwrap();
+        let accuracy = train_from_scratch(CpuBackend, &config(), 2, &train, &test, 7).unwrap();
         assert!(accuracy >= 0.9, "accuracy {accuracy}");
-        let again = train_from_scratch(&config(), 2, &train, &test, 7).unwrap();
+        let again = train_from_scratch(CpuBackend, &config(), 2, &train, &test, 7).unwrap();
         assert_eq!(accuracy.to_bits(), again.to_bits());
     }
 
@@ -621,7 +675,7 @@ mod tests {
         let mut small = halves(2, 1);
         small.image_size = 16;
         small.pixels.truncate(4 * 16 * 16 * 3);
-        let error = train_from_scratch(&config(), 2, &small, &small, 0).unwrap_err();
+        let error = train_from_scratch(CpuBackend, &config(), 2, &small, &small, 0).unwrap_err();
         assert!(error.to_string().contains("takes 28x28 crops"), "{error}");
     }
 

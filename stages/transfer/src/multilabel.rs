@@ -99,13 +99,21 @@ impl StageKind for TransferMultilabel {
                 .collect())
         };
         let (train_labels, test_labels) = (labels("train_labels")?, labels("test_labels")?);
-        let classes = train_labels
+        let max_label = train_labels
             .values()
             .chain(test_labels.values())
             .flat_map(|row| row.labels.iter().chain(&row.difficult))
             .copied()
             .max()
-            .map_or(0, |m| m as usize + 1);
+            .unwrap_or(-1);
+        // A multilabels artifact numbers VOC's 20 classes unless the class names say otherwise.
+        let given_names = ctx.params.str_list("class_names");
+        let declared = if given_names.is_empty() {
+            VOC_CLASSES.len()
+        } else {
+            given_names.len()
+        };
+        let classes = declared.max((max_label + 1).max(0) as usize);
         if classes < 2 {
             return Err(Error::input(
                 ctx.input("train_labels"),
@@ -152,8 +160,10 @@ impl StageKind for TransferMultilabel {
             .map(|row| softmax_row(&weights, row))
             .collect();
 
-        let names = class_names(&ctx.params.str_list("class_names"), classes);
+        let names = class_names(&given_names, classes);
         let (mut ap, mut positives) = (Vec::new(), Vec::new());
+        // Column `class` of every row: indexing reads more plainly than a transposition.
+        #[allow(clippy::needless_range_loop)]
         for class in 0..classes {
             let mut scores = Vec::new();
             let mut is_positive = Vec::new();

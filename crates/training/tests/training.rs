@@ -3,7 +3,7 @@
 
 use engine::CpuBackend;
 use stage_api::Error;
-use train::{Crops, ImageStore, LrSchedule, TrainConfig, evaluate, train};
+use training::{Crops, ImageStore, LrSchedule, TrainConfig, evaluate, train};
 
 /// `n` 32x32 images of 4 classes: class c is a bright horizontal band (rows 8c..8c+8), on
 /// noise — a task that horizontal flips and small crop shifts leave intact.
@@ -105,7 +105,7 @@ fn a_run_resumed_after_any_epoch_ends_bit_identical_to_an_uninterrupted_run() {
         assert_eq!(a.weight, b.weight, "{} weights", a.name);
         assert_eq!(a.weight_velocity, b.weight_velocity, "{} momentum", a.name);
     }
-    let losses = |t: &train::Trained<CpuBackend>| {
+    let losses = |t: &training::Trained<CpuBackend>| {
         t.metrics
             .iter()
             .map(|m| (m.train_loss, m.learning_rate))

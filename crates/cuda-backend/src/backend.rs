@@ -1,0 +1,866 @@
+//! [`CudaBackend`]: the engine's [`Backend`] on one NVIDIA GPU.
+//!
+//! - Convolutions (forward, backward-data, backward-filter, and the deconvnet's transposed
+//!   filtering, which is backward-data) by cuDNN, NCHW, the algorithm chosen once per shape by
+//!   cuDNN's heuristics and cached with its workspace size; one workspace buffer, grown on
+//!   demand, serves every call.
+//! - Fully connected layers by cuBLAS SGEMM (row-major products expressed column-major).
+//! - Everything else by the NVRTC kernels of `kernels.cu`, compiled once at start-up.
+//!
+//! Precision: [`Precision::Fp32`] is true fp32 — cuDNN restricted to FMA kernels and cuBLAS
+//! to its default (non-TF32) math, because both would otherwise use TF32 tensor cores on
+//! Ampere and later; [`Precision::Tf32`] allows TF32 in both. Buffers stay fp32 either way.
+//!
+//! Dropout draws its mask from the same ChaCha stream as the CPU backend (generated on the
+//! host and uploaded), so a training step matches the CPU's bit for bit in its random choices.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::sys::{cublasMath_t, cublasOperation_t};
+use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
+use cudarc::cudnn::sys::{
+    cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionFwdAlgo_t,
+    cudnnConvolutionMode_t, cudnnMathType_t, cudnnTensorFormat_t,
+};
+use cudarc::cudnn::{
+    ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, FilterDescriptor,
+    TensorDescriptor,
+};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+};
+use engine::Backend;
+use engine::geometry::{ConvGeometry, PoolGeometry};
+use engine::lrn::LrnConfig;
+
+use crate::{CudaUnavailable, Precision};
+
+const KERNELS: &str = include_str!("kernels.cu");
+const KERNEL_NAMES: [&str; 15] = [
+    "add_channel_bias",
+    "channel_sums",
+    "max_pool",
+    "unpool",
+    "lrn_forward",
+    "lrn_backward",
+    "relu",
+    "relu_backward",
+    "multiply",
+    "add_row_bias",
+    "column_sums",
+    "softmax_rows",
+    "softmax_xent",
+    "sgd_momentum",
+    "renormalise_filters",
+];
+
+/// cuDNN's choices for one convolution shape.
+#[derive(Clone, Copy, Debug)]
+struct ConvPlan {
+    forward: cudnnConvolutionFwdAlgo_t,
+    backward_data: cudnnConvolutionBwdDataAlgo_t,
+    backward_filter: cudnnConvolutionBwdFilterAlgo_t,
+    workspace_bytes: usize,
+}
+
+/// The GPU backend: a handle on one GPU's context, stream, libraries and kernels. Cloning is
+/// cheap and shares them (several networks on one GPU); not meant to be driven from several
+/// threads at once (every op is queued on one stream).
+#[derive(Clone)]
+pub struct CudaBackend {
+    inner: Arc<CudaInner>,
+}
+
+impl std::ops::Deref for CudaBackend {
+    type Target = CudaInner;
+
+    fn deref(&self) -> &CudaInner {
+        &self.inner
+    }
+}
+
+/// What a [`CudaBackend`] shares between its clones.
+pub struct CudaInner {
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    cudnn: Arc<Cudnn>,
+    precision: Precision,
+    _module: Arc<CudaModule>,
+    kernels: HashMap<&'static str, CudaFunction>,
+    plans: Mutex<HashMap<(ConvGeometry, usize), ConvPlan>>,
+    workspace: Mutex<Option<CudaSlice<u8>>>,
+}
+
+// SAFETY: cudarc's `Cudnn` handle is not marked Send/Sync, but the backend only ever issues
+// work on its single stream, and the engine drives a network from one thread at a time; the
+// cuDNN handle is never used concurrently.
+unsafe impl Send for CudaInner {}
+// SAFETY: see above; the interior caches are behind mutexes.
+unsafe impl Sync for CudaInner {}
+
+fn check<T, E: std::fmt::Debug>(result: Result<T, E>, what: &str) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("CUDA backend: {what} failed: {error:?}"),
+    }
+}
+
+fn launch_1d(len: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((len as u32).div_ceil(256).max(1), 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal`: a context, one stream, cuBLAS and cuDNN on it, and the kernels.
+    pub fn new(ordinal: usize, precision: Precision) -> Result<Self, CudaUnavailable> {
+        crate::check_libraries()?;
+        let fail = |what: &str, error: String| CudaUnavailable::Init {
+            what: what.to_owned(),
+            error,
+        };
+        let context =
+            CudaContext::new(ordinal).map_err(|e| fail("opening the GPU", format!("{e:?}")))?;
+        let stream = context.default_stream();
+        let blas =
+            CudaBlas::new(stream.clone()).map_err(|e| fail("starting cuBLAS", format!("{e:?}")))?;
+        let math = match precision {
+            Precision::Fp32 => cublasMath_t::CUBLAS_DEFAULT_MATH,
+            Precision::Tf32 => cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+        };
+        // SAFETY: a valid handle from CudaBlas::new; the mode is a valid enum value.
+        unsafe { cudarc::cublas::sys::cublasSetMathMode(*blas.handle(), math) }
+            .result()
+            .map_err(|e| fail("setting the cuBLAS math mode", format!("{e:?}")))?;
+        let cudnn =
+            Cudnn::new(stream.clone()).map_err(|e| fail("starting cuDNN", format!("{e:?}")))?;
+        let ptx = cudarc::nvrtc::compile_ptx(KERNELS)
+            .map_err(|e| fail("compiling the kernels with NVRTC", format!("{e:?}")))?;
+        let module = context
+            .load_module(ptx)
+            .map_err(|e| fail("loading the kernels", format!("{e:?}")))?;
+        let mut kernels = HashMap::new();
+        for name in KERNEL_NAMES {
+            let function = module
+                .load_function(name)
+                .map_err(|e| fail(&format!("loading kernel `{name}`"), format!("{e:?}")))?;
+            kernels.insert(name, function);
+        }
+        tracing::info!(
+            device = context.name().unwrap_or_default(),
+            ?precision,
+            "CUDA backend ready"
+        );
+        Ok(CudaBackend {
+            inner: Arc::new(CudaInner {
+                context,
+                stream,
+                blas,
+                cudnn,
+                precision,
+                _module: module,
+                kernels,
+                plans: Mutex::new(HashMap::new()),
+                workspace: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+impl CudaInner {
+    /// The GPU's name.
+    pub fn device_name(&self) -> String {
+        self.context.name().unwrap_or_else(|_| "?".to_owned())
+    }
+
+    /// Waits for all queued work (for timing).
+    pub fn synchronize(&self) {
+        check(self.stream.synchronize(), "synchronising the stream");
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    fn kernel(&self, name: &str) -> &CudaFunction {
+        self.kernels
+            .get(name)
+            .unwrap_or_else(|| panic!("CUDA backend: no kernel `{name}`"))
+    }
+
+    fn tensor(&self, dims: [usize; 4]) -> TensorDescriptor<f32> {
+        check(
+            self.cudnn.create_4d_tensor::<f32>(
+                cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                dims.map(|d| d as i32),
+            ),
+            "creating a tensor descriptor",
+        )
+    }
+
+    /// Descriptors of a convolution over `n` images.
+    fn conv_descriptors(
+        &self,
+        g: &ConvGeometry,
+        n: usize,
+    ) -> (
+        TensorDescriptor<f32>,
+        FilterDescriptor<f32>,
+        ConvDescriptor<f32>,
+        TensorDescriptor<f32>,
+    ) {
+        let x = self.tensor([n, g.in_channels, g.in_h, g.in_w]);
+        let y = self.tensor([n, g.out_channels, g.out_h(), g.out_w()]);
+        let w = check(
+            self.cudnn.create_4d_filter::<f32>(
+                cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                [g.out_channels, g.in_channels, g.kernel, g.kernel].map(|d| d as i32),
+            ),
+            "creating a filter descriptor",
+        );
+        let mut conv = check(
+            self.cudnn.create_conv2d::<f32>(
+                [g.pad as i32; 2],
+                [g.stride as i32; 2],
+                [1, 1],
+                cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+            ),
+            "creating a convolution descriptor",
+        );
+        let math = match self.precision {
+            Precision::Fp32 => cudnnMathType_t::CUDNN_FMA_MATH,
+            Precision::Tf32 => cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+        };
+        check(conv.set_math_type(math), "setting the cuDNN math type");
+        (x, w, conv, y)
+    }
+
+    /// The cached plan for a shape, choosing it on first use.
+    fn plan(&self, g: &ConvGeometry, n: usize) -> ConvPlan {
+        let mut plans = self.plans.lock().expect("plans lock");
+        if let Some(plan) = plans.get(&(*g, n)) {
+            return *plan;
+        }
+        let (x, w, conv, y) = self.conv_descriptors(g, n);
+        let forward_op = ConvForward {
+            conv: &conv,
+            x: &x,
+            w: &w,
+            y: &y,
+        };
+        let forward = check(forward_op.pick_algorithm(), "choosing a forward algorithm");
+        let data_op = ConvBackwardData {
+            conv: &conv,
+            dx: &x,
+            w: &w,
+            dy: &y,
+        };
+        let backward_data = check(
+            data_op.pick_algorithm(),
+            "choosing a backward-data algorithm",
+        );
+        let filter_op = ConvBackwardFilter {
+            conv: &conv,
+            x: &x,
+            dw: &w,
+            dy: &y,
+        };
+        let backward_filter = check(
+            filter_op.pick_algorithm(),
+            "choosing a backward-filter algorithm",
+        );
+        let workspace_bytes = [
+            check(
+                forward_op.get_workspace_size(forward),
+                "forward workspace size",
+            ),
+            check(
+                data_op.get_workspace_size(backward_data),
+                "backward-data workspace size",
+            ),
+            check(
+                filter_op.get_workspace_size(backward_filter),
+                "backward-filter workspace size",
+            ),
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+        let plan = ConvPlan {
+            forward,
+            backward_data,
+            backward_filter,
+            workspace_bytes,
+        };
+        tracing::debug!(?g, n, ?plan, "cuDNN plan");
+        plans.insert((*g, n), plan);
+        plan
+    }
+
+    /// Runs `f` with a workspace of at least `bytes` (grown, never shrunk).
+    fn with_workspace<R>(&self, bytes: usize, f: impl FnOnce(&mut CudaSlice<u8>) -> R) -> R {
+        let mut workspace = self.workspace.lock().expect("workspace lock");
+        let big_enough = workspace.as_ref().is_some_and(|w| w.len() >= bytes.max(1));
+        if !big_enough {
+            *workspace = Some(check(
+                self.stream.alloc_zeros::<u8>(bytes.max(1)),
+                "allocating the cuDNN workspace",
+            ));
+        }
+        f(workspace.as_mut().expect("allocated above"))
+    }
+
+    fn conv_data_backward(
+        &self,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        g: &ConvGeometry,
+        dx: &mut CudaSlice<f32>,
+    ) {
+        let n = dy.len() / g.out_len();
+        let plan = self.plan(g, n);
+        let (x_desc, w_desc, conv, y_desc) = self.conv_descriptors(g, n);
+        let op = ConvBackwardData {
+            conv: &conv,
+            dx: &x_desc,
+            w: &w_desc,
+            dy: &y_desc,
+        };
+        self.with_workspace(plan.workspace_bytes, |workspace| {
+            // SAFETY: buffers match the descriptors' shapes (NCHW f32), checked by the lengths
+            // the engine allocates from the same geometry.
+            check(
+                unsafe {
+                    op.launch(
+                        plan.backward_data,
+                        Some(workspace),
+                        (1.0f32, 0.0f32),
+                        dx,
+                        w,
+                        dy,
+                    )
+                },
+                "cuDNN convolution backward-data",
+            )
+        });
+    }
+
+    fn gemm(
+        &self,
+        (transa, transb): (bool, bool),
+        (m, n, k): (usize, usize, usize),
+        (a, lda): (&CudaSlice<f32>, usize),
+        (b, ldb): (&CudaSlice<f32>, usize),
+        (c, ldc): (&mut CudaSlice<f32>, usize),
+    ) {
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let config = GemmConfig {
+            transa: op(transa),
+            transb: op(transb),
+            m: m as i32,
+            n: n as i32,
+            k: k as i32,
+            alpha: 1.0f32,
+            lda: lda as i32,
+            ldb: ldb as i32,
+            beta: 0.0f32,
+            ldc: ldc as i32,
+        };
+        // SAFETY: the dimensions and leading dimensions describe buffers of the lengths the
+        // engine allocated (checked by the callers' shapes).
+        check(unsafe { self.blas.gemm(config, a, b, c) }, "cuBLAS SGEMM");
+    }
+}
+
+macro_rules! launch {
+    ($backend:expr, $name:expr, $config:expr, $($arg:expr),+ $(,)?) => {{
+        let config = $config;
+        let mut builder = $backend.stream.launch_builder($backend.kernel($name));
+        $(builder.arg($arg);)+
+        // SAFETY: each kernel's argument list in kernels.cu matches these, in order and type.
+        check(unsafe { builder.launch(config) }, concat!("kernel ", $name));
+    }};
+}
+
+impl Backend for CudaBackend {
+    type Buffer = CudaSlice<f32>;
+    type Switches = CudaSlice<u32>;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn zeros(&self, len: usize) -> CudaSlice<f32> {
+        if len == 0 {
+            return check(self.stream.null::<f32>(), "allocating an empty buffer");
+        }
+        check(self.stream.alloc_zeros::<f32>(len), "allocating")
+    }
+
+    fn upload(&self, data: &[f32]) -> CudaSlice<f32> {
+        check(self.stream.clone_htod(data), "uploading")
+    }
+
+    fn download(&self, buffer: &CudaSlice<f32>) -> Vec<f32> {
+        check(self.stream.clone_dtoh(buffer), "downloading")
+    }
+
+    fn copy(&self, buffer: &CudaSlice<f32>) -> CudaSlice<f32> {
+        check(self.stream.clone_dtod(buffer), "copying on the device")
+    }
+
+    fn len(&self, buffer: &CudaSlice<f32>) -> usize {
+        buffer.len()
+    }
+
+    fn switches(&self, len: usize) -> CudaSlice<u32> {
+        check(self.stream.alloc_zeros::<u32>(len), "allocating switches")
+    }
+
+    fn download_switches(&self, switches: &CudaSlice<u32>) -> Vec<u32> {
+        check(self.stream.clone_dtoh(switches), "downloading switches")
+    }
+
+    fn conv_forward(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        g: &ConvGeometry,
+        y: &mut CudaSlice<f32>,
+    ) {
+        let n = x.len() / g.in_len();
+        let plan = self.plan(g, n);
+        let (x_desc, w_desc, conv, y_desc) = self.conv_descriptors(g, n);
+        let op = ConvForward {
+            conv: &conv,
+            x: &x_desc,
+            w: &w_desc,
+            y: &y_desc,
+        };
+        self.with_workspace(plan.workspace_bytes, |workspace| {
+            // SAFETY: x, w, y have the descriptors' shapes (NCHW f32).
+            check(
+                unsafe { op.launch(plan.forward, Some(workspace), (1.0f32, 0.0f32), x, w, y) },
+                "cuDNN convolution forward",
+            )
+        });
+        let total = y.len() as i32;
+        let (channels, plane) = (g.out_channels as i32, (g.out_h() * g.out_w()) as i32);
+        launch!(
+            self,
+            "add_channel_bias",
+            launch_1d(y.len()),
+            y,
+            b,
+            &total,
+            &channels,
+            &plane
+        );
+    }
+
+    fn conv_backward(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        g: &ConvGeometry,
+        dx: Option<&mut CudaSlice<f32>>,
+        dw: &mut CudaSlice<f32>,
+        db: &mut CudaSlice<f32>,
+    ) {
+        let n = x.len() / g.in_len();
+        let plan = self.plan(g, n);
+        let (x_desc, w_desc, conv, y_desc) = self.conv_descriptors(g, n);
+        let op = ConvBackwardFilter {
+            conv: &conv,
+            x: &x_desc,
+            dw: &w_desc,
+            dy: &y_desc,
+        };
+        self.with_workspace(plan.workspace_bytes, |workspace| {
+            // SAFETY: x, dw, dy have the descriptors' shapes (NCHW f32).
+            check(
+                unsafe {
+                    op.launch(
+                        plan.backward_filter,
+                        Some(workspace),
+                        (1.0f32, 0.0f32),
+                        x,
+                        dw,
+                        dy,
+                    )
+                },
+                "cuDNN convolution backward-filter",
+            )
+        });
+        let (n_images, channels, plane) = (
+            n as i32,
+            g.out_channels as i32,
+            (g.out_h() * g.out_w()) as i32,
+        );
+        let config = LaunchConfig {
+            grid_dim: (g.out_channels as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(
+            self,
+            "channel_sums",
+            config,
+            db,
+            dy,
+            &n_images,
+            &channels,
+            &plane
+        );
+        if let Some(dx) = dx {
+            self.conv_data_backward(dy, w, g, dx);
+        }
+    }
+
+    fn conv_transpose(
+        &self,
+        y: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        g: &ConvGeometry,
+        x: &mut CudaSlice<f32>,
+    ) {
+        self.conv_data_backward(y, w, g, x);
+    }
+
+    fn max_pool(
+        &self,
+        x: &CudaSlice<f32>,
+        g: &PoolGeometry,
+        y: &mut CudaSlice<f32>,
+        switches: &mut CudaSlice<u32>,
+    ) {
+        let planes = (x.len() / (g.in_h * g.in_w)) as i32;
+        let dims = [g.in_h, g.in_w, g.out_h(), g.out_w(), g.size, g.stride].map(|d| d as i32);
+        launch!(
+            self,
+            "max_pool",
+            launch_1d(y.len()),
+            x,
+            y,
+            switches,
+            &planes,
+            &dims[0],
+            &dims[1],
+            &dims[2],
+            &dims[3],
+            &dims[4],
+            &dims[5]
+        );
+    }
+
+    fn unpool(
+        &self,
+        y: &CudaSlice<f32>,
+        switches: &CudaSlice<u32>,
+        g: &PoolGeometry,
+        x: &mut CudaSlice<f32>,
+    ) {
+        let planes = (x.len() / (g.in_h * g.in_w)) as i32;
+        let dims = [g.in_h, g.in_w, g.out_h(), g.out_w(), g.size, g.stride].map(|d| d as i32);
+        launch!(
+            self,
+            "unpool",
+            launch_1d(x.len()),
+            y,
+            switches,
+            x,
+            &planes,
+            &dims[0],
+            &dims[1],
+            &dims[2],
+            &dims[3],
+            &dims[4],
+            &dims[5]
+        );
+    }
+
+    fn lrn_forward(
+        &self,
+        x: &CudaSlice<f32>,
+        channels: usize,
+        plane: usize,
+        config: &LrnConfig,
+        y: &mut CudaSlice<f32>,
+        scale: &mut CudaSlice<f32>,
+    ) {
+        let n = (x.len() / (channels * plane)) as i32;
+        let (c, p, size) = (channels as i32, plane as i32, config.size as i32);
+        let (k, alpha, beta) = (config.k as f32, config.alpha as f32, config.beta as f32);
+        launch!(
+            self,
+            "lrn_forward",
+            launch_1d(x.len()),
+            x,
+            y,
+            scale,
+            &n,
+            &c,
+            &p,
+            &size,
+            &k,
+            &alpha,
+            &beta
+        );
+    }
+
+    fn lrn_backward(
+        &self,
+        x: &CudaSlice<f32>,
+        y: &CudaSlice<f32>,
+        scale: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        channels: usize,
+        plane: usize,
+        config: &LrnConfig,
+        dx: &mut CudaSlice<f32>,
+    ) {
+        let n = (x.len() / (channels * plane)) as i32;
+        let (c, p, size) = (channels as i32, plane as i32, config.size as i32);
+        let (alpha, beta) = (config.alpha as f32, config.beta as f32);
+        launch!(
+            self,
+            "lrn_backward",
+            launch_1d(x.len()),
+            x,
+            y,
+            scale,
+            dy,
+            dx,
+            &n,
+            &c,
+            &p,
+            &size,
+            &alpha,
+            &beta
+        );
+    }
+
+    fn relu(&self, x: &mut CudaSlice<f32>) {
+        let len = x.len() as i32;
+        launch!(self, "relu", launch_1d(x.len()), x, &len);
+    }
+
+    fn relu_backward(&self, y: &CudaSlice<f32>, dy: &mut CudaSlice<f32>) {
+        let len = y.len() as i32;
+        launch!(self, "relu_backward", launch_1d(y.len()), y, dy, &len);
+    }
+
+    fn dropout(&self, x: &mut CudaSlice<f32>, p: f64, seed: u64, mask: &mut CudaSlice<f32>) {
+        // The CPU backend's mask, drawn from the same stream (see the module docs).
+        let scale = (1.0 / (1.0 - p)) as f32;
+        let host: Vec<f32> = engine::rng::uniform_stream(seed, x.len())
+            .into_iter()
+            .map(|u| if u >= p { scale } else { 0.0 })
+            .collect();
+        check(
+            self.stream.memcpy_htod(&host, mask),
+            "uploading a dropout mask",
+        );
+        let len = x.len() as i32;
+        launch!(self, "multiply", launch_1d(x.len()), x, &*mask, &len);
+    }
+
+    fn apply_mask(&self, dy: &mut CudaSlice<f32>, mask: &CudaSlice<f32>) {
+        let len = dy.len() as i32;
+        launch!(self, "multiply", launch_1d(dy.len()), dy, mask, &len);
+    }
+
+    fn linear_forward(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        n_in: usize,
+        n_out: usize,
+        y: &mut CudaSlice<f32>,
+    ) {
+        let n = x.len() / n_in;
+        // Row-major y (N x OUT) = x (N x IN) w^T; column-major: y^T = w x^T with w^T stored.
+        self.gemm(
+            (true, false),
+            (n_out, n, n_in),
+            (w, n_in),
+            (x, n_in),
+            (y, n_out),
+        );
+        let (total, outputs) = (y.len() as i32, n_out as i32);
+        launch!(
+            self,
+            "add_row_bias",
+            launch_1d(y.len()),
+            y,
+            b,
+            &total,
+            &outputs
+        );
+    }
+
+    fn linear_backward(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        n_in: usize,
+        n_out: usize,
+        dx: Option<&mut CudaSlice<f32>>,
+        dw: &mut CudaSlice<f32>,
+        db: &mut CudaSlice<f32>,
+    ) {
+        let n = x.len() / n_in;
+        // dw (OUT x IN, row-major) = dy^T x; column-major: dw^T (IN x OUT) = x^T dy.
+        self.gemm(
+            (false, true),
+            (n_in, n_out, n),
+            (x, n_in),
+            (dy, n_out),
+            (dw, n_in),
+        );
+        let (rows, outputs) = (n as i32, n_out as i32);
+        launch!(
+            self,
+            "column_sums",
+            launch_1d(n_out),
+            db,
+            dy,
+            &rows,
+            &outputs
+        );
+        if let Some(dx) = dx {
+            // dx (N x IN) = dy w; column-major: dx^T (IN x N) = w^T dy^T.
+            self.gemm(
+                (false, false),
+                (n_in, n, n_out),
+                (w, n_in),
+                (dy, n_out),
+                (dx, n_in),
+            );
+        }
+    }
+
+    fn softmax_cross_entropy(
+        &self,
+        logits: &CudaSlice<f32>,
+        labels: &[usize],
+        classes: usize,
+        dlogits: &mut CudaSlice<f32>,
+    ) -> f32 {
+        let rows = labels.len();
+        let labels_i32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
+        let labels_device = check(self.stream.clone_htod(&labels_i32), "uploading labels");
+        let mut row_loss = check(self.stream.alloc_zeros::<f32>(rows), "allocating losses");
+        let (rows_i, classes_i) = (rows as i32, classes as i32);
+        launch!(
+            self,
+            "softmax_xent",
+            launch_1d(rows),
+            logits,
+            &labels_device,
+            dlogits,
+            &mut row_loss,
+            &rows_i,
+            &classes_i
+        );
+        // Summed in row order on the host, like the CPU backend.
+        let losses = check(self.stream.clone_dtoh(&row_loss), "downloading losses");
+        let total = losses.iter().fold(0.0f32, |sum, &l| sum + l);
+        total * (1.0 / rows as f32)
+    }
+
+    fn softmax(&self, logits: &CudaSlice<f32>, classes: usize) -> Vec<f32> {
+        let rows = logits.len() / classes;
+        let mut probs = check(self.stream.alloc_zeros::<f32>(logits.len()), "allocating");
+        let (rows_i, classes_i) = (rows as i32, classes as i32);
+        launch!(
+            self,
+            "softmax_rows",
+            launch_1d(rows),
+            logits,
+            &mut probs,
+            &rows_i,
+            &classes_i
+        );
+        check(self.stream.clone_dtoh(&probs), "downloading probabilities")
+    }
+
+    fn sgd_momentum(
+        &self,
+        w: &mut CudaSlice<f32>,
+        g: &CudaSlice<f32>,
+        v: &mut CudaSlice<f32>,
+        lr: f64,
+        momentum: f64,
+        weight_decay: f64,
+    ) {
+        let len = w.len() as i32;
+        let (lr, momentum, weight_decay) = (lr as f32, momentum as f32, weight_decay as f32);
+        launch!(
+            self,
+            "sgd_momentum",
+            launch_1d(w.len()),
+            w,
+            g,
+            v,
+            &len,
+            &lr,
+            &momentum,
+            &weight_decay
+        );
+    }
+
+    fn renormalise_filters(&self, w: &mut CudaSlice<f32>, filter_len: usize, radius: f64) -> usize {
+        let filters = w.len() / filter_len;
+        let mut count = check(self.stream.alloc_zeros::<i32>(1), "allocating a counter");
+        let len = filter_len as i32;
+        let config = LaunchConfig {
+            grid_dim: (filters as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(
+            self,
+            "renormalise_filters",
+            config,
+            w,
+            &len,
+            &radius,
+            &mut count
+        );
+        check(self.stream.clone_dtoh(&count), "downloading the counter")[0] as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// NVRTC needs no GPU: where its library is installed, the kernels are compiled for real
+    /// (CI without CUDA skips, saying so).
+    #[test]
+    fn the_kernels_compile_with_nvrtc() {
+        // SAFETY: only tries to load the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("skipped: NVRTC (libnvrtc) is not installed here");
+            return;
+        }
+        let ptx = cudarc::nvrtc::compile_ptx(super::KERNELS).expect("kernels.cu compiles");
+        let text = ptx.to_src();
+        for name in super::KERNEL_NAMES {
+            assert!(text.contains(name), "kernel `{name}` is in the PTX");
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! `zfnet-device-check`: the GPU check of issue #5, one run on the GPU machine
+//! (scripts/device-check.sh builds it here and runs it there).
+//!
+//! 1. Parity: the full ZF net (Fig. 3) on random inputs, GPU vs CPU backend from identical
+//!    weights — every op's activations, the pooling switches, every gradient, the weights
+//!    after one SGD step, and a deconvnet projection — against stated tolerances per precision.
+//! 2. Speed: the training step (forward, backward, SGD update) and inference at batch 128,
+//!    224x224, per precision, in ms/step and images/s (device synchronised before the clock
+//!    stops). The PyTorch numbers come from scripts/torch_zf.py in the same run.
+//! 3. Learning: the full ZF net trained for a few hundred steps on Fashion-MNIST upsampled to
+//!    224x224 (8x nearest), printing the loss as it falls and the test accuracy after.
+//!
+//! Usage: zfnet-device-check [parity|speed|train|all] [--fashion DIR] [--steps N]
+//! DIR holds the uncompressed IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
+//! t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cuda_backend::{CudaBackend, Precision};
+use engine::deconv::{feature_op, project};
+use engine::{Architecture, Backend, CpuBackend, Mode, Network, UpdateConfig};
+
+const PARITY_BATCH: usize = 8;
+const SPEED_BATCH: usize = 128;
+
+fn uniform(len: usize, seed: u64) -> Vec<f32> {
+    engine::rng::uniform_stream(seed, len)
+        .into_iter()
+        .map(|u| (2.0 * u - 1.0) as f32)
+        .collect()
+}
+
+/// max |a - b| / max |a| (0 when both are all zeros).
+fn relative_error(cpu: &[f32], gpu: &[f32]) -> f64 {
+    assert_eq!(cpu.len(), gpu.len(), "buffers of different lengths");
+    let scale = cpu.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let diff = cpu
+        .iter()
+        .zip(gpu)
+        .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+    if scale == 0.0 { diff } else { diff / scale }
+}
+
+struct Verdict {
+    failures: usize,
+}
+
+impl Verdict {
+    fn row(&mut self, what: &str, error: f64, tolerance: f64) {
+        let ok = error <= tolerance && error.is_finite();
+        if !ok {
+            self.failures += 1;
+        }
+        println!(
+            "| {what} | {error:.2e} | {tolerance:.0e} | {} |",
+            if ok { "ok" } else { "FAIL" }
+        );
+    }
+}
+
+fn op_name(op: &engine::Op) -> &'static str {
+    match op {
+        engine::Op::Conv { .. } => "conv",
+        engine::Op::Relu => "relu",
+        engine::Op::MaxPool { .. } => "max pool",
+        engine::Op::Lrn { .. } => "lrn",
+        engine::Op::Dropout { .. } => "dropout",
+        engine::Op::Linear { .. } => "linear",
+    }
+}
+
+fn parity(precision: Precision) -> usize {
+    let tolerance = match precision {
+        Precision::Fp32 => 1e-3,
+        Precision::Tf32 => 3e-2,
+    };
+    println!("\n## parity, {precision:?}: full ZF net, batch {PARITY_BATCH}, GPU vs CPU\n");
+    println!("| quantity | max relative error | tolerance | |");
+    println!("|---|---|---|---|");
+    let gpu_backend = CudaBackend::new(0, precision).expect("the GPU backend starts");
+    let architecture = Architecture::from_name("zf", 10).expect("zf");
+    let mut cpu = Network::new(CpuBackend, architecture.clone(), 0.01, 7);
+    let mut gpu = Network::new(gpu_backend, architecture, 0.01, 7);
+    let input = uniform(PARITY_BATCH * cpu.input_len(), 11);
+    let labels: Vec<usize> = (0..PARITY_BATCH).map(|i| (i * 3) % 10).collect();
+    let mode = Mode::Train { dropout_stream: 99 };
+    let cpu_acts = cpu.forward(cpu.backend.upload(&input), mode);
+    let gpu_acts = gpu.forward(gpu.backend.upload(&input), mode);
+    let mut verdict = Verdict { failures: 0 };
+    for (i, (c, g)) in cpu_acts.outputs.iter().zip(&gpu_acts.outputs).enumerate() {
+        if c.is_empty() {
+            continue;
+        }
+        let g = gpu.backend.download(g);
+        verdict.row(
+            &format!("op {i} output ({})", op_name(&cpu.ops[i])),
+            relative_error(c, &g),
+            tolerance,
+        );
+    }
+    let (mut same, mut total) = (0usize, 0usize);
+    for (c, g) in cpu_acts.switches.iter().zip(&gpu_acts.switches) {
+        if let (Some(c), Some(g)) = (c, g) {
+            let g = gpu.backend.download_switches(g);
+            same += c.iter().zip(&g).filter(|(a, b)| a == b).count();
+            total += c.len();
+        }
+    }
+    verdict.row(
+        "pooling switches, fraction that differ",
+        1.0 - same as f64 / total.max(1) as f64,
+        1e-3,
+    );
+    let cpu_loss = cpu.backward(&cpu_acts, &labels);
+    let gpu_loss = gpu.backward(&gpu_acts, &labels);
+    verdict.row(
+        "loss",
+        ((cpu_loss - gpu_loss) / cpu_loss).abs() as f64,
+        tolerance,
+    );
+    for (c, g) in cpu.params.iter().zip(&gpu.params) {
+        verdict.row(
+            &format!("{} weight gradient", c.name),
+            relative_error(&c.weight_grad, &gpu.backend.download(&g.weight_grad)),
+            tolerance * 10.0,
+        );
+        verdict.row(
+            &format!("{} bias gradient", c.name),
+            relative_error(&c.bias_grad, &gpu.backend.download(&g.bias_grad)),
+            tolerance * 10.0,
+        );
+    }
+    let update = UpdateConfig {
+        learning_rate: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        filter_rms_radius: 0.1,
+    };
+    let (cpu_renorm, gpu_renorm) = (cpu.update(&update), gpu.update(&update));
+    verdict.row(
+        "filters renormalised (count difference)",
+        (cpu_renorm as f64 - gpu_renorm as f64).abs(),
+        0.0,
+    );
+    for (c, g) in cpu.params.iter().zip(&gpu.params) {
+        verdict.row(
+            &format!("{} weight after one SGD step", c.name),
+            relative_error(&c.weight, &gpu.backend.download(&g.weight)),
+            tolerance,
+        );
+    }
+    // The deconvnet: project layer-5's strongest map of image 0 down to pixels.
+    let cpu_acts = cpu.forward(cpu.backend.upload(&input), Mode::Eval);
+    let gpu_acts = gpu.forward(gpu.backend.upload(&input), Mode::Eval);
+    let op = feature_op(&cpu, 5).expect("layer 5");
+    let signal = cpu_acts.outputs[op].clone();
+    let cpu_pixels = project(&cpu, &cpu_acts, op, signal.clone());
+    let gpu_pixels = project(&gpu, &gpu_acts, op, gpu.backend.upload(&signal));
+    verdict.row(
+        "deconvnet projection of layer 5",
+        relative_error(&cpu_pixels, &gpu.backend.download(&gpu_pixels)),
+        tolerance * 10.0,
+    );
+    println!(
+        "\nparity {precision:?}: {}",
+        if verdict.failures == 0 {
+            "PASS".to_owned()
+        } else {
+            format!("{} FAILED", verdict.failures)
+        }
+    );
+    verdict.failures
+}
+
+fn speed(precision: Precision, steps: usize) {
+    let backend = CudaBackend::new(0, precision).expect("the GPU backend starts");
+    let free_before = free_memory();
+    let architecture = Architecture::from_name("zf", 1000).expect("zf");
+    let mut network = Network::new(backend, architecture, 0.01, 1);
+    let input = uniform(SPEED_BATCH * network.input_len(), 3);
+    let labels: Vec<usize> = (0..SPEED_BATCH).map(|i| i % 1000).collect();
+    let update = UpdateConfig {
+        learning_rate: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        filter_rms_radius: 0.1,
+    };
+    let device_input = network.backend.upload(&input);
+    let step = |network: &mut Network<CudaBackend>, i: usize| {
+        let acts = network.forward(
+            network.backend.copy(&device_input),
+            Mode::Train {
+                dropout_stream: i as u64,
+            },
+        );
+        network.backward(&acts, &labels);
+        network.update(&update);
+    };
+    for i in 0..3 {
+        step(&mut network, i);
+    }
+    network.backend.synchronize();
+    let started = Instant::now();
+    for i in 0..steps {
+        step(&mut network, i);
+    }
+    network.backend.synchronize();
+    let train_ms = started.elapsed().as_secs_f64() * 1000.0 / steps as f64;
+    let used = free_before.saturating_sub(free_memory());
+    for _ in 0..3 {
+        let _ = network.forward(network.backend.copy(&device_input), Mode::Eval);
+    }
+    network.backend.synchronize();
+    let started = Instant::now();
+    for _ in 0..steps {
+        let acts = network.forward(network.backend.copy(&device_input), Mode::Eval);
+        drop(acts);
+    }
+    network.backend.synchronize();
+    let infer_ms = started.elapsed().as_secs_f64() * 1000.0 / steps as f64;
+    println!(
+        "| zfnet {precision:?} | {train_ms:.2} | {:.0} | {infer_ms:.2} | {:.0} | {:.1} |",
+        SPEED_BATCH as f64 * 1000.0 / train_ms,
+        SPEED_BATCH as f64 * 1000.0 / infer_ms,
+        used as f64 / 1e9
+    );
+}
+
+fn free_memory() -> usize {
+    cudarc::driver::result::mem_get_info()
+        .map(|(free, _)| free)
+        .unwrap_or(0)
+}
+
+/// Fashion-MNIST from uncompressed IDX files: (images as u8 28x28, labels).
+fn read_fashion(dir: &Path, prefix: &str) -> (Vec<u8>, Vec<usize>) {
+    let read = |name: &str| -> Vec<u8> {
+        let path = dir.join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    };
+    let images = read(&format!("{prefix}-images-idx3-ubyte"));
+    let labels = read(&format!("{prefix}-labels-idx1-ubyte"));
+    (
+        images[16..].to_vec(),
+        labels[8..].iter().map(|&l| l as usize).collect(),
+    )
+}
+
+/// 28x28 grey -> 3 x 224 x 224, 8x nearest, scaled to [0, 1] minus `mean`.
+fn upsampled_batch(images: &[u8], indices: &[usize], mean: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; indices.len() * 3 * 224 * 224];
+    for (slot, &index) in indices.iter().enumerate() {
+        let image = &images[index * 784..(index + 1) * 784];
+        let base = slot * 3 * 224 * 224;
+        for y in 0..224 {
+            for x in 0..224 {
+                let v = image[(y / 8) * 28 + x / 8] as f32 / 255.0 - mean;
+                for c in 0..3 {
+                    out[base + c * 224 * 224 + y * 224 + x] = v;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn train(dir: &Path, steps: usize) {
+    println!("\n## learning: full ZF net on Fashion-MNIST upsampled to 224x224, batch 128\n");
+    let (images, labels) = read_fashion(dir, "train");
+    let (test_images, test_labels) = read_fashion(dir, "t10k");
+    let mean = images.iter().map(|&v| v as f64).sum::<f64>() / images.len() as f64 / 255.0;
+    let backend = CudaBackend::new(0, Precision::Tf32).expect("the GPU backend starts");
+    let architecture = Architecture::from_name("zf", 10).expect("zf");
+    let mut network = Network::new(backend, architecture, 0.01, 2013);
+    let update = UpdateConfig {
+        learning_rate: 0.01,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        filter_rms_radius: 0.1,
+    };
+    let started = Instant::now();
+    let mut window = Vec::new();
+    for step in 0..steps {
+        let indices: Vec<usize> = (0..SPEED_BATCH)
+            .map(|i| (step * SPEED_BATCH + i * 7919) % labels.len())
+            .collect();
+        let batch_labels: Vec<usize> = indices.iter().map(|&i| labels[i]).collect();
+        let input = network
+            .backend
+            .upload(&upsampled_batch(&images, &indices, mean as f32));
+        let acts = network.forward(
+            input,
+            Mode::Train {
+                dropout_stream: step as u64,
+            },
+        );
+        let loss = network.backward(&acts, &batch_labels);
+        network.update(&update);
+        window.push(loss);
+        if (step + 1) % 25 == 0 {
+            println!(
+                "step {:4}: mean loss of the last 25 steps {:.4} ({:.0} s)",
+                step + 1,
+                window.iter().sum::<f32>() / window.len() as f32,
+                started.elapsed().as_secs_f64()
+            );
+            window.clear();
+        }
+    }
+    let mut correct = 0;
+    let test: Vec<usize> = (0..2000).collect();
+    for chunk in test.chunks(SPEED_BATCH) {
+        let input = network
+            .backend
+            .upload(&upsampled_batch(&test_images, chunk, mean as f32));
+        let acts = network.forward(input, Mode::Eval);
+        let probs = network.backend.softmax(acts.logits(), 10);
+        for (row, &i) in probs.chunks(10).zip(chunk) {
+            let best = (0..10).fold(0, |b, k| if row[k] > row[b] { k } else { b });
+            correct += (best == test_labels[i]) as usize;
+        }
+    }
+    println!(
+        "test accuracy after {steps} steps: {:.1}% on {} images",
+        100.0 * correct as f64 / test.len() as f64,
+        test.len()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let what = args.first().cloned().unwrap_or_else(|| "all".to_owned());
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let fashion = value("--fashion").map(PathBuf::from);
+    let steps: usize = value("--steps").and_then(|s| s.parse().ok()).unwrap_or(300);
+    match cuda_backend::probe() {
+        Ok(info) => println!(
+            "device: {} ({:.0} GB, compute capability {}.{})",
+            info.name,
+            info.memory_bytes as f64 / 1e9,
+            info.compute_capability.0,
+            info.compute_capability.1
+        ),
+        Err(error) => {
+            eprintln!("zfnet-device-check: {error}");
+            std::process::exit(2);
+        }
+    }
+    let mut failures = 0;
+    if what == "parity" || what == "all" {
+        failures += parity(Precision::Fp32);
+        failures += parity(Precision::Tf32);
+    }
+    if what == "speed" || what == "all" {
+        println!("\n## speed: full ZF net, batch {SPEED_BATCH}, 224x224, 1000 classes\n");
+        println!(
+            "| implementation | train ms/step | train img/s | inference ms | inference img/s | GPU memory GB |"
+        );
+        println!("|---|---|---|---|---|---|");
+        speed(Precision::Fp32, 20);
+        speed(Precision::Tf32, 20);
+    }
+    if what == "train" || what == "all" {
+        match &fashion {
+            Some(dir) => train(dir, steps),
+            None => println!("\n(learning run skipped: pass --fashion DIR)"),
+        }
+    }
+    if failures > 0 {
+        std::process::exit(1);
+    }
+}

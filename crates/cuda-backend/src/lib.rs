@@ -1,0 +1,182 @@
+//! The GPU side of the engine (issue #5): [`CudaBackend`] implements the engine's `Backend`
+//! trait with cuDNN, cuBLAS and NVRTC kernels (see `backend.rs`), behind the cargo feature
+//! `cuda`. The feature needs no CUDA toolkit to *build*: cudarc loads the driver, NVRTC,
+//! cuBLAS and cuDNN at run time. Without the feature, or on a machine without a GPU,
+//! [`probe`] says why the backend is unavailable instead of failing obscurely.
+
+#[cfg(feature = "cuda")]
+mod backend;
+
+#[cfg(feature = "cuda")]
+pub use backend::CudaBackend;
+
+/// Work that runs on whichever backend the `device` param names: implement `run` once,
+/// generically, and [`run_on`] picks the backend.
+pub trait BackendTask {
+    type Output;
+    fn run<B: engine::Backend>(self, backend: B) -> Self::Output;
+}
+
+/// Runs `task` on the backend named by a stage's `device` param: `cpu`, `cuda` (true fp32)
+/// or `cuda-tf32`. A GPU device in a build without the `cuda` feature, or on a machine without
+/// a usable GPU, is an error that says so.
+pub fn run_on<T: BackendTask>(device: &str, task: T) -> Result<T::Output, CudaUnavailable> {
+    let precision = match device {
+        "cpu" => return Ok(task.run(engine::CpuBackend)),
+        "cuda" => Precision::Fp32,
+        "cuda-tf32" => Precision::Tf32,
+        other => {
+            return Err(CudaUnavailable::Init {
+                what: format!("choosing the device `{other}`"),
+                error: "unknown device; cpu, cuda or cuda-tf32".to_owned(),
+            });
+        }
+    };
+    #[cfg(feature = "cuda")]
+    {
+        Ok(task.run(CudaBackend::new(0, precision)?))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (precision, task);
+        Err(CudaUnavailable::NotBuilt)
+    }
+}
+
+/// Arithmetic of the GPU backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// True fp32: no TF32 tensor-core math in cuDNN or cuBLAS.
+    Fp32,
+    /// fp32 storage, TF32 tensor-core products (Ampere and later).
+    Tf32,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "fp32" => Ok(Precision::Fp32),
+            "tf32" => Ok(Precision::Tf32),
+            other => Err(format!("unknown precision `{other}`: fp32 or tf32")),
+        }
+    }
+}
+
+/// Why the GPU backend cannot run here.
+#[derive(Debug, thiserror::Error)]
+pub enum CudaUnavailable {
+    #[error(
+        "this zfnet was built without the `cuda` feature: rebuild with `cargo build --release -p zfnet --features cuda` (no CUDA toolkit is needed to build), or use `device: cpu`"
+    )]
+    NotBuilt,
+    #[error(
+        "the CUDA library {library} was not found: install the NVIDIA driver (libcuda) and CUDA 13 with cuDNN 9 so that ldconfig finds them, or use `device: cpu`"
+    )]
+    MissingLibrary { library: &'static str },
+    #[error("the GPU could not be used: {what} failed ({error}); use `device: cpu`")]
+    Init { what: String, error: String },
+}
+
+/// Checks that the driver, NVRTC, cuBLAS and cuDNN libraries load. (cudarc panics on the
+/// first call into a missing library; this turns absence into an error.)
+#[cfg(feature = "cuda")]
+pub fn check_libraries() -> Result<(), CudaUnavailable> {
+    // SAFETY: these only try to load the shared libraries.
+    let present = unsafe {
+        [
+            (
+                "libcuda (the NVIDIA driver)",
+                cudarc::driver::sys::is_culib_present(),
+            ),
+            ("NVRTC", cudarc::nvrtc::sys::is_culib_present()),
+            ("cuBLAS", cudarc::cublas::sys::is_culib_present()),
+            ("cuDNN", cudarc::cudnn::sys::is_culib_present()),
+        ]
+    };
+    match present.iter().find(|(_, found)| !found) {
+        Some((library, _)) => Err(CudaUnavailable::MissingLibrary { library }),
+        None => Ok(()),
+    }
+}
+
+/// What [`probe`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub memory_bytes: usize,
+    pub compute_capability: (i32, i32),
+}
+
+/// Whether GPU 0 can be used, and what it is.
+pub fn probe() -> Result<DeviceInfo, CudaUnavailable> {
+    #[cfg(feature = "cuda")]
+    {
+        check_libraries()?;
+        let fail = |what: &str, error: String| CudaUnavailable::Init {
+            what: what.to_owned(),
+            error,
+        };
+        let context = cudarc::driver::CudaContext::new(0)
+            .map_err(|e| fail("opening GPU 0", format!("{e:?}")))?;
+        Ok(DeviceInfo {
+            name: context.name().unwrap_or_else(|_| "?".to_owned()),
+            memory_bytes: context.total_mem().unwrap_or(0),
+            compute_capability: context.compute_capability().unwrap_or((0, 0)),
+        })
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Err(CudaUnavailable::NotBuilt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_names_parse_and_unknown_ones_are_named() {
+        assert_eq!("fp32".parse::<Precision>(), Ok(Precision::Fp32));
+        assert_eq!("tf32".parse::<Precision>(), Ok(Precision::Tf32));
+        assert!("fp16".parse::<Precision>().unwrap_err().contains("fp16"));
+    }
+
+    struct Name;
+
+    impl BackendTask for Name {
+        type Output = &'static str;
+        fn run<B: engine::Backend>(self, backend: B) -> &'static str {
+            backend.name()
+        }
+    }
+
+    #[test]
+    fn the_device_param_picks_the_backend() {
+        assert_eq!(run_on("cpu", Name).unwrap(), "cpu");
+        assert!(
+            run_on("tpu", Name)
+                .unwrap_err()
+                .to_string()
+                .contains("cuda-tf32")
+        );
+        match run_on("cuda", Name) {
+            Ok(name) => assert_eq!(name, "cuda"),
+            Err(error) => assert!(error.to_string().contains("device: cpu"), "{error}"),
+        }
+    }
+
+    #[test]
+    fn without_a_usable_gpu_the_probe_explains_itself() {
+        match probe() {
+            // A GPU machine with the feature: the probe names the device.
+            Ok(info) => assert!(!info.name.is_empty()),
+            Err(error) => {
+                let message = error.to_string();
+                eprintln!("GPU backend skipped: {message}");
+                assert!(message.contains("device: cpu"), "{message}");
+            }
+        }
+    }
+}
