@@ -25,8 +25,8 @@ fn write_labels(path: &Path, labels: &[usize]) {
 #[test]
 fn our_linear_svm_matches_sklearn_linear_svc_within_half_a_point() {
     let (classes, dim) = (10, 256);
-    let (train_values, train_labels) = clusters(classes, 30, dim, 1);
-    let (test_values, test_labels) = clusters(classes, 50, dim, 2);
+    let (train_values, train_labels) = clusters(classes, 30, dim, 0.6, 1);
+    let (test_values, test_labels) = clusters(classes, 50, dim, 0.6, 2);
     let x_train = normalised_with_bias(&train_values, dim);
     let x_test = normalised_with_bias(&test_values, dim);
     let config = SvmConfig::default();
