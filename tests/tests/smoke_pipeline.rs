@@ -86,7 +86,8 @@ stages:
     params: { arch: zf_small, epochs: 1, batch_size: 32, init_std: 0.03, filter_rms_radius: 0, checkpoint_epochs: [] }
   - name: filters
     kind: conv1_filters
-    inputs: { zf: ablation@arch=zf_small.model, krizhevsky: ablation@arch=krizhevsky_small.model, unrenormalised: no_renorm.model }
+    inputs: { zf: ablation@arch=zf_small.model, krizhevsky: ablation@arch=krizhevsky_small.model, unrenormalised: no_renorm.model, images: source_test.images }
+    params: { layer2_maps: 2, tile: 16 }
   - name: transfer
     kind: transfer
     inputs: { model: train.model, features: target_features.features, images: target.images }
@@ -202,6 +203,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
         "| (b) Krizhevsky | `ablation@arch=krizhevsky_small` | `krizhevsky_small` | 48 |",
         "**Claim (Fig. 6)**",
         "**Claim (Fig. 6(a))**",
+        "![(e) ZF, layer 2: top-9 projections (left) beside their patches](figures/filters_e_zf_layer2.png)",
         "## Transfer with N images per class (§5.2, Tables 4-5, Fig. 9): `transfer`",
         "| | 1/class | 3/class |",
         "![Fig. 9](figures/transfer_fig9.png)",

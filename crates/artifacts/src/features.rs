@@ -117,32 +117,6 @@ pub fn read_features(path: &Path) -> Result<FeatureMatrix> {
     Ok(matrix)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn features_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.parquet");
-        let values: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
-        write_features(
-            &path,
-            &Provenance::ad_hoc("t"),
-            "fc7",
-            &[10, 11, 12],
-            &[1, 2, 3],
-            &values,
-            4,
-        )
-        .unwrap();
-        let matrix = read_features(&path).unwrap();
-        assert_eq!(matrix.dim, 4);
-        assert_eq!(matrix.image_ids, vec![10, 11, 12]);
-        assert_eq!(matrix.values, values);
-    }
-}
-
 /// Streams a feature matrix to a Parquet file, a batch of rows at a time (memory bounded by
 /// the batch, not the dataset).
 pub struct FeaturesWriter {
@@ -194,5 +168,31 @@ impl FeaturesWriter {
 
     pub fn finish(self) -> Result<u64> {
         self.inner.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn features_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        let values: Vec<f32> = (0..12).map(|i| i as f32 * 0.5).collect();
+        write_features(
+            &path,
+            &Provenance::ad_hoc("t"),
+            "fc7",
+            &[10, 11, 12],
+            &[1, 2, 3],
+            &values,
+            4,
+        )
+        .unwrap();
+        let matrix = read_features(&path).unwrap();
+        assert_eq!(matrix.dim, 4);
+        assert_eq!(matrix.image_ids, vec![10, 11, 12]);
+        assert_eq!(matrix.values, values);
     }
 }

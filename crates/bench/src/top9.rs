@@ -57,6 +57,8 @@ pub fn run() -> Result<()> {
         top_k: 9,
         batch_size: 128,
         limit: None,
+        checkpoint: None,
+        checkpoint_every: std::time::Duration::ZERO,
     };
     let hidden = |_| indicatif::ProgressBar::hidden();
     scan_top_k(

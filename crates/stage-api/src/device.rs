@@ -1,7 +1,7 @@
 //! The `device` param every stage that runs the network takes (issue #5): one declaration,
 //! one resource rule (a `cuda` run holds the GPU token), one check.
 
-use crate::{Error, ParamSpec, Params, Resources, Result};
+use crate::{ParamSpec, Params, Resources};
 
 /// `device: cpu | cuda | cuda-tf32` (`cuda` is true fp32; `cuda-tf32` lets cuDNN and cuBLAS
 /// use TF32 tensor cores).
@@ -24,15 +24,4 @@ pub fn device_resources(params: &Params) -> Resources {
     Resources {
         gpu: wants_gpu(params),
     }
-}
-
-/// For kinds that run on the CPU only so far: a GPU device is a config error that says so.
-pub fn require_cpu(params: &Params, kind: &str) -> Result<()> {
-    if wants_gpu(params) {
-        return Err(Error::Config(format!(
-            "kind `{kind}` runs on the CPU only so far (the GPU backend covers `train`, \
-             `transfer` and `extract`); set `device: cpu`"
-        )));
-    }
-    Ok(())
 }

@@ -9,7 +9,7 @@ use artifacts::table::schemas::FEATURE_EVOLUTION;
 use artifacts::table::{Column, Table};
 use artifacts::tensors::read_tensors;
 use engine::weights::{import, load_model};
-use engine::{CpuBackend, Network};
+use engine::{Backend, Network};
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
@@ -103,8 +103,22 @@ impl StageKind for FeatureEvolution {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_cpu(&ctx.params, self.name())?;
-        let (model, info) = load_model(ctx.input("model"), CpuBackend)?;
+        cuda_backend::run_on(ctx.params.str("device"), EvolutionTask { ctx })
+            .map_err(|e| Error::Config(e.to_string()))?
+    }
+}
+
+/// Fig. 4's scans, on the backend the `device` param picked.
+struct EvolutionTask<'a> {
+    ctx: &'a StageContext,
+}
+
+impl cuda_backend::BackendTask for EvolutionTask<'_> {
+    type Output = Result<RunSummary>;
+
+    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
+        let ctx = self.ctx;
+        let (model, info) = load_model(ctx.input("model"), backend.clone())?;
         let files = epoch_files(ctx.input("checkpoints"))?;
         if files.is_empty() {
             return Err(Error::input(
@@ -131,7 +145,7 @@ impl StageKind for FeatureEvolution {
         let mut table: Vec<(usize, Hit)> = Vec::new();
         let mut scanned = 0;
         for (epoch, path) in &files {
-            let mut network = Network::new(CpuBackend, info.architecture.clone(), 0.0, 0);
+            let mut network = Network::new(backend.clone(), info.architecture.clone(), 0.0, 0);
             import(&mut network, &read_tensors(path)?, path)?;
             let scan = scan_top_k(
                 &network,
@@ -142,6 +156,8 @@ impl StageKind for FeatureEvolution {
                     top_k: 1,
                     batch_size: ctx.params.usize("batch_size"),
                     limit,
+                    checkpoint: None,
+                    checkpoint_every: std::time::Duration::ZERO,
                 },
                 &|n| ctx.progress_bar(n, &format!("epoch {epoch}: scanning")),
             )?;

@@ -7,6 +7,10 @@
 //! frequencies" and dead filters; (c) the ZF 7x7 stride-2 conv1, with fewer dead filters.
 //! A filter is *dead* when its RMS is below `dead_filter_rms`, *dominating* when its RMS is
 //! over 3x the median filter's (the same definitions as `deconv_top9`'s filter table).
+//!
+//! With `images` wired, also Fig. 6 (d)-(e): for the Krizhevsky and the ZF model, the top-9
+//! activations of a seeded random subset of layer-2 maps over the images, projected by the
+//! deconvnet beside their patches — where the paper sees the aliasing of the 4-pixel stride.
 
 use std::path::Path;
 
@@ -23,6 +27,7 @@ use stage_api::{
 };
 
 use crate::render;
+use crate::scan::{ScanConfig, chosen_maps, scan_top_k};
 
 pub struct Conv1Filters;
 
@@ -69,13 +74,30 @@ impl StageKind for Conv1Filters {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::float(
-            "dead_filter_rms",
-            0.01,
-            0.0,
-            1.0,
-            "A conv1 filter with a lower RMS counts as dead.",
-        )]
+        vec![
+            ParamSpec::float(
+                "dead_filter_rms",
+                0.01,
+                0.0,
+                1.0,
+                "A conv1 filter with a lower RMS counts as dead.",
+            ),
+            ParamSpec::int(
+                "layer2_maps",
+                8,
+                1,
+                4096,
+                "Fig. 6 (d)-(e): layer-2 maps shown per model (a seeded random subset).",
+            ),
+            ParamSpec::optional_int(
+                "max_images",
+                1,
+                i64::MAX,
+                "Fig. 6 (d)-(e): scan only the first images (all when unset).",
+            ),
+            ParamSpec::int("seed", 0, 0, i64::MAX, "Seed of the layer-2 map subset."),
+            ParamSpec::int("tile", 48, 8, 512, "Pixels per projection / patch tile."),
+        ]
     }
 
     fn inputs(&self) -> Vec<InputSpec> {
@@ -92,6 +114,10 @@ impl StageKind for Conv1Filters {
                 "unrenormalised",
                 "the ZF model trained with `filter_rms_radius: 0`, Fig. 6(a)",
             ),
+            InputSpec::optional_artifact(
+                "images",
+                "images for Fig. 6 (d)-(e)'s layer-2 top-9 projections (preprocessed like the training set)",
+            ),
         ]
     }
 
@@ -105,7 +131,7 @@ impl StageKind for Conv1Filters {
             OutputSpec::new(
                 "figures",
                 "figures",
-                "a_no_renorm.png, b_krizhevsky.png, c_zf.png: each model's conv1 filters (Fig. 6)",
+                "a_no_renorm.png, b_krizhevsky.png, c_zf.png: each model's conv1 filters; d_krizhevsky_layer2.png, e_zf_layer2.png: layer-2 top-9 projections (Fig. 6)",
             ),
         ]
     }
@@ -129,7 +155,7 @@ impl StageKind for Conv1Filters {
                     _ => None,
                 })
                 .ok_or_else(|| Error::input(path, "the model has no convolution"))?;
-            render::filters_figure(conv1, &figures.join(figure))?;
+            render::filters_figure(&network, conv1, &figures.join(figure))?;
             let counts = count_filters(
                 filter_rms(&conv1.weight, conv1.filter_len()),
                 dead_threshold,
@@ -157,6 +183,18 @@ impl StageKind for Conv1Filters {
                 table.dominating.push(counts.dominating[f] as i64);
             }
         }
+        if let Some(images) = ctx.optional_input("images") {
+            for (input, figure) in [
+                ("krizhevsky", "d_krizhevsky_layer2.png"),
+                ("zf", "e_zf_layer2.png"),
+            ] {
+                let Some(path) = ctx.optional_input(input) else {
+                    continue;
+                };
+                let scanned = layer2_figure(ctx, path, images, &figures.join(figure))?;
+                summary = summary.line(format!("{figure}: top-9 of layer 2 over {scanned} images"));
+            }
+        }
         Table::default()
             .with("panel", Column::Str(table.panel))
             .with("architecture", Column::Str(table.architecture))
@@ -168,6 +206,46 @@ impl StageKind for Conv1Filters {
             .write(ctx.output("table"), FILTER_COMPARISON, &ctx.provenance)?;
         Ok(summary)
     }
+}
+
+/// Fig. 6 (d)/(e) for one model: its layer-2 top-9 projections beside their patches.
+/// Returns how many images were scanned.
+fn layer2_figure(ctx: &StageContext, model: &Path, images: &Path, out: &Path) -> Result<usize> {
+    let (network, info) = load_model(model, CpuBackend)?;
+    let maps = chosen_maps(
+        &network,
+        &[2],
+        ctx.params.usize("layer2_maps"),
+        ctx.params.int("seed") as u64,
+    )
+    .map_err(Error::Config)?;
+    let scan = scan_top_k(
+        &network,
+        &info,
+        images,
+        &maps,
+        ScanConfig {
+            top_k: 9,
+            batch_size: 64,
+            limit: ctx.params.optional_int("max_images").map(|m| m as usize),
+            checkpoint: None,
+            checkpoint_every: std::time::Duration::ZERO,
+        },
+        &|n| ctx.progress_bar(n, "scanning layer 2"),
+    )?;
+    let rows: Vec<usize> = scan.hits.iter().map(|h| h.row).collect();
+    let winners = render::read_rows(images, &rows)?;
+    render::top_k_figure(
+        &network,
+        &info,
+        &winners,
+        2,
+        &maps[&2],
+        &scan.hits,
+        ctx.params.usize("tile") as u32,
+        out,
+    )?;
+    Ok(scan.n_images)
 }
 
 #[derive(Default)]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use artifacts::table::{Column, Table};
 use engine::cpu::sgd::filter_rms;
 use engine::weights::load_model;
-use engine::{CpuBackend, Op};
+use engine::{Backend, Op};
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
@@ -141,9 +141,23 @@ impl StageKind for DeconvTop9 {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_cpu(&ctx.params, self.name())?;
+        cuda_backend::run_on(ctx.params.str("device"), Top9Task { ctx })
+            .map_err(|e| Error::Config(e.to_string()))?
+    }
+}
+
+/// The scan and the figures, on the backend the `device` param picked.
+struct Top9Task<'a> {
+    ctx: &'a StageContext,
+}
+
+impl cuda_backend::BackendTask for Top9Task<'_> {
+    type Output = Result<RunSummary>;
+
+    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
+        let ctx = self.ctx;
         let model_path = ctx.input("model");
-        let (network, info) = load_model(model_path, CpuBackend)?;
+        let (network, info) = load_model(model_path, backend)?;
         let layers: Vec<usize> = ctx
             .params
             .int_list("layers")
@@ -158,6 +172,8 @@ impl StageKind for DeconvTop9 {
         )
         .map_err(Error::Config)?;
         let started = std::time::Instant::now();
+        std::fs::create_dir_all(&ctx.resume_dir).map_err(|e| Error::io(&ctx.resume_dir, e))?;
+        let scan_checkpoint = ctx.resume_dir.join("scan.json");
         let scan = scan_top_k(
             &network,
             &info,
@@ -167,6 +183,8 @@ impl StageKind for DeconvTop9 {
                 top_k: ctx.params.usize("top_k"),
                 batch_size: ctx.params.usize("batch_size"),
                 limit: None,
+                checkpoint: Some(&scan_checkpoint),
+                checkpoint_every: crate::scan::CHECKPOINT_EVERY,
             },
             &|n| ctx.progress_bar(n, "scanning for top activations"),
         )?;
@@ -192,9 +210,9 @@ impl StageKind for DeconvTop9 {
                 _ => None,
             })
             .expect("a ZF network has a conv1");
-        render::filters_figure(conv1, &figures.join("conv1_filters.png"))?;
+        render::filters_figure(&network, conv1, &figures.join("conv1_filters.png"))?;
         let counts = filters::count_filters(
-            filter_rms(&conv1.weight, conv1.filter_len()),
+            filter_rms(&network.backend.download(&conv1.weight), conv1.filter_len()),
             ctx.params.float("dead_filter_rms"),
         );
         let dead: Vec<i64> = counts.dead.iter().map(|&d| d as i64).collect();

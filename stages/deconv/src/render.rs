@@ -7,7 +7,7 @@ use std::path::Path;
 use artifacts::images::{ImageRecord, ImagesReader};
 use engine::deconv::{feature_op, project, receptive_field};
 use engine::weights::ModelInfo;
-use engine::{Backend, CpuBackend, Mode, Network, Param};
+use engine::{Backend, Mode, Network, Param};
 use image::{Rgb, RgbImage};
 use imaging::centre_crop;
 use stage_api::{Error, Result};
@@ -56,8 +56,8 @@ fn tile_from<F: Fn(usize, usize, usize) -> u8>(
 /// For hits of one layer: each hit's deconvnet projection and its image patch, both cropped to
 /// the unit's receptive field and scaled to `tile` x `tile`. `images` holds the hits' images
 /// by row ([`read_rows`], read once for all layers).
-pub fn hit_tiles(
-    network: &Network<CpuBackend>,
+pub fn hit_tiles<B: Backend>(
+    network: &Network<B>,
     info: &ModelInfo,
     images: &BTreeMap<usize, ImageRecord>,
     layer: usize,
@@ -71,17 +71,21 @@ pub fn hit_tiles(
     for (hit, out) in hits.iter().zip(input.chunks_mut(per_image)) {
         network_input(&images[&hit.row], info, crop_size, out);
     }
-    let acts = network.forward(input, Mode::Eval);
+    let acts = network.forward(network.backend.upload(&input), Mode::Eval);
     let (channels, h, w) = network.shapes[op];
+    let output = network.backend.download(&acts.outputs[op]);
     // Keep one activation per image: the hit's, all others in the layer set to zero (§2.1).
     let mut signal = vec![0.0f32; hits.len() * channels * h * w];
     for (i, hit) in hits.iter().enumerate() {
         let at = ((i * channels + hit.map) * h + hit.y) * w + hit.x;
-        signal[at] = acts.outputs[op][at];
+        signal[at] = output[at];
     }
-    let pixels = network
-        .backend
-        .download(&project(network, &acts, op, signal));
+    let pixels = network.backend.download(&project(
+        network,
+        &acts,
+        op,
+        network.backend.upload(&signal),
+    ));
     let plane = crop_size * crop_size;
     let mut tiles = Vec::with_capacity(hits.len());
     for (i, hit) in hits.iter().enumerate() {
@@ -112,8 +116,8 @@ pub fn hit_tiles(
 
 /// Fig. 2 for one layer: per feature map, its top-k projections (left) and patches (right).
 #[allow(clippy::too_many_arguments)]
-pub fn top_k_figure(
-    network: &Network<CpuBackend>,
+pub fn top_k_figure<B: Backend>(
+    network: &Network<B>,
     info: &ModelInfo,
     images: &BTreeMap<usize, ImageRecord>,
     layer: usize,
@@ -193,8 +197,13 @@ pub fn evolution_figure(
 }
 
 /// Fig. 6: each conv1 filter as an RGB tile, contrast-stretched per filter.
-pub fn filters_figure(conv1: &Param<CpuBackend>, path: &Path) -> Result<()> {
+pub fn filters_figure<B: Backend>(
+    network: &Network<B>,
+    conv1: &Param<B>,
+    path: &Path,
+) -> Result<()> {
     let (filters, channels, k) = (conv1.shape[0], conv1.shape[1], conv1.shape[2]);
+    let all_weights = network.backend.download(&conv1.weight);
     let scale = (48 / k).max(1) as u32;
     let tile = k as u32 * scale;
     let columns = (filters as f64).sqrt().ceil() as u32;
@@ -202,7 +211,7 @@ pub fn filters_figure(conv1: &Param<CpuBackend>, path: &Path) -> Result<()> {
     let mut canvas =
         RgbImage::from_pixel(columns * (tile + 2) + 2, rows * (tile + 2) + 2, BACKGROUND);
     for f in 0..filters {
-        let weights = &conv1.weight[f * channels * k * k..(f + 1) * channels * k * k];
+        let weights = &all_weights[f * channels * k * k..(f + 1) * channels * k * k];
         let (lo, hi) = weights
             .iter()
             .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));

@@ -8,12 +8,12 @@ use artifacts::images::{ImageRecord, ImagesReader};
 use engine::deconv::feature_op;
 use engine::rng::rng_for;
 use engine::weights::ModelInfo;
-use engine::{Backend, CpuBackend, Mode, Network};
+use engine::{Backend, Mode, Network};
 use rand::seq::index::sample;
 use stage_api::{Error, Result};
 
 /// One of the top-k activations of a feature map.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
     pub layer: usize,
     pub map: usize,
@@ -62,19 +62,50 @@ pub fn network_input(image: &ImageRecord, info: &ModelInfo, crop_size: usize, ou
 
 /// How a scan runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScanConfig {
+pub struct ScanConfig<'a> {
     /// Activations kept per feature map (paper: 9).
     pub top_k: usize,
     /// Images per forward pass.
     pub batch_size: usize,
     /// Scan only the first images (default: all).
     pub limit: Option<usize>,
+    /// Where the scan saves its progress (the run's resume folder): a scan killed part-way
+    /// resumes after the last saved batch and ends with the same hits as an uninterrupted one.
+    pub checkpoint: Option<&'a Path>,
+    /// How often the progress is saved (a zero interval saves after every batch).
+    pub checkpoint_every: std::time::Duration,
+}
+
+/// Saved progress of a scan: the images done and the top-k lists so far.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ScanCheckpoint {
+    rows_done: usize,
+    hits: Vec<Hit>,
+}
+
+/// The usual interval between scan checkpoints: often enough to lose little, rarely enough to
+/// cost nothing.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn save_checkpoint(
+    path: &Path,
+    rows_done: usize,
+    best: &BTreeMap<(usize, usize), Vec<Hit>>,
+) -> Result<()> {
+    let checkpoint = ScanCheckpoint {
+        rows_done,
+        hits: best.values().flatten().cloned().collect(),
+    };
+    let temporary = path.with_extension("tmp");
+    let json = serde_json::to_vec(&checkpoint).expect("a checkpoint serialises");
+    std::fs::write(&temporary, json).map_err(|e| Error::io(&temporary, e))?;
+    std::fs::rename(&temporary, path).map_err(|e| Error::io(path, e))
 }
 
 /// Scans the images of `images_path` (the first `limit`, if given) and keeps, per (layer, map), the `k` images with the
 /// strongest activation (ties: the earlier image).
-pub fn scan_top_k(
-    network: &Network<CpuBackend>,
+pub fn scan_top_k<B: Backend>(
+    network: &Network<B>,
     info: &ModelInfo,
     images_path: &Path,
     maps: &BTreeMap<usize, Vec<usize>>,
@@ -85,6 +116,8 @@ pub fn scan_top_k(
         top_k: k,
         batch_size,
         limit,
+        checkpoint,
+        checkpoint_every,
     } = config;
     let crop_size = network.architecture.input_size;
     let per_image = network.input_len();
@@ -98,12 +131,36 @@ pub fn scan_top_k(
         })
         .collect();
     let mut best: BTreeMap<(usize, usize), Vec<Hit>> = BTreeMap::new();
+    // Resume: the run's resume folder belongs to this exact cache key (same model, images and
+    // params), so a saved state is always this scan's.
+    let mut resumed_rows = 0;
+    if let Some(path) = checkpoint
+        && let Ok(bytes) = std::fs::read(path)
+    {
+        let saved: ScanCheckpoint = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::input(
+                path,
+                format!("unreadable scan checkpoint ({e}); delete it to start over"),
+            )
+        })?;
+        for hit in saved.hits {
+            best.entry((hit.layer, hit.map)).or_default().push(hit);
+        }
+        resumed_rows = saved.rows_done;
+        tracing::info!(rows = resumed_rows, "resuming the scan");
+    }
     let reader = ImagesReader::open(images_path, batch_size)?;
     let total = limit.map_or(reader.num_images, |l| (l as u64).min(reader.num_images));
     let bar = progress(total);
+    bar.inc(resumed_rows as u64);
     let mut row = 0usize;
+    let mut last_saved = std::time::Instant::now();
     for chunk in reader {
         let mut chunk = chunk?;
+        if row + chunk.len() <= resumed_rows {
+            row += chunk.len();
+            continue;
+        }
         if let Some(limit) = limit {
             if row >= limit {
                 break;
@@ -126,11 +183,11 @@ pub fn scan_top_k(
         for (image, out) in chunk.iter().zip(input.chunks_mut(per_image)) {
             network_input(image, info, crop_size, out);
         }
-        let acts = network.forward(input, Mode::Eval);
+        let acts = network.forward(network.backend.upload(&input), Mode::Eval);
         for (&layer, &op) in &ops {
             let (channels, h, w) = network.shapes[op];
             let plane = h * w;
-            let output = &acts.outputs[op];
+            let output = network.backend.download(&acts.outputs[op]);
             for &map in &maps[&layer] {
                 let list = best.entry((layer, map)).or_default();
                 for (j, image) in chunk.iter().enumerate() {
@@ -163,6 +220,12 @@ pub fn scan_top_k(
         }
         row += chunk.len();
         bar.inc(chunk.len() as u64);
+        if let Some(path) = checkpoint
+            && last_saved.elapsed() >= checkpoint_every
+        {
+            save_checkpoint(path, row, &best)?;
+            last_saved = std::time::Instant::now();
+        }
     }
     bar.finish_and_clear();
     let mut hits = Vec::new();
@@ -176,4 +239,93 @@ pub fn scan_top_k(
         hits,
         n_images: row,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use artifacts::Provenance;
+    use artifacts::images::ImagesWriter;
+    use engine::{Architecture, CpuBackend};
+
+    use super::*;
+
+    fn images(dir: &Path, n: usize) -> std::path::PathBuf {
+        let path = dir.join("images");
+        let mut writer = ImagesWriter::create(&path, &Provenance::ad_hoc("test")).unwrap();
+        let mut state = 7u64;
+        for id in 0..n {
+            let pixels = (0..32 * 32 * 3)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (state >> 56) as u8
+                })
+                .collect();
+            writer
+                .push(ImageRecord {
+                    image_id: 100 + id as i64,
+                    label: 0,
+                    class_name: String::new(),
+                    source: String::new(),
+                    height: 32,
+                    width: 32,
+                    channels: 3,
+                    pixels,
+                })
+                .unwrap();
+        }
+        writer.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn a_scan_resumed_from_its_checkpoint_finds_what_an_uninterrupted_scan_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = images(dir.path(), 48);
+        let network = Network::new(
+            CpuBackend,
+            Architecture::from_name("zf_small", 3).unwrap(),
+            0.03,
+            5,
+        );
+        let info = ModelInfo {
+            architecture: network.architecture.clone(),
+            image_size: 32,
+            class_names: Vec::new(),
+            mean: vec![120.0; 32 * 32 * 3],
+        };
+        let maps = chosen_maps(&network, &[1, 3, 5], 4, 0).unwrap();
+        let hidden = |_| indicatif::ProgressBar::hidden();
+        let config = ScanConfig {
+            top_k: 9,
+            batch_size: 8,
+            limit: None,
+            checkpoint: None,
+            checkpoint_every: std::time::Duration::ZERO,
+        };
+        let whole = scan_top_k(&network, &info, &images, &maps, config, &hidden).unwrap();
+
+        // "Killed" after 24 images: the checkpoint holds the first three batches.
+        let checkpoint = dir.path().join("scan.json");
+        let first_part = ScanConfig {
+            limit: Some(24),
+            checkpoint: Some(&checkpoint),
+            ..config
+        };
+        scan_top_k(&network, &info, &images, &maps, first_part, &hidden).unwrap();
+        let saved: ScanCheckpoint =
+            serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
+        assert_eq!(saved.rows_done, 24);
+
+        let resumed = ScanConfig {
+            checkpoint: Some(&checkpoint),
+            ..config
+        };
+        let after = scan_top_k(&network, &info, &images, &maps, resumed, &hidden).unwrap();
+        assert_eq!(after.hits, whole.hits);
+        assert_eq!(after.n_images, 48);
+        // Hits from before the "kill" survived: some winners are among the first 24 images.
+        assert!(whole.hits.iter().any(|h| h.row < 24));
+    }
 }

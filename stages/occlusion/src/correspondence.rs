@@ -19,7 +19,7 @@ use artifacts::table::schemas::CORRESPONDENCE;
 use artifacts::table::{Column, Table};
 use engine::deconv::feature_op;
 use engine::weights::load_model;
-use engine::{CpuBackend, Mode, Network, Op};
+use engine::{Backend, Mode, Network, Op};
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -142,8 +142,22 @@ impl StageKind for Correspondence {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_cpu(&ctx.params, self.name())?;
-        let (network, info) = load_model(ctx.input("model"), CpuBackend)?;
+        cuda_backend::run_on(ctx.params.str("device"), CorrespondenceTask { ctx })
+            .map_err(|e| Error::Config(e.to_string()))?
+    }
+}
+
+/// The correspondence analysis, on the backend the `device` param picked.
+struct CorrespondenceTask<'a> {
+    ctx: &'a StageContext,
+}
+
+impl cuda_backend::BackendTask for CorrespondenceTask<'_> {
+    type Output = Result<RunSummary>;
+
+    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
+        let ctx = self.ctx;
+        let (network, info) = load_model(ctx.input("model"), backend)?;
         let masks = read_part_masks(ctx.input("parts"))?;
         let mut ids: Vec<i64> = masks.iter().map(|m| m.image_id).collect();
         ids.dedup();
@@ -289,7 +303,7 @@ fn sign(v: f32) -> i8 {
     }
 }
 
-fn fc7(network: &Network<CpuBackend>) -> Option<usize> {
+fn fc7<B: Backend>(network: &Network<B>) -> Option<usize> {
     let linear = network.ops.iter().position(
         |op| matches!(op, Op::Linear { param, .. } if network.params[*param].name == "fc7"),
     )?;
@@ -309,16 +323,16 @@ fn masked(input: &[f32], crop: usize, (top, left, h, w): Rect) -> Vec<f32> {
 }
 
 /// Per layer, per image: the feature vector.
-fn features(
-    network: &Network<CpuBackend>,
+fn features<B: Backend>(
+    network: &Network<B>,
     inputs: &[Vec<f32>],
     layers: &[(usize, usize)],
 ) -> Vec<Vec<Vec<f32>>> {
-    let acts = network.forward(inputs.concat(), Mode::Eval);
+    let acts = network.forward(network.backend.upload(&inputs.concat()), Mode::Eval);
     layers
         .iter()
         .map(|&(_, op)| {
-            let all = &acts.outputs[op];
+            let all = network.backend.download(&acts.outputs[op]);
             let len = all.len() / inputs.len();
             all.chunks(len).map(<[f32]>::to_vec).collect()
         })

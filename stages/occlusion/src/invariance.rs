@@ -16,7 +16,7 @@ use artifacts::table::schemas::INVARIANCE;
 use artifacts::table::{Column, Table};
 use engine::deconv::feature_op;
 use engine::weights::load_model;
-use engine::{Backend, CpuBackend, Mode, Network, Op};
+use engine::{Backend, Mode, Network, Op};
 use image::{Rgb, RgbImage};
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
@@ -105,8 +105,22 @@ impl StageKind for Invariance {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_cpu(&ctx.params, self.name())?;
-        let (network, info) = load_model(ctx.input("model"), CpuBackend)?;
+        cuda_backend::run_on(ctx.params.str("device"), InvarianceTask { ctx })
+            .map_err(|e| Error::Config(e.to_string()))?
+    }
+}
+
+/// The invariance sweep, on the backend the `device` param picked.
+struct InvarianceTask<'a> {
+    ctx: &'a StageContext,
+}
+
+impl cuda_backend::BackendTask for InvarianceTask<'_> {
+    type Output = Result<RunSummary>;
+
+    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
+        let ctx = self.ctx;
+        let (network, info) = load_model(ctx.input("model"), backend)?;
         let crop = network.architecture.input_size;
         let layer1 = feature_op(&network, 1).expect("conv1");
         let layer7 = fc7_op(&network).ok_or_else(|| {
@@ -131,10 +145,14 @@ impl StageKind for Invariance {
                 for &amount in values {
                     batch.extend(transformed(&base, crop, transform, amount));
                 }
-                let acts = network.forward(batch, Mode::Eval);
+                let acts = network.forward(network.backend.upload(&batch), Mode::Eval);
                 let probs = network.backend.softmax(acts.logits(), network.classes());
+                let (f1, f7) = (
+                    network.backend.download(&acts.outputs[layer1]),
+                    network.backend.download(&acts.outputs[layer7]),
+                );
                 let distance = |op: usize, j: usize| {
-                    let f = &acts.outputs[op];
+                    let f = if op == layer1 { &f1 } else { &f7 };
                     let len = f.len() / (values.len() + 1);
                     let (original, moved) = (&f[..len], &f[(j + 1) * len..(j + 2) * len]);
                     let norm = original

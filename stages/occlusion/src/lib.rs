@@ -20,7 +20,7 @@ use artifacts::table::schemas::{OCCLUSION_CHECKS, OCCLUSION_MAPS};
 use artifacts::table::{Column, Table};
 use engine::deconv::{feature_op, project};
 use engine::weights::{ModelInfo, load_model};
-use engine::{Backend, CpuBackend, Mode, Network};
+use engine::{Backend, Mode, Network};
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
@@ -127,8 +127,22 @@ impl StageKind for Occlusion {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        stage_api::device::require_cpu(&ctx.params, self.name())?;
-        let (network, info) = load_model(ctx.input("model"), CpuBackend)?;
+        cuda_backend::run_on(ctx.params.str("device"), OcclusionTask { ctx })
+            .map_err(|e| Error::Config(e.to_string()))?
+    }
+}
+
+/// The occlusion experiment, on the backend the `device` param picked.
+struct OcclusionTask<'a> {
+    ctx: &'a StageContext,
+}
+
+impl cuda_backend::BackendTask for OcclusionTask<'_> {
+    type Output = Result<RunSummary>;
+
+    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
+        let ctx = self.ctx;
+        let (network, info) = load_model(ctx.input("model"), backend)?;
         let crop = network.architecture.input_size;
         let occluder = ctx.params.usize("occluder");
         if occluder > crop {
@@ -298,8 +312,8 @@ fn input_of(image: &ImageRecord, info: &ModelInfo, crop: usize) -> Vec<f32> {
 }
 
 /// The deconvnet projection of `map`'s strongest layer-5 unit in each of `images`.
-pub fn project_map_on(
-    network: &Network<CpuBackend>,
+pub fn project_map_on<B: Backend>(
+    network: &Network<B>,
     info: &ModelInfo,
     images: &[&ImageRecord],
     map: usize,
@@ -315,8 +329,8 @@ pub fn project_map_on(
         .iter()
         .flat_map(|image| input_of(image, info, crop))
         .collect();
-    let acts = network.forward(input, Mode::Eval);
-    let conv5 = &acts.outputs[op5];
+    let acts = network.forward(network.backend.upload(&input), Mode::Eval);
+    let conv5 = network.backend.download(&acts.outputs[op5]);
     let mut signal = vec![0.0f32; conv5.len()];
     for i in 0..images.len() {
         let start = (i * maps + map) * plane;
@@ -324,9 +338,12 @@ pub fn project_map_on(
             (start..start + plane).fold(start, |b, p| if conv5[p] > conv5[b] { p } else { b });
         signal[best] = conv5[best];
     }
-    let pixels = network
-        .backend
-        .download(&project(network, &acts, op5, signal));
+    let pixels = network.backend.download(&project(
+        network,
+        &acts,
+        op5,
+        network.backend.upload(&signal),
+    ));
     pixels
         .chunks(3 * crop * crop)
         .map(<[f32]>::to_vec)
@@ -334,8 +351,8 @@ pub fn project_map_on(
 }
 
 /// Runs every occluded copy of one image through the network.
-pub fn occlude(
-    network: &Network<CpuBackend>,
+pub fn occlude<B: Backend>(
+    network: &Network<B>,
     info: &ModelInfo,
     image: ImageRecord,
     occluder: usize,
@@ -348,8 +365,8 @@ pub fn occlude(
     let (maps, h, w) = network.shapes[op5];
     let plane = h * w;
     let clean = input_of(&image, info, crop);
-    let acts = network.forward(clean.clone(), Mode::Eval);
-    let conv5 = &acts.outputs[op5];
+    let acts = network.forward(network.backend.upload(&clean), Mode::Eval);
+    let conv5 = network.backend.download(&acts.outputs[op5]);
     let totals: Vec<f32> = (0..maps)
         .map(|m| conv5[m * plane..(m + 1) * plane].iter().sum())
         .collect();
@@ -366,7 +383,12 @@ pub fn occlude(
     });
     let mut signal = vec![0.0; maps * plane];
     signal[map * plane + strongest] = conv5[map * plane + strongest];
-    let projection = project(network, &acts, op5, signal);
+    let projection = network.backend.download(&project(
+        network,
+        &acts,
+        op5,
+        network.backend.upload(&signal),
+    ));
     let peak_at = (0..crop * crop).fold(0, |best, p| {
         let magnitude = |q: usize| {
             (0..3)
@@ -398,9 +420,9 @@ pub fn occlude(
             }
             input.extend_from_slice(&copy);
         }
-        let acts = network.forward(input, Mode::Eval);
+        let acts = network.forward(network.backend.upload(&input), Mode::Eval);
         let probs = network.backend.softmax(acts.logits(), classes);
-        let conv5 = &acts.outputs[op5];
+        let conv5 = network.backend.download(&acts.outputs[op5]);
         for j in 0..batch.len() {
             map_activation.push(conv5[(j * maps + map) * plane..][..plane].iter().sum());
             let row = &probs[j * classes..(j + 1) * classes];

@@ -332,7 +332,14 @@ pub fn filters_section(
             let caption = match name.as_str() {
                 "a_no_renorm.png" => "(a) no renormalisation",
                 "b_krizhevsky.png" => "(b) Krizhevsky",
-                _ => "(c) ZF",
+                "c_zf.png" => "(c) ZF",
+                "d_krizhevsky_layer2.png" => {
+                    "(d) Krizhevsky, layer 2: top-9 projections (left) beside their patches"
+                }
+                "e_zf_layer2.png" => {
+                    "(e) ZF, layer 2: top-9 projections (left) beside their patches"
+                }
+                _ => continue,
             };
             let _ = writeln!(md, "**{caption}**\n\n![{caption}](figures/{target})\n");
         }
