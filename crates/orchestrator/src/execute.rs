@@ -4,7 +4,7 @@
 //! A stage whose kind asks for the GPU is only dispatched while no other GPU stage runs (the
 //! GPU token). A failed stage skips its downstream; independent branches carry on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use artifacts::{HashMemo, Provenance};
 use indicatif::MultiProgress;
-use stage_api::StageContext;
+use stage_api::{StageContext, UpstreamRun};
 
 use crate::cache::{Cache, EntryProblem, MANIFEST_FORMAT, Manifest, OutputRecord, StateRecord};
 use crate::plan::{
@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Stages run at the same time, at most.
     pub jobs: usize,
+    /// The program, as stages see it (`StageContext::build`), e.g. `zfnet 0.1.0 (commit ..)`.
+    pub build: String,
 }
 
 /// Progress of a run, reported to the caller as it happens.
@@ -168,7 +170,16 @@ pub fn run(
                     let force = forced(stage);
                     scope.spawn(move || {
                         let outcome = catch_unwind(AssertUnwindSafe(|| {
-                            run_one(dag, cache, stage, index, force, progress, observer)
+                            run_one(
+                                dag,
+                                cache,
+                                stage,
+                                index,
+                                force,
+                                &options.build,
+                                progress,
+                                observer,
+                            )
                         }))
                         .unwrap_or_else(|panic| {
                             let message = panic
@@ -228,12 +239,14 @@ pub fn run(
 }
 
 /// Brings one stage up to date: reuses a verified cache entry or executes the stage.
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     dag: &Dag,
     cache: &Cache,
     stage: &ResolvedStage,
     index: &Mutex<OutputIndex>,
     force: bool,
+    build: &str,
     progress: &MultiProgress,
     observer: &(dyn Fn(&RunEvent) + Sync),
 ) -> Result<Outcome, String> {
@@ -306,7 +319,20 @@ fn run_one(
         reason,
     });
     let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
-    let result = execute(cache, stage, &snapshot, &key, &inputs, &temp_dir, progress);
+    let context_extras = ContextExtras {
+        upstream_runs: upstream_runs(dag, cache, stage),
+        build: build.to_owned(),
+    };
+    let result = execute(
+        cache,
+        stage,
+        &snapshot,
+        &key,
+        &inputs,
+        &temp_dir,
+        progress,
+        context_extras,
+    );
     match result {
         Ok(manifest) => {
             index_outputs(
@@ -325,6 +351,44 @@ fn run_one(
     }
 }
 
+/// What a stage's context carries besides its own inputs and outputs.
+struct ContextExtras {
+    upstream_runs: Vec<UpstreamRun>,
+    build: String,
+}
+
+/// The recorded runs of every stage upstream of `stage` (transitively), in pipeline order.
+/// Each has a state record by now: its run (or reuse) finished before this one started.
+fn upstream_runs(dag: &Dag, cache: &Cache, stage: &ResolvedStage) -> Vec<UpstreamRun> {
+    let mut wanted: BTreeSet<&str> = stage.upstream();
+    let mut frontier: Vec<&str> = wanted.iter().copied().collect();
+    while let Some(name) = frontier.pop() {
+        if let Some(upstream) = dag.stages.iter().find(|s| s.name == name) {
+            for next in upstream.upstream() {
+                if wanted.insert(next) {
+                    frontier.push(next);
+                }
+            }
+        }
+    }
+    dag.stages
+        .iter()
+        .filter(|s| wanted.contains(s.name.as_str()))
+        .filter_map(|s| {
+            let state = cache.read_state(&dag.name, &s.name)?;
+            let manifest = cache.read_manifest(&state.key).ok()?;
+            Some(UpstreamRun {
+                stage: s.name.clone(),
+                kind: manifest.kind,
+                kind_version: manifest.kind_version,
+                cache_key: manifest.key,
+                duration_s: manifest.duration_s,
+                started_unix_s: manifest.started_unix_s,
+            })
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn execute(
     cache: &Cache,
@@ -334,6 +398,7 @@ fn execute(
     inputs: &BTreeMap<String, Vec<crate::cache::InputRecord>>,
     temp_dir: &std::path::Path,
     progress: &MultiProgress,
+    extras: ContextExtras,
 ) -> Result<Manifest, String> {
     let kind = &stage.kind;
     let outputs_dir = temp_dir.join("outputs");
@@ -376,6 +441,8 @@ fn execute(
         scratch_dir: scratch_dir.clone(),
         provenance,
         progress: progress.clone(),
+        upstream_runs: extras.upstream_runs,
+        build: extras.build,
     };
     let started_unix_s = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

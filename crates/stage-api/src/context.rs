@@ -27,6 +27,22 @@ pub struct StageContext {
     pub provenance: Provenance,
     /// Where progress bars are drawn (hidden when stderr is not a terminal).
     pub progress: MultiProgress,
+    /// The finished runs of every stage upstream of this one (transitively), in pipeline
+    /// order, from their manifests: for reports that say how their results were made.
+    pub upstream_runs: Vec<UpstreamRun>,
+    /// The program running the stage, e.g. `zfnet 0.1.0 (commit 1a2b3c4)`.
+    pub build: String,
+}
+
+/// One finished run of an upstream stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamRun {
+    pub stage: String,
+    pub kind: String,
+    pub kind_version: u32,
+    pub cache_key: String,
+    pub duration_s: f64,
+    pub started_unix_s: f64,
 }
 
 impl StageContext {
@@ -82,6 +98,8 @@ impl StageContext {
             scratch_dir,
             provenance: Provenance::ad_hoc("test"),
             progress: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            upstream_runs: Vec::new(),
+            build: "test".to_owned(),
         }
     }
 }

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "zfnet",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("ZFNET_BUILD_COMMIT"), ")"),
     about = "Reproduce Zeiler & Fergus (2013), Visualizing and Understanding Convolutional \
              Networks, as a cached pipeline of stages."
 )]

@@ -10,6 +10,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// This program as stages and reports name it: version, and the commit it was built from.
+pub const BUILD: &str = concat!(
+    "zfnet ",
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("ZFNET_BUILD_COMMIT"),
+    ")"
+);
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging();

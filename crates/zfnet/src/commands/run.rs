@@ -43,6 +43,7 @@ pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: us
         targets,
         force,
         jobs,
+        build: crate::BUILD.to_owned(),
     };
     let progress = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let print = |event: &RunEvent| {
