@@ -5,8 +5,9 @@
 //! down to `size` x `size` (so that a one-pixel shift barely moves it); the normalised
 //! correlation of two images is then the dot product of their vectors. Queries (the transfer
 //! target set) are held in memory; references (the pre-training set) stream through in blocks,
-//! and each block's correlations with all queries are one GEMM per query chunk — the full
-//! queries x references matrix is never materialised. Pairs above `threshold` are the
+//! and each block's correlations with all queries are screened in bf16 (AVX-512 BF16) or by an
+//! f32 GEMM, within a proven error margin, and the candidates recomputed exactly (`screen`) —
+//! the full queries x references matrix is never materialised. Pairs above `threshold` are the
 //! overlaps; the referenced images go to a removal manifest that `train` reads (`exclude`).
 
 use std::collections::BTreeMap;
@@ -16,11 +17,12 @@ use std::sync::Arc;
 use artifacts::images::{ImageRecord, ImagesReader};
 use artifacts::table::schemas::{DEDUP_MATCHES, REMOVAL};
 use artifacts::table::{Column, Table};
-use engine::scalar::{MatRef, gemm};
 use rayon::prelude::*;
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
+
+pub mod screen;
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![Arc::new(Dedup)]
@@ -83,50 +85,27 @@ pub fn find_overlaps(
 ) -> Result<(Vec<Match>, usize)> {
     let dim = size * size;
     let query_matrix: Vec<f32> = queries.iter().flat_map(|q| q.2.iter().copied()).collect();
+    let use_bf16 = screen::bf16_available();
+    let prepared_queries = screen::Prepared::new(&query_matrix, dim, use_bf16);
     let mut matches = Vec::new();
     let mut n_references = 0;
     for chunk in ImagesReader::open(references, block)? {
         let chunk = chunk?;
-        let vectors: Vec<Vec<f32>> = chunk
+        let reference_matrix: Vec<f32> = chunk
             .par_iter()
             .map(|image| ncc_vector(image, size))
-            .collect();
-        let reference_matrix: Vec<f32> = vectors.concat();
-        const QUERY_ROWS: usize = 256;
-        let found: Vec<Vec<Match>> = query_matrix
-            .par_chunks(QUERY_ROWS * dim)
-            .enumerate()
-            .map(|(part, q)| {
-                let rows = q.len() / dim;
-                let mut scores = vec![0.0f32; rows * chunk.len()];
-                gemm(
-                    1.0,
-                    MatRef::row_major(q, rows, dim),
-                    MatRef::row_major(&reference_matrix, chunk.len(), dim).t(),
-                    0.0,
-                    &mut scores,
-                );
-                let mut found = Vec::new();
-                for r in 0..rows {
-                    let (query_id, query_label, _) = &queries[part * QUERY_ROWS + r];
-                    for (j, &ncc) in scores[r * chunk.len()..(r + 1) * chunk.len()]
-                        .iter()
-                        .enumerate()
-                    {
-                        if ncc >= threshold {
-                            found.push(Match {
-                                query_id: *query_id,
-                                query_label: *query_label,
-                                reference_id: chunk[j].image_id,
-                                ncc,
-                            });
-                        }
-                    }
-                }
-                found
-            })
-            .collect();
-        matches.extend(found.into_iter().flatten());
+            .collect::<Vec<_>>()
+            .concat();
+        let prepared = screen::Prepared::new(&reference_matrix, dim, use_bf16);
+        for (q, r, ncc) in screen::pairs_at_least(&prepared_queries, &prepared, threshold) {
+            let (query_id, query_label, _) = &queries[q];
+            matches.push(Match {
+                query_id: *query_id,
+                query_label: *query_label,
+                reference_id: chunk[r].image_id,
+                ncc: ncc as f32,
+            });
+        }
         n_references += chunk.len();
     }
     matches.sort_by_key(|m| (m.query_id, m.reference_id));
@@ -141,7 +120,9 @@ impl StageKind for Dedup {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: bf16 screening with an exact f64 re-check; correlations are now exact (f64,
+        // stored as f32) instead of f32 GEMM sums.
+        2
     }
 
     fn summary(&self) -> &'static str {

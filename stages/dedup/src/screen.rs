@@ -1,0 +1,315 @@
+//! The pairs of unit vectors whose dot product reaches a threshold, found fast and exactly.
+//!
+//! Screening: every (query, reference) dot product is computed in bfloat16 with f32
+//! accumulation (AVX-512 BF16's `vdpbf16ps`, twice the f32 FMA rate) where the CPU has it, else
+//! by an f32 GEMM. Rounding a unit vector's values to bf16 moves each by at most u = 2^-8
+//! relative, so a bf16 dot product of unit vectors is within (2u + u^2) sum |x_i y_i| <= 0.0079
+//! of the exact one (Cauchy-Schwarz), plus the f32 accumulation's ~1e-4: every pair with
+//! bf16 dot >= threshold - [`MARGIN`] is a candidate, and no true pair is missed. Each
+//! candidate's dot product is then recomputed in f64 and compared with the threshold — so the
+//! pairs and their values do not depend on which screening path the machine took.
+
+use engine::scalar::{MatRef, gemm};
+use rayon::prelude::*;
+
+/// The screening margin: larger than the worst bf16 (or f32) error for unit vectors.
+pub const MARGIN: f32 = 0.01;
+
+/// Query rows per parallel task.
+const QUERY_ROWS: usize = 256;
+
+/// One pair found: (query row, reference row, exact dot product).
+pub type Pair = (usize, usize, f64);
+
+/// Unit vectors (rows of `dim` values) prepared for screening: bf16 copies padded to a
+/// multiple of 32 values, when the CPU can use them.
+pub struct Prepared<'a> {
+    rows: &'a [f32],
+    dim: usize,
+    bf16: Option<Vec<u16>>,
+    padded: usize,
+}
+
+/// Whether this CPU screens in bf16.
+pub fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// f32 -> bf16, rounding to nearest, ties to even (no NaNs here: the vectors are finite).
+fn to_bf16(value: f32) -> u16 {
+    let bits = value.to_bits();
+    ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(rows: &'a [f32], dim: usize, use_bf16: bool) -> Self {
+        let padded = dim.div_ceil(32) * 32;
+        let bf16 = use_bf16.then(|| {
+            let mut out = vec![0u16; rows.len() / dim.max(1) * padded];
+            out.par_chunks_mut(padded)
+                .zip(rows.par_chunks(dim))
+                .for_each(|(out, row)| {
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o = to_bf16(v);
+                    }
+                });
+            out
+        });
+        Prepared {
+            rows,
+            dim,
+            bf16,
+            padded,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len() / self.dim.max(1)
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.rows[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+fn exact_dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+/// Every (query, reference) pair with dot product >= `threshold`, in (query, reference)
+/// order. Both sides must be prepared the same way (bf16 or not).
+pub fn pairs_at_least(queries: &Prepared, references: &Prepared, threshold: f32) -> Vec<Pair> {
+    assert_eq!(queries.dim, references.dim, "vectors of different lengths");
+    let screen = threshold - MARGIN;
+    let n_queries = queries.len();
+    let chunks: Vec<usize> = (0..n_queries).step_by(QUERY_ROWS).collect();
+    let found: Vec<Vec<Pair>> = chunks
+        .into_par_iter()
+        .map(|first| {
+            let rows = QUERY_ROWS.min(n_queries - first);
+            let mut candidates = Vec::new();
+            match (&queries.bf16, &references.bf16) {
+                #[cfg(target_arch = "x86_64")]
+                (Some(q), Some(r)) => {
+                    // SAFETY: both copies exist only when `bf16_available()` said the CPU has
+                    // AVX-512F and AVX-512 BF16.
+                    unsafe {
+                        screen_bf16(
+                            &q[first * queries.padded..(first + rows) * queries.padded],
+                            r,
+                            queries.padded,
+                            screen,
+                            first,
+                            &mut candidates,
+                        )
+                    }
+                }
+                _ => screen_f32(queries, references, first, rows, screen, &mut candidates),
+            }
+            // The bf16 screen visits pairs tile by tile: restore (query, reference) order.
+            candidates.sort_unstable();
+            candidates
+                .into_iter()
+                .filter_map(|(i, j)| {
+                    let value = exact_dot(queries.row(i), references.row(j));
+                    (value >= threshold as f64).then_some((i, j, value))
+                })
+                .collect()
+        })
+        .collect();
+    found.into_iter().flatten().collect()
+}
+
+/// The f32 GEMM screen (CPUs without AVX-512 BF16).
+fn screen_f32(
+    queries: &Prepared,
+    references: &Prepared,
+    first: usize,
+    rows: usize,
+    screen: f32,
+    out: &mut Vec<(usize, usize)>,
+) {
+    let (dim, n) = (queries.dim, references.len());
+    let mut scores = vec![0.0f32; rows * n];
+    gemm(
+        1.0,
+        MatRef::row_major(&queries.rows[first * dim..(first + rows) * dim], rows, dim),
+        MatRef::row_major(references.rows, n, dim).t(),
+        0.0,
+        &mut scores,
+    );
+    for r in 0..rows {
+        for (j, &s) in scores[r * n..(r + 1) * n].iter().enumerate() {
+            if s >= screen {
+                out.push((first + r, j));
+            }
+        }
+    }
+}
+
+/// The bf16 screen: 4 x 4 tiles of dot products, 32 values per `vdpbf16ps`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn screen_bf16(
+    queries: &[u16],
+    references: &[u16],
+    padded: usize,
+    screen: f32,
+    first: usize,
+    out: &mut Vec<(usize, usize)>,
+) {
+    use std::arch::x86_64::*;
+    let rows = queries.len() / padded;
+    let n = references.len() / padded;
+    // A macro, not a closure: closures do not inherit `target_feature`, and the loads must
+    // inline into the loop.
+    macro_rules! load {
+        ($data:expr, $row:expr, $k:expr) => {
+            // SAFETY: the row is within `$data` and k + 32 <= padded (the loops' bounds).
+            unsafe {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    $data.as_ptr().add($row * padded + $k) as *const __m512i,
+                ))
+            }
+        };
+    }
+    let mut check = |i: usize, j: usize, value: f32| {
+        if value >= screen {
+            out.push((first + i, j));
+        }
+    };
+    let full_j = n / 4 * 4;
+    let full_i = rows / 4 * 4;
+    for j0 in (0..full_j).step_by(4) {
+        for i0 in (0..full_i).step_by(4) {
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            for k in (0..padded).step_by(32) {
+                let q = [
+                    load!(queries, i0, k),
+                    load!(queries, i0 + 1, k),
+                    load!(queries, i0 + 2, k),
+                    load!(queries, i0 + 3, k),
+                ];
+                let r = [
+                    load!(references, j0, k),
+                    load!(references, j0 + 1, k),
+                    load!(references, j0 + 2, k),
+                    load!(references, j0 + 3, k),
+                ];
+                for a in 0..4 {
+                    for b in 0..4 {
+                        acc[a][b] = _mm512_dpbf16_ps(acc[a][b], q[a], r[b]);
+                    }
+                }
+            }
+            for a in 0..4 {
+                for b in 0..4 {
+                    check(i0 + a, j0 + b, _mm512_reduce_add_ps(acc[a][b]));
+                }
+            }
+        }
+    }
+    // Edges: the rows and columns outside full tiles, one dot product at a time.
+    for i in 0..rows {
+        let columns = if i < full_i { full_j..n } else { 0..n };
+        for j in columns {
+            let mut acc = _mm512_setzero_ps();
+            for k in (0..padded).step_by(32) {
+                acc = _mm512_dpbf16_ps(acc, load!(queries, i, k), load!(references, j, k));
+            }
+            check(i, j, _mm512_reduce_add_ps(acc));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed | 1;
+        let mut rows: Vec<f32> = (0..n * dim)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state % 10_000) as f32 / 10_000.0 - 0.5
+            })
+            .collect();
+        for row in rows.chunks_mut(dim) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+        rows
+    }
+
+    /// Brute force in f64: the definition.
+    fn brute(q: &[f32], r: &[f32], dim: usize, threshold: f64) -> Vec<Pair> {
+        let mut out = Vec::new();
+        for (i, a) in q.chunks(dim).enumerate() {
+            for (j, b) in r.chunks(dim).enumerate() {
+                let v = exact_dot(a, b);
+                if v >= threshold {
+                    out.push((i, j, v));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn both_screens_find_exactly_the_brute_force_pairs() {
+        // Odd sizes exercise the edge tiles; near-copies and a threshold between the values
+        // exercise the margin.
+        let dim = 70;
+        let references = unit_rows(23, dim, 3);
+        let mut queries = unit_rows(9, dim, 5);
+        for (q, r) in [(0usize, 4usize), (5, 22), (8, 13)] {
+            for d in 0..dim {
+                queries[q * dim + d] = references[r * dim + d] + 0.01 * queries[q * dim + d];
+            }
+            let norm = queries[q * dim..(q + 1) * dim]
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                .sqrt();
+            queries[q * dim..(q + 1) * dim]
+                .iter_mut()
+                .for_each(|v| *v /= norm);
+        }
+        for threshold in [0.999f32, 0.9, 0.0, -1.0] {
+            let expected = brute(&queries, &references, dim, threshold as f64);
+            for use_bf16 in [false, bf16_available()] {
+                let found = pairs_at_least(
+                    &Prepared::new(&queries, dim, use_bf16),
+                    &Prepared::new(&references, dim, use_bf16),
+                    threshold,
+                );
+                assert_eq!(found, expected, "threshold {threshold}, bf16 {use_bf16}");
+            }
+        }
+        assert_eq!(
+            brute(&queries, &references, dim, 0.9)
+                .iter()
+                .map(|p| (p.0, p.1))
+                .collect::<Vec<_>>(),
+            vec![(0, 4), (5, 22), (8, 13)]
+        );
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3F80);
+        assert_eq!(to_bf16(f32::from_bits(0x3F80_8000)), 0x3F80); // tie -> even
+        assert_eq!(to_bf16(f32::from_bits(0x3F81_8000)), 0x3F82); // tie -> even
+        assert_eq!(to_bf16(f32::from_bits(0x3F80_8001)), 0x3F81);
+        assert_eq!(to_bf16(-0.5), 0xBF00);
+    }
+}
