@@ -1,45 +1,125 @@
 #!/usr/bin/env bash
 # The GPU check of issue #5, in two halves:
 #
-#   scripts/device-check.sh prepare   # here (no GPU needed): builds the check binary with the
-#                                     # `cuda` feature and stages Fashion-MNIST for the learning run
-#   scripts/device-check.sh run       # on the GPU machine: parity, speed beside PyTorch, learning
+#   scripts/device-check.sh prepare   # here (no GPU needed): builds zfnet and the check binary
+#                                     # with the `cuda` feature, strips them, stages
+#                                     # Fashion-MNIST — all under target/device (< 64 MiB)
+#   scripts/device-check.sh run       # on the GPU machine, in one go (~5 minutes):
+#       1. zfnet-device-check: parity with the CPU backend (fp32, tf32), speed of the training
+#          step and inference at batch 128 / 224x224, and a learning run of the full ZF net
+#       2. scripts/torch_zf.py: the identical network and step in PyTorch, same machine
+#       3. a small pipeline end to end with `device: cuda`: dedup, train, deconv_top9,
+#          feature_evolution, extract, occlusion, invariance, correspondence
 #
-# With the `run` tool of the device library, after `prepare`:
-#   command: bash scripts/device-check.sh run
-#   carry:   ["target/release/zfnet-device-check", "target/device-data"]
-# The report is printed and written to $OUT/device-check.md (or device-check.md without $OUT).
+# With the device library's `run` tool, after `prepare`:
+#   command: bash scripts/device-check.sh run      carry: ["target/device"]
+# Everything is printed and written to $OUT/device-check.md (./device-check.md without $OUT).
+# STEPS (learning run, default 300) and TORCH_FLAGS (e.g. --no-compile) tune the time taken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data=target/device-data
-binary=target/release/zfnet-device-check
+device=target/device
 
 case "${1:-}" in
 prepare)
+    cargo build --release -p zfnet --features cuda
     cargo build --release -p cuda-backend --features cuda --bin zfnet-device-check
-    mkdir -p "$data"
+    mkdir -p "$device/bin" "$device/fashion"
+    strip -o "$device/bin/zfnet" target/release/zfnet
+    strip -o "$device/bin/zfnet-device-check" target/release/zfnet-device-check
     for name in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
-        cp "/usr/share/datasets/fashion-mnist/$name.gz" "$data/"
+        cp "/usr/share/datasets/fashion-mnist/$name.gz" "$device/fashion/"
     done
-    du -sh "$binary" "$data"
+    cp data/annotations/fashion-sneaker-parts.csv "$device/"
+    du -sh "$device"
     ;;
 run)
     report="${OUT:-.}/device-check.md"
-    fashion=$(mktemp -d)
-    for file in "$data"/*.gz; do
-        gunzip -c "$file" > "$fashion/$(basename "$file" .gz)"
+    root=$(pwd)
+    work=$(mktemp -d)
+    for file in "$device"/fashion/*.gz; do
+        gunzip -c "$file" > "$work/$(basename "$file" .gz)"
     done
+    cat > "$work/pipeline.yaml" <<YAML
+name: gpu
+stages:
+  - name: files
+    kind: fashion_mnist
+    inputs: { dir: $root/$device/fashion }
+    params: { split: train, classes: [0, 1, 2, 3, 5, 7] }
+  - name: test_files
+    kind: fashion_mnist
+    inputs: { dir: $root/$device/fashion }
+    params: { split: test, classes: [0, 1, 2, 3, 5, 7] }
+  - name: target_files
+    kind: fashion_mnist
+    inputs: { dir: $root/$device/fashion }
+    params: { split: test, classes: [4, 6, 8, 9] }
+  - name: images
+    kind: preprocess
+    inputs: { images: files.images }
+    params: { size: 32 }
+  - name: test
+    kind: preprocess
+    inputs: { images: test_files.images }
+    params: { size: 32 }
+  - name: target
+    kind: preprocess
+    inputs: { images: target_files.images }
+    params: { size: 32 }
+  - name: mean
+    kind: mean_image
+    inputs: { images: images.images }
+  - name: dedup
+    kind: dedup
+    inputs: { query: target.images, reference: images.images }
+    params: { size: 32, threshold: 0.99, device: cuda }
+  - name: train
+    kind: train
+    inputs: { train: images.images, val: test.images, mean: mean.mean, exclude: dedup.removal }
+    params: { arch: zf_small, epochs: 2, init_std: 0.03, checkpoint_epochs: [1, 2], seed: 2013, device: cuda }
+  - name: deconv
+    kind: deconv_top9
+    inputs: { model: train.model, images: test.images }
+    params: { maps_per_layer: 9, device: cuda }
+  - name: features
+    kind: extract
+    inputs: { model: train.model, images: target.images }
+    params: { device: cuda }
+  - name: evolution
+    kind: feature_evolution
+    inputs: { model: train.model, checkpoints: train.checkpoints, images: images.images }
+    params: { maps_per_layer: 4, max_images: 6000, device: cuda }
+  - name: occlusion
+    kind: occlusion
+    inputs: { model: train.model, images: test.images }
+    params: { n_images: 5, occluder: 8, stride: 2, device: cuda }
+  - name: invariance
+    kind: invariance
+    inputs: { model: train.model, images: test.images }
+    params: { n_images: 5, device: cuda }
+  - name: correspondence
+    kind: correspondence
+    inputs: { model: train.model, images: test.images, parts: $root/$device/fashion-sneaker-parts.csv }
+    params: { random_draws: 10, device: cuda }
+YAML
     {
         echo "# zfnet device check, $(date -u +%Y-%m-%d)"
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
         echo
         echo '```'
-        timeout 240 "$binary" all --fashion "$fashion" --steps "${STEPS:-300}" || echo "zfnet-device-check exited with $?"
+        timeout 240 "$device/bin/zfnet-device-check" all --fashion "$work" --steps "${STEPS:-300}" \
+            || echo "zfnet-device-check exited with $?"
         echo '```'
         echo
         echo "## PyTorch, the same network and step"
         echo
         timeout 200 python3 scripts/torch_zf.py --steps 20 ${TORCH_FLAGS:-} || echo "torch_zf.py exited with $?"
+        echo
+        echo "## A pipeline with device: cuda"
+        echo
+        echo '```'
+        (cd "$work" && time timeout 200 "$root/$device/bin/zfnet" run) || echo "zfnet run exited with $?"
+        echo '```'
     } 2>&1 | tee "$report"
     ;;
 *)

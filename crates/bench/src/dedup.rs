@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use dedup::screen;
+use linear_models::synthetic::unit_rows;
 
 const QUERIES: usize = 4000;
 const REFERENCES: usize = 36000;
@@ -17,47 +18,41 @@ const DIM: usize = 1024;
 const BLOCK: usize = 4096;
 const THRESHOLD: f32 = 0.99;
 
-fn unit_vectors(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed | 1;
-    let mut values: Vec<f32> = (0..n * DIM)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 10_000) as f32 / 10_000.0 - 0.5
-        })
-        .collect();
-    for row in values.chunks_mut(DIM) {
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        row.iter_mut().for_each(|v| *v /= norm);
-    }
-    values
-}
-
 /// The computation of `dedup::find_overlaps`: references by blocks, each block screened
 /// against all queries (bf16 where the CPU has AVX-512 BF16, else an f32 GEMM) and the
 /// candidates recomputed exactly. Returns the pairs found.
 fn ours(queries: &[f32], references: &[f32], use_bf16: bool) -> usize {
-    let prepared_queries = screen::Prepared::new(queries, DIM, use_bf16);
+    let screen = screen::CpuScreen::new(queries, DIM, use_bf16);
     references
         .chunks(BLOCK * DIM)
-        .map(|block| {
-            let prepared = screen::Prepared::new(block, DIM, use_bf16);
-            screen::pairs_at_least(&prepared_queries, &prepared, THRESHOLD).len()
-        })
+        .map(|block| screen::pairs_at_least(&screen, queries, block, DIM, THRESHOLD).len())
         .sum()
 }
 
 pub fn run() -> Result<()> {
-    let mut queries = unit_vectors(QUERIES, 1);
-    let references = unit_vectors(REFERENCES, 2);
+    let mut queries = unit_rows(QUERIES, DIM, 1);
+    let references = unit_rows(REFERENCES, DIM, 2);
     // Plant near-copies of 7 references among the queries, so that there is something to find.
-    for (q, r) in [(0, 5), (100, 4095), (999, 4096), (2000, 17_000), (2500, 35_999), (3333, 123), (3999, 20_000)] {
+    for (q, r) in [
+        (0, 5),
+        (100, 4095),
+        (999, 4096),
+        (2000, 17_000),
+        (2500, 35_999),
+        (3333, 123),
+        (3999, 20_000),
+    ] {
         for d in 0..DIM {
             queries[q * DIM + d] = references[r * DIM + d] * 0.999 + queries[q * DIM + d] * 0.04;
         }
-        let norm = queries[q * DIM..(q + 1) * DIM].iter().map(|v| v * v).sum::<f32>().sqrt();
-        queries[q * DIM..(q + 1) * DIM].iter_mut().for_each(|v| *v /= norm);
+        let norm = queries[q * DIM..(q + 1) * DIM]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt();
+        queries[q * DIM..(q + 1) * DIM]
+            .iter_mut()
+            .for_each(|v| *v /= norm);
     }
     let use_bf16 = screen::bf16_available();
     let time = |use_bf16: bool| {
@@ -108,7 +103,9 @@ pub fn run() -> Result<()> {
     let numpy_seconds = numpy["seconds"].as_f64().unwrap_or(f64::NAN);
     let numpy_found = numpy["found"].as_u64().unwrap_or(u64::MAX) as usize;
     if numpy_found != found || f32_found != found {
-        bail!("the implementations disagree: pairs found by zfnet bf16 {found}, zfnet f32 {f32_found}, numpy {numpy_found}");
+        bail!(
+            "the implementations disagree: pairs found by zfnet bf16 {found}, zfnet f32 {f32_found}, numpy {numpy_found}"
+        );
     }
     println!(
         "\n## dedup: {QUERIES} x {REFERENCES} normalised correlations of {DIM} values, blocks of {BLOCK}"

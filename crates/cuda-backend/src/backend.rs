@@ -55,6 +55,14 @@ const KERNEL_NAMES: [&str; 15] = [
     "renormalise_filters",
 ];
 
+/// The cuDNN descriptors of one convolution call.
+struct ConvDescriptors {
+    x: TensorDescriptor<f32>,
+    w: FilterDescriptor<f32>,
+    conv: ConvDescriptor<f32>,
+    y: TensorDescriptor<f32>,
+}
+
 /// cuDNN's choices for one convolution shape.
 #[derive(Clone, Copy, Debug)]
 struct ConvPlan {
@@ -301,6 +309,22 @@ impl CudaInner {
         plan
     }
 
+    /// Runs one cuDNN convolution call of shape `g` over `n` images: `f` gets the cached plan,
+    /// fresh descriptors and a workspace big enough for the plan.
+    fn with_conv<R>(
+        &self,
+        g: &ConvGeometry,
+        n: usize,
+        f: impl FnOnce(&ConvPlan, &ConvDescriptors, &mut CudaSlice<u8>) -> R,
+    ) -> R {
+        let plan = self.plan(g, n);
+        let (x, w, conv, y) = self.conv_descriptors(g, n);
+        let descriptors = ConvDescriptors { x, w, conv, y };
+        self.with_workspace(plan.workspace_bytes, |workspace| {
+            f(&plan, &descriptors, workspace)
+        })
+    }
+
     /// Runs `f` with a workspace of at least `bytes` (grown, never shrunk).
     fn with_workspace<R>(&self, bytes: usize, f: impl FnOnce(&mut CudaSlice<u8>) -> R) -> R {
         let mut workspace = self.workspace.lock().expect("workspace lock");
@@ -322,30 +346,26 @@ impl CudaInner {
         dx: &mut CudaSlice<f32>,
     ) {
         let n = dy.len() / g.out_len();
-        let plan = self.plan(g, n);
-        let (x_desc, w_desc, conv, y_desc) = self.conv_descriptors(g, n);
-        let op = ConvBackwardData {
-            conv: &conv,
-            dx: &x_desc,
-            w: &w_desc,
-            dy: &y_desc,
-        };
-        self.with_workspace(plan.workspace_bytes, |workspace| {
-            // SAFETY: buffers match the descriptors' shapes (NCHW f32), checked by the lengths
-            // the engine allocates from the same geometry.
-            check(
-                unsafe {
-                    op.launch(
-                        plan.backward_data,
-                        Some(workspace),
-                        (1.0f32, 0.0f32),
-                        dx,
-                        w,
-                        dy,
-                    )
-                },
-                "cuDNN convolution backward-data",
-            )
+        self.with_conv(g, n, |plan, d, workspace| {
+            let op = ConvBackwardData {
+                conv: &d.conv,
+                dx: &d.x,
+                w: &d.w,
+                dy: &d.y,
+            };
+            // SAFETY: dy, w, dx have the descriptors' shapes (NCHW f32): the engine allocates
+            // them from the same geometry.
+            let launched = unsafe {
+                op.launch(
+                    plan.backward_data,
+                    Some(workspace),
+                    (1.0f32, 0.0f32),
+                    dx,
+                    w,
+                    dy,
+                )
+            };
+            check(launched, "cuDNN convolution backward-data");
         });
     }
 
@@ -440,20 +460,17 @@ impl Backend for CudaBackend {
         y: &mut CudaSlice<f32>,
     ) {
         let n = x.len() / g.in_len();
-        let plan = self.plan(g, n);
-        let (x_desc, w_desc, conv, y_desc) = self.conv_descriptors(g, n);
-        let op = ConvForward {
-            conv: &conv,
-            x: &x_desc,
-            w: &w_desc,
-            y: &y_desc,
-        };
-        self.with_workspace(plan.workspace_bytes, |workspace| {
+        self.with_conv(g, n, |plan, d, workspace| {
+            let op = ConvForward {
+                conv: &d.conv,
+                x: &d.x,
+                w: &d.w,
+                y: &d.y,
+            };
             // SAFETY: x, w, y have the descriptors' shapes (NCHW f32).
-            check(
-                unsafe { op.launch(plan.forward, Some(workspace), (1.0f32, 0.0f32), x, w, y) },
-                "cuDNN convolution forward",
-            )
+            let launched =
+                unsafe { op.launch(plan.forward, Some(workspace), (1.0f32, 0.0f32), x, w, y) };
+            check(launched, "cuDNN convolution forward");
         });
         let total = y.len() as i32;
         let (channels, plane) = (g.out_channels as i32, (g.out_h() * g.out_w()) as i32);
@@ -480,29 +497,25 @@ impl Backend for CudaBackend {
         db: &mut CudaSlice<f32>,
     ) {
         let n = x.len() / g.in_len();
-        let plan = self.plan(g, n);
-        let (x_desc, w_desc, conv, y_desc) = self.conv_descriptors(g, n);
-        let op = ConvBackwardFilter {
-            conv: &conv,
-            x: &x_desc,
-            dw: &w_desc,
-            dy: &y_desc,
-        };
-        self.with_workspace(plan.workspace_bytes, |workspace| {
+        self.with_conv(g, n, |plan, d, workspace| {
+            let op = ConvBackwardFilter {
+                conv: &d.conv,
+                x: &d.x,
+                dw: &d.w,
+                dy: &d.y,
+            };
             // SAFETY: x, dw, dy have the descriptors' shapes (NCHW f32).
-            check(
-                unsafe {
-                    op.launch(
-                        plan.backward_filter,
-                        Some(workspace),
-                        (1.0f32, 0.0f32),
-                        x,
-                        dw,
-                        dy,
-                    )
-                },
-                "cuDNN convolution backward-filter",
-            )
+            let launched = unsafe {
+                op.launch(
+                    plan.backward_filter,
+                    Some(workspace),
+                    (1.0f32, 0.0f32),
+                    x,
+                    dw,
+                    dy,
+                )
+            };
+            check(launched, "cuDNN convolution backward-filter");
         });
         let (n_images, channels, plane) = (
             n as i32,

@@ -45,3 +45,22 @@ pub fn clusters(
     }
     (values, labels)
 }
+
+/// `n` rows of `dim` values, uniform in [-0.5, 0.5) from a xorshift64 stream, each scaled to
+/// unit length: the vectors of the normalised-correlation tests and benchmarks.
+pub fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    let mut rows: Vec<f32> = (0..n * dim)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 10_000) as f32 / 10_000.0 - 0.5
+        })
+        .collect();
+    for row in rows.chunks_mut(dim) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    rows
+}

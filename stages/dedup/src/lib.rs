@@ -83,10 +83,27 @@ pub fn find_overlaps(
     threshold: f32,
     block: usize,
 ) -> Result<(Vec<Match>, usize)> {
+    let query_matrix = query_matrix(queries);
+    let screen = screen::CpuScreen::new(&query_matrix, size * size, screen::bf16_available());
+    find_overlaps_with(&screen, queries, references, size, threshold, block)
+}
+
+/// The queries' vectors as one row-major matrix.
+pub fn query_matrix(queries: &[(i64, i32, Vec<f32>)]) -> Vec<f32> {
+    queries.iter().flat_map(|q| q.2.iter().copied()).collect()
+}
+
+/// [`find_overlaps`] with a chosen screen (the CPU's, or an engine backend's).
+pub fn find_overlaps_with(
+    screen: &dyn screen::Screen,
+    queries: &[(i64, i32, Vec<f32>)],
+    references: &Path,
+    size: usize,
+    threshold: f32,
+    block: usize,
+) -> Result<(Vec<Match>, usize)> {
     let dim = size * size;
-    let query_matrix: Vec<f32> = queries.iter().flat_map(|q| q.2.iter().copied()).collect();
-    let use_bf16 = screen::bf16_available();
-    let prepared_queries = screen::Prepared::new(&query_matrix, dim, use_bf16);
+    let query_matrix = query_matrix(queries);
     let mut matches = Vec::new();
     let mut n_references = 0;
     for chunk in ImagesReader::open(references, block)? {
@@ -96,8 +113,9 @@ pub fn find_overlaps(
             .map(|image| ncc_vector(image, size))
             .collect::<Vec<_>>()
             .concat();
-        let prepared = screen::Prepared::new(&reference_matrix, dim, use_bf16);
-        for (q, r, ncc) in screen::pairs_at_least(&prepared_queries, &prepared, threshold) {
+        for (q, r, ncc) in
+            screen::pairs_at_least(screen, &query_matrix, &reference_matrix, dim, threshold)
+        {
             let (query_id, query_label, _) = &queries[q];
             matches.push(Match {
                 query_id: *query_id,
@@ -110,6 +128,32 @@ pub fn find_overlaps(
     }
     matches.sort_by_key(|m| (m.query_id, m.reference_id));
     Ok((matches, n_references))
+}
+
+/// The search with the GPU's GEMM as the screen.
+struct GpuDedup<'a> {
+    queries: &'a [(i64, i32, Vec<f32>)],
+    references: &'a Path,
+    size: usize,
+    threshold: f32,
+    block: usize,
+}
+
+impl cuda_backend::BackendTask for GpuDedup<'_> {
+    type Output = Result<(Vec<Match>, usize)>;
+
+    fn run<B: engine::Backend>(self, backend: B) -> Self::Output {
+        let screen =
+            screen::BackendScreen::new(backend, &query_matrix(self.queries), self.size * self.size);
+        find_overlaps_with(
+            &screen,
+            self.queries,
+            self.references,
+            self.size,
+            self.threshold,
+            self.block,
+        )
+    }
 }
 
 pub struct Dedup;
@@ -152,6 +196,7 @@ impl StageKind for Dedup {
                 1_000_000,
                 "Reference images per GEMM block.",
             ),
+            stage_api::device::device_param(),
         ]
     }
 
@@ -177,6 +222,10 @@ impl StageKind for Dedup {
         ]
     }
 
+    fn resources(&self, params: &stage_api::Params) -> stage_api::Resources {
+        stage_api::device::device_resources(params)
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
         let size = ctx.params.usize("size");
         let threshold = ctx.params.float("threshold") as f32;
@@ -190,13 +239,20 @@ impl StageKind for Dedup {
             return Err(Error::input(ctx.input("query"), "no query images"));
         }
         let started = std::time::Instant::now();
-        let (matches, n_references) = find_overlaps(
-            &queries,
-            ctx.input("reference"),
-            size,
-            threshold,
-            ctx.params.usize("block"),
-        )?;
+        let block = ctx.params.usize("block");
+        let device = ctx.params.str("device");
+        let (matches, n_references) = if device == "cpu" {
+            find_overlaps(&queries, ctx.input("reference"), size, threshold, block)?
+        } else {
+            let task = GpuDedup {
+                queries: &queries,
+                references: ctx.input("reference"),
+                size,
+                threshold,
+                block,
+            };
+            cuda_backend::run_on(device, task).map_err(|e| Error::Config(e.to_string()))??
+        };
         let seconds = started.elapsed().as_secs_f64();
         Table::default()
             .with(

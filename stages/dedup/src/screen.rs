@@ -9,6 +9,7 @@
 //! candidate's dot product is then recomputed in f64 and compared with the threshold — so the
 //! pairs and their values do not depend on which screening path the machine took.
 
+use engine::Backend;
 use engine::scalar::{MatRef, gemm};
 use rayon::prelude::*;
 
@@ -73,58 +74,135 @@ impl<'a> Prepared<'a> {
     fn len(&self) -> usize {
         self.rows.len() / self.dim.max(1)
     }
-
-    fn row(&self, i: usize) -> &[f32] {
-        &self.rows[i * self.dim..(i + 1) * self.dim]
-    }
 }
 
 fn exact_dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
 }
 
-/// Every (query, reference) pair with dot product >= `threshold`, in (query, reference)
-/// order. Both sides must be prepared the same way (bf16 or not).
-pub fn pairs_at_least(queries: &Prepared, references: &Prepared, threshold: f32) -> Vec<Pair> {
-    assert_eq!(queries.dim, references.dim, "vectors of different lengths");
-    let screen = threshold - MARGIN;
-    let n_queries = queries.len();
-    let chunks: Vec<usize> = (0..n_queries).step_by(QUERY_ROWS).collect();
-    let found: Vec<Vec<Pair>> = chunks
-        .into_par_iter()
-        .map(|first| {
-            let rows = QUERY_ROWS.min(n_queries - first);
-            let mut candidates = Vec::new();
-            match (&queries.bf16, &references.bf16) {
-                #[cfg(target_arch = "x86_64")]
-                (Some(q), Some(r)) => {
-                    // SAFETY: both copies exist only when `bf16_available()` said the CPU has
-                    // AVX-512F and AVX-512 BF16.
-                    unsafe {
-                        screen_bf16(
-                            &q[first * queries.padded..(first + rows) * queries.padded],
-                            r,
-                            queries.padded,
-                            screen,
-                            first,
-                            &mut candidates,
-                        )
+/// A way to find candidate pairs: a superset of the (query, reference) pairs whose dot
+/// product reaches `threshold - MARGIN`'s neighbourhood — every pair that reaches `threshold`
+/// must be among them.
+pub trait Screen: Sync {
+    /// Candidates between the screen's queries and one block of references (rows of the
+    /// same length), in (query, reference) order.
+    fn candidates(&self, references: &[f32], screen: f32) -> Vec<(usize, usize)>;
+}
+
+/// The CPU screens: bf16 where the CPU has AVX-512 BF16, else an f32 GEMM.
+pub struct CpuScreen<'a> {
+    queries: Prepared<'a>,
+}
+
+impl<'a> CpuScreen<'a> {
+    pub fn new(queries: &'a [f32], dim: usize, use_bf16: bool) -> Self {
+        CpuScreen {
+            queries: Prepared::new(queries, dim, use_bf16),
+        }
+    }
+}
+
+impl Screen for CpuScreen<'_> {
+    fn candidates(&self, references: &[f32], screen: f32) -> Vec<(usize, usize)> {
+        let queries = &self.queries;
+        let references = Prepared::new(references, queries.dim, queries.bf16.is_some());
+        let n_queries = queries.len();
+        let chunks: Vec<usize> = (0..n_queries).step_by(QUERY_ROWS).collect();
+        let found: Vec<Vec<(usize, usize)>> = chunks
+            .into_par_iter()
+            .map(|first| {
+                let rows = QUERY_ROWS.min(n_queries - first);
+                let mut candidates = Vec::new();
+                match (&queries.bf16, &references.bf16) {
+                    #[cfg(target_arch = "x86_64")]
+                    (Some(q), Some(r)) => {
+                        // SAFETY: both copies exist only when `bf16_available()` said the CPU
+                        // has AVX-512F and AVX-512 BF16.
+                        unsafe {
+                            screen_bf16(
+                                &q[first * queries.padded..(first + rows) * queries.padded],
+                                r,
+                                queries.padded,
+                                screen,
+                                first,
+                                &mut candidates,
+                            )
+                        }
                     }
+                    _ => screen_f32(queries, &references, first, rows, screen, &mut candidates),
                 }
-                _ => screen_f32(queries, references, first, rows, screen, &mut candidates),
+                // The bf16 screen visits pairs tile by tile: restore (query, reference) order.
+                candidates.sort_unstable();
+                candidates
+            })
+            .collect();
+        found.into_iter().flatten().collect()
+    }
+}
+
+/// The screen on an engine backend (cuBLAS on the GPU): the scores of a block are one fully
+/// connected layer, `queries` x `references`^T, in fp32 or TF32 — both well inside
+/// [`MARGIN`].
+pub struct BackendScreen<B: Backend> {
+    backend: B,
+    queries: B::Buffer,
+    n_queries: usize,
+    dim: usize,
+}
+
+impl<B: Backend> BackendScreen<B> {
+    pub fn new(backend: B, queries: &[f32], dim: usize) -> Self {
+        let buffer = backend.upload(queries);
+        BackendScreen {
+            queries: buffer,
+            n_queries: queries.len() / dim.max(1),
+            dim,
+            backend,
+        }
+    }
+}
+
+impl<B: Backend> Screen for BackendScreen<B> {
+    fn candidates(&self, references: &[f32], screen: f32) -> Vec<(usize, usize)> {
+        let b = &self.backend;
+        let n = references.len() / self.dim;
+        let weights = b.upload(references);
+        let bias = b.zeros(n);
+        let mut scores = b.zeros(self.n_queries * n);
+        b.linear_forward(&self.queries, &weights, &bias, self.dim, n, &mut scores);
+        let scores = b.download(&scores);
+        let mut out = Vec::new();
+        for (i, row) in scores.chunks(n).enumerate() {
+            for (j, &s) in row.iter().enumerate() {
+                if s >= screen {
+                    out.push((i, j));
+                }
             }
-            // The bf16 screen visits pairs tile by tile: restore (query, reference) order.
-            candidates.sort_unstable();
-            candidates
-                .into_iter()
-                .filter_map(|(i, j)| {
-                    let value = exact_dot(queries.row(i), references.row(j));
-                    (value >= threshold as f64).then_some((i, j, value))
-                })
-                .collect()
+        }
+        out
+    }
+}
+
+/// Every (query, reference) pair with dot product >= `threshold`, in (query, reference)
+/// order: `screen`'s candidates, each recomputed in f64.
+pub fn pairs_at_least(
+    screen: &dyn Screen,
+    queries: &[f32],
+    references: &[f32],
+    dim: usize,
+    threshold: f32,
+) -> Vec<Pair> {
+    screen
+        .candidates(references, threshold - MARGIN)
+        .into_par_iter()
+        .filter_map(|(i, j)| {
+            let value = exact_dot(
+                &queries[i * dim..(i + 1) * dim],
+                &references[j * dim..(j + 1) * dim],
+            );
+            (value >= threshold as f64).then_some((i, j, value))
         })
-        .collect();
-    found.into_iter().flatten().collect()
+        .collect()
 }
 
 /// The f32 GEMM screen (CPUs without AVX-512 BF16).
@@ -209,9 +287,9 @@ unsafe fn screen_bf16(
                     }
                 }
             }
-            for a in 0..4 {
-                for b in 0..4 {
-                    check(i0 + a, j0 + b, _mm512_reduce_add_ps(acc[a][b]));
+            for (a, row) in acc.iter().enumerate() {
+                for (b, &sums) in row.iter().enumerate() {
+                    check(i0 + a, j0 + b, _mm512_reduce_add_ps(sums));
                 }
             }
         }
@@ -231,24 +309,9 @@ unsafe fn screen_bf16(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use linear_models::synthetic::unit_rows;
 
-    fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed | 1;
-        let mut rows: Vec<f32> = (0..n * dim)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % 10_000) as f32 / 10_000.0 - 0.5
-            })
-            .collect();
-        for row in rows.chunks_mut(dim) {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-            row.iter_mut().for_each(|v| *v /= norm);
-        }
-        rows
-    }
+    use super::*;
 
     /// Brute force in f64: the definition.
     fn brute(q: &[f32], r: &[f32], dim: usize, threshold: f64) -> Vec<Pair> {
@@ -287,13 +350,14 @@ mod tests {
         for threshold in [0.999f32, 0.9, 0.0, -1.0] {
             let expected = brute(&queries, &references, dim, threshold as f64);
             for use_bf16 in [false, bf16_available()] {
-                let found = pairs_at_least(
-                    &Prepared::new(&queries, dim, use_bf16),
-                    &Prepared::new(&references, dim, use_bf16),
-                    threshold,
-                );
+                let screen = CpuScreen::new(&queries, dim, use_bf16);
+                let found = pairs_at_least(&screen, &queries, &references, dim, threshold);
                 assert_eq!(found, expected, "threshold {threshold}, bf16 {use_bf16}");
             }
+            // The engine-backend screen (the GPU's path), here on the CPU backend.
+            let screen = BackendScreen::new(engine::CpuBackend, &queries, dim);
+            let found = pairs_at_least(&screen, &queries, &references, dim, threshold);
+            assert_eq!(found, expected, "threshold {threshold}, backend screen");
         }
         assert_eq!(
             brute(&queries, &references, dim, 0.9)
