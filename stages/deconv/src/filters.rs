@@ -46,6 +46,14 @@ pub struct FilterCounts {
     pub dominating: Vec<bool>,
 }
 
+/// The first convolution's parameters (conv1).
+pub fn first_conv<B: engine::Backend>(network: &engine::Network<B>) -> Option<&engine::Param<B>> {
+    network.ops.iter().find_map(|op| match op {
+        Op::Conv { param, .. } => Some(&network.params[*param]),
+        _ => None,
+    })
+}
+
 /// Dead (RMS under `dead_threshold`) and dominating (RMS over 3x the median) filters.
 pub fn count_filters(rms: Vec<f64>, dead_threshold: f64) -> FilterCounts {
     let median = {
@@ -147,13 +155,7 @@ impl StageKind for Conv1Filters {
                 continue;
             };
             let (network, info) = load_model(path, CpuBackend)?;
-            let conv1 = network
-                .ops
-                .iter()
-                .find_map(|op| match op {
-                    Op::Conv { param, .. } => Some(&network.params[*param]),
-                    _ => None,
-                })
+            let conv1 = first_conv(&network)
                 .ok_or_else(|| Error::input(path, "the model has no convolution"))?;
             render::filters_figure(&network, conv1, &figures.join(figure))?;
             let counts = count_filters(

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use artifacts::table::{Column, Table};
+use engine::Backend;
 use engine::cpu::sgd::filter_rms;
 use engine::weights::load_model;
-use engine::{Backend, Op};
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
@@ -202,14 +202,7 @@ impl cuda_backend::BackendTask for Top9Task<'_> {
             )?;
         }
         // Fig. 6: the conv1 filters and their RMS.
-        let conv1 = network
-            .ops
-            .iter()
-            .find_map(|op| match op {
-                Op::Conv { param, .. } => Some(&network.params[*param]),
-                _ => None,
-            })
-            .expect("a ZF network has a conv1");
+        let conv1 = filters::first_conv(&network).expect("a ZF network has a conv1");
         render::filters_figure(&network, conv1, &figures.join("conv1_filters.png"))?;
         let counts = filters::count_filters(
             filter_rms(&network.backend.download(&conv1.weight), conv1.filter_len()),
