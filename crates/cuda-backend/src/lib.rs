@@ -43,6 +43,35 @@ pub fn run_on<T: BackendTask>(device: &str, task: T) -> Result<T::Output, CudaUn
     }
 }
 
+/// A stage's body written once, generically over the backend; [`run_stage`] runs it on the
+/// backend the stage's `device` param names.
+pub trait StageBody {
+    fn run_on_backend<B: engine::Backend>(
+        &self,
+        ctx: &stage_api::StageContext,
+        backend: B,
+    ) -> stage_api::Result<stage_api::RunSummary>;
+}
+
+/// Runs `body` on the backend of `ctx`'s `device` param; an unavailable GPU is a config error.
+pub fn run_stage<S: StageBody>(
+    body: &S,
+    ctx: &stage_api::StageContext,
+) -> stage_api::Result<stage_api::RunSummary> {
+    struct Task<'a, S> {
+        body: &'a S,
+        ctx: &'a stage_api::StageContext,
+    }
+    impl<S: StageBody> BackendTask for Task<'_, S> {
+        type Output = stage_api::Result<stage_api::RunSummary>;
+        fn run<B: engine::Backend>(self, backend: B) -> Self::Output {
+            self.body.run_on_backend(self.ctx, backend)
+        }
+    }
+    run_on(ctx.params.str("device"), Task { body, ctx })
+        .map_err(|e| stage_api::Error::Config(e.to_string()))?
+}
+
 /// Arithmetic of the GPU backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {

@@ -103,21 +103,13 @@ impl StageKind for FeatureEvolution {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        cuda_backend::run_on(ctx.params.str("device"), EvolutionTask { ctx })
-            .map_err(|e| Error::Config(e.to_string()))?
+        cuda_backend::run_stage(self, ctx)
     }
 }
 
 /// Fig. 4's scans, on the backend the `device` param picked.
-struct EvolutionTask<'a> {
-    ctx: &'a StageContext,
-}
-
-impl cuda_backend::BackendTask for EvolutionTask<'_> {
-    type Output = Result<RunSummary>;
-
-    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
-        let ctx = self.ctx;
+impl cuda_backend::StageBody for FeatureEvolution {
+    fn run_on_backend<B: Backend>(&self, ctx: &StageContext, backend: B) -> Result<RunSummary> {
         let (model, info) = load_model(ctx.input("model"), backend.clone())?;
         let files = epoch_files(ctx.input("checkpoints"))?;
         if files.is_empty() {

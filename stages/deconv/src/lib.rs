@@ -141,21 +141,13 @@ impl StageKind for DeconvTop9 {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        cuda_backend::run_on(ctx.params.str("device"), Top9Task { ctx })
-            .map_err(|e| Error::Config(e.to_string()))?
+        cuda_backend::run_stage(self, ctx)
     }
 }
 
 /// The scan and the figures, on the backend the `device` param picked.
-struct Top9Task<'a> {
-    ctx: &'a StageContext,
-}
-
-impl cuda_backend::BackendTask for Top9Task<'_> {
-    type Output = Result<RunSummary>;
-
-    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
-        let ctx = self.ctx;
+impl cuda_backend::StageBody for DeconvTop9 {
+    fn run_on_backend<B: Backend>(&self, ctx: &StageContext, backend: B) -> Result<RunSummary> {
         let model_path = ctx.input("model");
         let (network, info) = load_model(model_path, backend)?;
         let layers: Vec<usize> = ctx

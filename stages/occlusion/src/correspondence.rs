@@ -142,21 +142,13 @@ impl StageKind for Correspondence {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        cuda_backend::run_on(ctx.params.str("device"), CorrespondenceTask { ctx })
-            .map_err(|e| Error::Config(e.to_string()))?
+        cuda_backend::run_stage(self, ctx)
     }
 }
 
 /// The correspondence analysis, on the backend the `device` param picked.
-struct CorrespondenceTask<'a> {
-    ctx: &'a StageContext,
-}
-
-impl cuda_backend::BackendTask for CorrespondenceTask<'_> {
-    type Output = Result<RunSummary>;
-
-    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
-        let ctx = self.ctx;
+impl cuda_backend::StageBody for Correspondence {
+    fn run_on_backend<B: Backend>(&self, ctx: &StageContext, backend: B) -> Result<RunSummary> {
         let (network, info) = load_model(ctx.input("model"), backend)?;
         let masks = read_part_masks(ctx.input("parts"))?;
         let mut ids: Vec<i64> = masks.iter().map(|m| m.image_id).collect();

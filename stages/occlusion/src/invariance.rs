@@ -105,21 +105,13 @@ impl StageKind for Invariance {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        cuda_backend::run_on(ctx.params.str("device"), InvarianceTask { ctx })
-            .map_err(|e| Error::Config(e.to_string()))?
+        cuda_backend::run_stage(self, ctx)
     }
 }
 
 /// The invariance sweep, on the backend the `device` param picked.
-struct InvarianceTask<'a> {
-    ctx: &'a StageContext,
-}
-
-impl cuda_backend::BackendTask for InvarianceTask<'_> {
-    type Output = Result<RunSummary>;
-
-    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
-        let ctx = self.ctx;
+impl cuda_backend::StageBody for Invariance {
+    fn run_on_backend<B: Backend>(&self, ctx: &StageContext, backend: B) -> Result<RunSummary> {
         let (network, info) = load_model(ctx.input("model"), backend)?;
         let crop = network.architecture.input_size;
         let layer1 = feature_op(&network, 1).expect("conv1");

@@ -127,21 +127,13 @@ impl StageKind for Occlusion {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        cuda_backend::run_on(ctx.params.str("device"), OcclusionTask { ctx })
-            .map_err(|e| Error::Config(e.to_string()))?
+        cuda_backend::run_stage(self, ctx)
     }
 }
 
 /// The occlusion experiment, on the backend the `device` param picked.
-struct OcclusionTask<'a> {
-    ctx: &'a StageContext,
-}
-
-impl cuda_backend::BackendTask for OcclusionTask<'_> {
-    type Output = Result<RunSummary>;
-
-    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
-        let ctx = self.ctx;
+impl cuda_backend::StageBody for Occlusion {
+    fn run_on_backend<B: Backend>(&self, ctx: &StageContext, backend: B) -> Result<RunSummary> {
         let (network, info) = load_model(ctx.input("model"), backend)?;
         let crop = network.architecture.input_size;
         let occluder = ctx.params.usize("occluder");

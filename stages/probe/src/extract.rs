@@ -96,21 +96,13 @@ impl StageKind for Extract {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        cuda_backend::run_on(ctx.params.str("device"), ExtractTask { ctx })
-            .map_err(|e| Error::Config(e.to_string()))?
+        cuda_backend::run_stage(self, ctx)
     }
 }
 
 /// The extraction, on the backend the `device` param picked.
-struct ExtractTask<'a> {
-    ctx: &'a StageContext,
-}
-
-impl cuda_backend::BackendTask for ExtractTask<'_> {
-    type Output = Result<RunSummary>;
-
-    fn run<B: Backend>(self, backend: B) -> Result<RunSummary> {
-        let ctx = self.ctx;
+impl cuda_backend::StageBody for Extract {
+    fn run_on_backend<B: Backend>(&self, ctx: &StageContext, backend: B) -> Result<RunSummary> {
         let (network, info) = load_model(ctx.input("model"), backend)?;
         let layers: Vec<usize> = ctx
             .params
