@@ -667,10 +667,20 @@ impl StageKind for Report {
         let total: f64 = ctx.upstream_runs.iter().map(|r| r.duration_s).sum();
         let _ = writeln!(md, "| **all stages** | | **{total:.1}** | |\n");
         let _ = writeln!(md, "The artifacts this report read:\n");
-        let _ = writeln!(md, "| input | stage | kind | params hash | cache key |");
-        let _ = writeln!(md, "|---|---|---|---|---|");
+        let _ = writeln!(
+            md,
+            "| input | stage | kind | params hash | cache key | content hash |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        let short = |text: &str| text[..text.len().min(12)].to_owned();
         for (name, paths) in &ctx.inputs {
-            for path in paths {
+            for (i, path) in paths.iter().enumerate() {
+                let content = ctx
+                    .provenance
+                    .input_hashes
+                    .get(name)
+                    .and_then(|hashes| hashes.get(i))
+                    .map_or_else(|| "–".to_owned(), |hash| format!("`{}`", short(hash)));
                 let parquet = if path.is_dir() {
                     path.parent()
                         .map(|p| p.join("top9.parquet"))
@@ -684,12 +694,12 @@ impl StageKind for Report {
                 {
                     let _ = writeln!(
                         md,
-                        "| {name} | `{}` | {} v{} | `{}` | `{}` |",
+                        "| {name} | `{}` | {} v{} | `{}` | `{}` | {content} |",
                         provenance.stage,
                         provenance.kind,
                         provenance.kind_version,
-                        &provenance.params_hash[..provenance.params_hash.len().min(12)],
-                        &provenance.cache_key[..provenance.cache_key.len().min(12)]
+                        short(&provenance.params_hash),
+                        short(&provenance.cache_key)
                     );
                 }
             }
