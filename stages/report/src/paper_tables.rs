@@ -572,6 +572,73 @@ pub fn pass(holds: bool) -> &'static str {
 mod tests {
     use super::*;
 
+    fn variant(architecture: &str, val_top1: f64) -> Variant {
+        Variant {
+            architecture: architecture.to_owned(),
+            train_top1: 0.3,
+            val_top1,
+            val_top5: 0.15,
+        }
+    }
+
+    #[test]
+    fn table3_claim_passes_on_the_papers_numbers_and_fails_when_depth_does_not_matter() {
+        // The paper: Krizhevsky 40.5, without fc6,7 44.8 (+4.3), without conv3,4 and fc6,7
+        // 71.3 (+30.8): removing both costs far more.
+        let paper = [
+            variant("krizhevsky", 0.405),
+            variant("krizhevsky_no_fc67", 0.448),
+            variant("krizhevsky_no_conv34_fc67", 0.713),
+        ];
+        let mut md = String::new();
+        ablation_section(&mut md, &paper, true);
+        assert!(md.contains("**Claim (Table 3)**"), "{md}");
+        assert!(
+            md.contains("costs a lot — PASS (val top-1 error vs `krizhevsky`: +4.3 points"),
+            "{md}"
+        );
+        // The paper-scale comparison column shows the difference.
+        assert!(
+            md.contains("| removed layers 3,4,6,7 | 71.1 (-41.1) | 71.3 (+0.0) | 50.1 (-35.1) |"),
+            "{md}"
+        );
+
+        // Shallower nets doing as well (the default profile's short training): FAIL, with numbers.
+        let flat = [
+            variant("zf_small", 0.197),
+            variant("zf_small_no_fc67", 0.133),
+            variant("zf_small_no_conv34_fc67", 0.192),
+        ];
+        let mut md = String::new();
+        ablation_section(&mut md, &flat, false);
+        assert!(
+            md.contains("costs a lot — FAIL (val top-1 error vs `zf_small`: -6.4 points"),
+            "{md}"
+        );
+
+        // Without the removal variants the claim is not checked, and says why.
+        let mut md = String::new();
+        ablation_section(&mut md, &flat[..1], false);
+        assert!(md.contains("**Claim (Table 3)**: not checked"), "{md}");
+    }
+
+    #[test]
+    fn table2_compares_the_two_base_networks() {
+        let mut md = String::new();
+        ablation_section(
+            &mut md,
+            &[
+                variant("krizhevsky_small", 0.202),
+                variant("zf_small", 0.197),
+            ],
+            false,
+        );
+        assert!(
+            md.contains("the ZF net beats Krizhevsky's — PASS (val top-1 19.7% vs 20.2%)"),
+            "{md}"
+        );
+    }
+
     #[test]
     fn swept_stage_names_give_their_architecture() {
         assert_eq!(
