@@ -481,8 +481,8 @@ pub fn transfer_section(
             let _ = writeln!(
                 md,
                 "**Fig. 9**: accuracy against training images per class — blue: pretrained, \
-                 orange: from scratch; bars ±1 std; x from 0 to {} per class, y from 0 to 100% \
-                 (grey lines every 25%).\n\n![Fig. 9](figures/{target})\n",
+                 orange: from scratch; bars ±1 std; x from 0 to {} per class (a tick at each N), \
+                 y from 0 to 100% (a tick and a grey line every 25%).\n\n![Fig. 9](figures/{target})\n",
                 columns.last().copied().unwrap_or(0)
             );
         }

@@ -65,7 +65,8 @@ impl StageKind for Transfer {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: Fig. 9 has axis ticks.
+        2
     }
 
     fn summary(&self) -> &'static str {
@@ -533,8 +534,8 @@ pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
 pub const PRETRAINED_COLOUR: [u8; 3] = [0, 110, 200];
 pub const SCRATCH_COLOUR: [u8; 3] = [235, 120, 30];
 
-/// Fig. 9: mean accuracy (y, 0 to 100%, grey lines every 25%) against N per class (x,
-/// linear from 0), one curve per method with ±1 std bars.
+/// Fig. 9: mean accuracy (y, 0 to 100%, grey lines and ticks every 25%) against N per class
+/// (x, linear from 0, a tick at every N), one curve per method with ±1 std bars.
 fn plot_fig9(rows: &Rows, path: &Path) -> Result<()> {
     const W: u32 = 480;
     const H: u32 = 320;
@@ -562,6 +563,19 @@ fn plot_fig9(rows: &Rows, path: &Path) -> Result<()> {
             (M + H) as f64 - 1.0 - accuracy.clamp(0.0, 1.0) * (H as f64 - 2.0),
         )
     };
+    // A tick under the x axis at every N, and one left of the y axis every 25%.
+    for &n in &ns {
+        let (x, _) = to_px(n as f64, 0.0);
+        for dy in 0..6 {
+            canvas.put_pixel(x.round() as u32, M + H + dy, Rgb([0, 0, 0]));
+        }
+    }
+    for quarter in 0..=4 {
+        let y = M + H - 1 - quarter * (H - 1) / 4;
+        for dx in 1..6 {
+            canvas.put_pixel(M - dx, y, Rgb([0, 0, 0]));
+        }
+    }
     let dot = |canvas: &mut RgbImage, x: f64, y: f64, colour: [u8; 3]| {
         let (x, y) = (x.round() as i64, y.round() as i64);
         if x >= 0 && y >= 0 && (x as u32) < canvas.width() && (y as u32) < canvas.height() {
