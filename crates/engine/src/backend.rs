@@ -19,6 +19,14 @@ pub trait Backend: Send + Sync + Clone {
     fn zeros(&self, len: usize) -> Self::Buffer;
     fn upload(&self, data: &[f32]) -> Self::Buffer;
     fn download(&self, buffer: &Self::Buffer) -> Vec<f32>;
+    /// `data` as a buffer, taking ownership: no copy where host memory is the device's (CPU).
+    fn upload_owned(&self, data: Vec<f32>) -> Self::Buffer {
+        self.upload(&data)
+    }
+    /// A buffer's values on the host: borrowed where they already are (CPU), else copied.
+    fn read<'a>(&self, buffer: &'a Self::Buffer) -> std::borrow::Cow<'a, [f32]> {
+        std::borrow::Cow::Owned(self.download(buffer))
+    }
     fn copy(&self, buffer: &Self::Buffer) -> Self::Buffer;
     fn len(&self, buffer: &Self::Buffer) -> usize;
     fn switches(&self, len: usize) -> Self::Switches;
@@ -162,6 +170,14 @@ impl Backend for CpuBackend {
 
     fn download(&self, buffer: &Vec<f32>) -> Vec<f32> {
         buffer.clone()
+    }
+
+    fn upload_owned(&self, data: Vec<f32>) -> Vec<f32> {
+        data
+    }
+
+    fn read<'a>(&self, buffer: &'a Vec<f32>) -> std::borrow::Cow<'a, [f32]> {
+        std::borrow::Cow::Borrowed(buffer)
     }
 
     fn copy(&self, buffer: &Vec<f32>) -> Vec<f32> {

@@ -311,7 +311,7 @@ pub fn sgd_step<B: Backend>(
         .collect();
     let input = network
         .backend
-        .upload(&store.batch(indices, &crops, crop_size, mean));
+        .upload_owned(store.batch(indices, &crops, crop_size, mean));
     let labels: Vec<usize> = indices.iter().map(|&i| store.labels[i]).collect();
     let dropout_stream = stream_key(&[seed, epoch, step]);
     let acts = network.forward(input, Mode::Train { dropout_stream });
@@ -376,7 +376,7 @@ pub fn predict_probabilities<B: Backend>(
             let crops = vec![crop; chunk.len()];
             let input = network
                 .backend
-                .upload(&store.batch(chunk, &crops, crop_size, mean));
+                .upload_owned(store.batch(chunk, &crops, crop_size, mean));
             let acts = network.forward(input, Mode::Eval);
             let p = network.backend.softmax(acts.logits(), classes);
             for (total, value) in out.iter_mut().zip(p) {

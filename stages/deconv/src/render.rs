@@ -71,9 +71,9 @@ pub fn hit_tiles<B: Backend>(
     for (hit, out) in hits.iter().zip(input.chunks_mut(per_image)) {
         network_input(&images[&hit.row], info, crop_size, out);
     }
-    let acts = network.forward(network.backend.upload(&input), Mode::Eval);
+    let acts = network.forward(network.backend.upload_owned(input), Mode::Eval);
     let (channels, h, w) = network.shapes[op];
-    let output = network.backend.download(&acts.outputs[op]);
+    let output = network.backend.read(&acts.outputs[op]);
     // Keep one activation per image: the hit's, all others in the layer set to zero (§2.1).
     let mut signal = vec![0.0f32; hits.len() * channels * h * w];
     for (i, hit) in hits.iter().enumerate() {
@@ -84,7 +84,7 @@ pub fn hit_tiles<B: Backend>(
         network,
         &acts,
         op,
-        network.backend.upload(&signal),
+        network.backend.upload_owned(signal),
     ));
     let plane = crop_size * crop_size;
     let mut tiles = Vec::with_capacity(hits.len());

@@ -183,11 +183,11 @@ pub fn scan_top_k<B: Backend>(
         for (image, out) in chunk.iter().zip(input.chunks_mut(per_image)) {
             network_input(image, info, crop_size, out);
         }
-        let acts = network.forward(network.backend.upload(&input), Mode::Eval);
+        let acts = network.forward(network.backend.upload_owned(input), Mode::Eval);
         for (&layer, &op) in &ops {
             let (channels, h, w) = network.shapes[op];
             let plane = h * w;
-            let output = network.backend.download(&acts.outputs[op]);
+            let output = network.backend.read(&acts.outputs[op]);
             for &map in &maps[&layer] {
                 let list = best.entry((layer, map)).or_default();
                 for (j, image) in chunk.iter().enumerate() {

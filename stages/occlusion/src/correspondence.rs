@@ -320,11 +320,11 @@ fn features<B: Backend>(
     inputs: &[Vec<f32>],
     layers: &[(usize, usize)],
 ) -> Vec<Vec<Vec<f32>>> {
-    let acts = network.forward(network.backend.upload(&inputs.concat()), Mode::Eval);
+    let acts = network.forward(network.backend.upload_owned(inputs.concat()), Mode::Eval);
     layers
         .iter()
         .map(|&(_, op)| {
-            let all = network.backend.download(&acts.outputs[op]);
+            let all = network.backend.read(&acts.outputs[op]);
             let len = all.len() / inputs.len();
             all.chunks(len).map(<[f32]>::to_vec).collect()
         })

@@ -137,11 +137,11 @@ impl cuda_backend::StageBody for Invariance {
                 for &amount in values {
                     batch.extend(transformed(&base, crop, transform, amount));
                 }
-                let acts = network.forward(network.backend.upload(&batch), Mode::Eval);
+                let acts = network.forward(network.backend.upload_owned(batch), Mode::Eval);
                 let probs = network.backend.softmax(acts.logits(), network.classes());
                 let (f1, f7) = (
-                    network.backend.download(&acts.outputs[layer1]),
-                    network.backend.download(&acts.outputs[layer7]),
+                    network.backend.read(&acts.outputs[layer1]),
+                    network.backend.read(&acts.outputs[layer7]),
                 );
                 let distance = |op: usize, j: usize| {
                     let f = if op == layer1 { &f1 } else { &f7 };

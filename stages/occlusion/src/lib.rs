@@ -321,8 +321,8 @@ pub fn project_map_on<B: Backend>(
         .iter()
         .flat_map(|image| input_of(image, info, crop))
         .collect();
-    let acts = network.forward(network.backend.upload(&input), Mode::Eval);
-    let conv5 = network.backend.download(&acts.outputs[op5]);
+    let acts = network.forward(network.backend.upload_owned(input), Mode::Eval);
+    let conv5 = network.backend.read(&acts.outputs[op5]);
     let mut signal = vec![0.0f32; conv5.len()];
     for i in 0..images.len() {
         let start = (i * maps + map) * plane;
@@ -334,7 +334,7 @@ pub fn project_map_on<B: Backend>(
         network,
         &acts,
         op5,
-        network.backend.upload(&signal),
+        network.backend.upload_owned(signal),
     ));
     pixels
         .chunks(3 * crop * crop)
@@ -357,8 +357,8 @@ pub fn occlude<B: Backend>(
     let (maps, h, w) = network.shapes[op5];
     let plane = h * w;
     let clean = input_of(&image, info, crop);
-    let acts = network.forward(network.backend.upload(&clean), Mode::Eval);
-    let conv5 = network.backend.download(&acts.outputs[op5]);
+    let acts = network.forward(network.backend.upload_owned(clean.clone()), Mode::Eval);
+    let conv5 = network.backend.read(&acts.outputs[op5]);
     let totals: Vec<f32> = (0..maps)
         .map(|m| conv5[m * plane..(m + 1) * plane].iter().sum())
         .collect();
@@ -379,7 +379,7 @@ pub fn occlude<B: Backend>(
         network,
         &acts,
         op5,
-        network.backend.upload(&signal),
+        network.backend.upload_owned(signal),
     ));
     let peak_at = (0..crop * crop).fold(0, |best, p| {
         let magnitude = |q: usize| {
@@ -412,9 +412,9 @@ pub fn occlude<B: Backend>(
             }
             input.extend_from_slice(&copy);
         }
-        let acts = network.forward(network.backend.upload(&input), Mode::Eval);
+        let acts = network.forward(network.backend.upload_owned(input), Mode::Eval);
         let probs = network.backend.softmax(acts.logits(), classes);
-        let conv5 = network.backend.download(&acts.outputs[op5]);
+        let conv5 = network.backend.read(&acts.outputs[op5]);
         for j in 0..batch.len() {
             map_activation.push(conv5[(j * maps + map) * plane..][..plane].iter().sum());
             let row = &probs[j * classes..(j + 1) * classes];

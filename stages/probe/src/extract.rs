@@ -152,11 +152,11 @@ impl cuda_backend::StageBody for Extract {
                 }
                 info.centre_input(&image.pixels, image.width, crop, out);
             }
-            let acts = network.forward(network.backend.upload(&input), Mode::Eval);
+            let acts = network.forward(network.backend.upload_owned(input), Mode::Eval);
             let ids: Vec<i64> = chunk.iter().map(|i| i.image_id).collect();
             let labels: Vec<i32> = chunk.iter().map(|i| i.label).collect();
             for (writer, &(_, op)) in writers.iter_mut().zip(&ops) {
-                writer.push(&ids, &labels, &network.backend.download(&acts.outputs[op]))?;
+                writer.push(&ids, &labels, &network.backend.read(&acts.outputs[op]))?;
             }
             count += chunk.len();
             bar.inc(chunk.len() as u64);
