@@ -111,6 +111,17 @@ pub fn save_model<B: Backend>(
 }
 
 /// Reads a model file into a network on `backend`.
+/// A model file's architecture, from its header alone (no weights are read).
+pub fn read_architecture(path: &Path) -> artifacts::Result<Architecture> {
+    artifacts::tensors::read_tensor_metadata(path)?
+        .get(ARCHITECTURE_KEY)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .ok_or_else(|| artifacts::Error::Contract {
+            path: path.to_path_buf(),
+            message: "no architecture in the metadata: not a zfnet model".to_owned(),
+        })
+}
+
 pub fn load_model<B: Backend>(
     path: &Path,
     backend: B,

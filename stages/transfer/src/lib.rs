@@ -25,8 +25,8 @@ use artifacts::features::{FeatureMatrix, read_features};
 use artifacts::table::schemas::TRANSFER;
 use artifacts::table::{Column, Table};
 use engine::rng::{purpose, rng_for, stream_key};
-use engine::weights::load_model;
-use engine::{Architecture, Backend, CpuBackend, Network, UpdateConfig};
+use engine::weights::read_architecture;
+use engine::{Architecture, Backend, Network, UpdateConfig};
 use image::{Rgb, RgbImage};
 use linear_models::{mean_class_accuracy, normalised_with_bias, predict, train_softmax};
 use stage_api::sampling::split_per_class;
@@ -243,9 +243,8 @@ impl StageKind for Transfer {
         } else {
             (None, BTreeMap::new())
         };
-        let (_, info) = load_model(ctx.input("model"), CpuBackend)?;
         let config = ScratchConfig {
-            architecture: info.architecture.name.clone(),
+            architecture: read_architecture(ctx.input("model"))?.name,
             steps: params.usize("scratch_steps"),
             batch_size: params.usize("scratch_batch_size"),
             learning_rate: params.float("scratch_learning_rate"),
@@ -632,6 +631,8 @@ fn plot_fig9(rows: &Rows, path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use engine::CpuBackend;
+
     use super::*;
 
     /// Class 0: the top half bright; class 1: the bottom half; with per-image noise.
