@@ -212,6 +212,42 @@ impl Iterator for ImagesReader {
     }
 }
 
+/// Writes `n` random-noise 32x32 RGB images (ids from `first_id`, labels cycling over
+/// `classes`, pixels from a 64-bit LCG seeded with `seed`): an `images` artifact for tests and
+/// benchmarks of stages that only need something to look at.
+pub fn write_noise_images(
+    path: &Path,
+    n: usize,
+    first_id: i64,
+    classes: usize,
+    seed: u64,
+) -> Result<()> {
+    let mut writer = ImagesWriter::create(path, &Provenance::ad_hoc("noise"))?;
+    let mut state = seed;
+    for i in 0..n {
+        let pixels = (0..32 * 32 * 3)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        writer.push(ImageRecord {
+            image_id: first_id + i as i64,
+            label: (i % classes.max(1)) as i32,
+            class_name: String::new(),
+            source: String::new(),
+            height: 32,
+            width: 32,
+            channels: 3,
+            pixels,
+        })?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
 /// Reads every image of a (small) artifact.
 pub fn read_images(path: &Path) -> Result<Vec<ImageRecord>> {
     let mut images = Vec::new();

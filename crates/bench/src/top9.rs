@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use artifacts::Provenance;
-use artifacts::images::{ImageRecord, ImagesWriter};
+use artifacts::images::write_noise_images;
 use deconv::{ScanConfig, chosen_maps, scan_top_k};
 use engine::weights::{ModelInfo, load_model, save_model};
 use engine::{Architecture, CpuBackend, Network};
@@ -18,29 +18,7 @@ pub fn run() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let images = dir.join("images");
     if !images.exists() {
-        let mut writer = ImagesWriter::create(&images, &Provenance::ad_hoc("bench"))?;
-        let mut state = 3u64;
-        for id in 0..IMAGES {
-            let pixels = (0..32 * 32 * 3)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (state >> 56) as u8
-                })
-                .collect();
-            writer.push(ImageRecord {
-                image_id: id as i64,
-                label: (id % 6) as i32,
-                class_name: String::new(),
-                source: String::new(),
-                height: 32,
-                width: 32,
-                channels: 3,
-                pixels,
-            })?;
-        }
-        writer.finish()?;
+        write_noise_images(&images, IMAGES, 0, 6, 3)?;
     }
     let network = Network::new(CpuBackend, Architecture::from_name("zf_small", 6)?, 0.03, 1);
     let info = ModelInfo {

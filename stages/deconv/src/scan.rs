@@ -243,39 +243,13 @@ pub fn scan_top_k<B: Backend>(
 
 #[cfg(test)]
 mod tests {
-    use artifacts::Provenance;
-    use artifacts::images::ImagesWriter;
     use engine::{Architecture, CpuBackend};
 
     use super::*;
 
     fn images(dir: &Path, n: usize) -> std::path::PathBuf {
         let path = dir.join("images");
-        let mut writer = ImagesWriter::create(&path, &Provenance::ad_hoc("test")).unwrap();
-        let mut state = 7u64;
-        for id in 0..n {
-            let pixels = (0..32 * 32 * 3)
-                .map(|_| {
-                    state = state
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (state >> 56) as u8
-                })
-                .collect();
-            writer
-                .push(ImageRecord {
-                    image_id: 100 + id as i64,
-                    label: 0,
-                    class_name: String::new(),
-                    source: String::new(),
-                    height: 32,
-                    width: 32,
-                    channels: 3,
-                    pixels,
-                })
-                .unwrap();
-        }
-        writer.finish().unwrap();
+        artifacts::images::write_noise_images(&path, n, 100, 1, 7).unwrap();
         path
     }
 
