@@ -16,6 +16,7 @@ mod top9;
 use anyhow::Result;
 
 fn main() -> Result<()> {
+    ::engine::allocator::keep_freed_memory_for_reuse();
     let which: Vec<String> = std::env::args().skip(1).collect();
     let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
     println!(

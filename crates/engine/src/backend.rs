@@ -40,6 +40,19 @@ pub trait Backend: Send + Sync + Clone {
         g: &ConvGeometry,
         y: &mut Self::Buffer,
     );
+    /// `conv_forward` followed by ReLU in place: the conv-then-rectify pair of every ZF
+    /// layer, which a backend may fuse (the CPU backend rectifies in the GEMM's epilogue).
+    fn conv_forward_relu(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        b: &Self::Buffer,
+        g: &ConvGeometry,
+        y: &mut Self::Buffer,
+    ) {
+        self.conv_forward(x, w, b, g, y);
+        self.relu(y);
+    }
     #[allow(clippy::too_many_arguments)]
     fn conv_backward(
         &self,
@@ -204,7 +217,18 @@ impl Backend for CpuBackend {
         g: &ConvGeometry,
         y: &mut Vec<f32>,
     ) {
-        cpu::conv::conv_forward(x, w, b, g, y);
+        cpu::conv_forward(x, w, b, g, false, y);
+    }
+
+    fn conv_forward_relu(
+        &self,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        b: &Vec<f32>,
+        g: &ConvGeometry,
+        y: &mut Vec<f32>,
+    ) {
+        cpu::conv_forward(x, w, b, g, true, y);
     }
 
     fn conv_backward(
@@ -217,15 +241,15 @@ impl Backend for CpuBackend {
         dw: &mut Vec<f32>,
         db: &mut Vec<f32>,
     ) {
-        cpu::conv::conv_backward(x, w, dy, g, dx.map(|d| d.as_mut_slice()), dw, db);
+        cpu::conv_backward(x, w, dy, g, dx.map(|d| d.as_mut_slice()), dw, db);
     }
 
     fn conv_transpose(&self, y: &Vec<f32>, w: &Vec<f32>, g: &ConvGeometry, x: &mut Vec<f32>) {
-        cpu::conv::conv_transpose(y, w, g, x);
+        cpu::conv_transpose(y, w, g, x);
     }
 
     fn max_pool(&self, x: &Vec<f32>, g: &PoolGeometry, y: &mut Vec<f32>, switches: &mut Vec<u32>) {
-        cpu::pool::max_pool(x, g, y, switches);
+        cpu::pool::max_pool_f32(x, g, y, switches);
     }
 
     fn unpool(&self, y: &Vec<f32>, switches: &Vec<u32>, g: &PoolGeometry, x: &mut Vec<f32>) {

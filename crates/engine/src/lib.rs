@@ -6,6 +6,7 @@
 //! parameters on a backend, and runs forward (keeping switches for the deconvnet), backward
 //! and the §3 update. It reads no files: stages load and save weights through `artifacts`.
 
+pub mod allocator;
 pub mod arch;
 pub mod backend;
 pub mod cpu;

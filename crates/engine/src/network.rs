@@ -218,9 +218,12 @@ impl<B: Backend> Network<B> {
             let (mut switches, mut scale, mut mask) = (None, None, None);
             // ReLU rectifies its input in place: the pre-activation is never needed again
             // (backward uses the rectified output, the deconvnet the rectified maps).
+            // A conv followed by a ReLU was rectified by the conv itself (fused).
             if matches!(op, Op::Relu) && i > 0 {
                 let mut y = std::mem::replace(&mut acts.outputs[i - 1], b.zeros(0));
-                b.relu(&mut y);
+                if !matches!(self.ops[i - 1], Op::Conv { .. }) {
+                    b.relu(&mut y);
+                }
                 acts.outputs.push(y);
                 acts.switches.push(None);
                 acts.lrn_scales.push(None);
@@ -236,7 +239,11 @@ impl<B: Backend> Network<B> {
                 Op::Conv { param, geometry } => {
                     let p = &self.params[*param];
                     let mut y = b.zeros(out_len);
-                    b.conv_forward(x, &p.weight, &p.bias, geometry, &mut y);
+                    if matches!(self.ops.get(i + 1), Some(Op::Relu)) {
+                        b.conv_forward_relu(x, &p.weight, &p.bias, geometry, &mut y);
+                    } else {
+                        b.conv_forward(x, &p.weight, &p.bias, geometry, &mut y);
+                    }
                     y
                 }
                 Op::Relu => {

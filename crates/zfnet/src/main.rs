@@ -20,6 +20,7 @@ pub const BUILD: &str = concat!(
 );
 
 fn main() -> ExitCode {
+    engine::allocator::keep_freed_memory_for_reuse();
     let cli = cli::Cli::parse();
     init_logging();
     match commands::dispatch(cli) {

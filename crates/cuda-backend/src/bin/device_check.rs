@@ -329,6 +329,7 @@ fn train(dir: &Path, steps: usize) {
 }
 
 fn main() {
+    engine::allocator::keep_freed_memory_for_reuse();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let what = args.first().cloned().unwrap_or_else(|| "all".to_owned());
     let value = |flag: &str| {

@@ -15,8 +15,19 @@ use crate::scalar::{MatRef, Scalar, gemm};
 /// reductions do not depend on the thread count).
 pub const CHUNK: usize = 8;
 
+/// The output columns `ox` of kernel column `kj` whose input column `ox s + kj - pad` lies
+/// inside the image, as a range (empty when none does).
+fn valid_columns(g: &ConvGeometry, kj: usize) -> std::ops::Range<usize> {
+    let ow = g.out_w();
+    let first = g.pad.saturating_sub(kj).div_ceil(g.stride).min(ow);
+    let end = (g.in_w + g.pad).saturating_sub(kj).div_ceil(g.stride).min(ow);
+    first..end.max(first)
+}
+
 /// Unfolds one image (C x H x W) into columns `offset..offset + OH OW` of `cols`, a
 /// (C k k) x `row_len` matrix (several images side by side); out-of-image taps are 0.
+/// Row by row: the in-image part of each output row is one strided (for stride 1,
+/// contiguous) copy.
 pub fn im2col<S: Scalar>(x: &[S], g: &ConvGeometry, cols: &mut [S], row_len: usize, offset: usize) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let plane = oh * ow;
@@ -27,6 +38,7 @@ pub fn im2col<S: Scalar>(x: &[S], g: &ConvGeometry, cols: &mut [S], row_len: usi
             for kj in 0..g.kernel {
                 let row = (c * g.kernel + ki) * g.kernel + kj;
                 let out = &mut cols[row * row_len + offset..][..plane];
+                let valid = valid_columns(g, kj);
                 for oy in 0..oh {
                     let iy = (oy * g.stride + ki) as isize - g.pad as isize;
                     let out_row = &mut out[oy * ow..][..ow];
@@ -35,13 +47,17 @@ pub fn im2col<S: Scalar>(x: &[S], g: &ConvGeometry, cols: &mut [S], row_len: usi
                         continue;
                     }
                     let x_row = &x_plane[iy as usize * g.in_w..][..g.in_w];
-                    for (ox, value) in out_row.iter_mut().enumerate() {
-                        let ix = (ox * g.stride + kj) as isize - g.pad as isize;
-                        *value = if ix < 0 || ix >= g.in_w as isize {
-                            S::zero()
-                        } else {
-                            x_row[ix as usize]
-                        };
+                    out_row[..valid.start].fill(S::zero());
+                    out_row[valid.end..].fill(S::zero());
+                    // Input column of output column `valid.start`.
+                    let from = valid.start * g.stride + kj - g.pad;
+                    let out_valid = &mut out_row[valid.clone()];
+                    if g.stride == 1 {
+                        out_valid.copy_from_slice(&x_row[from..from + out_valid.len()]);
+                    } else {
+                        for (t, value) in out_valid.iter_mut().enumerate() {
+                            *value = x_row[from + t * g.stride];
+                        }
                     }
                 }
             }
@@ -67,16 +83,27 @@ pub fn col2im<S: Scalar>(
             for kj in 0..g.kernel {
                 let row = (c * g.kernel + ki) * g.kernel + kj;
                 let col = &cols[row * row_len + offset..][..plane];
+                let valid = valid_columns(g, kj);
+                if valid.is_empty() {
+                    continue;
+                }
+                let from = valid.start * g.stride + kj - g.pad;
                 for oy in 0..oh {
                     let iy = (oy * g.stride + ki) as isize - g.pad as isize;
                     if iy < 0 || iy >= g.in_h as isize {
                         continue;
                     }
                     let dx_row = &mut dx_plane[iy as usize * g.in_w..][..g.in_w];
-                    for ox in 0..ow {
-                        let ix = (ox * g.stride + kj) as isize - g.pad as isize;
-                        if ix >= 0 && ix < g.in_w as isize {
-                            dx_row[ix as usize] = dx_row[ix as usize] + col[oy * ow + ox];
+                    let col_valid = &col[oy * ow..][valid.clone()];
+                    if g.stride == 1 {
+                        let dx_valid = &mut dx_row[from..from + col_valid.len()];
+                        for (total, &value) in dx_valid.iter_mut().zip(col_valid) {
+                            *total = *total + value;
+                        }
+                    } else {
+                        for (t, &value) in col_valid.iter().enumerate() {
+                            let at = from + t * g.stride;
+                            dx_row[at] = dx_row[at] + value;
                         }
                     }
                 }

@@ -89,15 +89,14 @@ pub fn lrn_forward<S: Scalar>(
                     }
                 }
                 let rows = c * plane..(c + 1) * plane;
-                for ((out, s_out), (&a, &sum)) in y[rows.clone()]
-                    .iter_mut()
-                    .zip(&mut scale[rows.clone()])
-                    .zip(x[rows].iter().zip(&sums))
-                {
+                let (y, scale, x) = (&mut y[rows.clone()], &mut scale[rows.clone()], &x[rows]);
+                // Equal-length slices and an index loop: this vectorises.
+                for p in 0..plane {
                     // Sliding sums can drift below the true (non-negative) value by rounding.
-                    let s = k + alpha * sum.max(S::zero());
-                    *s_out = s;
-                    *out = a * inverse_power(s, beta, three_quarters);
+                    let sum = sums[p];
+                    let s = k + alpha * if sum > S::zero() { sum } else { S::zero() };
+                    scale[p] = s;
+                    y[p] = x[p] * inverse_power(s, beta, three_quarters);
                 }
             }
         });

@@ -2,8 +2,64 @@
 
 pub mod activation;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+pub mod implicit_gemm;
 pub mod linear;
 pub mod lrn;
 pub mod pool;
 pub mod sgd;
 pub mod softmax;
+
+use crate::geometry::ConvGeometry;
+
+/// f32 convolution forward (then ReLU when `relu`) on the fastest path this CPU has: the
+/// implicit GEMM with an AVX-512 microkernel, else im2col + matrixmultiply.
+pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: bool, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if implicit_gemm::available() {
+        return implicit_gemm::conv_forward(x, w, b, g, relu, y);
+    }
+    conv::conv_forward(x, w, b, g, y);
+    if relu {
+        activation::relu(y);
+    }
+}
+
+/// Whether the stride-1 input gradient / deconvnet filtering runs as an implicit GEMM here.
+#[cfg(target_arch = "x86_64")]
+fn transpose_by_implicit_gemm(g: &ConvGeometry) -> bool {
+    g.stride == 1 && g.pad < g.kernel && implicit_gemm::available()
+}
+
+/// f32 convolution backward on the fastest path this CPU has: the weight and bias gradients
+/// by im2col + GEMM, the input gradient of stride-1 layers as an implicit-GEMM transposed
+/// convolution (AVX-512), else by GEMM + col2im.
+pub fn conv_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    dx: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if transpose_by_implicit_gemm(g) {
+        conv::conv_backward(x, w, dy, g, None, dw, db);
+        if let Some(dx) = dx {
+            implicit_gemm::conv_transpose_stride1(dy, w, g, dx);
+        }
+        return;
+    }
+    conv::conv_backward(x, w, dy, g, dx, dw, db);
+}
+
+/// f32 deconvnet filtering (transposed convolution), fastest path first as in
+/// [`conv_backward`].
+pub fn conv_transpose(y: &[f32], w: &[f32], g: &ConvGeometry, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if transpose_by_implicit_gemm(g) {
+        return implicit_gemm::conv_transpose_stride1(y, w, g, x);
+    }
+    conv::conv_transpose(y, w, g, x);
+}

@@ -1,0 +1,470 @@
+//! Convolution forward as an implicit GEMM with an AVX-512 microkernel: the CPU backend's
+//! f32 path on x86_64 CPUs with AVX-512F (others use [`super::conv::conv_forward`]).
+//!
+//! `y = W * cols(x) + b`, computed without ever building the im2col matrix:
+//!
+//! 1. The input is zero-padded and split into `stride x stride` phases, so that for every
+//!    kernel tap `(c, ki, kj)` the inputs seen by consecutive output columns of one output row
+//!    are consecutive in memory: tap `(c, ki, kj)` of output `(oy, ox)` reads phase
+//!    `(ki % s, kj % s)` of channel `c` at row `oy + ki / s`, column `ox + kj / s`.
+//! 2. The output columns `(image, oy, ox)` of the whole batch are cut into panels of [`NR`];
+//!    each panel's operand (patch x NR) is gathered from the phase planes by contiguous runs
+//!    (one run per output row the panel touches), into a buffer that stays in L2.
+//! 3. The filters are packed once per call into panels of [`MR`] filters.
+//! 4. An `MR x NR` microkernel accumulates the whole patch in registers, starting from the
+//!    bias and optionally rectifying at the end (the ReLU that follows every conv of the ZF
+//!    net, fused); the tile goes to NCHW through the same runs.
+//!
+//! Every output is one microkernel's sum over the patch in a fixed order, so results do not
+//! depend on the number of threads. They differ from the im2col + matrixmultiply path in the
+//! last bits only (another summation order); `tests` compares the two.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use crate::geometry::ConvGeometry;
+
+/// Filters per microkernel tile.
+pub const MR: usize = 8;
+/// Output columns per microkernel tile (three 16-float vectors).
+pub const NR: usize = 48;
+
+/// Whether this CPU runs the implicit-GEMM path.
+pub fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// A 64-byte aligned block of 16 floats, so that packed operands start on cache lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// An aligned, zeroed float buffer.
+struct AlignedBuffer {
+    lines: Vec<Line>,
+}
+
+impl AlignedBuffer {
+    fn zeros(len: usize) -> Self {
+        AlignedBuffer {
+            lines: vec![Line([0.0; 16]); len.div_ceil(16)],
+        }
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut f32 {
+        self.lines.as_mut_ptr().cast()
+    }
+
+    fn as_ptr(&self) -> *const f32 {
+        self.lines.as_ptr().cast()
+    }
+}
+
+/// The padded, phase-split input of a whole batch: per image, per channel, per phase
+/// `(r, t)`, a `rows x cols` plane with `plane[a][b] = x_padded[s a + r][s b + t]`.
+struct PhasePlanes {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    image_len: usize,
+}
+
+impl PhasePlanes {
+    fn new(x: &[f32], g: &ConvGeometry, images: usize) -> Self {
+        let s = g.stride;
+        let rows = (g.in_h + 2 * g.pad).div_ceil(s);
+        let cols = (g.in_w + 2 * g.pad).div_ceil(s);
+        let plane = rows * cols;
+        let image_len = g.in_channels * s * s * plane;
+        let mut data = vec![0.0f32; images * image_len];
+        data.par_chunks_mut(image_len)
+            .zip(x.par_chunks(g.in_len()))
+            .for_each(|(out, image)| {
+                for c in 0..g.in_channels {
+                    let source = &image[c * g.in_h * g.in_w..][..g.in_h * g.in_w];
+                    for r in 0..s {
+                        for t in 0..s {
+                            let phase = &mut out[((c * s + r) * s + t) * plane..][..plane];
+                            for a in 0..rows {
+                                let iy = (s * a + r) as isize - g.pad as isize;
+                                if iy < 0 || iy >= g.in_h as isize {
+                                    continue;
+                                }
+                                let row = &source[iy as usize * g.in_w..][..g.in_w];
+                                let out_row = &mut phase[a * cols..][..cols];
+                                // Columns b with 0 <= s b + t - pad < W.
+                                let first = g.pad.saturating_sub(t).div_ceil(s);
+                                let end = (g.in_w + g.pad - t).div_ceil(s).min(cols);
+                                if s == 1 {
+                                    let from = first + t - g.pad;
+                                    out_row[first..end]
+                                        .copy_from_slice(&row[from..from + end - first]);
+                                } else {
+                                    for (b, value) in
+                                        out_row[first..end].iter_mut().enumerate()
+                                    {
+                                        *value = row[s * (first + b) + t - g.pad];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        PhasePlanes {
+            data,
+            rows,
+            cols,
+            image_len,
+        }
+    }
+
+    /// Offset of each kernel tap `(c, ki, kj)` (im2col row order) relative to the input of
+    /// output `(0, 0)`.
+    fn tap_offsets(&self, g: &ConvGeometry) -> Vec<usize> {
+        let s = g.stride;
+        let plane = self.rows * self.cols;
+        let mut offsets = Vec::with_capacity(g.patch_len());
+        for c in 0..g.in_channels {
+            for ki in 0..g.kernel {
+                for kj in 0..g.kernel {
+                    let phase = (c * s + ki % s) * s + kj % s;
+                    offsets.push(phase * plane + (ki / s) * self.cols + kj / s);
+                }
+            }
+        }
+        offsets
+    }
+}
+
+/// A stretch of a panel's columns that lies in one output row of one image.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    /// First column of the run within the panel.
+    first: usize,
+    len: usize,
+    /// Phase-plane offset of output `(oy, ox)`'s tap (0, 0, 0).
+    source: usize,
+    /// Offset of the run's first output in channel 0 of `y`.
+    target: usize,
+}
+
+/// The runs of columns `first..first + count` of the batch's output columns.
+fn runs(g: &ConvGeometry, planes: &PhasePlanes, first: usize, count: usize, out: &mut Vec<Run>) {
+    out.clear();
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let plane = oh * ow;
+    let mut column = first;
+    while column < first + count {
+        let (image, position) = (column / plane, column % plane);
+        let (oy, ox) = (position / ow, position % ow);
+        let len = (ow - ox).min(first + count - column);
+        out.push(Run {
+            first: column - first,
+            len,
+            source: image * planes.image_len + oy * planes.cols + ox,
+            target: image * g.out_channels * plane + position,
+        });
+        column += len;
+    }
+}
+
+/// Filters packed as panels of MR: panel `i` holds, for each patch index `k`, the weights
+/// `w[i MR + m][k]` for m in 0..MR (zero past the last filter); the bias is padded alike.
+fn pack_filters(w: &[f32], b: &[f32], filters: usize, patch: usize) -> (Vec<f32>, Vec<f32>) {
+    let panels = filters.div_ceil(MR);
+    let mut packed = vec![0.0f32; panels * MR * patch];
+    let mut bias = vec![0.0f32; panels * MR];
+    for (filter, row) in w.chunks(patch).enumerate() {
+        let panel = &mut packed[(filter / MR) * MR * patch..][..MR * patch];
+        for (k, &value) in row.iter().enumerate() {
+            panel[k * MR + filter % MR] = value;
+        }
+        bias[filter] = b[filter];
+    }
+    (packed, bias)
+}
+
+/// `*mut f32` that rayon tasks may share: every task writes a disjoint set of outputs.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint elements (distinct output columns), see `conv_forward`.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// `y = W * x + b` (then `max(0, .)` when `relu`), as [`super::conv::conv_forward`]. Needs
+/// AVX-512F: check [`available`] first.
+pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: bool, y: &mut [f32]) {
+    assert!(available(), "the implicit-GEMM convolution needs AVX-512F");
+    let images = x.len() / g.in_len();
+    assert_eq!(x.len(), images * g.in_len());
+    assert_eq!(y.len(), images * g.out_len());
+    assert_eq!(w.len(), g.weight_len());
+    let patch = g.patch_len();
+    let planes = PhasePlanes::new(x, g, images);
+    let taps = planes.tap_offsets(g);
+    let (filters, bias) = pack_filters(w, b, g.out_channels, patch);
+    let columns = images * g.out_h() * g.out_w();
+    let panels = columns.div_ceil(NR);
+    let out = SharedOut(y.as_mut_ptr());
+    let plane = g.out_h() * g.out_w();
+    (0..panels).into_par_iter().for_each_init(
+        || {
+            (
+                AlignedBuffer::zeros(patch * NR),
+                Vec::new(),
+                AlignedBuffer::zeros(MR * NR),
+            )
+        },
+        |(operand, panel_runs, tile), panel| {
+            let first = panel * NR;
+            let count = NR.min(columns - first);
+            runs(g, &planes, first, count, panel_runs);
+            // SAFETY: AVX-512F checked above; the operand holds patch x NR floats; every
+            // run reads `len` floats of one phase-plane row inside `planes.data` (the phase
+            // planes cover every tap of every valid output).
+            unsafe {
+                gather_operand(&planes.data, &taps, panel_runs, count, operand.as_mut_ptr());
+            }
+            let out = out;
+            for (panel_index, filter_panel) in filters.chunks(MR * patch).enumerate() {
+                // SAFETY: as above; the tile holds MR x NR floats.
+                unsafe {
+                    microkernel(
+                        patch,
+                        filter_panel.as_ptr(),
+                        operand.as_ptr(),
+                        bias[panel_index * MR..].as_ptr(),
+                        relu,
+                        tile.as_mut_ptr(),
+                    );
+                }
+                let rows = MR.min(g.out_channels - panel_index * MR);
+                for m in 0..rows {
+                    let channel = panel_index * MR + m;
+                    for run in panel_runs.iter() {
+                        // SAFETY: `run.target + channel * plane .. + len` lies inside `y`
+                        // (one output row of one image) and belongs to this panel only.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                tile.as_ptr().add(m * NR + run.first),
+                                out.0.add(run.target + channel * plane),
+                                run.len,
+                            );
+                        }
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// The adjoint of a stride-1 convolution (its input gradient, and the deconvnet's filtering
+/// with transposed filters, §2.1) as another stride-1 convolution: `dy` (N x K x OH x OW)
+/// convolved with the filters transposed (K <-> C) and flipped, padded by `kernel - 1 - pad`,
+/// gives `dx` (N x C x H x W), overwritten. Needs AVX-512F, stride 1 and `pad < kernel`.
+pub fn conv_transpose_stride1(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+    assert!(g.stride == 1 && g.pad < g.kernel, "stride 1 with pad < kernel only");
+    let transposed = ConvGeometry {
+        in_channels: g.out_channels,
+        in_h: g.out_h(),
+        in_w: g.out_w(),
+        out_channels: g.in_channels,
+        kernel: g.kernel,
+        stride: 1,
+        pad: g.kernel - 1 - g.pad,
+    };
+    debug_assert_eq!((transposed.out_h(), transposed.out_w()), (g.in_h, g.in_w));
+    let k = g.kernel;
+    let mut flipped = vec![0.0f32; w.len()];
+    for filter in 0..g.out_channels {
+        for c in 0..g.in_channels {
+            let from = &w[(filter * g.in_channels + c) * k * k..][..k * k];
+            let to = &mut flipped[(c * g.out_channels + filter) * k * k..][..k * k];
+            for (tap, value) in to.iter_mut().enumerate() {
+                *value = from[k * k - 1 - tap];
+            }
+        }
+    }
+    conv_forward(dy, &flipped, &vec![0.0; g.in_channels], &transposed, false, dx);
+}
+
+/// Gathers a panel's operand: row `k` (NR floats) holds tap `k` of the panel's columns,
+/// copied run by run from the phase planes; columns past `count` are zero.
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_operand(
+    planes: &[f32],
+    taps: &[usize],
+    runs: &[Run],
+    count: usize,
+    operand: *mut f32,
+) {
+    let source = planes.as_ptr();
+    for (k, &tap) in taps.iter().enumerate() {
+        // SAFETY (whole body): the caller guarantees the operand's size and the runs' ranges.
+        unsafe {
+            let row = operand.add(k * NR);
+            for run in runs {
+                let mut from = source.add(run.source + tap);
+                let mut to = row.add(run.first);
+                let mut left = run.len;
+                while left >= 16 {
+                    _mm512_storeu_ps(to, _mm512_loadu_ps(from));
+                    from = from.add(16);
+                    to = to.add(16);
+                    left -= 16;
+                }
+                if left > 0 {
+                    let mask: __mmask16 = (1u16 << left) - 1;
+                    _mm512_mask_storeu_ps(to, mask, _mm512_maskz_loadu_ps(mask, from));
+                }
+            }
+            if count < NR {
+                std::ptr::write_bytes(row.add(count), 0, NR - count);
+            }
+        }
+    }
+}
+
+/// `tile = bias + A B` (then `max(0, .)` when `relu`) for one panel of MR filters (`a`:
+/// patch x MR) and one panel of NR columns (`b`: patch x NR); `tile` is MR x NR.
+#[target_feature(enable = "avx512f")]
+unsafe fn microkernel(
+    patch: usize,
+    a: *const f32,
+    b: *const f32,
+    bias: *const f32,
+    relu: bool,
+    tile: *mut f32,
+) {
+    // SAFETY (whole body): the caller guarantees the operand sizes.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+        for (m, row) in acc.iter_mut().enumerate() {
+            *row = [_mm512_set1_ps(*bias.add(m)); 3];
+        }
+        let (mut a, mut b) = (a, b);
+        for _ in 0..patch {
+            let b0 = _mm512_load_ps(b);
+            let b1 = _mm512_load_ps(b.add(16));
+            let b2 = _mm512_load_ps(b.add(32));
+            for (m, row) in acc.iter_mut().enumerate() {
+                let am = _mm512_set1_ps(*a.add(m));
+                row[0] = _mm512_fmadd_ps(am, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(am, b1, row[1]);
+                row[2] = _mm512_fmadd_ps(am, b2, row[2]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        let zero = _mm512_setzero_ps();
+        for (m, row) in acc.iter().enumerate() {
+            for (v, &value) in row.iter().enumerate() {
+                let value = if relu {
+                    _mm512_max_ps(value, zero)
+                } else {
+                    value
+                };
+                _mm512_store_ps(tile.add(m * NR + v * 16), value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn random(len: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// Every geometry of the ZF nets' convolutions (scaled down in channels) and awkward
+    /// ones: filters not a multiple of MR, columns not a multiple of NR, strides 1-4, padding
+    /// wider than the stride.
+    #[test]
+    fn implicit_gemm_equals_im2col_gemm_with_and_without_relu() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512F (the im2col path is used instead)");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let cases = [
+            (3, 28, 48, 5, 1, 2, 3),   // zf_small conv1
+            (48, 14, 64, 5, 1, 2, 2),  // zf_small conv2
+            (64, 7, 96, 3, 1, 1, 5),   // zf_small conv3
+            (3, 28, 13, 9, 2, 4, 2),   // krizhevsky_small conv1, 13 filters
+            (3, 35, 16, 7, 2, 1, 2),   // zf conv1 shape, smaller
+            (16, 17, 20, 5, 2, 0, 3),  // zf conv2 shape: no padding, stride 2
+            (3, 39, 8, 11, 4, 2, 1),   // krizhevsky conv1: stride 4
+            (5, 6, 9, 3, 1, 3, 1),     // padding wider than the stride
+        ];
+        for (in_channels, size, out_channels, kernel, stride, pad, images) in cases {
+            let g = ConvGeometry {
+                in_channels,
+                in_h: size,
+                in_w: size + 1,
+                out_channels,
+                kernel,
+                stride,
+                pad,
+            };
+            let x = random(images * g.in_len(), &mut rng);
+            let w = random(g.weight_len(), &mut rng);
+            let b = random(out_channels, &mut rng);
+            let mut expected = vec![0.0f32; images * g.out_len()];
+            super::super::conv::conv_forward(&x, &w, &b, &g, &mut expected);
+            for relu in [false, true] {
+                let mut y = vec![f32::NAN; images * g.out_len()];
+                conv_forward(&x, &w, &b, &g, relu, &mut y);
+                for (i, (&got, &want)) in y.iter().zip(&expected).enumerate() {
+                    let want = if relu { want.max(0.0) } else { want };
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{g:?} relu {relu}: output {i} is {got}, im2col gives {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The input gradient through the transposed convolution equals col2im(W^T dY).
+    #[test]
+    fn stride1_transpose_equals_col2im_of_transposed_filters() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512F (the im2col path is used instead)");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for (in_channels, size, out_channels, kernel, pad, images) in
+            [(48, 14, 64, 5, 2, 2), (64, 7, 96, 3, 1, 3), (5, 6, 11, 3, 0, 2), (3, 9, 4, 5, 4, 1)]
+        {
+            let g = ConvGeometry {
+                in_channels,
+                in_h: size,
+                in_w: size + 2,
+                out_channels,
+                kernel,
+                stride: 1,
+                pad,
+            };
+            let dy = random(images * g.out_len(), &mut rng);
+            let w = random(g.weight_len(), &mut rng);
+            let mut expected = vec![0.0f32; images * g.in_len()];
+            for (dy_image, dx_image) in dy.chunks(g.out_len()).zip(expected.chunks_mut(g.in_len())) {
+                super::super::conv::conv_transpose(dy_image, &w, &g, dx_image);
+            }
+            let mut dx = vec![f32::NAN; images * g.in_len()];
+            conv_transpose_stride1(&dy, &w, &g, &mut dx);
+            for (i, (&got, &want)) in dx.iter().zip(&expected).enumerate() {
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{g:?}: input gradient {i} is {got}, col2im gives {want}"
+                );
+            }
+        }
+    }
+}
