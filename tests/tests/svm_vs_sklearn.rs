@@ -50,6 +50,9 @@ fn our_linear_svm_matches_sklearn_linear_svc_within_half_a_point() {
             config.c.to_string(),
             config.tolerance.to_string(),
             "1".to_owned(),
+            // liblinear's random sample order moves its accuracy by about a point here
+            // (62.8-63.8% over orders 0-3): compare with its mean over 5 orders.
+            "5".to_owned(),
         ])
         .output()
         .expect("python3 runs");
@@ -61,10 +64,11 @@ fn our_linear_svm_matches_sklearn_linear_svc_within_half_a_point() {
     let reply: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let sklearn = reply["accuracy"].as_f64().unwrap();
     eprintln!(
-        "mean per-class accuracy: ours {:.2}%, scikit-learn {} {:.2}%",
+        "mean per-class accuracy: ours {:.2}%, scikit-learn {} {:.2}% (mean of {})",
         100.0 * ours,
         reply["version"],
-        100.0 * sklearn
+        100.0 * sklearn,
+        reply["accuracies"]
     );
     // The task is hard enough that both make mistakes: the comparison means something.
     assert!(
