@@ -308,7 +308,7 @@ impl Backend for CpuBackend {
         n_out: usize,
         y: &mut Vec<f32>,
     ) {
-        cpu::linear::linear_forward(x, w, b, n_in, n_out, y);
+        cpu::linear_forward(x, w, b, n_in, n_out, y);
     }
 
     fn linear_backward(

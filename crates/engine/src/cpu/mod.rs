@@ -3,6 +3,8 @@
 pub mod activation;
 pub mod conv;
 #[cfg(target_arch = "x86_64")]
+pub mod dense_dot;
+#[cfg(target_arch = "x86_64")]
 pub mod implicit_gemm;
 pub mod linear;
 pub mod lrn;
@@ -62,4 +64,14 @@ pub fn conv_transpose(y: &[f32], w: &[f32], g: &ConvGeometry, x: &mut [f32]) {
         return implicit_gemm::conv_transpose_stride1(y, w, g, x);
     }
     conv::conv_transpose(y, w, g, x);
+}
+
+/// f32 fully connected forward: dot products streaming the weights once (AVX-512), else
+/// GEMM.
+pub fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n_in: usize, n_out: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if dense_dot::available() {
+        return dense_dot::linear_forward(x, w, b, n_in, n_out, y);
+    }
+    linear::linear_forward(x, w, b, n_in, n_out, y);
 }
