@@ -127,9 +127,21 @@ fn the_network_learns_the_band_task() {
     let (train_set, val_set) = (store(256, 3), store(64, 4));
     let mean = vec![MEAN; 32 * 32 * 3];
     let dir = tempfile::tempdir().unwrap();
+    // lr 0.01 with the plateau schedule sits at the edge of stability on this tiny task:
+    // whether epoch 2's loss blows up then depends on the last bits of the summation order
+    // (it did for seeds 11 and 12 after the engine's GEMM changed). At a constant 0.003 every
+    // seed tried (11-14) reaches 0% validation error with a falling loss.
+    let steady = TrainConfig {
+        learning_rate: 0.003,
+        schedule: LrSchedule::Manual {
+            epochs: vec![],
+            factor: 1.0,
+        },
+        ..config(3)
+    };
     let trained = train(
         CpuBackend,
-        &config(3),
+        &steady,
         &train_set,
         &val_set,
         &mean,

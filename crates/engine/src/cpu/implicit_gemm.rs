@@ -361,8 +361,10 @@ unsafe fn microkernel(
         let zero = _mm512_setzero_ps();
         for (m, row) in acc.iter().enumerate() {
             for (v, &value) in row.iter().enumerate() {
+                // max(0, NaN) is NaN, as in `activation::relu`: vmaxps returns its second
+                // operand when either is NaN, so a diverged network still shows as NaN.
                 let value = if relu {
-                    _mm512_max_ps(value, zero)
+                    _mm512_max_ps(zero, value)
                 } else {
                     value
                 };
@@ -466,5 +468,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A NaN input stays NaN through the fused ReLU (a diverged network must show as NaN).
+    #[test]
+    fn nan_survives_the_fused_relu() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512F (the im2col path is used instead)");
+            return;
+        }
+        let g = ConvGeometry {
+            in_channels: 1,
+            in_h: 4,
+            in_w: 4,
+            out_channels: 1,
+            kernel: 1,
+            stride: 1,
+            pad: 0,
+        };
+        let mut x = vec![-1.0f32; 16];
+        x[5] = f32::NAN;
+        let mut y = vec![0.0f32; 16];
+        conv_forward(&x, &[1.0], &[0.0], &g, true, &mut y);
+        assert!(y[5].is_nan());
+        assert!(y.iter().enumerate().all(|(i, v)| i == 5 || *v == 0.0));
     }
 }
