@@ -90,16 +90,44 @@ pub fn lrn_forward<S: Scalar>(
                 }
                 let rows = c * plane..(c + 1) * plane;
                 let (y, scale, x) = (&mut y[rows.clone()], &mut scale[rows.clone()], &x[rows]);
-                // Equal-length slices and an index loop: this vectorises.
-                for p in 0..plane {
-                    // Sliding sums can drift below the true (non-negative) value by rounding.
-                    let sum = sums[p];
-                    let s = k + alpha * if sum > S::zero() { sum } else { S::zero() };
-                    scale[p] = s;
-                    y[p] = x[p] * inverse_power(s, beta, three_quarters);
-                }
+                normalise_map(x, &sums, k, alpha, beta, three_quarters, y, scale);
             }
         });
+}
+
+/// One map: `scale = k + alpha * sum`, `y = x * scale^-beta`. The beta = 3/4 case is its own
+/// branch-free loop over equal-length slices, so that it vectorises (square roots and
+/// divisions 16 at a time).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn normalise_map<S: Scalar>(
+    x: &[S],
+    sums: &[S],
+    k: S,
+    alpha: S,
+    beta: S,
+    three_quarters: bool,
+    y: &mut [S],
+    scale: &mut [S],
+) {
+    let n = x.len();
+    let (sums, y, scale) = (&sums[..n], &mut y[..n], &mut scale[..n]);
+    // Sliding sums can drift below the true (non-negative) value by rounding.
+    let clamp = |sum: S| if sum > S::zero() { sum } else { S::zero() };
+    if three_quarters {
+        for p in 0..n {
+            let s = k + alpha * clamp(sums[p]);
+            scale[p] = s;
+            let root = s.sqrt();
+            y[p] = x[p] / (root * root.sqrt());
+        }
+    } else {
+        for p in 0..n {
+            let s = k + alpha * clamp(sums[p]);
+            scale[p] = s;
+            y[p] = x[p] * s.powf(-beta);
+        }
+    }
 }
 
 /// Backward: `dx[j] = dy[j] s[j]^-beta - 2 alpha beta a[j] sum_{c: j in window(c)} dy[c] y[c] / s[c]`.

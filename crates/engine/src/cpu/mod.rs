@@ -46,10 +46,16 @@ pub fn conv_backward(
     db: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if transpose_by_implicit_gemm(g) {
-        conv::conv_backward(x, w, dy, g, None, dw, db);
-        if let Some(dx) = dx {
-            implicit_gemm::conv_transpose_stride1(dy, w, g, dx);
+    if implicit_gemm::available() {
+        implicit_gemm::conv_weight_gradient(x, dy, g, dw, db);
+        match dx {
+            Some(dx) if transpose_by_implicit_gemm(g) => {
+                implicit_gemm::conv_transpose_stride1(dy, w, g, dx);
+            }
+            Some(dx) => {
+                conv::conv_transpose(dy, w, g, dx);
+            }
+            None => {}
         }
         return;
     }
