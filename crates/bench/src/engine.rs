@@ -94,7 +94,7 @@ pub fn run() -> Result<()> {
         Case {
             arch: "zf",
             batch: 16,
-            reps: 3,
+            reps: 5,
         },
     ] {
         let architecture = Architecture::from_name(case.arch, 10)?;

@@ -256,10 +256,11 @@ pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: boo
                 for m in 0..rows {
                     let channel = panel_index * MR + m;
                     for run in panel_runs.iter() {
-                        // SAFETY: `run.target + channel * plane .. + len` lies inside `y`
-                        // (one output row of one image) and belongs to this panel only.
+                        // SAFETY: AVX-512F checked above; `run.target + channel * plane ..
+                        // + len` lies inside `y` (one output row of one image) and belongs
+                        // to this panel only; the tile row holds NR >= first + len floats.
                         unsafe {
-                            std::ptr::copy_nonoverlapping(
+                            copy_short(
                                 tile.as_ptr().add(m * NR + run.first),
                                 out.0.add(run.target + channel * plane),
                                 run.len,
@@ -470,23 +471,33 @@ unsafe fn gather_operand(
         unsafe {
             let row = operand.add(k * NR);
             for run in runs {
-                let mut from = source.add(run.source + tap);
-                let mut to = row.add(run.first);
-                let mut left = run.len;
-                while left >= 16 {
-                    _mm512_storeu_ps(to, _mm512_loadu_ps(from));
-                    from = from.add(16);
-                    to = to.add(16);
-                    left -= 16;
-                }
-                if left > 0 {
-                    let mask: __mmask16 = (1u16 << left) - 1;
-                    _mm512_mask_storeu_ps(to, mask, _mm512_maskz_loadu_ps(mask, from));
-                }
+                copy_short(source.add(run.source + tap), row.add(run.first), run.len);
             }
             if count < NR {
                 std::ptr::write_bytes(row.add(count), 0, NR - count);
             }
+        }
+    }
+}
+
+/// Copies `len` floats (a run: at most a few dozen) with 16-float moves, the last one
+/// masked: no call, no per-element loop.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn copy_short(from: *const f32, to: *mut f32, len: usize) {
+    let (mut from, mut to, mut left) = (from, to, len);
+    // SAFETY (whole body): the caller guarantees `len` readable and writable floats; masked
+    // lanes are neither read nor written.
+    unsafe {
+        while left >= 16 {
+            _mm512_storeu_ps(to, _mm512_loadu_ps(from));
+            from = from.add(16);
+            to = to.add(16);
+            left -= 16;
+        }
+        if left > 0 {
+            let mask: __mmask16 = (1u16 << left) - 1;
+            _mm512_mask_storeu_ps(to, mask, _mm512_maskz_loadu_ps(mask, from));
         }
     }
 }
