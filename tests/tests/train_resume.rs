@@ -111,3 +111,57 @@ fn a_training_run_killed_after_an_epoch_resumes_and_matches_an_uninterrupted_run
         "checkpoints are deleted once the run commits"
     );
 }
+
+/// A training set over `memory_limit_mb` is streamed from its artifact (ImageNet's case),
+/// through the binary, and says so; a kill and resume still gives the uninterrupted model.
+#[test]
+fn a_streamed_training_run_resumes_and_matches_an_uninterrupted_run() {
+    let streamed = PIPELINE.replace(
+        "seed: 5 }",
+        "seed: 5, memory_limit_mb: 0, shuffle_buffer: 64 }",
+    );
+    let make = || {
+        let project = Project::new(&streamed);
+        write_fashion_sized(&project.path("fashion"), 480, 20);
+        project
+    };
+    let uninterrupted = make();
+    let run = uninterrupted.zfnet(&["run"]);
+    let stdout = run.ok();
+    assert!(stdout.contains("streamed the training images"), "{stdout}");
+    let expected = fs::read(model_path(&uninterrupted)).unwrap();
+
+    // Train one epoch (a run with `epochs: 1` has another cache key, so stop the real one
+    // after its first checkpoint instead).
+    let killed = make();
+    killed.zfnet(&["run", "mean", "test_images"]).ok();
+    let mut child = Command::new(zfnet_binary())
+        .args(["run", "train"])
+        .current_dir(killed.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cache = killed.path(".zfnet/cache");
+    let started = Instant::now();
+    while first_checkpoint(&cache).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before its first checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = killed.zfnet(&["run"]);
+    let stdout = resumed.ok();
+    assert!(stdout.contains("resumed after epoch"), "{stdout}");
+    assert!(
+        fs::read(model_path(&killed)).unwrap() == expected,
+        "the resumed streamed model differs"
+    );
+}

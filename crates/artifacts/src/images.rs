@@ -15,7 +15,10 @@ use arrow_array::builder::{BinaryBuilder, Int32Builder, Int64Builder, StringBuil
 use arrow_array::{Array, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::parquet_io::{LayoutConfig, SchemaId, TableReader, TableWriter, expect_schema};
+use crate::parquet_io::{
+    LayoutConfig, RowGroupRef, SchemaId, TableReader, TableWriter, expect_schema, read_row_group,
+    row_groups,
+};
 use crate::{Error, Provenance, Result};
 
 pub const IMAGES: SchemaId = SchemaId {
@@ -212,6 +215,105 @@ impl Iterator for ImagesReader {
     }
 }
 
+/// An image's row without its pixels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageMeta {
+    pub image_id: i64,
+    pub label: i32,
+    pub class_name: String,
+    pub height: u32,
+    pub width: u32,
+    pub channels: u32,
+}
+
+/// The row groups of an `images` artifact (at most 256 images each), readable in any order:
+/// what a consumer that cannot hold the set in memory shuffles (streamed training, §3, at
+/// ImageNet scale).
+#[derive(Clone, Debug)]
+pub struct ImageGroups {
+    pub path: std::path::PathBuf,
+    pub groups: Vec<RowGroupRef>,
+}
+
+impl ImageGroups {
+    pub fn open(path: &Path) -> Result<Self> {
+        expect_schema(path, IMAGES)?;
+        Ok(ImageGroups {
+            path: path.to_path_buf(),
+            groups: row_groups(path)?,
+        })
+    }
+
+    /// The images of group `group`, pixels included.
+    pub fn read(&self, group: usize) -> Result<Vec<ImageRecord>> {
+        let group = &self.groups[group];
+        let mut images = Vec::with_capacity(group.rows);
+        for batch in read_row_group(group, None)? {
+            images.extend(batch_to_images(&batch, &group.part)?);
+        }
+        Ok(images)
+    }
+
+    /// Every image's row without pixels, group by group (reads a few bytes per image).
+    pub fn metadata(&self) -> Result<Vec<Vec<ImageMeta>>> {
+        const COLUMNS: [&str; 6] = [
+            "image_id",
+            "label",
+            "class_name",
+            "height",
+            "width",
+            "channels",
+        ];
+        let mut all = Vec::with_capacity(self.groups.len());
+        for group in &self.groups {
+            let mut rows = Vec::with_capacity(group.rows);
+            for batch in read_row_group(group, Some(&COLUMNS))? {
+                let int32 = |name: &str| -> Result<&Int32Array> {
+                    batch
+                        .column_by_name(name)
+                        .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+                        .ok_or_else(|| {
+                            Error::contract(
+                                &group.part,
+                                format!("column `{name}` missing or mistyped"),
+                            )
+                        })
+                };
+                let (label, height, width, channels) = (
+                    int32("label")?,
+                    int32("height")?,
+                    int32("width")?,
+                    int32("channels")?,
+                );
+                let image_id = batch
+                    .column_by_name("image_id")
+                    .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                    .ok_or_else(|| {
+                        Error::contract(&group.part, "column `image_id` missing or mistyped")
+                    })?;
+                let class_name = batch
+                    .column_by_name("class_name")
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                    .ok_or_else(|| {
+                        Error::contract(&group.part, "column `class_name` missing or mistyped")
+                    })?;
+                for row in 0..batch.num_rows() {
+                    rows.push(ImageMeta {
+                        image_id: image_id.value(row),
+                        label: label.value(row),
+                        class_name: class_name.value(row).to_owned(),
+                        height: height.value(row) as u32,
+                        width: width.value(row) as u32,
+                        channels: channels.value(row) as u32,
+                    });
+                }
+            }
+            all.push(rows);
+        }
+        Ok(all)
+    }
+}
+
 /// Writes `n` random-noise 32x32 RGB images (ids from `first_id`, labels cycling over
 /// `classes`, pixels from a 64-bit LCG seeded with `seed`): an `images` artifact for tests and
 /// benchmarks of stages that only need something to look at.
@@ -306,5 +408,29 @@ mod tests {
         .unwrap();
         let message = ImagesReader::open(&target, 8).err().unwrap().to_string();
         assert!(message.contains("expected a `images` v1 artifact, found `features` v1"));
+    }
+
+    #[test]
+    fn row_groups_read_in_any_order_give_the_images_and_their_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("noise");
+        // 600 images: three row groups of 256, 256 and 88.
+        write_noise_images(&path, 600, 1000, 4, 7).unwrap();
+        let groups = ImageGroups::open(&path).unwrap();
+        assert_eq!(
+            groups.groups.iter().map(|g| g.rows).collect::<Vec<_>>(),
+            vec![256, 256, 88]
+        );
+        let all = read_images(&path).unwrap();
+        let last = groups.read(2).unwrap();
+        assert_eq!(last, all[512..].to_vec());
+        let metadata = groups.metadata().unwrap();
+        assert_eq!(metadata.iter().map(Vec::len).sum::<usize>(), 600);
+        for (meta, image) in metadata.concat().iter().zip(&all) {
+            assert_eq!(
+                (meta.image_id, meta.label, meta.width),
+                (image.image_id, image.label, image.width)
+            );
+        }
     }
 }

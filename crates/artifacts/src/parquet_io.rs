@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -327,6 +327,59 @@ impl Iterator for TableReader {
             }
         }
     }
+}
+
+/// One row group of one part of an artifact: the unit a reader can fetch on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowGroupRef {
+    pub part: PathBuf,
+    /// Index of the row group within its part.
+    pub index: usize,
+    pub rows: usize,
+}
+
+/// Every row group of an artifact, parts in name order (the order [`TableReader`] reads).
+pub fn row_groups(path: &Path) -> Result<Vec<RowGroupRef>> {
+    let mut groups = Vec::new();
+    for part in part_files(path)? {
+        let builder = open_builder(&part)?;
+        for (index, group) in builder.metadata().row_groups().iter().enumerate() {
+            groups.push(RowGroupRef {
+                part: part.clone(),
+                index,
+                rows: group.num_rows() as usize,
+            });
+        }
+    }
+    Ok(groups)
+}
+
+/// Reads one row group, only the named columns when `columns` is given (so that labels can
+/// be read without the pixels beside them).
+pub fn read_row_group(group: &RowGroupRef, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
+    let builder = open_builder(&group.part)?;
+    let mut builder = builder
+        .with_row_groups(vec![group.index])
+        .with_batch_size(group.rows.max(1));
+    if let Some(columns) = columns {
+        let arrow_schema = Arc::clone(builder.schema());
+        let mut roots = Vec::with_capacity(columns.len());
+        for name in columns {
+            let (index, _) = arrow_schema
+                .column_with_name(name)
+                .ok_or_else(|| Error::contract(&group.part, format!("column `{name}` missing")))?;
+            roots.push(index);
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder = builder.with_projection(mask);
+    }
+    let reader = builder.build().map_err(|source| Error::Parquet {
+        path: group.part.clone(),
+        source,
+    })?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Error::Arrow)
 }
 
 /// Reads a whole (small) artifact into memory.

@@ -3,7 +3,8 @@
 //! per-pixel mean subtracted.
 //!
 //! The whole preprocessed set is held as u8 (Fashion-MNIST's 36,000 source images at 32x32
-//! are 110 MB); an ImageNet-size set needs a streaming loader, which this store is not.
+//! are 110 MB); sets larger than the `train` stage's memory limit are streamed instead
+//! ([`crate::streamed`], chosen by [`ImageSet::open`]).
 
 use std::path::Path;
 
@@ -11,6 +12,8 @@ use artifacts::images::ImagesReader;
 use imaging::{Crop, write_crop_chw};
 use rayon::prelude::*;
 use stage_api::{Error, Result};
+
+use crate::streamed::StreamedImages;
 
 /// Preprocessed SxS RGB images with labels.
 pub struct ImageStore {
@@ -50,33 +53,15 @@ impl ImageStore {
         };
         for chunk in ImagesReader::open(path, 1024)? {
             for image in chunk? {
-                if image.width != image.height || image.channels != 3 {
-                    return Err(Error::input(
-                        path,
-                        format!(
-                            "image {} is {}x{}x{}: train needs square RGB images; wire a \
-                             `preprocess` output into this input",
-                            image.image_id, image.height, image.width, image.channels
-                        ),
-                    ));
-                }
-                if store.labels.is_empty() {
-                    store.image_size = image.width as usize;
-                } else if image.width as usize != store.image_size {
-                    return Err(Error::input(
-                        path,
-                        format!(
-                            "image {} is {} pixels wide, the first was {}",
-                            image.image_id, image.width, store.image_size
-                        ),
-                    ));
-                }
-                if image.label < 0 {
-                    return Err(Error::input(
-                        path,
-                        format!("image {} has no label", image.image_id),
-                    ));
-                }
+                store.image_size = crate::streamed::check_image(
+                    path,
+                    image.image_id,
+                    image.height,
+                    image.width,
+                    image.channels,
+                    image.label,
+                    (!store.labels.is_empty()).then_some(store.image_size),
+                )?;
                 let label = image.label as usize;
                 if store.class_names.len() <= label {
                     store.class_names.resize(label + 1, String::new());
@@ -171,5 +156,84 @@ impl ImageStore {
                 );
             });
         batch
+    }
+}
+
+/// A training or evaluation set: in memory when its pixels fit under a limit, else streamed
+/// from the artifact.
+pub enum ImageSet {
+    InMemory(ImageStore),
+    Streamed(StreamedImages),
+}
+
+impl ImageSet {
+    /// Opens the `images` artifact at `path`: in memory when its pixels (read from the
+    /// header: images x size^2 x 3 bytes) fit in `memory_limit` bytes, else streamed through
+    /// a shuffle buffer of `shuffle_buffer` images.
+    pub fn open(path: &Path, memory_limit: u64, shuffle_buffer: usize) -> Result<Self> {
+        let reader = ImagesReader::open(path, 1)?;
+        let num_images = reader.num_images;
+        let first = reader
+            .take(1)
+            .next()
+            .transpose()?
+            .and_then(|images| images.into_iter().next());
+        let bytes = first.map_or(0, |image| image.pixels.len() as u64) * num_images;
+        if bytes <= memory_limit {
+            Ok(ImageSet::InMemory(ImageStore::load(path)?))
+        } else {
+            tracing::info!(
+                path = %path.display(),
+                gigabytes = bytes as f64 / 1e9,
+                "streaming the images: they exceed the memory limit"
+            );
+            Ok(ImageSet::Streamed(StreamedImages::open(
+                path,
+                shuffle_buffer,
+            )?))
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            ImageSet::InMemory(store) => store.len(),
+            ImageSet::Streamed(set) => set.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn image_size(&self) -> usize {
+        match self {
+            ImageSet::InMemory(store) => store.image_size,
+            ImageSet::Streamed(set) => set.image_size,
+        }
+    }
+
+    pub fn class_names(&self) -> &[String] {
+        match self {
+            ImageSet::InMemory(store) => &store.class_names,
+            ImageSet::Streamed(set) => &set.class_names,
+        }
+    }
+
+    /// Drops (in memory) or skips (streamed) the images whose id is in `excluded`.
+    pub fn exclude(&mut self, excluded: &std::collections::BTreeSet<i64>) -> usize {
+        match self {
+            ImageSet::InMemory(store) => store.exclude(excluded),
+            ImageSet::Streamed(set) => set.exclude(excluded),
+        }
+    }
+
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, ImageSet::Streamed(_))
+    }
+}
+
+impl From<ImageStore> for ImageSet {
+    fn from(store: ImageStore) -> Self {
+        ImageSet::InMemory(store)
     }
 }

@@ -1,12 +1,15 @@
-//! The training loop of §3 and the in-memory image store it reads, shared by the `train`
+//! The training loop of §3 and the image sets it reads (in memory, or streamed when too
+//! large), shared by the `train`
 //! stage (the pre-training run) and the `transfer` stage (training from scratch on N images
 //! per class, §5.2).
 
 mod data;
+mod streamed;
 mod training;
 
-pub use data::ImageStore;
+pub use data::{ImageSet, ImageStore};
+pub use streamed::{EpochBatches, StreamedImages};
 pub use training::{
     Crops, EpochMetrics, Evaluation, LrSchedule, StepOutcome, TrainConfig, Trained, epoch_file,
-    evaluate, predict_probabilities, sgd_step, top_k_wrong, train,
+    evaluate, evaluate_set, predict_probabilities, sgd_step, top_k_wrong, train,
 };

@@ -21,7 +21,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use stage_api::{Error, Result};
 
-use crate::data::ImageStore;
+use crate::data::{ImageSet, ImageStore};
 
 /// How the learning rate is annealed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,7 +70,10 @@ pub struct EpochMetrics {
 struct ScheduleState {
     epochs_done: usize,
     learning_rate: f64,
-    best_val_error: f64,
+    /// None until the first validation. (An f64 infinity here was written as JSON `null`,
+    /// which made checkpoints of runs that never improved on it — every manual-schedule run —
+    /// unreadable on resume; `null` now reads back as None.)
+    best_val_error: Option<f64>,
     epochs_since_best: usize,
     metrics: Vec<EpochMetrics>,
 }
@@ -99,28 +102,30 @@ pub struct Trained<B: Backend> {
 pub fn train<B: Backend>(
     backend: B,
     config: &TrainConfig,
-    train: &ImageStore,
-    val: &ImageStore,
+    train: &ImageSet,
+    val: &ImageSet,
     mean: &[f32],
     resume_dir: &Path,
     until_epoch: usize,
     report: &mut dyn FnMut(&EpochMetrics),
 ) -> Result<Trained<B>> {
-    let classes = train.class_names.len().max(val.class_names.len());
+    let classes = train.class_names().len().max(val.class_names().len());
     let architecture = Architecture::from_name(&config.architecture, classes)
         .map_err(|e| Error::Config(e.to_string()))?;
     let crop_size = architecture.input_size;
-    if crop_size > train.image_size {
+    if crop_size > train.image_size() {
         return Err(Error::Config(format!(
             "architecture `{}` takes {crop_size}x{crop_size} crops but the images are {}x{}: \
              preprocess to a larger `size`",
-            config.architecture, train.image_size, train.image_size
+            config.architecture,
+            train.image_size(),
+            train.image_size()
         )));
     }
     let mut network = Network::new(backend, architecture, config.init_std, config.seed);
     let mut state = ScheduleState {
         learning_rate: config.learning_rate,
-        best_val_error: f64::INFINITY,
+        best_val_error: None,
         ..ScheduleState::default()
     };
     std::fs::create_dir_all(resume_dir).map_err(|e| Error::io(resume_dir, e))?;
@@ -145,13 +150,15 @@ pub fn train<B: Backend>(
         {
             state.learning_rate *= factor;
         }
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut rng_for(&[config.seed, purpose::SHUFFLE, epoch as u64]));
         let (mut loss_sum, mut wrong, mut seen, mut renormalised) = (0.0f64, 0usize, 0usize, 0);
-        for (step, indices) in order.chunks(config.batch_size).enumerate() {
+        for (step, batch) in
+            epoch_batches(train, config.seed, epoch as u64, config.batch_size).enumerate()
+        {
+            let batch = batch?;
+            let (store, indices) = batch.images();
             let outcome = sgd_step(
                 &mut network,
-                train,
+                store,
                 indices,
                 mean,
                 [config.seed, epoch as u64, step as u64],
@@ -174,7 +181,7 @@ pub fn train<B: Backend>(
             seen += indices.len();
             renormalised += outcome.renormalised;
         }
-        let val_result = evaluate(&network, val, mean, Crops::Centre, config.batch_size);
+        let val_result = evaluate_set(&network, val, mean, Crops::Centre, config.batch_size)?;
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             train_loss: loss_sum / seen as f64,
@@ -188,8 +195,11 @@ pub fn train<B: Backend>(
         };
         report(&metrics);
         if let LrSchedule::Plateau { patience, factor } = &config.schedule {
-            if metrics.val_top1_error < state.best_val_error {
-                state.best_val_error = metrics.val_top1_error;
+            if state
+                .best_val_error
+                .is_none_or(|best| metrics.val_top1_error < best)
+            {
+                state.best_val_error = Some(metrics.val_top1_error);
                 state.epochs_since_best = 0;
             } else {
                 state.epochs_since_best += 1;
@@ -224,6 +234,53 @@ pub fn train<B: Backend>(
         epoch_files,
         resumed_after,
     })
+}
+
+/// One SGD batch: images of the in-memory store by index, or a streamed batch of its own.
+enum Batch<'a> {
+    Indices(&'a ImageStore, Vec<usize>),
+    Owned(ImageStore, Vec<usize>),
+}
+
+impl Batch<'_> {
+    fn images(&self) -> (&ImageStore, &[usize]) {
+        match self {
+            Batch::Indices(store, indices) => (store, indices),
+            Batch::Owned(store, indices) => (store, indices),
+        }
+    }
+}
+
+/// The batches of epoch `epoch`: a seeded permutation of the in-memory store, or the streamed
+/// set's row groups through its shuffle buffer ([`crate::streamed`]).
+fn epoch_batches<'a>(
+    set: &'a ImageSet,
+    seed: u64,
+    epoch: u64,
+    batch_size: usize,
+) -> Box<dyn Iterator<Item = Result<Batch<'a>>> + 'a> {
+    match set {
+        ImageSet::InMemory(store) => {
+            let mut order: Vec<usize> = (0..store.len()).collect();
+            order.shuffle(&mut rng_for(&[seed, purpose::SHUFFLE, epoch]));
+            let chunks: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+            Box::new(
+                chunks
+                    .into_iter()
+                    .map(move |indices| Ok(Batch::Indices(store, indices))),
+            )
+        }
+        ImageSet::Streamed(streamed) => Box::new(
+            streamed
+                .epoch_batches(seed, epoch, batch_size)
+                .map(|batch| {
+                    batch.map(|store| {
+                        let indices = (0..store.len()).collect();
+                        Batch::Owned(store, indices)
+                    })
+                }),
+        ),
+    }
 }
 
 fn save_checkpoint<B: Backend>(
@@ -269,15 +326,18 @@ fn load_checkpoint<B: Backend>(network: &mut Network<B>, path: &Path) -> Result<
         p.weight_velocity = network.backend.upload(&weight.values);
         p.bias_velocity = network.backend.upload(&bias.values);
     }
-    file.metadata
-        .get(RESUME_KEY)
-        .and_then(|json| serde_json::from_str(json).ok())
-        .ok_or_else(|| {
-            Error::input(
-                path,
-                "checkpoint without its schedule state; delete it to start over",
-            )
-        })
+    let json = file.metadata.get(RESUME_KEY).ok_or_else(|| {
+        Error::input(
+            path,
+            "checkpoint without its schedule state; delete it to start over",
+        )
+    })?;
+    serde_json::from_str(json).map_err(|error| {
+        Error::input(
+            path,
+            format!("unreadable schedule state ({error}); delete the checkpoint to start over"),
+        )
+    })
 }
 
 /// What one SGD step saw.
@@ -395,18 +455,80 @@ pub fn evaluate<B: Backend>(
     crops: Crops,
     batch_size: usize,
 ) -> Evaluation {
-    let classes = network.classes();
-    let probs = predict_probabilities(network, store, mean, crops, batch_size);
-    let mut loss = 0.0f64;
-    for (row, &label) in probs.chunks(classes).zip(&store.labels) {
-        loss -= (row[label].max(1e-30) as f64).ln();
+    EvaluationSums::of(network, store, mean, crops, batch_size).evaluation()
+}
+
+/// [`evaluate`] on an image set; a streamed set is evaluated chunk by chunk in file order
+/// (the same numbers, up to the order of the loss sum).
+pub fn evaluate_set<B: Backend>(
+    network: &Network<B>,
+    set: &ImageSet,
+    mean: &[f32],
+    crops: Crops,
+    batch_size: usize,
+) -> Result<Evaluation> {
+    match set {
+        ImageSet::InMemory(store) => Ok(evaluate(network, store, mean, crops, batch_size)),
+        ImageSet::Streamed(streamed) => {
+            let mut total = EvaluationSums::default();
+            // Chunks of whole batches, a few thousand images: bounded memory.
+            let chunk = batch_size.max(1) * (4096 / batch_size.max(1)).max(1);
+            for store in streamed.in_order(chunk) {
+                total.add(&EvaluationSums::of(
+                    network, &store?, mean, crops, batch_size,
+                ));
+            }
+            Ok(total.evaluation())
+        }
     }
-    let n = store.len() as f64;
-    Evaluation {
-        n_images: store.len(),
-        loss: loss / n,
-        top1_error: top_k_wrong(&probs, &store.labels, classes, 1) as f64 / n,
-        top5_error: top_k_wrong(&probs, &store.labels, classes, 5) as f64 / n,
+}
+
+/// What an evaluation adds up: images, loss sum, top-1 and top-5 mistakes.
+#[derive(Clone, Copy, Debug, Default)]
+struct EvaluationSums {
+    images: usize,
+    loss: f64,
+    top1_wrong: usize,
+    top5_wrong: usize,
+}
+
+impl EvaluationSums {
+    fn of<B: Backend>(
+        network: &Network<B>,
+        store: &ImageStore,
+        mean: &[f32],
+        crops: Crops,
+        batch_size: usize,
+    ) -> Self {
+        let classes = network.classes();
+        let probs = predict_probabilities(network, store, mean, crops, batch_size);
+        let mut loss = 0.0f64;
+        for (row, &label) in probs.chunks(classes).zip(&store.labels) {
+            loss -= (row[label].max(1e-30) as f64).ln();
+        }
+        EvaluationSums {
+            images: store.len(),
+            loss,
+            top1_wrong: top_k_wrong(&probs, &store.labels, classes, 1),
+            top5_wrong: top_k_wrong(&probs, &store.labels, classes, 5),
+        }
+    }
+
+    fn add(&mut self, other: &Self) {
+        self.images += other.images;
+        self.loss += other.loss;
+        self.top1_wrong += other.top1_wrong;
+        self.top5_wrong += other.top5_wrong;
+    }
+
+    fn evaluation(&self) -> Evaluation {
+        let n = self.images as f64;
+        Evaluation {
+            n_images: self.images,
+            loss: self.loss / n,
+            top1_error: self.top1_wrong as f64 / n,
+            top5_error: self.top5_wrong as f64 / n,
+        }
     }
 }
 

@@ -1,9 +1,16 @@
 //! Training as §3 describes it, on a small learnable set: resumable bit for bit, stopped on a
-//! diverging loss, and learning.
+//! diverging loss, and learning — from memory and streamed from an artifact.
 
 use engine::CpuBackend;
 use stage_api::Error;
-use training::{Crops, ImageStore, LrSchedule, TrainConfig, evaluate, train};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use artifacts::Provenance;
+use artifacts::images::{ImageRecord, ImagesWriter};
+use training::{
+    Crops, ImageSet, ImageStore, LrSchedule, StreamedImages, TrainConfig, evaluate_set, train,
+};
 
 /// `n` 32x32 images of 4 classes: class c is a bright horizontal band (rows 8c..8c+8), on
 /// noise — a task that horizontal flips and small crop shifts leave intact.
@@ -57,7 +64,7 @@ const MEAN: f32 = 90.0;
 
 #[test]
 fn a_run_resumed_after_any_epoch_ends_bit_identical_to_an_uninterrupted_run() {
-    let (train_set, val_set) = (store(64, 1), store(16, 2));
+    let (train_set, val_set) = (ImageSet::from(store(64, 1)), ImageSet::from(store(16, 2)));
     let mean = vec![MEAN; 32 * 32 * 3];
     let whole_dir = tempfile::tempdir().unwrap();
     let whole = train(
@@ -124,7 +131,7 @@ fn a_run_resumed_after_any_epoch_ends_bit_identical_to_an_uninterrupted_run() {
 
 #[test]
 fn the_network_learns_the_band_task() {
-    let (train_set, val_set) = (store(256, 3), store(64, 4));
+    let (train_set, val_set) = (ImageSet::from(store(256, 3)), ImageSet::from(store(64, 4)));
     let mean = vec![MEAN; 32 * 32 * 3];
     let dir = tempfile::tempdir().unwrap();
     // lr 0.01 with the plateau schedule sits at the edge of stability on this tiny task:
@@ -150,7 +157,7 @@ fn the_network_learns_the_band_task() {
         &mut |_| {},
     )
     .unwrap();
-    let ten = evaluate(&trained.network, &val_set, &mean, Crops::Ten, 32);
+    let ten = evaluate_set(&trained.network, &val_set, &mean, Crops::Ten, 32).unwrap();
     assert!(
         ten.top1_error < 0.25,
         "10-crop error {} (chance is 0.75)",
@@ -161,7 +168,7 @@ fn the_network_learns_the_band_task() {
 
 #[test]
 fn a_diverging_loss_stops_training_with_a_clear_message_and_keeps_the_last_checkpoint() {
-    let (train_set, val_set) = (store(64, 5), store(16, 6));
+    let (train_set, val_set) = (ImageSet::from(store(64, 5)), ImageSet::from(store(16, 6)));
     let mean = vec![MEAN; 32 * 32 * 3];
     let dir = tempfile::tempdir().unwrap();
     train(
@@ -197,4 +204,141 @@ fn a_diverging_loss_stops_training_with_a_clear_message_and_keeps_the_last_check
         other => panic!("expected a numerical error, got {other}"),
     }
     assert!(dir.path().join("checkpoint.safetensors").exists());
+}
+
+/// Writes a store as an `images` artifact (row groups of 256 images).
+fn write_artifact(store: &ImageStore, path: &Path) {
+    let mut writer = ImagesWriter::create(path, &Provenance::ad_hoc("test")).unwrap();
+    for (i, &label) in store.labels.iter().enumerate() {
+        writer
+            .push(ImageRecord {
+                image_id: store.image_ids[i],
+                label: label as i32,
+                class_name: store.class_names[label].clone(),
+                source: String::new(),
+                height: 32,
+                width: 32,
+                channels: 3,
+                pixels: store.image(i).to_vec(),
+            })
+            .unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// A set over the memory limit is streamed: each epoch visits every kept image exactly once,
+/// in an order that mixes the row groups and changes with the epoch but not between runs,
+/// and never holds more than the shuffle buffer (plus the groups read ahead).
+#[test]
+fn a_streamed_epoch_visits_every_kept_image_once_in_a_seeded_mixed_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("train");
+    write_artifact(&store(1000, 7), &path); // row groups of 256, 256, 256, 232
+    let set = ImageSet::open(&path, 0, 300).unwrap();
+    assert!(set.is_streamed(), "a 0-byte limit streams");
+    assert!(!ImageSet::open(&path, u64::MAX, 300).unwrap().is_streamed());
+    let ImageSet::Streamed(mut streamed) = set else {
+        unreachable!()
+    };
+    let excluded: BTreeSet<i64> = [3, 500, 999].into();
+    assert_eq!(streamed.exclude(&excluded), 3);
+    let epoch = |streamed: &StreamedImages, epoch: u64| -> Vec<Vec<i64>> {
+        streamed
+            .epoch_batches(11, epoch, 128)
+            .map(|batch| batch.unwrap().image_ids)
+            .collect()
+    };
+    let first = epoch(&streamed, 0);
+    assert_eq!(first.len(), 997usize.div_ceil(128));
+    assert!(first[..first.len() - 1].iter().all(|b| b.len() == 128));
+    let mut seen: Vec<i64> = first.concat();
+    seen.sort_unstable();
+    let expected: Vec<i64> = (0..1000).filter(|id| !excluded.contains(id)).collect();
+    assert_eq!(seen, expected, "every kept image once");
+    // The first batch draws from more than one row group (ids 256 apart).
+    let groups: BTreeSet<i64> = first[0].iter().map(|id| id / 256).collect();
+    assert!(groups.len() >= 2, "first batch from groups {groups:?}");
+    assert_eq!(
+        first,
+        epoch(&streamed, 0),
+        "same seed and epoch, same batches"
+    );
+    assert_ne!(first, epoch(&streamed, 1), "another epoch, another order");
+    let in_order: Vec<i64> = streamed
+        .in_order(100)
+        .flat_map(|chunk| chunk.unwrap().image_ids)
+        .collect();
+    assert_eq!(
+        in_order, expected,
+        "evaluation reads the kept images in file order"
+    );
+}
+
+/// Streamed training learns the band task and resumes bit for bit, like in-memory training.
+#[test]
+fn streamed_training_learns_and_resumes_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_path, val_path) = (dir.path().join("train"), dir.path().join("val"));
+    write_artifact(&store(600, 3), &train_path);
+    write_artifact(&store(64, 4), &val_path);
+    let open = |path: &Path| ImageSet::open(path, 0, 200).unwrap();
+    let mean = vec![MEAN; 32 * 32 * 3];
+    let steady = TrainConfig {
+        learning_rate: 0.003,
+        schedule: LrSchedule::Manual {
+            epochs: vec![],
+            factor: 1.0,
+        },
+        ..config(3)
+    };
+    let (whole_dir, resumed_dir) = (dir.path().join("whole"), dir.path().join("resumed"));
+    let whole = train(
+        CpuBackend,
+        &steady,
+        &open(&train_path),
+        &open(&val_path),
+        &mean,
+        &whole_dir,
+        3,
+        &mut |_| {},
+    )
+    .unwrap();
+    train(
+        CpuBackend,
+        &steady,
+        &open(&train_path),
+        &open(&val_path),
+        &mean,
+        &resumed_dir,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    let resumed = train(
+        CpuBackend,
+        &steady,
+        &open(&train_path),
+        &open(&val_path),
+        &mean,
+        &resumed_dir,
+        3,
+        &mut |_| {},
+    )
+    .unwrap();
+    for (a, b) in whole.network.params.iter().zip(&resumed.network.params) {
+        assert_eq!(a.weight, b.weight, "{} weights", a.name);
+    }
+    let val = open(&val_path);
+    let ten = evaluate_set(&whole.network, &val, &mean, Crops::Ten, 32).unwrap();
+    assert!(
+        ten.top1_error < 0.25,
+        "10-crop error {} (chance is 0.75)",
+        ten.top1_error
+    );
+    assert!(whole.metrics[2].train_loss < whole.metrics[0].train_loss);
+    // Streamed evaluation gives what the in-memory evaluation of the same images gives.
+    let in_memory = ImageSet::open(&val_path, u64::MAX, 1).unwrap();
+    let reference = evaluate_set(&whole.network, &in_memory, &mean, Crops::Ten, 32).unwrap();
+    assert_eq!(ten.top1_error, reference.top1_error);
+    assert!((ten.loss - reference.loss).abs() < 1e-9);
 }

@@ -14,7 +14,7 @@ use stage_api::{
 };
 
 use training::{
-    Crops, EpochMetrics, ImageStore, LrSchedule, TrainConfig, epoch_file, evaluate, train,
+    Crops, EpochMetrics, ImageSet, LrSchedule, TrainConfig, epoch_file, evaluate_set, train,
 };
 
 use artifacts::table::schemas::{EVALUATION, REMOVAL, TRAIN_METRICS as METRICS};
@@ -156,6 +156,22 @@ impl StageKind for Train {
                 i64::MAX,
                 "Seed of initialisation, shuffles, crops, dropout.",
             ),
+            ParamSpec::int(
+                "memory_limit_mb",
+                16_384,
+                0,
+                i64::MAX,
+                "Training and validation sets whose pixels exceed this many MB are streamed from \
+                 their artifact (row groups in a seeded random order through a shuffle buffer) \
+                 instead of held in memory: ImageNet at 256x256 is 252 GB.",
+            ),
+            ParamSpec::int(
+                "shuffle_buffer",
+                16_384,
+                1,
+                i64::MAX,
+                "Images a streamed set draws its batches from (16,384 at 256x256 is 3.2 GB).",
+            ),
             stage_api::device::device_param(),
         ]
     }
@@ -217,23 +233,26 @@ impl StageKind for Train {
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
         let config = Train::config(&ctx.params);
-        let mut train_store = ImageStore::load(ctx.input("train"))?;
+        let memory_limit = ctx.params.int("memory_limit_mb") as u64 * 1_000_000;
+        let shuffle_buffer = ctx.params.int("shuffle_buffer") as usize;
+        let mut train_store = ImageSet::open(ctx.input("train"), memory_limit, shuffle_buffer)?;
         let mut ids = std::collections::BTreeSet::new();
         for path in ctx.input_list("exclude") {
             let manifest = Table::read(path, REMOVAL)?;
             ids.extend(manifest.i64("image_id").unwrap_or(&[]).iter().copied());
         }
         let excluded = train_store.exclude(&ids);
-        let val_store = ImageStore::load(ctx.input("val"))?;
+        let val_store = ImageSet::open(ctx.input("val"), memory_limit, shuffle_buffer)?;
         let mean_path = ctx.input("mean");
         let mean_file = read_tensors(mean_path)?;
         let mean = mean_file.get("mean", mean_path)?;
-        if mean.values.len() != train_store.image_size * train_store.image_size * 3 {
+        let image_size = train_store.image_size();
+        if mean.values.len() != image_size * image_size * 3 {
             return Err(Error::input(
                 mean_path,
                 format!(
                     "the mean image has shape {:?} but the training images are {}x{}x3",
-                    mean.shape, train_store.image_size, train_store.image_size
+                    mean.shape, image_size, image_size
                 ),
             ));
         }
@@ -254,8 +273,8 @@ impl StageKind for Train {
 struct TrainTask<'a> {
     ctx: &'a StageContext,
     config: TrainConfig,
-    train_store: ImageStore,
-    val_store: ImageStore,
+    train_store: ImageSet,
+    val_store: ImageSet,
     mean: Vec<f32>,
     excluded: usize,
 }
@@ -297,24 +316,24 @@ impl cuda_backend::BackendTask for TrainTask<'_> {
         )?;
         bar.finish_and_clear();
 
-        let centre = evaluate(
+        let centre = evaluate_set(
             &trained.network,
             &val_store,
             &mean,
             Crops::Centre,
             config.batch_size,
-        );
-        let ten = evaluate(
+        )?;
+        let ten = evaluate_set(
             &trained.network,
             &val_store,
             &mean,
             Crops::Ten,
             config.batch_size,
-        );
+        )?;
         let info = ModelInfo {
             architecture: trained.network.architecture.clone(),
-            image_size: train_store.image_size,
-            class_names: train_store.class_names.clone(),
+            image_size: train_store.image_size(),
+            class_names: train_store.class_names().to_vec(),
             mean: mean.clone(),
         };
         save_model(
@@ -354,6 +373,13 @@ impl cuda_backend::BackendTask for TrainTask<'_> {
                 "left out {excluded} training images listed by the removal manifest (overlap with the target set)"
             ));
         }
+        if let ImageSet::Streamed(streamed) = &train_store {
+            summary = summary.line(format!(
+                "streamed the training images from their artifact (over `memory_limit_mb`), \
+                 batches drawn from a shuffle buffer of {} images",
+                streamed.shuffle_buffer
+            ));
+        }
         if let Some(epochs) = trained.resumed_after {
             summary = summary.line(format!(
                 "resumed after epoch {epochs} from an interrupted run"
@@ -365,7 +391,7 @@ impl cuda_backend::BackendTask for TrainTask<'_> {
                 trained.metrics.len(),
                 config.architecture,
                 train_store.len(),
-                train_store.class_names.len(),
+                train_store.class_names().len(),
                 started.elapsed().as_secs_f64()
             ))
             .line(format!(

@@ -20,7 +20,10 @@ pub const CHUNK: usize = 8;
 fn valid_columns(g: &ConvGeometry, kj: usize) -> std::ops::Range<usize> {
     let ow = g.out_w();
     let first = g.pad.saturating_sub(kj).div_ceil(g.stride).min(ow);
-    let end = (g.in_w + g.pad).saturating_sub(kj).div_ceil(g.stride).min(ow);
+    let end = (g.in_w + g.pad)
+        .saturating_sub(kj)
+        .div_ceil(g.stride)
+        .min(ow);
     first..end.max(first)
 }
 

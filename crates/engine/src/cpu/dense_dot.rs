@@ -29,7 +29,10 @@ pub fn available() -> bool {
 
 /// `y` (N x OUT) = `x` (N x IN) W^T (`w`: OUT x IN) + `b`. Needs AVX-512F.
 pub fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n_in: usize, n_out: usize, y: &mut [f32]) {
-    assert!(available(), "the dot-product fully connected path needs AVX-512F");
+    assert!(
+        available(),
+        "the dot-product fully connected path needs AVX-512F"
+    );
     let n = x.len() / n_in;
     assert_eq!(x.len(), n * n_in);
     assert_eq!(w.len(), n_out * n_in);
@@ -50,9 +53,8 @@ pub fn linear_forward(x: &[f32], w: &[f32], b: &[f32], n_in: usize, n_out: usize
             let mut image = 0;
             while image < n {
                 let images = IMAGES.min(n - image);
-                let x_rows: [&[f32]; IMAGES] = std::array::from_fn(|i| {
-                    &x[(image + i.min(images - 1)) * n_in..][..n_in]
-                });
+                let x_rows: [&[f32]; IMAGES] =
+                    std::array::from_fn(|i| &x[(image + i.min(images - 1)) * n_in..][..n_in]);
                 // SAFETY: AVX-512F checked above; every row holds n_in floats.
                 let sums = unsafe { dot_block(&w_rows, &x_rows, n_in) };
                 for u in 0..units {
@@ -131,7 +133,10 @@ mod tests {
             let mut y = vec![f32::NAN; n * n_out];
             linear_forward(&x, &w, &b, n_in, n_out, &mut y);
             for (&got, &want) in y.iter().zip(&expected) {
-                assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "{got} vs {want}");
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{got} vs {want}"
+                );
             }
             // The last image alone gives bit-identical outputs.
             let mut alone = vec![0.0f32; n_out];

@@ -113,9 +113,7 @@ impl PhasePlanes {
                                     out_row[first..end]
                                         .copy_from_slice(&row[from..from + end - first]);
                                 } else {
-                                    for (b, value) in
-                                        out_row[first..end].iter_mut().enumerate()
-                                    {
+                                    for (b, value) in out_row[first..end].iter_mut().enumerate() {
                                         *value = row[s * (first + b) + t - g.pad];
                                     }
                                 }
@@ -205,6 +203,18 @@ struct SharedOut(*mut f32);
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
+impl SharedOut {
+    /// The output element at `offset` (a method, so that closures capture the whole wrapper
+    /// rather than its raw pointer).
+    ///
+    /// # Safety
+    /// `offset` must lie inside the output.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.0.add(offset) }
+    }
+}
+
 /// `y = W * x + b` (then `max(0, .)` when `relu`), as [`super::conv::conv_forward`]. Needs
 /// AVX-512F: check [`available`] first.
 pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: bool, y: &mut [f32]) {
@@ -239,7 +249,6 @@ pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: boo
             unsafe {
                 gather_operand(&planes.data, &taps, panel_runs, count, operand.as_mut_ptr());
             }
-            let out = out;
             for (panel_index, filter_panel) in filters.chunks(MR * patch).enumerate() {
                 // SAFETY: as above; the tile holds MR x NR floats.
                 unsafe {
@@ -262,7 +271,7 @@ pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: boo
                         unsafe {
                             copy_short(
                                 tile.as_ptr().add(m * NR + run.first),
-                                out.0.add(run.target + channel * plane),
+                                out.at(run.target + channel * plane),
                                 run.len,
                             );
                         }
@@ -278,7 +287,10 @@ pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: boo
 /// convolved with the filters transposed (K <-> C) and flipped, padded by `kernel - 1 - pad`,
 /// gives `dx` (N x C x H x W), overwritten. Needs AVX-512F, stride 1 and `pad < kernel`.
 pub fn conv_transpose_stride1(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
-    assert!(g.stride == 1 && g.pad < g.kernel, "stride 1 with pad < kernel only");
+    assert!(
+        g.stride == 1 && g.pad < g.kernel,
+        "stride 1 with pad < kernel only"
+    );
     let transposed = ConvGeometry {
         in_channels: g.out_channels,
         in_h: g.out_h(),
@@ -300,7 +312,14 @@ pub fn conv_transpose_stride1(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut 
             }
         }
     }
-    conv_forward(dy, &flipped, &vec![0.0; g.in_channels], &transposed, false, dx);
+    conv_forward(
+        dy,
+        &flipped,
+        &vec![0.0; g.in_channels],
+        &transposed,
+        false,
+        dx,
+    );
 }
 
 /// Images per weight-gradient partial sum (fixed, so that the sum over the batch does not
@@ -316,7 +335,13 @@ const POSITION_BLOCK: usize = 512;
 /// tile is 8 filters x 48 kernel taps. Its operands are the output gradient, packed 8
 /// filters per position, and the taps of each position gathered (AVX-512 gathers, 16 taps
 /// per instruction) from the phase planes. Chunk partials are added in chunk order.
-pub fn conv_weight_gradient(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f32], db: &mut [f32]) {
+pub fn conv_weight_gradient(
+    x: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
     assert!(available(), "the implicit-GEMM convolution needs AVX-512F");
     let images = x.len() / g.in_len();
     assert_eq!(x.len(), images * g.in_len());
@@ -332,8 +357,15 @@ pub fn conv_weight_gradient(x: &[f32], dy: &[f32], g: &ConvGeometry, dw: &mut [f
             let chunk_images = x_chunk.len() / g.in_len();
             let positions = chunk_images * plane;
             let planes = PhasePlanes::new(x_chunk, g, chunk_images);
-            let taps: Vec<i32> = planes.tap_offsets(g).into_iter().map(|t| t as i32).collect();
-            assert!(planes.data.len() < i32::MAX as usize, "chunk too large for gathers");
+            let taps: Vec<i32> = planes
+                .tap_offsets(g)
+                .into_iter()
+                .map(|t| t as i32)
+                .collect();
+            assert!(
+                planes.data.len() < i32::MAX as usize,
+                "chunk too large for gathers"
+            );
             // Phase-plane offset of tap 0 of every position of the chunk.
             let mut sources = Vec::with_capacity(positions);
             let mut chunk_runs = Vec::new();
@@ -430,7 +462,11 @@ unsafe fn gather_taps(planes: &[f32], taps: &[i32], sources: &[i32], operand: *m
             let count = group_taps.len().min(16);
             let mut lanes = [0i32; 16];
             lanes[..count].copy_from_slice(&group_taps[..count]);
-            let mask: __mmask16 = if count == 16 { !0 } else { ((1u32 << count) - 1) as u16 };
+            let mask: __mmask16 = if count == 16 {
+                !0
+            } else {
+                ((1u32 << count) - 1) as u16
+            };
             // SAFETY: reading 16 i32 from a local array.
             (unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }, mask)
         })
@@ -443,12 +479,8 @@ unsafe fn gather_taps(planes: &[f32], taps: &[i32], sources: &[i32], operand: *m
             // SAFETY: the caller guarantees every unmasked index is inside `planes`; masked
             // lanes are not read and come back as 0; row r of the operand holds NR floats.
             unsafe {
-                let values = _mm512_mask_i32gather_ps::<4>(
-                    _mm512_setzero_ps(),
-                    mask,
-                    indices,
-                    base.cast(),
-                );
+                let values =
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, indices, base.cast());
                 _mm512_store_ps(operand.add(r * NR + group * 16), values);
             }
         }
@@ -570,14 +602,14 @@ mod tests {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let cases = [
-            (3, 28, 48, 5, 1, 2, 3),   // zf_small conv1
-            (48, 14, 64, 5, 1, 2, 2),  // zf_small conv2
-            (64, 7, 96, 3, 1, 1, 5),   // zf_small conv3
-            (3, 28, 13, 9, 2, 4, 2),   // krizhevsky_small conv1, 13 filters
-            (3, 35, 16, 7, 2, 1, 2),   // zf conv1 shape, smaller
-            (16, 17, 20, 5, 2, 0, 3),  // zf conv2 shape: no padding, stride 2
-            (3, 39, 8, 11, 4, 2, 1),   // krizhevsky conv1: stride 4
-            (5, 6, 9, 3, 1, 3, 1),     // padding wider than the stride
+            (3, 28, 48, 5, 1, 2, 3),  // zf_small conv1
+            (48, 14, 64, 5, 1, 2, 2), // zf_small conv2
+            (64, 7, 96, 3, 1, 1, 5),  // zf_small conv3
+            (3, 28, 13, 9, 2, 4, 2),  // krizhevsky_small conv1, 13 filters
+            (3, 35, 16, 7, 2, 1, 2),  // zf conv1 shape, smaller
+            (16, 17, 20, 5, 2, 0, 3), // zf conv2 shape: no padding, stride 2
+            (3, 39, 8, 11, 4, 2, 1),  // krizhevsky conv1: stride 4
+            (5, 6, 9, 3, 1, 3, 1),    // padding wider than the stride
         ];
         for (in_channels, size, out_channels, kernel, stride, pad, images) in cases {
             let g = ConvGeometry {
@@ -616,9 +648,12 @@ mod tests {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        for (in_channels, size, out_channels, kernel, pad, images) in
-            [(48, 14, 64, 5, 2, 2), (64, 7, 96, 3, 1, 3), (5, 6, 11, 3, 0, 2), (3, 9, 4, 5, 4, 1)]
-        {
+        for (in_channels, size, out_channels, kernel, pad, images) in [
+            (48, 14, 64, 5, 2, 2),
+            (64, 7, 96, 3, 1, 3),
+            (5, 6, 11, 3, 0, 2),
+            (3, 9, 4, 5, 4, 1),
+        ] {
             let g = ConvGeometry {
                 in_channels,
                 in_h: size,
@@ -631,7 +666,8 @@ mod tests {
             let dy = random(images * g.out_len(), &mut rng);
             let w = random(g.weight_len(), &mut rng);
             let mut expected = vec![0.0f32; images * g.in_len()];
-            for (dy_image, dx_image) in dy.chunks(g.out_len()).zip(expected.chunks_mut(g.in_len())) {
+            for (dy_image, dx_image) in dy.chunks(g.out_len()).zip(expected.chunks_mut(g.in_len()))
+            {
                 super::super::conv::conv_transpose(dy_image, &w, &g, dx_image);
             }
             let mut dx = vec![f32::NAN; images * g.in_len()];
@@ -697,7 +733,8 @@ mod tests {
             let x = random(images * g.in_len(), &mut rng);
             let dy = random(images * g.out_len(), &mut rng);
             let w = vec![0.0f32; g.weight_len()];
-            let (mut dw_want, mut db_want) = (vec![0.0f32; g.weight_len()], vec![0.0; out_channels]);
+            let (mut dw_want, mut db_want) =
+                (vec![0.0f32; g.weight_len()], vec![0.0; out_channels]);
             super::super::conv::conv_backward(&x, &w, &dy, &g, None, &mut dw_want, &mut db_want);
             let (mut dw, mut db) = (vec![f32::NAN; g.weight_len()], vec![f32::NAN; out_channels]);
             conv_weight_gradient(&x, &dy, &g, &mut dw, &mut db);

@@ -134,10 +134,8 @@ mod avx512 {
                         _mm512_permutex2var_ps(lo2, evens, hi2),
                     ];
                     for (dx, value) in columns.into_iter().enumerate() {
-                        let index = _mm512_add_epi32(
-                            _mm512_set1_epi32((row + 2 * ox + dx) as i32),
-                            evens,
-                        );
+                        let index =
+                            _mm512_add_epi32(_mm512_set1_epi32((row + 2 * ox + dx) as i32), evens);
                         if dy == 0 && dx == 0 {
                             (best, best_index) = (value, index);
                             continue;
@@ -204,7 +202,16 @@ mod tests {
     #[test]
     fn fast_pool_equals_scalar_pool_with_ties_and_nans() {
         let mut state = 11u64;
-        for (h, w) in [(28, 28), (14, 14), (7, 7), (110, 110), (26, 27), (3, 5), (2, 2), (9, 70)] {
+        for (h, w) in [
+            (28, 28),
+            (14, 14),
+            (7, 7),
+            (110, 110),
+            (26, 27),
+            (3, 5),
+            (2, 2),
+            (9, 70),
+        ] {
             let g = PoolGeometry {
                 channels: 3,
                 in_h: h,
