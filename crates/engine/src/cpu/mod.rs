@@ -1,4 +1,7 @@
-//! CPU kernels, generic over f32 (the network) and f64 (gradient checks). One op per file.
+//! CPU kernels. The reference kernels (one op per file) are generic over f32 (the network)
+//! and f64 (gradient checks); `implicit_gemm`, `dense_dot` and `pool::max_pool_f32` are the
+//! f32 AVX-512 paths, each tested against its reference. The functions below pick the
+//! fastest path this CPU has (`is_x86_feature_detected`, cached by std).
 
 pub mod activation;
 pub mod conv;
@@ -33,9 +36,10 @@ fn transpose_by_implicit_gemm(g: &ConvGeometry) -> bool {
     g.stride == 1 && g.pad < g.kernel && implicit_gemm::available()
 }
 
-/// f32 convolution backward on the fastest path this CPU has: the weight and bias gradients
-/// by im2col + GEMM, the input gradient of stride-1 layers as an implicit-GEMM transposed
-/// convolution (AVX-512), else by GEMM + col2im.
+/// f32 convolution backward on the fastest path this CPU has. With AVX-512: the weight and
+/// bias gradients on the implicit-GEMM microkernel, the input gradient of stride-1 layers as
+/// an implicit-GEMM transposed convolution (others, e.g. zf's stride-2 conv2, by GEMM +
+/// col2im). Without: im2col + GEMM throughout.
 pub fn conv_backward(
     x: &[f32],
     w: &[f32],
