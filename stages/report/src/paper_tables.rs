@@ -16,7 +16,8 @@ use stage_api::Result;
 
 use crate::{copy_figures, stage_of};
 
-/// One trained variant of the ablation sweep.
+/// One variant of the ablation sweep: one trained model, or the mean over the seeds that
+/// trained it (`seeds` > 1, with the spread of its validation top-1 error).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Variant {
     pub architecture: String,
@@ -25,6 +26,60 @@ pub struct Variant {
     /// Validation errors of the final model, 10-crop average (§3).
     pub val_top1: f64,
     pub val_top5: f64,
+    /// Models averaged (1: a single run).
+    pub seeds: usize,
+    /// Sample standard deviation of `val_top1` across the seeds (0 for one).
+    pub val_top1_std: f64,
+}
+
+/// Averages the runs of each architecture (a sweep over `seed` as well as `arch`), keeping
+/// the order in which architectures first appear.
+pub fn average_over_seeds(runs: &[Variant]) -> Vec<Variant> {
+    let mut order: Vec<&str> = Vec::new();
+    for run in runs {
+        if !order.contains(&run.architecture.as_str()) {
+            order.push(&run.architecture);
+        }
+    }
+    order
+        .into_iter()
+        .map(|architecture| {
+            let group: Vec<&Variant> = runs
+                .iter()
+                .filter(|r| r.architecture == architecture)
+                .collect();
+            let n = group.len() as f64;
+            let mean = |f: fn(&Variant) -> f64| group.iter().map(|r| f(r)).sum::<f64>() / n;
+            let val_top1 = mean(|r| r.val_top1);
+            let val_top1_std = if group.len() > 1 {
+                (group
+                    .iter()
+                    .map(|r| (r.val_top1 - val_top1).powi(2))
+                    .sum::<f64>()
+                    / (n - 1.0))
+                    .sqrt()
+            } else {
+                0.0
+            };
+            Variant {
+                architecture: architecture.to_owned(),
+                train_top1: mean(|r| r.train_top1),
+                val_top1,
+                val_top5: mean(|r| r.val_top5),
+                seeds: group.len(),
+                val_top1_std,
+            }
+        })
+        .collect()
+}
+
+/// `17.8` for one run, `17.8 ± 1.2` for a mean over seeds (percent).
+fn val_top1_cell(v: &Variant) -> String {
+    if v.seeds > 1 {
+        format!("{:.1} ± {:.1}", 100.0 * v.val_top1, 100.0 * v.val_top1_std)
+    } else {
+        format!("{:.1}", 100.0 * v.val_top1)
+    }
 }
 
 /// The architecture a swept train instance ran: `name@arch=X[,...]` gives X, else the name.
@@ -139,19 +194,33 @@ pub fn read_variants(
             train_top1,
             val_top1,
             val_top5,
+            seeds: 1,
+            val_top1_std: 0.0,
         });
     }
     Ok(variants)
 }
 
 /// Tables 2 and 3 from an architecture sweep, with Table 3's claim.
-pub fn ablation_section(md: &mut String, variants: &[Variant], paper_scale: bool) {
+pub fn ablation_section(md: &mut String, runs: &[Variant], paper_scale: bool) {
+    let variants = &average_over_seeds(runs)[..];
+    let seeds = variants.iter().map(|v| v.seeds).max().unwrap_or(1);
     let _ = writeln!(md, "## Architecture ablations (§4.1, §5.1, Tables 2-3)\n");
     let _ = writeln!(
         md,
-        "Each architecture trained with the same data, epochs and seed; errors in %, the \
+        "Each architecture trained with the same data{}; errors in %, the \
          validation errors from the 10-crop average. The paper's rows (ImageNet 2012, 70 \
          epochs) are quoted beside the matching variant{}.\n",
+        if seeds > 1 {
+            format!(
+                " and epochs, {seeds} times with different seeds (initial weights, shuffles, crops, \
+                 dropout): each row is the mean, and `±` the standard deviation across seeds — \
+                 at this scale the seed moves a variant by points, so only differences well \
+                 beyond it mean anything"
+            )
+        } else {
+            ", epochs and seed".to_owned()
+        },
         if paper_scale {
             " with the difference"
         } else {
@@ -181,10 +250,10 @@ pub fn ablation_section(md: &mut String, variants: &[Variant], paper_scale: bool
         };
         let _ = writeln!(
             md,
-            "| `{}` | {:.1} | {:.1} | {:.1} | {row} | {paper} |",
+            "| `{}` | {:.1} | {} | {:.1} | {row} | {paper} |",
             v.architecture,
             100.0 * v.train_top1,
-            100.0 * v.val_top1,
+            val_top1_cell(v),
             100.0 * v.val_top5
         );
     }
@@ -207,24 +276,24 @@ pub fn ablation_section(md: &mut String, variants: &[Variant], paper_scale: bool
         let _ = writeln!(md, "|---|---|---|---|---|");
         let _ = writeln!(
             md,
-            "| `{}` (Krizhevsky's conv1) | {:.1} | {:.1} | 40.5 | 18.1 |",
+            "| `{}` (Krizhevsky's conv1) | {} | {:.1} | 40.5 | 18.1 |",
             k.architecture,
-            100.0 * k.val_top1,
+            val_top1_cell(k),
             100.0 * k.val_top5
         );
         let _ = writeln!(
             md,
-            "| `{}` (Fig. 3) | {:.1} | {:.1} | 38.4 | 16.5 |\n",
+            "| `{}` (Fig. 3) | {} | {:.1} | 38.4 | 16.5 |\n",
             z.architecture,
-            100.0 * z.val_top1,
+            val_top1_cell(z),
             100.0 * z.val_top5
         );
         let _ = writeln!(
             md,
-            "**Claim (Table 2)**: the ZF net beats Krizhevsky's — {} (val top-1 {:.1}% vs {:.1}%).\n",
+            "**Claim (Table 2)**: the ZF net beats Krizhevsky's — {} (val top-1 {}% vs {}%).\n",
             pass(z.val_top1 < k.val_top1),
-            100.0 * z.val_top1,
-            100.0 * k.val_top1
+            val_top1_cell(z),
+            val_top1_cell(k)
         );
     }
 
@@ -244,16 +313,28 @@ pub fn ablation_section(md: &mut String, variants: &[Variant], paper_scale: bool
                 no_fc.val_top1 - base.val_top1,
                 no_both.val_top1 - base.val_top1,
             );
-            let holds = cost_both > 0.0 && cost_both > 2.0 * cost_fc.max(0.0);
+            // With several seeds, the cost of removing both must also exceed the two
+            // variants' spreads (one seed: no spread, the bare comparison).
+            let spread = base.val_top1_std + no_both.val_top1_std;
+            let holds = cost_both > spread && cost_both > 2.0 * cost_fc.max(0.0);
             let _ = writeln!(
                 md,
                 "**Claim (Table 3)**: removing fc6 and fc7 costs little, removing conv3, conv4 \
                  and fc6, fc7 costs a lot — {} (val top-1 error vs `{}`: {:+.1} points without \
-                 fc6,7; {:+.1} points without conv3,4 and fc6,7; the paper: +4.3 and +30.8).\n",
+                 fc6,7; {:+.1} points without conv3,4 and fc6,7{}; the paper: +4.3 and +30.8).\n",
                 pass(holds),
                 base.architecture,
                 100.0 * cost_fc,
-                100.0 * cost_both
+                100.0 * cost_both,
+                if base.seeds > 1 {
+                    format!(
+                        ", means of {} seeds, whose spreads add up to {:.1} points",
+                        base.seeds,
+                        100.0 * spread
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         None => {
@@ -578,7 +659,33 @@ mod tests {
             train_top1: 0.3,
             val_top1,
             val_top5: 0.15,
+            seeds: 1,
+            val_top1_std: 0.0,
         }
+    }
+
+    #[test]
+    fn runs_of_one_architecture_over_seeds_are_averaged_with_their_spread() {
+        let runs = [
+            variant("zf_small", 0.20),
+            variant("krizhevsky_small", 0.30),
+            variant("zf_small", 0.10),
+            variant("krizhevsky_small", 0.30),
+        ];
+        let averaged = average_over_seeds(&runs);
+        assert_eq!(averaged.len(), 2);
+        assert_eq!(averaged[0].architecture, "zf_small");
+        assert!((averaged[0].val_top1 - 0.15).abs() < 1e-12);
+        assert!((averaged[0].val_top1_std - 0.0707106781).abs() < 1e-6);
+        assert_eq!((averaged[1].seeds, averaged[1].val_top1_std), (2, 0.0));
+        let mut md = String::new();
+        ablation_section(&mut md, &runs, false);
+        assert!(md.contains("2 times with different seeds"), "{md}");
+        assert!(md.contains("| `zf_small` | 30.0 | 15.0 ± 7.1 |"), "{md}");
+        assert!(
+            md.contains("PASS (val top-1 15.0 ± 7.1% vs 30.0 ± 0.0%)"),
+            "{md}"
+        );
     }
 
     #[test]
