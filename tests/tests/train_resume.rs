@@ -61,23 +61,19 @@ fn first_checkpoint(cache: &Path) -> Option<PathBuf> {
         })
 }
 
-#[test]
-fn a_training_run_killed_after_an_epoch_resumes_and_matches_an_uninterrupted_run() {
-    let uninterrupted = project();
-    let run = uninterrupted.zfnet(&["run"]);
-    assert!(run.ok().contains("done       train"), "{}", run.stdout);
-    let expected = fs::read(model_path(&uninterrupted)).unwrap();
-
-    let killed = project();
-    killed.zfnet(&["run", "mean", "test_images"]).ok();
+/// Brings the project's upstream stages up to date, starts `zfnet run train`, and SIGKILLs
+/// it (no chance to clean up) as soon as its first epoch checkpoint exists. Returns the cache
+/// folder.
+fn kill_train_after_its_first_checkpoint(project: &Project) -> PathBuf {
+    project.zfnet(&["run", "mean", "test_images"]).ok();
     let mut child = Command::new(zfnet_binary())
         .args(["run", "train"])
-        .current_dir(killed.dir.path())
+        .current_dir(project.dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let cache = killed.path(".zfnet/cache");
+    let cache = project.path(".zfnet/cache");
     let started = Instant::now();
     while first_checkpoint(&cache).is_none() {
         assert!(
@@ -90,8 +86,20 @@ fn a_training_run_killed_after_an_epoch_resumes_and_matches_an_uninterrupted_run
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.kill().unwrap();
     child.wait().unwrap();
+    cache
+}
+
+#[test]
+fn a_training_run_killed_after_an_epoch_resumes_and_matches_an_uninterrupted_run() {
+    let uninterrupted = project();
+    let run = uninterrupted.zfnet(&["run"]);
+    assert!(run.ok().contains("done       train"), "{}", run.stdout);
+    let expected = fs::read(model_path(&uninterrupted)).unwrap();
+
+    let killed = project();
+    let cache = kill_train_after_its_first_checkpoint(&killed);
     assert_eq!(
         killed.status().last().unwrap().1,
         "missing",
@@ -131,32 +139,8 @@ fn a_streamed_training_run_resumes_and_matches_an_uninterrupted_run() {
     assert!(stdout.contains("streamed the training images"), "{stdout}");
     let expected = fs::read(model_path(&uninterrupted)).unwrap();
 
-    // Train one epoch (a run with `epochs: 1` has another cache key, so stop the real one
-    // after its first checkpoint instead).
     let killed = make();
-    killed.zfnet(&["run", "mean", "test_images"]).ok();
-    let mut child = Command::new(zfnet_binary())
-        .args(["run", "train"])
-        .current_dir(killed.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let cache = killed.path(".zfnet/cache");
-    let started = Instant::now();
-    while first_checkpoint(&cache).is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "training ended before its first checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_train_after_its_first_checkpoint(&killed);
     let resumed = killed.zfnet(&["run"]);
     let stdout = resumed.ok();
     assert!(stdout.contains("resumed after epoch"), "{stdout}");

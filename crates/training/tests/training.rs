@@ -291,40 +291,23 @@ fn streamed_training_learns_and_resumes_bit_identically() {
         },
         ..config(3)
     };
+    let run = |folder: &Path, until_epoch: usize| {
+        train(
+            CpuBackend,
+            &steady,
+            &open(&train_path),
+            &open(&val_path),
+            &mean,
+            folder,
+            until_epoch,
+            &mut |_| {},
+        )
+        .unwrap()
+    };
     let (whole_dir, resumed_dir) = (dir.path().join("whole"), dir.path().join("resumed"));
-    let whole = train(
-        CpuBackend,
-        &steady,
-        &open(&train_path),
-        &open(&val_path),
-        &mean,
-        &whole_dir,
-        3,
-        &mut |_| {},
-    )
-    .unwrap();
-    train(
-        CpuBackend,
-        &steady,
-        &open(&train_path),
-        &open(&val_path),
-        &mean,
-        &resumed_dir,
-        1,
-        &mut |_| {},
-    )
-    .unwrap();
-    let resumed = train(
-        CpuBackend,
-        &steady,
-        &open(&train_path),
-        &open(&val_path),
-        &mean,
-        &resumed_dir,
-        3,
-        &mut |_| {},
-    )
-    .unwrap();
+    let whole = run(&whole_dir, 3);
+    run(&resumed_dir, 1);
+    let resumed = run(&resumed_dir, 3);
     for (a, b) in whole.network.params.iter().zip(&resumed.network.params) {
         assert_eq!(a.weight, b.weight, "{} weights", a.name);
     }

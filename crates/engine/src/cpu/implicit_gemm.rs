@@ -591,13 +591,32 @@ mod tests {
         (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
+    /// True (and says so) where this CPU cannot run the path under test.
+    fn skipped() -> bool {
+        if available() {
+            return false;
+        }
+        eprintln!("skipped: this CPU has no AVX-512F (the im2col path is used instead)");
+        true
+    }
+
+    /// Every `got` within `tolerance` (relative, plus as much absolute) of `want`.
+    fn assert_close(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - b).abs() <= tolerance * (1.0 + b.abs()),
+                "{what}: element {i} is {a}, the reference gives {b}"
+            );
+        }
+    }
+
     /// Every geometry of the ZF nets' convolutions (scaled down in channels) and awkward
     /// ones: filters not a multiple of MR, columns not a multiple of NR, strides 1-4, padding
     /// wider than the stride.
     #[test]
     fn implicit_gemm_equals_im2col_gemm_with_and_without_relu() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512F (the im2col path is used instead)");
+        if skipped() {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -629,13 +648,12 @@ mod tests {
             for relu in [false, true] {
                 let mut y = vec![f32::NAN; images * g.out_len()];
                 conv_forward(&x, &w, &b, &g, relu, &mut y);
-                for (i, (&got, &want)) in y.iter().zip(&expected).enumerate() {
-                    let want = if relu { want.max(0.0) } else { want };
-                    assert!(
-                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "{g:?} relu {relu}: output {i} is {got}, im2col gives {want}"
-                    );
-                }
+                let want: Vec<f32> = if relu {
+                    expected.iter().map(|v| v.max(0.0)).collect()
+                } else {
+                    expected.clone()
+                };
+                assert_close(&y, &want, 1e-4, &format!("{g:?} relu {relu}"));
             }
         }
     }
@@ -643,8 +661,7 @@ mod tests {
     /// The input gradient through the transposed convolution equals col2im(W^T dY).
     #[test]
     fn stride1_transpose_equals_col2im_of_transposed_filters() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512F (the im2col path is used instead)");
+        if skipped() {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -672,20 +689,14 @@ mod tests {
             }
             let mut dx = vec![f32::NAN; images * g.in_len()];
             conv_transpose_stride1(&dy, &w, &g, &mut dx);
-            for (i, (&got, &want)) in dx.iter().zip(&expected).enumerate() {
-                assert!(
-                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                    "{g:?}: input gradient {i} is {got}, col2im gives {want}"
-                );
-            }
+            assert_close(&dx, &expected, 1e-4, &format!("{g:?} input gradient"));
         }
     }
 
     /// A NaN input stays NaN through the fused ReLU (a diverged network must show as NaN).
     #[test]
     fn nan_survives_the_fused_relu() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512F (the im2col path is used instead)");
+        if skipped() {
             return;
         }
         let g = ConvGeometry {
@@ -708,8 +719,7 @@ mod tests {
     /// Weight and bias gradients equal those of the im2col + GEMM path.
     #[test]
     fn weight_gradient_equals_im2col_gemm() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX-512F (the im2col path is used instead)");
+        if skipped() {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(13);
@@ -738,14 +748,8 @@ mod tests {
             super::super::conv::conv_backward(&x, &w, &dy, &g, None, &mut dw_want, &mut db_want);
             let (mut dw, mut db) = (vec![f32::NAN; g.weight_len()], vec![f32::NAN; out_channels]);
             conv_weight_gradient(&x, &dy, &g, &mut dw, &mut db);
-            for (name, got, want) in [("dw", &dw, &dw_want), ("db", &db, &db_want)] {
-                for (i, (&a, &b)) in got.iter().zip(want.iter()).enumerate() {
-                    assert!(
-                        (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
-                        "{g:?}: {name}[{i}] is {a}, im2col gives {b}"
-                    );
-                }
-            }
+            assert_close(&dw, &dw_want, 1e-3, &format!("{g:?} dw"));
+            assert_close(&db, &db_want, 1e-3, &format!("{g:?} db"));
         }
     }
 }
