@@ -108,7 +108,7 @@ impl StreamedImages {
         let mut order: Vec<usize> = (0..self.groups.groups.len()).collect();
         order.shuffle(&mut rng_for(&[seed, purpose::SHUFFLE, epoch]));
         EpochBatches {
-            incoming: read_ahead(self.groups.clone(), order, self.excluded.clone()),
+            incoming: self.stream(order),
             buffer: Vec::with_capacity(self.shuffle_buffer),
             capacity: self.shuffle_buffer,
             draws: rng_for(&[seed, purpose::SHUFFLE, epoch, 1]),
@@ -121,20 +121,16 @@ impl StreamedImages {
 
     /// The kept images in file order, `chunk` at a time (evaluation).
     pub fn in_order(&self, chunk: usize) -> impl Iterator<Item = Result<ImageStore>> + '_ {
-        let incoming = read_ahead(
-            self.groups.clone(),
-            (0..self.groups.groups.len()).collect(),
-            self.excluded.clone(),
-        );
+        let mut incoming = self.stream((0..self.groups.groups.len()).collect());
         let chunk = chunk.max(1);
         let mut pending: Vec<ImageRecord> = Vec::new();
         let mut finished = false;
         std::iter::from_fn(move || {
             while !finished && pending.len() < chunk {
-                match incoming.recv() {
-                    Ok(Ok(images)) => pending.extend(images),
-                    Ok(Err(error)) => return Some(Err(error)),
-                    Err(_) => finished = true,
+                match incoming.next_group() {
+                    Some(Ok(images)) => pending.extend(images),
+                    Some(Err(error)) => return Some(Err(error)),
+                    None => finished = true,
                 }
             }
             if pending.is_empty() {
@@ -144,6 +140,46 @@ impl StreamedImages {
             let images = std::mem::replace(&mut pending, rest);
             Some(Ok(store_of(&images, self.image_size, &self.class_names)))
         })
+    }
+
+    /// The kept images of the groups `order`, group by group, read ahead on a thread.
+    fn stream(&self, order: Vec<usize>) -> GroupStream {
+        GroupStream {
+            incoming: read_ahead(self.groups.clone(), order, self.excluded.clone()),
+            expected: self.len(),
+            received: 0,
+            path: self.groups.path.clone(),
+        }
+    }
+}
+
+/// Row groups arriving from the reader thread, checked for completeness: a reader that stops
+/// before every kept image arrived (it panicked) is an error, not a short epoch.
+struct GroupStream {
+    incoming: Receiver<Result<Vec<ImageRecord>>>,
+    expected: usize,
+    received: usize,
+    path: std::path::PathBuf,
+}
+
+impl GroupStream {
+    /// The next group's kept images; None once all arrived.
+    fn next_group(&mut self) -> Option<Result<Vec<ImageRecord>>> {
+        match self.incoming.recv() {
+            Ok(Ok(images)) => {
+                self.received += images.len();
+                Some(Ok(images))
+            }
+            Ok(Err(error)) => Some(Err(error)),
+            Err(_) if self.received == self.expected => None,
+            Err(_) => Some(Err(Error::input(
+                &self.path,
+                format!(
+                    "the reader stopped after {} of {} images; rerun the stage",
+                    self.received, self.expected
+                ),
+            ))),
+        }
     }
 }
 
@@ -220,7 +256,7 @@ fn store_of(images: &[ImageRecord], image_size: usize, class_names: &[String]) -
 
 /// The batches of one streamed epoch, each a small [`ImageStore`].
 pub struct EpochBatches {
-    incoming: Receiver<Result<Vec<ImageRecord>>>,
+    incoming: GroupStream,
     buffer: Vec<ImageRecord>,
     capacity: usize,
     draws: rand_chacha::ChaCha8Rng,
@@ -235,10 +271,10 @@ impl Iterator for EpochBatches {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.exhausted && self.buffer.len() < self.capacity {
-            match self.incoming.recv() {
-                Ok(Ok(images)) => self.buffer.extend(images),
-                Ok(Err(error)) => return Some(Err(error)),
-                Err(_) => self.exhausted = true,
+            match self.incoming.next_group() {
+                Some(Ok(images)) => self.buffer.extend(images),
+                Some(Err(error)) => return Some(Err(error)),
+                None => self.exhausted = true,
             }
         }
         if self.buffer.is_empty() {
@@ -252,5 +288,52 @@ impl Iterator for EpochBatches {
             })
             .collect();
         Some(Ok(store_of(&batch, self.image_size, &self.class_names)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(id: i64) -> ImageRecord {
+        ImageRecord {
+            image_id: id,
+            label: 0,
+            class_name: String::new(),
+            source: String::new(),
+            height: 1,
+            width: 1,
+            channels: 3,
+            pixels: vec![0; 3],
+        }
+    }
+
+    /// A reader that stops before every kept image arrived is an error, not a short epoch;
+    /// one that delivers them all ends cleanly.
+    #[test]
+    fn a_reader_that_stops_early_is_an_error() {
+        for (sent, expected, fails) in [(2, 2, false), (2, 5, true)] {
+            let (sender, receiver) = sync_channel(4);
+            sender.send(Ok((0..sent).map(image).collect())).unwrap();
+            drop(sender);
+            let mut stream = GroupStream {
+                incoming: receiver,
+                expected,
+                received: 0,
+                path: "images".into(),
+            };
+            assert_eq!(stream.next_group().unwrap().unwrap().len(), sent as usize);
+            match stream.next_group() {
+                None => assert!(!fails),
+                Some(Err(error)) => {
+                    assert!(fails);
+                    assert!(
+                        error.to_string().contains("stopped after 2 of 5 images"),
+                        "{error}"
+                    );
+                }
+                Some(Ok(_)) => panic!("no more groups were sent"),
+            }
+        }
     }
 }
