@@ -68,6 +68,9 @@ fn best_of<F: FnMut()>(reps: usize, mut f: F) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// Alternating rounds of our inference timing and onnxruntime's.
+const ROUNDS: usize = 3;
+
 struct Case {
     arch: &'static str,
     batch: usize,
@@ -111,7 +114,7 @@ pub fn run() -> Result<()> {
             .collect();
         let labels: Vec<usize> = (0..case.batch).map(|i| i % 10).collect();
         let mut logits = Vec::new();
-        let inference = best_of(case.reps, || {
+        let mut inference = best_of(case.reps, || {
             let acts = network.forward(input.clone(), Mode::Eval);
             logits = acts.logits().clone();
         });
@@ -160,8 +163,17 @@ pub fn run() -> Result<()> {
             &tensors,
             &BTreeMap::new(),
         )?;
+        // The machine is shared: a disturbance during one side's timing would skew the
+        // ratio, so the two sides alternate over ROUNDS rounds and each keeps its best.
         let ort = onnxruntime(&case_dir, case.reps)?;
-        let ort_ms = ort["inference_ms"].as_f64().unwrap_or(f64::NAN);
+        let mut ort_ms = ort["inference_ms"].as_f64().unwrap_or(f64::NAN);
+        for _ in 1..ROUNDS {
+            inference = inference.min(best_of(case.reps, || {
+                network.forward(input.clone(), Mode::Eval);
+            }));
+            let again = onnxruntime(&case_dir, case.reps)?;
+            ort_ms = ort_ms.min(again["inference_ms"].as_f64().unwrap_or(f64::NAN));
+        }
         println!(
             "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2e} | {:.1} | {:.0} | {:.0}% |",
             case.arch,
@@ -176,7 +188,7 @@ pub fn run() -> Result<()> {
         );
     }
     println!(
-        "(onnxruntime: {} threads, the same weights and input; logits compared before timing)",
+        "(onnxruntime: {} threads, the same weights and input; logits compared before timing; inference: best of {ROUNDS} alternating rounds of each side)",
         rayon::current_num_threads()
     );
     Ok(())
