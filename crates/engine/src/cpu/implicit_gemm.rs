@@ -591,6 +591,31 @@ mod tests {
         (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
     }
 
+    /// A test case (C, size, K, kernel, stride, pad, images) as a geometry (one column wider
+    /// than tall, to catch swapped sides) and its image count.
+    fn geometry(
+        (in_channels, size, out_channels, kernel, stride, pad, images): (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        ),
+    ) -> (ConvGeometry, usize) {
+        let g = ConvGeometry {
+            in_channels,
+            in_h: size,
+            in_w: size + 1,
+            out_channels,
+            kernel,
+            stride,
+            pad,
+        };
+        (g, images)
+    }
+
     /// True (and says so) where this CPU cannot run the path under test.
     fn skipped() -> bool {
         if available() {
@@ -630,16 +655,9 @@ mod tests {
             (3, 39, 8, 11, 4, 2, 1),  // krizhevsky conv1: stride 4
             (5, 6, 9, 3, 1, 3, 1),    // padding wider than the stride
         ];
-        for (in_channels, size, out_channels, kernel, stride, pad, images) in cases {
-            let g = ConvGeometry {
-                in_channels,
-                in_h: size,
-                in_w: size + 1,
-                out_channels,
-                kernel,
-                stride,
-                pad,
-            };
+        for case in cases {
+            let (g, images) = geometry(case);
+            let out_channels = g.out_channels;
             let x = random(images * g.in_len(), &mut rng);
             let w = random(g.weight_len(), &mut rng);
             let b = random(out_channels, &mut rng);
@@ -730,16 +748,9 @@ mod tests {
             (3, 39, 13, 11, 4, 2, 1), // stride 4, 13 filters
             (5, 6, 9, 3, 1, 3, 9),    // padding wider than the stride
         ];
-        for (in_channels, size, out_channels, kernel, stride, pad, images) in cases {
-            let g = ConvGeometry {
-                in_channels,
-                in_h: size,
-                in_w: size + 1,
-                out_channels,
-                kernel,
-                stride,
-                pad,
-            };
+        for case in cases {
+            let (g, images) = geometry(case);
+            let out_channels = g.out_channels;
             let x = random(images * g.in_len(), &mut rng);
             let dy = random(images * g.out_len(), &mut rng);
             let w = vec![0.0f32; g.weight_len()];
