@@ -242,12 +242,14 @@ fn read_ahead(
 }
 
 fn store_of(images: &[ImageRecord], image_size: usize, class_names: &[String]) -> ImageStore {
+    // One copy per image (a batch of 128 at 256x256 is 25 MB), not an iterator per byte.
+    let mut pixels = Vec::with_capacity(images.iter().map(|i| i.pixels.len()).sum());
+    for image in images {
+        pixels.extend_from_slice(&image.pixels);
+    }
     ImageStore {
         image_size,
-        pixels: images
-            .iter()
-            .flat_map(|i| i.pixels.iter().copied())
-            .collect(),
+        pixels,
         labels: images.iter().map(|i| i.label as usize).collect(),
         image_ids: images.iter().map(|i| i.image_id).collect(),
         class_names: class_names.to_vec(),
