@@ -202,6 +202,18 @@ impl<B: Backend> Network<B> {
 
     /// Forward pass of a batch (`input` is N x 3 x S x S).
     pub fn forward(&self, input: B::Buffer, mode: Mode) -> Activations<B> {
+        self.forward_observed(input, mode, &mut |_, _| {})
+    }
+
+    /// [`Network::forward`], calling `observe(op index, time the op took)` after each op (the
+    /// per-op profile of `crates/bench/examples/op_times.rs`). A backend that queues work
+    /// (CUDA) reports the time to queue it, not to run it.
+    pub fn forward_observed(
+        &self,
+        input: B::Buffer,
+        mode: Mode,
+        observe: &mut dyn FnMut(usize, std::time::Duration),
+    ) -> Activations<B> {
         let b = &self.backend;
         let batch = b.len(&input) / self.input_len();
         let mut acts = Activations {
@@ -213,6 +225,7 @@ impl<B: Backend> Network<B> {
             dropout_masks: Vec::with_capacity(self.ops.len()),
         };
         for (i, op) in self.ops.iter().enumerate() {
+            let started = std::time::Instant::now();
             let (c, h, w) = self.shapes[i];
             let out_len = batch * c * h * w;
             let (mut switches, mut scale, mut mask) = (None, None, None);
@@ -228,6 +241,7 @@ impl<B: Backend> Network<B> {
                 acts.switches.push(None);
                 acts.lrn_scales.push(None);
                 acts.dropout_masks.push(None);
+                observe(i, started.elapsed());
                 continue;
             }
             let x = if i == 0 {
@@ -286,6 +300,7 @@ impl<B: Backend> Network<B> {
             acts.switches.push(switches);
             acts.lrn_scales.push(scale);
             acts.dropout_masks.push(mask);
+            observe(i, started.elapsed());
         }
         acts
     }
