@@ -763,4 +763,38 @@ mod tests {
             assert_close(&db, &db_want, 1e-3, &format!("{g:?} db"));
         }
     }
+
+    /// An image's outputs are the same bits whatever batch it is in and wherever: each output
+    /// is one microkernel's fixed-order sum, whichever panel (which may span images) holds it.
+    #[test]
+    fn outputs_do_not_depend_on_the_batch() {
+        if skipped() {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        for case in [(48, 14, 64, 5, 1, 2, 5), (3, 35, 16, 7, 2, 1, 3)] {
+            let (g, images) = geometry(case);
+            let x = random(images * g.in_len(), &mut rng);
+            let w = random(g.weight_len(), &mut rng);
+            let b = random(g.out_channels, &mut rng);
+            let mut batch = vec![0.0f32; images * g.out_len()];
+            conv_forward(&x, &w, &b, &g, true, &mut batch);
+            for image in 0..images {
+                let mut alone = vec![0.0f32; g.out_len()];
+                conv_forward(
+                    &x[image * g.in_len()..][..g.in_len()],
+                    &w,
+                    &b,
+                    &g,
+                    true,
+                    &mut alone,
+                );
+                assert_eq!(
+                    alone,
+                    batch[image * g.out_len()..][..g.out_len()],
+                    "image {image}"
+                );
+            }
+        }
+    }
 }
