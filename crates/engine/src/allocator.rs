@@ -1,7 +1,7 @@
 //! Keeping freed memory for reuse: a forward pass allocates each layer's output afresh (tens
 //! of MB per layer at 224x224), and glibc's malloc serves blocks above its mmap threshold
 //! (32 MB at most) straight from the kernel and unmaps them on free, so every batch
-//! page-faults and zeroes them again: 7-10% of a forward pass of the full ZF net at batch 16
+//! page-faults and zeroes them again: 6-15% of a forward pass of the full ZF net at batch 16
 //! (`perf`: clear_page_erms, exc_page_fault). Binaries that run the network call
 //! [`keep_freed_memory_for_reuse`] once at start.
 
