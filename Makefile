@@ -32,6 +32,7 @@ $(FASHION_MNIST):
 	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
 test-deps:
+	@command -v g++ >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq g++; }
 	@$(PYTHON) -c "import pyarrow, sklearn" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet -r scripts/requirements-test.txt
 

@@ -161,6 +161,97 @@ extern "C" __global__ void relu_backward(const float* y, float* dy, int len) {
     }
 }
 
+// --- Dropout on the device, drawing the CPU backend's stream -------------------------------
+// The CPU backend keeps unit i when the i-th draw of `ChaCha8Rng::seed_from_u64(seed)` (rand's
+// f64: the top 53 bits of next_u64 over 2^53) is >= p. ChaCha is a counter-mode generator:
+// block b of the stream is a pure function of (key, b), and next_u64 number i is words 2i and
+// 2i+1 of the stream (low word first). So each thread computes one 16-word block on its own
+// and decides 8 units, and the mask equals the CPU's bit for bit (tests/kernels_on_cpu.rs).
+
+// The 256-bit key that `seed_from_u64` expands a seed into (computed on the host).
+struct ChaChaKey {
+    unsigned int words[8];
+};
+
+__device__ __forceinline__ unsigned int zf_rotl(unsigned int v, int c) {
+    return (v << c) | (v >> (32 - c));
+}
+
+#define ZF_QUARTER(a, b, c, d)                                                                   \
+    a += b; d ^= a; d = zf_rotl(d, 16);                                                          \
+    c += d; b ^= c; b = zf_rotl(b, 12);                                                          \
+    a += b; d ^= a; d = zf_rotl(d, 8);                                                           \
+    c += d; b ^= c; b = zf_rotl(b, 7);
+
+// Block `counter` of ChaCha with 8 rounds, a 64-bit block counter (words 12-13) and stream 0
+// (words 14-15): rand_chacha's ChaCha8Rng.
+__device__ void chacha8_block(const ChaChaKey& key, unsigned long long counter, unsigned int out[16]) {
+    unsigned int start[16] = {0x61707865u, 0x3320646eu, 0x79622d32u, 0x6b206574u,
+                              key.words[0], key.words[1], key.words[2], key.words[3],
+                              key.words[4], key.words[5], key.words[6], key.words[7],
+                              (unsigned int)counter, (unsigned int)(counter >> 32), 0u, 0u};
+    unsigned int x[16];
+    for (int i = 0; i < 16; ++i) {
+        x[i] = start[i];
+    }
+    for (int double_round = 0; double_round < 4; ++double_round) {
+        ZF_QUARTER(x[0], x[4], x[8], x[12]);
+        ZF_QUARTER(x[1], x[5], x[9], x[13]);
+        ZF_QUARTER(x[2], x[6], x[10], x[14]);
+        ZF_QUARTER(x[3], x[7], x[11], x[15]);
+        ZF_QUARTER(x[0], x[5], x[10], x[15]);
+        ZF_QUARTER(x[1], x[6], x[11], x[12]);
+        ZF_QUARTER(x[2], x[7], x[8], x[13]);
+        ZF_QUARTER(x[3], x[4], x[9], x[14]);
+    }
+    for (int i = 0; i < 16; ++i) {
+        out[i] = x[i] + start[i];
+    }
+}
+
+// Inverted dropout: mask[i] = scale (kept) or 0, x[i] *= mask[i]. One thread per ChaCha block,
+// i.e. per 8 units.
+extern "C" __global__ void dropout_chacha(float* x, float* mask, long long len, ChaChaKey key,
+                                          double p, float scale) {
+    long long block = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long first = block * 8;
+    if (first >= len) {
+        return;
+    }
+    unsigned int words[16];
+    chacha8_block(key, (unsigned long long)block, words);
+    for (int j = 0; j < 8 && first + j < len; ++j) {
+        unsigned long long bits = ((unsigned long long)words[2 * j + 1] << 32) | words[2 * j];
+        double u = (double)(bits >> 11) * (1.0 / 9007199254740992.0);
+        float m = u >= p ? scale : 0.0f;
+        mask[first + j] = m;
+        x[first + j] *= m;
+    }
+}
+
+// --- The input batch on the device (§3) -----------------------------------------------------
+// out[n, c, y, x] = images[n][top + y][x'][c] - mean[top + y][x'][c] with x' = left + x, or
+// left + crop - 1 - x when flipped: imaging::write_crop_chw for a whole batch. `images` holds
+// the batch's square HWC u8 images back to back; `crops` is (top, left, flip) per image.
+extern "C" __global__ void crop_batch(const unsigned char* images, const int* crops,
+                                      const float* mean, float* out, int n, int image_size,
+                                      int crop_size) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long plane = (long long)crop_size * crop_size;
+    if (i >= n * 3 * plane) {
+        return;
+    }
+    int x = (int)(i % crop_size);
+    int y = (int)((i / crop_size) % crop_size);
+    int channel = (int)((i / plane) % 3);
+    long long image = i / (3 * plane);
+    int top = crops[3 * image], left = crops[3 * image + 1], flip = crops[3 * image + 2];
+    int source_x = flip ? left + crop_size - 1 - x : left + x;
+    long long source = ((long long)(top + y) * image_size + source_x) * 3 + channel;
+    long long image_len = (long long)image_size * image_size * 3;
+    out[i] = (float)images[image * image_len + source] - mean[source];
+}
+
 // x[i] *= m[i] (dropout with a precomputed mask, and its backward).
 extern "C" __global__ void multiply(float* x, const float* m, int len) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -251,7 +342,9 @@ extern "C" __global__ void sgd_momentum(float* w, const float* g, float* v, int 
 }
 
 // Filter RMS renormalisation: one block per filter; the mean square in double, as on the CPU.
-extern "C" __global__ void renormalise_filters(float* w, int filter_len, double radius, int* rescaled) {
+// `rescaled` accumulates across calls (read once per epoch, so the update needs no host sync).
+extern "C" __global__ void renormalise_filters(float* w, int filter_len, double radius,
+                                               unsigned int* rescaled) {
     __shared__ double partial[256];
     float* f = w + (long)blockIdx.x * filter_len;
     double sum = 0.0;
@@ -274,7 +367,7 @@ extern "C" __global__ void renormalise_filters(float* w, int filter_len, double 
             f[j] *= factor;
         }
         if (threadIdx.x == 0) {
-            atomicAdd(rescaled, 1);
+            atomicAdd(rescaled, 1u);
         }
     }
 }

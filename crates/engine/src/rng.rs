@@ -29,6 +29,17 @@ pub fn uniform_stream(seed: u64, len: usize) -> Vec<f64> {
     (0..len).map(|_| rng.random::<f64>()).collect()
 }
 
+/// The 256-bit ChaCha key (8 little-endian words) that [`uniform_stream`]`(seed, ..)` runs
+/// under. ChaCha is counter-based — block b of a stream is a function of (key, b) alone — so a
+/// GPU can draw any part of the same stream in parallel: the CUDA backend's dropout does, and
+/// matches the CPU's masks bit for bit.
+pub fn chacha8_key(seed: u64) -> [u32; 8] {
+    let bytes = ChaCha8Rng::seed_from_u64(seed).get_seed();
+    std::array::from_fn(|i| {
+        u32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+    })
+}
+
 /// Purposes, so that streams for different things never coincide.
 pub mod purpose {
     pub const INIT: u64 = 1;
