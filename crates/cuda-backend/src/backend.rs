@@ -11,8 +11,12 @@
 //! to its default (non-TF32) math, because both would otherwise use TF32 tensor cores on
 //! Ampere and later; [`Precision::Tf32`] allows TF32 in both. Buffers stay fp32 either way.
 //!
-//! Dropout draws its mask from the same ChaCha stream as the CPU backend (generated on the
-//! host and uploaded), so a training step matches the CPU's bit for bit in its random choices.
+//! Dropout draws its mask on the device from the same ChaCha stream as the CPU backend (a
+//! counter-mode generator, so every thread computes its own block), so a training step matches
+//! the CPU's bit for bit in its random choices. Input batches go up as bytes through a
+//! page-locked buffer and are cropped on the device. The update keeps its count of
+//! renormalised filters on the device: a training step's only host syncs are the loss and the
+//! logits its metrics need.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,16 +32,21 @@ use cudarc::cudnn::{
     TensorDescriptor,
 };
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
 };
 use engine::Backend;
 use engine::geometry::{ConvGeometry, PoolGeometry};
 use engine::lrn::LrnConfig;
+use imaging::crops::Crop;
+use rayon::prelude::*;
 
 use crate::{CudaUnavailable, Precision};
 
 const KERNELS: &str = include_str!("kernels.cu");
-const KERNEL_NAMES: [&str; 15] = [
+const KERNEL_NAMES: [&str; 17] = [
+    "dropout_chacha",
+    "crop_batch",
     "add_channel_bias",
     "channel_sums",
     "max_pool",
@@ -54,6 +63,23 @@ const KERNEL_NAMES: [&str; 15] = [
     "sgd_momentum",
     "renormalise_filters",
 ];
+
+/// kernels.cu's `ChaChaKey`: the key of a dropout stream, passed by value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ChaChaKey([u32; 8]);
+
+// SAFETY: a plain array of u32, laid out as the kernel's struct.
+unsafe impl DeviceRepr for ChaChaKey {}
+
+/// Where input batches go up: a page-locked host buffer (so the copy is a DMA that does not
+/// stage through pageable memory) and the device buffer it is copied to, both grown on demand
+/// and reused; and the mean image, uploaded once.
+struct InputStaging {
+    host: Option<PinnedHostSlice<u8>>,
+    device: Option<CudaSlice<u8>>,
+    mean: Option<(Vec<f32>, CudaSlice<f32>)>,
+}
 
 /// The cuDNN descriptors of one convolution call.
 struct ConvDescriptors {
@@ -99,6 +125,7 @@ pub struct CudaInner {
     kernels: HashMap<&'static str, CudaFunction>,
     plans: Mutex<HashMap<(ConvGeometry, usize), ConvPlan>>,
     workspace: Mutex<Option<CudaSlice<u8>>>,
+    staging: Mutex<InputStaging>,
 }
 
 // SAFETY: cudarc's `Cudnn` handle is not marked Send/Sync, but the backend only ever issues
@@ -174,6 +201,11 @@ impl CudaBackend {
                 kernels,
                 plans: Mutex::new(HashMap::new()),
                 workspace: Mutex::new(None),
+                staging: Mutex::new(InputStaging {
+                    host: None,
+                    device: None,
+                    mean: None,
+                }),
             }),
         })
     }
@@ -415,6 +447,7 @@ macro_rules! launch {
 impl Backend for CudaBackend {
     type Buffer = CudaSlice<f32>;
     type Switches = CudaSlice<u32>;
+    type Counter = CudaSlice<u32>;
 
     fn name(&self) -> &'static str {
         "cuda"
@@ -449,6 +482,78 @@ impl Backend for CudaBackend {
 
     fn download_switches(&self, switches: &CudaSlice<u32>) -> Vec<u32> {
         check(self.stream.clone_dtoh(switches), "downloading switches")
+    }
+
+    fn counter(&self) -> CudaSlice<u32> {
+        check(self.stream.alloc_zeros::<u32>(1), "allocating a counter")
+    }
+
+    fn take_count(&self, counter: &mut CudaSlice<u32>) -> u64 {
+        let value = check(self.stream.clone_dtoh(counter), "downloading a counter")[0];
+        check(self.stream.memset_zeros(counter), "resetting a counter");
+        value as u64
+    }
+
+    fn crop_batch(
+        &self,
+        images: &[&[u8]],
+        image_size: usize,
+        crops: &[Crop],
+        crop_size: usize,
+        mean: &[f32],
+    ) -> CudaSlice<f32> {
+        assert_eq!(images.len(), crops.len(), "one crop per image");
+        let image_len = image_size * image_size * 3;
+        let total = images.len() * image_len;
+        let mut staging = self.staging.lock().expect("staging lock");
+        let staging = &mut *staging;
+        if staging.host.as_ref().is_none_or(|h| h.len() < total) {
+            // SAFETY: the buffer is written below before it is read.
+            let host = unsafe { self.context.alloc_pinned::<u8>(total.max(1)) };
+            staging.host = Some(check(host, "allocating page-locked input memory"));
+            staging.device = Some(check(
+                self.stream.alloc_zeros::<u8>(total.max(1)),
+                "allocating the input bytes",
+            ));
+        }
+        let host = staging.host.as_mut().expect("allocated above");
+        let device = staging.device.as_mut().expect("allocated above");
+        // Waits for the previous batch's copy out of this buffer, then gathers the images.
+        let host_bytes = check(host.as_mut_slice(), "waiting for the input buffer");
+        host_bytes[..total]
+            .par_chunks_mut(image_len)
+            .zip(images)
+            .for_each(|(out, image)| out.copy_from_slice(image));
+        check(self.stream.memcpy_htod(&*host, device), "uploading images");
+        if staging
+            .mean
+            .as_ref()
+            .is_none_or(|(cached, _)| cached != mean)
+        {
+            let on_device = check(self.stream.clone_htod(mean), "uploading the mean image");
+            staging.mean = Some((mean.to_vec(), on_device));
+        }
+        let (_, mean_device) = staging.mean.as_ref().expect("uploaded above");
+        let table: Vec<i32> = crops
+            .iter()
+            .flat_map(|c| [c.top as i32, c.left as i32, i32::from(c.flip)])
+            .collect();
+        let table = check(self.stream.clone_htod(&table), "uploading the crops");
+        let mut out = self.zeros(images.len() * 3 * crop_size * crop_size);
+        let (n, size, crop) = (images.len() as i32, image_size as i32, crop_size as i32);
+        launch!(
+            self,
+            "crop_batch",
+            launch_1d(out.len()),
+            &*device,
+            &table,
+            mean_device,
+            &mut out,
+            &n,
+            &size,
+            &crop
+        );
+        out
     }
 
     fn conv_forward(
@@ -676,18 +781,22 @@ impl Backend for CudaBackend {
     }
 
     fn dropout(&self, x: &mut CudaSlice<f32>, p: f64, seed: u64, mask: &mut CudaSlice<f32>) {
-        // The CPU backend's mask, drawn from the same stream (see the module docs).
+        // The CPU backend's mask, drawn on the device from the same ChaCha stream: one thread
+        // per 16-word block, i.e. per 8 units (see kernels.cu).
         let scale = (1.0 / (1.0 - p)) as f32;
-        let host: Vec<f32> = engine::rng::uniform_stream(seed, x.len())
-            .into_iter()
-            .map(|u| if u >= p { scale } else { 0.0 })
-            .collect();
-        check(
-            self.stream.memcpy_htod(&host, mask),
-            "uploading a dropout mask",
+        let key = ChaChaKey(engine::rng::chacha8_key(seed));
+        let len = x.len() as i64;
+        launch!(
+            self,
+            "dropout_chacha",
+            launch_1d(x.len().div_ceil(8)),
+            x,
+            mask,
+            &len,
+            &key,
+            &p,
+            &scale
         );
-        let len = x.len() as i32;
-        launch!(self, "multiply", launch_1d(x.len()), x, &*mask, &len);
     }
 
     fn apply_mask(&self, dy: &mut CudaSlice<f32>, mask: &CudaSlice<f32>) {
@@ -837,9 +946,14 @@ impl Backend for CudaBackend {
         );
     }
 
-    fn renormalise_filters(&self, w: &mut CudaSlice<f32>, filter_len: usize, radius: f64) -> usize {
+    fn renormalise_filters(
+        &self,
+        w: &mut CudaSlice<f32>,
+        filter_len: usize,
+        radius: f64,
+        rescaled: &mut CudaSlice<u32>,
+    ) {
         let filters = w.len() / filter_len;
-        let mut count = check(self.stream.alloc_zeros::<i32>(1), "allocating a counter");
         let len = filter_len as i32;
         let config = LaunchConfig {
             grid_dim: (filters as u32, 1, 1),
@@ -853,9 +967,8 @@ impl Backend for CudaBackend {
             w,
             &len,
             &radius,
-            &mut count
+            rescaled
         );
-        check(self.stream.clone_dtoh(&count), "downloading the counter")[0] as usize
     }
 }
 

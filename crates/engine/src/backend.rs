@@ -4,6 +4,9 @@
 //! Buffers are flat f32 arrays in NCHW order (for fc layers, N x features); the network keeps
 //! shapes. Every op writes into a buffer the caller allocated with [`Backend::zeros`].
 
+use imaging::crops::{Crop, write_crop_chw};
+use rayon::prelude::*;
+
 use crate::cpu;
 use crate::geometry::{ConvGeometry, PoolGeometry};
 use crate::lrn::LrnConfig;
@@ -14,6 +17,9 @@ pub trait Backend: Send + Sync + Clone {
     type Buffer: Send + Sync;
     /// Max-pool switches (argmax locations, §2.1).
     type Switches: Send + Sync;
+    /// A count kept where the backend computes (filters renormalised), read only when
+    /// wanted, so that an update step needs no round trip to the host.
+    type Counter: Send + Sync;
 
     fn name(&self) -> &'static str;
     fn zeros(&self, len: usize) -> Self::Buffer;
@@ -31,6 +37,27 @@ pub trait Backend: Send + Sync + Clone {
     fn len(&self, buffer: &Self::Buffer) -> usize;
     fn switches(&self, len: usize) -> Self::Switches;
     fn download_switches(&self, switches: &Self::Switches) -> Vec<u32>;
+    /// A counter at zero.
+    fn counter(&self) -> Self::Counter;
+    /// The counter's value, which is reset to zero.
+    fn take_count(&self, counter: &mut Self::Counter) -> u64;
+
+    /// The network's input for a batch (§3): crop `crops[i]` of image i (square HWC u8
+    /// images of side `image_size`), minus the per-pixel `mean` (HWC, image-sized), as CHW
+    /// f32. The default crops on the host's threads and uploads the floats; a GPU uploads the
+    /// bytes (a quarter as many) and crops on the device.
+    fn crop_batch(
+        &self,
+        images: &[&[u8]],
+        image_size: usize,
+        crops: &[Crop],
+        crop_size: usize,
+        mean: &[f32],
+    ) -> Self::Buffer {
+        self.upload_owned(crop_batch_on_host(
+            images, image_size, crops, crop_size, mean,
+        ))
+    }
 
     fn conv_forward(
         &self,
@@ -157,8 +184,41 @@ pub trait Backend: Send + Sync + Clone {
         momentum: f64,
         weight_decay: f64,
     );
-    /// §3 filter renormalisation; returns how many filters were rescaled.
-    fn renormalise_filters(&self, w: &mut Self::Buffer, filter_len: usize, radius: f64) -> usize;
+    /// §3 filter renormalisation; adds how many filters were rescaled to `rescaled`.
+    fn renormalise_filters(
+        &self,
+        w: &mut Self::Buffer,
+        filter_len: usize,
+        radius: f64,
+        rescaled: &mut Self::Counter,
+    );
+}
+
+/// [`Backend::crop_batch`] on the host: one image per rayon task.
+pub fn crop_batch_on_host(
+    images: &[&[u8]],
+    image_size: usize,
+    crops: &[Crop],
+    crop_size: usize,
+    mean: &[f32],
+) -> Vec<f32> {
+    assert_eq!(images.len(), crops.len(), "one crop per image");
+    let per_image = 3 * crop_size * crop_size;
+    let mut batch = vec![0.0f32; images.len() * per_image];
+    batch
+        .par_chunks_mut(per_image)
+        .zip(images.par_iter().zip(crops))
+        .for_each(|(out, (image, &crop))| {
+            write_crop_chw(
+                image,
+                image_size as u32,
+                Some(mean),
+                crop,
+                crop_size as u32,
+                out,
+            );
+        });
+    batch
 }
 
 /// The CPU reference backend: rayon over images, single-threaded GEMMs inside.
@@ -168,6 +228,7 @@ pub struct CpuBackend;
 impl Backend for CpuBackend {
     type Buffer = Vec<f32>;
     type Switches = Vec<u32>;
+    type Counter = u64;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -207,6 +268,14 @@ impl Backend for CpuBackend {
 
     fn download_switches(&self, switches: &Vec<u32>) -> Vec<u32> {
         switches.clone()
+    }
+
+    fn counter(&self) -> u64 {
+        0
+    }
+
+    fn take_count(&self, counter: &mut u64) -> u64 {
+        std::mem::take(counter)
     }
 
     fn conv_forward(
@@ -353,7 +422,13 @@ impl Backend for CpuBackend {
         cpu::sgd::sgd_momentum(w, g, v, lr, momentum, weight_decay);
     }
 
-    fn renormalise_filters(&self, w: &mut Vec<f32>, filter_len: usize, radius: f64) -> usize {
-        cpu::sgd::renormalise_filters(w, filter_len, radius)
+    fn renormalise_filters(
+        &self,
+        w: &mut Vec<f32>,
+        filter_len: usize,
+        radius: f64,
+        rescaled: &mut u64,
+    ) {
+        *rescaled += cpu::sgd::renormalise_filters(w, filter_len, radius) as u64;
     }
 }

@@ -96,6 +96,9 @@ pub struct Network<B: Backend> {
     /// Per-op output shape (C, H, W); fc outputs are (units, 1, 1).
     pub shapes: Vec<(usize, usize, usize)>,
     pub lrn: LrnConfig,
+    /// Filters renormalised by [`Network::update`] since the last
+    /// [`Network::take_renormalised`].
+    renormalised: B::Counter,
 }
 
 impl<B: Backend> Network<B> {
@@ -178,6 +181,7 @@ impl<B: Backend> Network<B> {
             shapes.push((c, h, w));
         }
         Network {
+            renormalised: backend.counter(),
             backend,
             architecture,
             ops,
@@ -393,10 +397,10 @@ impl<B: Backend> Network<B> {
     }
 
     /// §3 update: SGD with momentum on every parameter, then every conv filter whose RMS
-    /// exceeds `filter_rms_radius` (if > 0) is rescaled to it. Returns filters rescaled.
-    pub fn update(&mut self, config: &UpdateConfig) -> usize {
+    /// exceeds `filter_rms_radius` (if > 0) is rescaled to it (counted on the backend; see
+    /// [`Network::take_renormalised`]).
+    pub fn update(&mut self, config: &UpdateConfig) {
         let b = &self.backend;
-        let mut rescaled = 0;
         for p in &mut self.params {
             b.sgd_momentum(
                 &mut p.weight,
@@ -416,11 +420,20 @@ impl<B: Backend> Network<B> {
             );
             if p.is_conv() && config.filter_rms_radius > 0.0 {
                 let filter_len = p.filter_len();
-                rescaled +=
-                    b.renormalise_filters(&mut p.weight, filter_len, config.filter_rms_radius);
+                b.renormalise_filters(
+                    &mut p.weight,
+                    filter_len,
+                    config.filter_rms_radius,
+                    &mut self.renormalised,
+                );
             }
         }
-        rescaled
+    }
+
+    /// Conv filters renormalised by the updates since the last call (a read from the device
+    /// on a GPU, so callers read it once per epoch rather than per step).
+    pub fn take_renormalised(&mut self) -> u64 {
+        self.backend.take_count(&mut self.renormalised)
     }
 }
 

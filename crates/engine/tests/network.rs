@@ -186,12 +186,13 @@ fn filter_renormalisation_caps_every_conv_filter_rms_at_the_radius() {
         weight_decay: 0.0,
         filter_rms_radius: 0.1,
     };
-    let rescaled = net.update(&update);
+    net.update(&update);
     assert_eq!(
-        rescaled,
+        net.take_renormalised(),
         48 + 64 + 96 + 96 + 64,
         "every filter drawn with std 0.5 is too big"
     );
+    assert_eq!(net.take_renormalised(), 0, "reading the count resets it");
     for p in net.params.iter().filter(|p| p.is_conv()) {
         for rms in engine::cpu::sgd::filter_rms(&p.weight, p.filter_len()) {
             assert!(rms <= 0.1 + 1e-6, "{}: {rms}", p.name);

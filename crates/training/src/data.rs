@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use artifacts::images::ImagesReader;
-use imaging::{Crop, write_crop_chw};
-use rayon::prelude::*;
+use engine::Backend;
+use imaging::Crop;
 use stage_api::{Error, Result};
 
 use crate::streamed::StreamedImages;
@@ -132,30 +132,18 @@ impl ImageStore {
         sums.into_iter().map(|s| (s as f64 / n) as f32).collect()
     }
 
-    /// Writes the crops of `indices` (one crop each) as an N x 3 x C x C batch.
-    pub fn batch(
+    /// The network's input for the images `indices`, one crop each (§3), made by the
+    /// backend: on a GPU the bytes go up and the crops are cut there.
+    pub fn batch<B: Backend>(
         &self,
+        backend: &B,
         indices: &[usize],
         crops: &[Crop],
         crop_size: usize,
         mean: &[f32],
-    ) -> Vec<f32> {
-        let per_image = 3 * crop_size * crop_size;
-        let mut batch = vec![0.0f32; indices.len() * per_image];
-        batch
-            .par_chunks_mut(per_image)
-            .zip(indices.par_iter().zip(crops))
-            .for_each(|(out, (&index, &crop))| {
-                write_crop_chw(
-                    self.image(index),
-                    self.image_size as u32,
-                    Some(mean),
-                    crop,
-                    crop_size as u32,
-                    out,
-                );
-            });
-        batch
+    ) -> B::Buffer {
+        let images: Vec<&[u8]> = indices.iter().map(|&i| self.image(i)).collect();
+        backend.crop_batch(&images, self.image_size, crops, crop_size, mean)
     }
 }
 

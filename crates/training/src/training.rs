@@ -150,7 +150,8 @@ pub fn train<B: Backend>(
         {
             state.learning_rate *= factor;
         }
-        let (mut loss_sum, mut wrong, mut seen, mut renormalised) = (0.0f64, 0usize, 0usize, 0);
+        let (mut loss_sum, mut wrong, mut seen) = (0.0f64, 0usize, 0usize);
+        network.take_renormalised();
         for (step, batch) in
             epoch_batches(train, config.seed, epoch as u64, config.batch_size).enumerate()
         {
@@ -179,7 +180,6 @@ pub fn train<B: Backend>(
             wrong += outcome.wrong;
             loss_sum += outcome.loss as f64 * indices.len() as f64;
             seen += indices.len();
-            renormalised += outcome.renormalised;
         }
         let val_result = evaluate_set(&network, val, mean, Crops::Centre, config.batch_size)?;
         let metrics = EpochMetrics {
@@ -190,7 +190,7 @@ pub fn train<B: Backend>(
             val_top1_error: val_result.top1_error,
             val_top5_error: val_result.top5_error,
             learning_rate: state.learning_rate,
-            filters_renormalised: renormalised,
+            filters_renormalised: network.take_renormalised() as usize,
             seconds: started.elapsed().as_secs_f64(),
         };
         report(&metrics);
@@ -347,8 +347,6 @@ pub struct StepOutcome {
     pub loss: f32,
     /// Batch images whose top-1 prediction was wrong.
     pub wrong: usize,
-    /// Conv filters renormalised by the update.
-    pub renormalised: usize,
 }
 
 /// One SGD step on the images `indices` of `store` (§3): a random crop and flip of each,
@@ -369,9 +367,7 @@ pub fn sgd_step<B: Backend>(
         .iter()
         .map(|_| random_crop(store.image_size as u32, crop_size as u32, crop_rng.random()))
         .collect();
-    let input = network
-        .backend
-        .upload_owned(store.batch(indices, &crops, crop_size, mean));
+    let input = store.batch(&network.backend, indices, &crops, crop_size, mean);
     let labels: Vec<usize> = indices.iter().map(|&i| store.labels[i]).collect();
     let dropout_stream = stream_key(&[seed, epoch, step]);
     let acts = network.forward(input, Mode::Train { dropout_stream });
@@ -380,17 +376,12 @@ pub fn sgd_step<B: Backend>(
         return StepOutcome {
             loss,
             wrong: indices.len(),
-            renormalised: 0,
         };
     }
     let logits = network.backend.download(acts.logits());
     let wrong = top_k_wrong(&logits, &labels, network.classes(), 1);
-    let renormalised = network.update(update);
-    StepOutcome {
-        loss,
-        wrong,
-        renormalised,
-    }
+    network.update(update);
+    StepOutcome { loss, wrong }
 }
 
 /// Which crops an evaluation averages.
@@ -434,9 +425,7 @@ pub fn predict_probabilities<B: Backend>(
     {
         for &crop in &positions {
             let crops = vec![crop; chunk.len()];
-            let input = network
-                .backend
-                .upload_owned(store.batch(chunk, &crops, crop_size, mean));
+            let input = store.batch(&network.backend, chunk, &crops, crop_size, mean);
             let acts = network.forward(input, Mode::Eval);
             let p = network.backend.softmax(acts.logits(), classes);
             for (total, value) in out.iter_mut().zip(p) {
