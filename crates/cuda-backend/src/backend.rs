@@ -19,17 +19,19 @@
 //! logits its metrics need.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::sys::{cublasMath_t, cublasOperation_t};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::cudnn::sys::{
-    cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdFilterAlgo_t, cudnnConvolutionFwdAlgo_t,
-    cudnnConvolutionMode_t, cudnnMathType_t, cudnnTensorFormat_t,
+    cudnnActivationMode_t, cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdFilterAlgo_t,
+    cudnnConvolutionFwdAlgo_t, cudnnConvolutionMode_t, cudnnMathType_t, cudnnNanPropagation_t,
+    cudnnTensorFormat_t,
 };
 use cudarc::cudnn::{
-    ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, FilterDescriptor,
-    TensorDescriptor,
+    ActivationDescriptor, ConvBackwardData, ConvBackwardFilter, ConvBiasActivationForward,
+    ConvDescriptor, ConvForward, Cudnn, FilterDescriptor, TensorDescriptor,
 };
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
@@ -44,7 +46,8 @@ use rayon::prelude::*;
 use crate::{CudaUnavailable, Precision};
 
 const KERNELS: &str = include_str!("kernels.cu");
-const KERNEL_NAMES: [&str; 17] = [
+const KERNEL_NAMES: [&str; 18] = [
+    "add_channel_bias_relu",
     "dropout_chacha",
     "crop_batch",
     "add_channel_bias",
@@ -126,6 +129,11 @@ pub struct CudaInner {
     plans: Mutex<HashMap<(ConvGeometry, usize), ConvPlan>>,
     workspace: Mutex<Option<CudaSlice<u8>>>,
     staging: Mutex<InputStaging>,
+    /// ReLU for cuDNN's fused convolution-bias-activation call (NaN propagated, as on the CPU).
+    relu: ActivationDescriptor<f32>,
+    /// Whether `conv_forward_relu` uses cuDNN's fused call; switched off for good the first
+    /// time cuDNN refuses it (then: convolution, and one bias+ReLU kernel).
+    cudnn_fusion: AtomicBool,
 }
 
 // SAFETY: cudarc's `Cudnn` handle is not marked Send/Sync, but the backend only ever issues
@@ -173,6 +181,13 @@ impl CudaBackend {
             .map_err(|e| fail("setting the cuBLAS math mode", format!("{e:?}")))?;
         let cudnn =
             Cudnn::new(stream.clone()).map_err(|e| fail("starting cuDNN", format!("{e:?}")))?;
+        let relu = cudnn
+            .create_activation::<f32>(
+                cudnnActivationMode_t::CUDNN_ACTIVATION_RELU,
+                cudnnNanPropagation_t::CUDNN_PROPAGATE_NAN,
+                0.0,
+            )
+            .map_err(|e| fail("creating the ReLU descriptor", format!("{e:?}")))?;
         let ptx = cudarc::nvrtc::compile_ptx(KERNELS)
             .map_err(|e| fail("compiling the kernels with NVRTC", format!("{e:?}")))?;
         let module = context
@@ -206,6 +221,8 @@ impl CudaBackend {
                     device: None,
                     mean: None,
                 }),
+                relu,
+                cudnn_fusion: AtomicBool::new(true),
             }),
         })
     }
@@ -224,6 +241,86 @@ impl CudaInner {
 
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// Whether convolution, bias and ReLU run as one cuDNN call (see `conv_forward_relu`).
+    pub fn cudnn_fusion(&self) -> bool {
+        self.cudnn_fusion.load(Ordering::Relaxed)
+    }
+
+    /// Turns cuDNN's fused convolution-bias-ReLU call on or off (for comparisons).
+    pub fn set_cudnn_fusion(&self, on: bool) {
+        self.cudnn_fusion.store(on, Ordering::Relaxed);
+    }
+
+    /// The convolution alone (no bias), by cuDNN.
+    fn convolve(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        g: &ConvGeometry,
+        y: &mut CudaSlice<f32>,
+    ) {
+        let n = x.len() / g.in_len();
+        self.with_conv(g, n, |plan, d, workspace| {
+            let op = ConvForward {
+                conv: &d.conv,
+                x: &d.x,
+                w: &d.w,
+                y: &d.y,
+            };
+            // SAFETY: x, w, y have the descriptors' shapes (NCHW f32).
+            let launched =
+                unsafe { op.launch(plan.forward, Some(workspace), (1.0f32, 0.0f32), x, w, y) };
+            check(launched, "cuDNN convolution forward");
+        });
+    }
+
+    /// y = relu(conv(x, w) + b) in one cuDNN call; an error if cuDNN refuses the call.
+    fn convolve_bias_relu(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        g: &ConvGeometry,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<(), String> {
+        let n = x.len() / g.in_len();
+        let bias = self.tensor([1, g.out_channels, 1, 1]);
+        self.with_conv(g, n, |plan, d, workspace| {
+            let op = ConvBiasActivationForward {
+                conv: &d.conv,
+                act: &self.relu,
+                x: &d.x,
+                w: &d.w,
+                z: &d.y,
+                bias: &bias,
+                y: &d.y,
+            };
+            // cuDNN computes act(alpha1 conv(x) + alpha2 z + bias); with alpha2 = 0 the side
+            // input z is y itself (cuDNN allows z to alias y), borrowed here through a second
+            // handle on y's memory that is leaked, not freed, afterwards.
+            let (y_ptr, record) = cudarc::driver::DevicePtr::device_ptr(&*y, &self.stream);
+            drop(record);
+            // SAFETY: y_ptr is y's live allocation of y.len() f32s; `z` is leaked below, so
+            // the memory is freed once, by y.
+            let z = unsafe { self.stream.upgrade_device_ptr::<f32>(y_ptr, y.len()) };
+            // SAFETY: x, w, z, y have the descriptors' shapes (NCHW f32), b is K floats.
+            let launched = unsafe {
+                op.launch(
+                    plan.forward,
+                    Some(workspace),
+                    (1.0f32, 0.0f32),
+                    x,
+                    w,
+                    &z,
+                    b,
+                    y,
+                )
+            };
+            z.leak();
+            launched.map_err(|error| format!("{error:?}"))
+        })
     }
 
     fn kernel(&self, name: &str) -> &CudaFunction {
@@ -564,24 +661,48 @@ impl Backend for CudaBackend {
         g: &ConvGeometry,
         y: &mut CudaSlice<f32>,
     ) {
-        let n = x.len() / g.in_len();
-        self.with_conv(g, n, |plan, d, workspace| {
-            let op = ConvForward {
-                conv: &d.conv,
-                x: &d.x,
-                w: &d.w,
-                y: &d.y,
-            };
-            // SAFETY: x, w, y have the descriptors' shapes (NCHW f32).
-            let launched =
-                unsafe { op.launch(plan.forward, Some(workspace), (1.0f32, 0.0f32), x, w, y) };
-            check(launched, "cuDNN convolution forward");
-        });
+        self.convolve(x, w, g, y);
         let total = y.len() as i32;
         let (channels, plane) = (g.out_channels as i32, (g.out_h() * g.out_w()) as i32);
         launch!(
             self,
             "add_channel_bias",
+            launch_1d(y.len()),
+            y,
+            b,
+            &total,
+            &channels,
+            &plane
+        );
+    }
+
+    fn conv_forward_relu(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        g: &ConvGeometry,
+        y: &mut CudaSlice<f32>,
+    ) {
+        if self.cudnn_fusion() {
+            match self.convolve_bias_relu(x, w, b, g, y) {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(
+                        error,
+                        "cuDNN refused the fused convolution-bias-ReLU call; using a \
+                         convolution and a bias+ReLU kernel from now on"
+                    );
+                    self.set_cudnn_fusion(false);
+                }
+            }
+        }
+        self.convolve(x, w, g, y);
+        let total = y.len() as i32;
+        let (channels, plane) = (g.out_channels as i32, (g.out_h() * g.out_w()) as i32);
+        launch!(
+            self,
+            "add_channel_bias_relu",
             launch_1d(y.len()),
             y,
             b,

@@ -15,6 +15,17 @@ extern "C" __global__ void add_channel_bias(float* y, const float* b, int total,
     }
 }
 
+// y[n, k, p] = relu(y[n, k, p] + b[k]) in one pass (a NaN stays NaN, as on the CPU): the
+// epilogue of conv_forward_relu where cuDNN's fused call is not used.
+extern "C" __global__ void add_channel_bias_relu(float* y, const float* b, int total, int channels,
+                                                 int plane) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) {
+        float v = y[i] + b[(i / plane) % channels];
+        y[i] = v < 0.0f ? 0.0f : v;
+    }
+}
+
 // db[k] = sum over n, p of dy[n, k, p]; one block per channel, a fixed reduction order.
 extern "C" __global__ void channel_sums(float* db, const float* dy, int n, int channels, int plane) {
     __shared__ float partial[256];

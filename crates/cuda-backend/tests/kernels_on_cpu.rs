@@ -327,6 +327,23 @@ fn bias_sums_are_the_sums_over_images_and_positions() {
         .collect();
     assert_close("conv bias", &expected, &y, 0.0);
 
+    type AddChannelBiasRelu = unsafe extern "C" fn(*mut f32, *const f32, i32, i32, i32);
+    // SAFETY: the signature of kernels.cu.
+    let add_channel_bias_relu: AddChannelBiasRelu = unsafe { k.kernel("add_channel_bias_relu") };
+    let mut y = dy.clone();
+    y[4] = f32::NAN;
+    let mut expected = y.clone();
+    for (i, v) in expected.iter_mut().enumerate() {
+        *v += bias[(i / plane) % channels];
+    }
+    engine::cpu::activation::relu(&mut expected);
+    let (yp, bp) = (Shared::of(&mut y), Shared::of_const(&bias));
+    k.launch_1d(y.len(), || unsafe {
+        add_channel_bias_relu(yp.0, bp.0, total, ci, pi)
+    });
+    assert_close("conv bias then ReLU", &expected, &y, 0.0);
+    assert!(expected.contains(&0.0) && expected.iter().any(|&v| v > 0.0));
+
     let row_bias = uniform(outputs, 13);
     let mut y = m.clone();
     let (yp, bp) = (Shared::of(&mut y), Shared::of_const(&row_bias));

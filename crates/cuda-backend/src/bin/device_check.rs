@@ -112,6 +112,29 @@ fn parity(precision: Precision) -> usize {
         1.0 - same as f64 / total.max(1) as f64,
         1e-3,
     );
+    // The same forward with convolution, bias and ReLU as separate steps.
+    let fused = gpu.backend.cudnn_fusion();
+    gpu.backend.set_cudnn_fusion(false);
+    let unfused_acts = gpu.forward(gpu.backend.upload(&input), mode);
+    gpu.backend.set_cudnn_fusion(fused);
+    let worst = gpu_acts
+        .outputs
+        .iter()
+        .zip(&unfused_acts.outputs)
+        .map(|(a, b)| relative_error(&gpu.backend.download(b), &gpu.backend.download(a)))
+        .fold(0.0f64, f64::max);
+    verdict.row(
+        &format!(
+            "cuDNN fused conv-bias-ReLU ({}) vs separate steps, worst op",
+            if fused {
+                "in use"
+            } else {
+                "refused by cuDNN, off"
+            }
+        ),
+        worst,
+        tolerance,
+    );
     let (mut differ, mut units) = (0usize, 0usize);
     for (c, g) in cpu_acts.dropout_masks.iter().zip(&gpu_acts.dropout_masks) {
         if let (Some(c), Some(g)) = (c, g) {
