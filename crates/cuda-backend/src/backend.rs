@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cudarc::cublas::CudaBlas;
 use cudarc::cublas::sys::{cublasMath_t, cublasOperation_t};
-use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
 use cudarc::cudnn::sys::{
     cudnnActivationMode_t, cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdFilterAlgo_t,
     cudnnConvolutionFwdAlgo_t, cudnnConvolutionMode_t, cudnnMathType_t, cudnnNanPropagation_t,
@@ -31,7 +31,7 @@ use cudarc::cudnn::sys::{
 };
 use cudarc::cudnn::{
     ActivationDescriptor, ConvBackwardData, ConvBackwardFilter, ConvBiasActivationForward,
-    ConvDescriptor, ConvForward, Cudnn, FilterDescriptor, TensorDescriptor,
+    ConvDescriptor, ConvForward, Cudnn, CudnnDataType, FilterDescriptor, TensorDescriptor,
 };
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
@@ -40,6 +40,7 @@ use cudarc::driver::{
 use engine::Backend;
 use engine::geometry::{ConvGeometry, PoolGeometry};
 use engine::lrn::LrnConfig;
+use half::bf16;
 use imaging::crops::Crop;
 use rayon::prelude::*;
 
@@ -84,12 +85,29 @@ struct InputStaging {
     mean: Option<(Vec<f32>, CudaSlice<f32>)>,
 }
 
-/// The cuDNN descriptors of one convolution call.
-struct ConvDescriptors {
-    x: TensorDescriptor<f32>,
-    w: FilterDescriptor<f32>,
+/// What cuDNN and cuBLAS multiply: f32, or bf16 under [`Precision::Bf16`] (always
+/// accumulating in f32).
+trait Element: CudnnDataType + DeviceRepr + Copy {
+    const ONE: Self;
+    const ZERO: Self;
+}
+
+impl Element for f32 {
+    const ONE: Self = 1.0;
+    const ZERO: Self = 0.0;
+}
+
+impl Element for bf16 {
+    const ONE: Self = bf16::ONE;
+    const ZERO: Self = bf16::ZERO;
+}
+
+/// The cuDNN descriptors of one convolution call over elements `T`.
+struct ConvDescriptors<T> {
+    x: TensorDescriptor<T>,
+    w: FilterDescriptor<T>,
     conv: ConvDescriptor<f32>,
-    y: TensorDescriptor<f32>,
+    y: TensorDescriptor<T>,
 }
 
 /// cuDNN's choices for one convolution shape.
@@ -126,7 +144,8 @@ pub struct CudaInner {
     precision: Precision,
     _module: Arc<CudaModule>,
     kernels: HashMap<&'static str, CudaFunction>,
-    plans: Mutex<HashMap<(ConvGeometry, usize), ConvPlan>>,
+    /// Keyed by shape, batch size and element type.
+    plans: Mutex<HashMap<(ConvGeometry, usize, &'static str), ConvPlan>>,
     workspace: Mutex<Option<CudaSlice<u8>>>,
     staging: Mutex<InputStaging>,
     /// ReLU for cuDNN's fused convolution-bias-activation call (NaN propagated, as on the CPU).
@@ -158,6 +177,16 @@ fn launch_1d(len: usize) -> LaunchConfig {
     }
 }
 
+macro_rules! launch {
+    ($backend:expr, $name:expr, $config:expr, $($arg:expr),+ $(,)?) => {{
+        let config = $config;
+        let mut builder = $backend.stream.launch_builder($backend.kernel($name));
+        $(builder.arg($arg);)+
+        // SAFETY: each kernel's argument list in kernels.cu matches these, in order and type.
+        check(unsafe { builder.launch(config) }, concat!("kernel ", $name));
+    }};
+}
+
 impl CudaBackend {
     /// Opens GPU `ordinal`: a context, one stream, cuBLAS and cuDNN on it, and the kernels.
     pub fn new(ordinal: usize, precision: Precision) -> Result<Self, CudaUnavailable> {
@@ -174,6 +203,8 @@ impl CudaBackend {
         let math = match precision {
             Precision::Fp32 => cublasMath_t::CUBLAS_DEFAULT_MATH,
             Precision::Tf32 => cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+            // bf16 products use the tensor cores under the default math mode.
+            Precision::Bf16 => cublasMath_t::CUBLAS_DEFAULT_MATH,
         };
         // SAFETY: a valid handle from CudaBlas::new; the mode is a valid enum value.
         unsafe { cudarc::cublas::sys::cublasSetMathMode(*blas.handle(), math) }
@@ -253,29 +284,6 @@ impl CudaInner {
         self.cudnn_fusion.store(on, Ordering::Relaxed);
     }
 
-    /// The convolution alone (no bias), by cuDNN.
-    fn convolve(
-        &self,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        g: &ConvGeometry,
-        y: &mut CudaSlice<f32>,
-    ) {
-        let n = x.len() / g.in_len();
-        self.with_conv(g, n, |plan, d, workspace| {
-            let op = ConvForward {
-                conv: &d.conv,
-                x: &d.x,
-                w: &d.w,
-                y: &d.y,
-            };
-            // SAFETY: x, w, y have the descriptors' shapes (NCHW f32).
-            let launched =
-                unsafe { op.launch(plan.forward, Some(workspace), (1.0f32, 0.0f32), x, w, y) };
-            check(launched, "cuDNN convolution forward");
-        });
-    }
-
     /// y = relu(conv(x, w) + b) in one cuDNN call; an error if cuDNN refuses the call.
     fn convolve_bias_relu(
         &self,
@@ -286,8 +294,8 @@ impl CudaInner {
         y: &mut CudaSlice<f32>,
     ) -> Result<(), String> {
         let n = x.len() / g.in_len();
-        let bias = self.tensor([1, g.out_channels, 1, 1]);
-        self.with_conv(g, n, |plan, d, workspace| {
+        let bias = self.tensor::<f32>([1, g.out_channels, 1, 1]);
+        self.with_conv::<f32, _>(g, n, |plan, d, workspace| {
             let op = ConvBiasActivationForward {
                 conv: &d.conv,
                 act: &self.relu,
@@ -329,9 +337,9 @@ impl CudaInner {
             .unwrap_or_else(|| panic!("CUDA backend: no kernel `{name}`"))
     }
 
-    fn tensor(&self, dims: [usize; 4]) -> TensorDescriptor<f32> {
+    fn tensor<T: Element>(&self, dims: [usize; 4]) -> TensorDescriptor<T> {
         check(
-            self.cudnn.create_4d_tensor::<f32>(
+            self.cudnn.create_4d_tensor::<T>(
                 cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
                 dims.map(|d| d as i32),
             ),
@@ -340,20 +348,11 @@ impl CudaInner {
     }
 
     /// Descriptors of a convolution over `n` images.
-    fn conv_descriptors(
-        &self,
-        g: &ConvGeometry,
-        n: usize,
-    ) -> (
-        TensorDescriptor<f32>,
-        FilterDescriptor<f32>,
-        ConvDescriptor<f32>,
-        TensorDescriptor<f32>,
-    ) {
+    fn conv_descriptors<T: Element>(&self, g: &ConvGeometry, n: usize) -> ConvDescriptors<T> {
         let x = self.tensor([n, g.in_channels, g.in_h, g.in_w]);
         let y = self.tensor([n, g.out_channels, g.out_h(), g.out_w()]);
         let w = check(
-            self.cudnn.create_4d_filter::<f32>(
+            self.cudnn.create_4d_filter::<T>(
                 cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
                 [g.out_channels, g.in_channels, g.kernel, g.kernel].map(|d| d as i32),
             ),
@@ -370,41 +369,42 @@ impl CudaInner {
         );
         let math = match self.precision {
             Precision::Fp32 => cudnnMathType_t::CUDNN_FMA_MATH,
-            Precision::Tf32 => cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+            Precision::Tf32 | Precision::Bf16 => cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
         };
         check(conv.set_math_type(math), "setting the cuDNN math type");
-        (x, w, conv, y)
+        ConvDescriptors { x, w, conv, y }
     }
 
     /// The cached plan for a shape, choosing it on first use.
-    fn plan(&self, g: &ConvGeometry, n: usize) -> ConvPlan {
+    fn plan<T: Element>(&self, g: &ConvGeometry, n: usize) -> ConvPlan {
+        let key = (*g, n, std::any::type_name::<T>());
         let mut plans = self.plans.lock().expect("plans lock");
-        if let Some(plan) = plans.get(&(*g, n)) {
+        if let Some(plan) = plans.get(&key) {
             return *plan;
         }
-        let (x, w, conv, y) = self.conv_descriptors(g, n);
+        let d = self.conv_descriptors::<T>(g, n);
         let forward_op = ConvForward {
-            conv: &conv,
-            x: &x,
-            w: &w,
-            y: &y,
+            conv: &d.conv,
+            x: &d.x,
+            w: &d.w,
+            y: &d.y,
         };
         let forward = check(forward_op.pick_algorithm(), "choosing a forward algorithm");
         let data_op = ConvBackwardData {
-            conv: &conv,
-            dx: &x,
-            w: &w,
-            dy: &y,
+            conv: &d.conv,
+            dx: &d.x,
+            w: &d.w,
+            dy: &d.y,
         };
         let backward_data = check(
             data_op.pick_algorithm(),
             "choosing a backward-data algorithm",
         );
         let filter_op = ConvBackwardFilter {
-            conv: &conv,
-            x: &x,
-            dw: &w,
-            dy: &y,
+            conv: &d.conv,
+            x: &d.x,
+            dw: &d.w,
+            dy: &d.y,
         };
         let backward_filter = check(
             filter_op.pick_algorithm(),
@@ -434,21 +434,20 @@ impl CudaInner {
             workspace_bytes,
         };
         tracing::debug!(?g, n, ?plan, "cuDNN plan");
-        plans.insert((*g, n), plan);
+        plans.insert(key, plan);
         plan
     }
 
     /// Runs one cuDNN convolution call of shape `g` over `n` images: `f` gets the cached plan,
     /// fresh descriptors and a workspace big enough for the plan.
-    fn with_conv<R>(
+    fn with_conv<T: Element, R>(
         &self,
         g: &ConvGeometry,
         n: usize,
-        f: impl FnOnce(&ConvPlan, &ConvDescriptors, &mut CudaSlice<u8>) -> R,
+        f: impl FnOnce(&ConvPlan, &ConvDescriptors<T>, &mut CudaSlice<u8>) -> R,
     ) -> R {
-        let plan = self.plan(g, n);
-        let (x, w, conv, y) = self.conv_descriptors(g, n);
-        let descriptors = ConvDescriptors { x, w, conv, y };
+        let plan = self.plan::<T>(g, n);
+        let descriptors = self.conv_descriptors::<T>(g, n);
         self.with_workspace(plan.workspace_bytes, |workspace| {
             f(&plan, &descriptors, workspace)
         })
@@ -467,28 +466,52 @@ impl CudaInner {
         f(workspace.as_mut().expect("allocated above"))
     }
 
-    fn conv_data_backward(
+    /// y = conv(x, w) (no bias) over elements `T`.
+    fn conv_forward_of<T: Element>(
         &self,
-        dy: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
+        x: &CudaSlice<T>,
+        w: &CudaSlice<T>,
         g: &ConvGeometry,
-        dx: &mut CudaSlice<f32>,
+        y: &mut CudaSlice<T>,
+    ) {
+        let n = x.len() / g.in_len();
+        self.with_conv::<T, _>(g, n, |plan, d, workspace| {
+            let op = ConvForward {
+                conv: &d.conv,
+                x: &d.x,
+                w: &d.w,
+                y: &d.y,
+            };
+            // SAFETY: x, w, y have the descriptors' shapes (NCHW).
+            let launched =
+                unsafe { op.launch(plan.forward, Some(workspace), (T::ONE, T::ZERO), x, w, y) };
+            check(launched, "cuDNN convolution forward");
+        });
+    }
+
+    /// dx = the input gradient of a convolution, given dy (also the deconvnet's filtering).
+    fn conv_data_backward_of<T: Element>(
+        &self,
+        dy: &CudaSlice<T>,
+        w: &CudaSlice<T>,
+        g: &ConvGeometry,
+        dx: &mut CudaSlice<T>,
     ) {
         let n = dy.len() / g.out_len();
-        self.with_conv(g, n, |plan, d, workspace| {
+        self.with_conv::<T, _>(g, n, |plan, d, workspace| {
             let op = ConvBackwardData {
                 conv: &d.conv,
                 dx: &d.x,
                 w: &d.w,
                 dy: &d.y,
             };
-            // SAFETY: dy, w, dx have the descriptors' shapes (NCHW f32): the engine allocates
+            // SAFETY: dy, w, dx have the descriptors' shapes (NCHW): the engine allocates
             // them from the same geometry.
             let launched = unsafe {
                 op.launch(
                     plan.backward_data,
                     Some(workspace),
-                    (1.0f32, 0.0f32),
+                    (T::ONE, T::ZERO),
                     dx,
                     w,
                     dy,
@@ -498,14 +521,160 @@ impl CudaInner {
         });
     }
 
-    fn gemm(
+    /// dw = the filter gradient of a convolution.
+    fn conv_filter_backward_of<T: Element>(
+        &self,
+        x: &CudaSlice<T>,
+        dy: &CudaSlice<T>,
+        g: &ConvGeometry,
+        dw: &mut CudaSlice<T>,
+    ) {
+        let n = x.len() / g.in_len();
+        self.with_conv::<T, _>(g, n, |plan, d, workspace| {
+            let op = ConvBackwardFilter {
+                conv: &d.conv,
+                x: &d.x,
+                dw: &d.w,
+                dy: &d.y,
+            };
+            // SAFETY: x, dw, dy have the descriptors' shapes (NCHW).
+            let launched = unsafe {
+                op.launch(
+                    plan.backward_filter,
+                    Some(workspace),
+                    (T::ONE, T::ZERO),
+                    x,
+                    dw,
+                    dy,
+                )
+            };
+            check(launched, "cuDNN convolution backward-filter");
+        });
+    }
+
+    fn is_bf16(&self) -> bool {
+        self.precision == Precision::Bf16
+    }
+
+    /// An uninitialised device buffer, for outputs that a kernel or library call overwrites.
+    fn scratch<T: DeviceRepr>(&self, len: usize) -> CudaSlice<T> {
+        // SAFETY: every caller writes the whole buffer before reading it.
+        check(unsafe { self.stream.alloc::<T>(len.max(1)) }, "allocating")
+    }
+
+    /// `x` rounded to bf16 (nearest even).
+    fn to_bf16(&self, x: &CudaSlice<f32>) -> CudaSlice<bf16> {
+        let mut y = self.scratch::<bf16>(x.len());
+        let len = x.len() as i64;
+        launch!(self, "to_bf16", launch_1d(x.len()), x, &mut y, &len);
+        y
+    }
+
+    /// `x` widened to f32, into `y`.
+    fn widen_bf16(&self, x: &CudaSlice<bf16>, y: &mut CudaSlice<f32>) {
+        let len = y.len() as i64;
+        launch!(self, "from_bf16", launch_1d(y.len()), x, y, &len);
+    }
+
+    /// y = conv(x, w) + b, rectified when `relu`: in f32 (or TF32), or in bf16 with the bias
+    /// (and ReLU) applied as the result is widened back to f32.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_bias(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        g: &ConvGeometry,
+        y: &mut CudaSlice<f32>,
+        relu: bool,
+    ) {
+        let total = y.len() as i32;
+        let (channels, plane) = (g.out_channels as i32, (g.out_h() * g.out_w()) as i32);
+        if self.is_bf16() {
+            let (x16, w16) = (self.to_bf16(x), self.to_bf16(w));
+            let mut y16 = self.scratch::<bf16>(y.len());
+            self.conv_forward_of(&x16, &w16, g, &mut y16);
+            let relu = i32::from(relu);
+            launch!(
+                self,
+                "from_bf16_bias",
+                launch_1d(y.len()),
+                &y16,
+                b,
+                y,
+                &total,
+                &channels,
+                &plane,
+                &relu
+            );
+            return;
+        }
+        self.conv_forward_of(x, w, g, y);
+        if relu {
+            launch!(
+                self,
+                "add_channel_bias_relu",
+                launch_1d(y.len()),
+                y,
+                b,
+                &total,
+                &channels,
+                &plane
+            );
+        } else {
+            launch!(
+                self,
+                "add_channel_bias",
+                launch_1d(y.len()),
+                y,
+                b,
+                &total,
+                &channels,
+                &plane
+            );
+        }
+    }
+
+    /// The input gradient (or deconvnet filtering) in the backend's precision.
+    fn conv_data_backward(
+        &self,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        g: &ConvGeometry,
+        dx: &mut CudaSlice<f32>,
+    ) {
+        if self.is_bf16() {
+            let (dy16, w16) = (self.to_bf16(dy), self.to_bf16(w));
+            self.conv_data_backward_bf16(&dy16, &w16, g, dx);
+        } else {
+            self.conv_data_backward_of(dy, w, g, dx);
+        }
+    }
+
+    fn conv_data_backward_bf16(
+        &self,
+        dy16: &CudaSlice<bf16>,
+        w16: &CudaSlice<bf16>,
+        g: &ConvGeometry,
+        dx: &mut CudaSlice<f32>,
+    ) {
+        let mut dx16 = self.scratch::<bf16>(dx.len());
+        self.conv_data_backward_of(dy16, w16, g, &mut dx16);
+        self.widen_bf16(&dx16, dx);
+    }
+
+    /// Column-major C (f32) = op(A) op(B): SGEMM on f32 operands (TF32 where allowed), or
+    /// GemmEx on bf16 operands with f32 accumulation and output.
+    fn gemm<T: Element>(
         &self,
         (transa, transb): (bool, bool),
         (m, n, k): (usize, usize, usize),
-        (a, lda): (&CudaSlice<f32>, usize),
-        (b, ldb): (&CudaSlice<f32>, usize),
+        (a, lda): (&CudaSlice<T>, usize),
+        (b, ldb): (&CudaSlice<T>, usize),
         (c, ldc): (&mut CudaSlice<f32>, usize),
     ) {
+        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
+        use cudarc::driver::{DevicePtr, DevicePtrMut};
         let op = |t: bool| {
             if t {
                 cublasOperation_t::CUBLAS_OP_T
@@ -513,32 +682,47 @@ impl CudaInner {
                 cublasOperation_t::CUBLAS_OP_N
             }
         };
-        let config = GemmConfig {
-            transa: op(transa),
-            transb: op(transb),
-            m: m as i32,
-            n: n as i32,
-            k: k as i32,
-            alpha: 1.0f32,
-            lda: lda as i32,
-            ldb: ldb as i32,
-            beta: 0.0f32,
-            ldc: ldc as i32,
+        let element = if std::any::type_name::<T>() == std::any::type_name::<bf16>() {
+            cudaDataType::CUDA_R_16BF
+        } else {
+            cudaDataType::CUDA_R_32F
         };
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (a_ptr, _a_guard) = a.device_ptr(&self.stream);
+        let (b_ptr, _b_guard) = b.device_ptr(&self.stream);
+        let (c_ptr, _c_guard) = c.device_ptr_mut(&self.stream);
         // SAFETY: the dimensions and leading dimensions describe buffers of the lengths the
-        // engine allocated (checked by the callers' shapes).
-        check(unsafe { self.blas.gemm(config, a, b, c) }, "cuBLAS SGEMM");
+        // engine allocated (checked by the callers' shapes); alpha and beta are f32 as the
+        // 32F compute type requires; the handle is on this backend's stream.
+        let result = unsafe {
+            cudarc::cublas::result::gemm_ex(
+                *self.blas.handle(),
+                op(transa),
+                op(transb),
+                m as i32,
+                n as i32,
+                k as i32,
+                (&alpha) as *const f32 as *const _,
+                a_ptr as *const _,
+                element,
+                lda as i32,
+                b_ptr as *const _,
+                element,
+                ldb as i32,
+                (&beta) as *const f32 as *const _,
+                c_ptr as *mut _,
+                cudaDataType::CUDA_R_32F,
+                ldc as i32,
+                match self.precision {
+                    Precision::Fp32 => cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                    Precision::Tf32 => cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32,
+                    Precision::Bf16 => cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                },
+                cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        };
+        check(result, "cuBLAS GEMM");
     }
-}
-
-macro_rules! launch {
-    ($backend:expr, $name:expr, $config:expr, $($arg:expr),+ $(,)?) => {{
-        let config = $config;
-        let mut builder = $backend.stream.launch_builder($backend.kernel($name));
-        $(builder.arg($arg);)+
-        // SAFETY: each kernel's argument list in kernels.cu matches these, in order and type.
-        check(unsafe { builder.launch(config) }, concat!("kernel ", $name));
-    }};
 }
 
 impl Backend for CudaBackend {
@@ -661,19 +845,7 @@ impl Backend for CudaBackend {
         g: &ConvGeometry,
         y: &mut CudaSlice<f32>,
     ) {
-        self.convolve(x, w, g, y);
-        let total = y.len() as i32;
-        let (channels, plane) = (g.out_channels as i32, (g.out_h() * g.out_w()) as i32);
-        launch!(
-            self,
-            "add_channel_bias",
-            launch_1d(y.len()),
-            y,
-            b,
-            &total,
-            &channels,
-            &plane
-        );
+        self.conv_bias(x, w, b, g, y, false);
     }
 
     fn conv_forward_relu(
@@ -684,7 +856,9 @@ impl Backend for CudaBackend {
         g: &ConvGeometry,
         y: &mut CudaSlice<f32>,
     ) {
-        if self.cudnn_fusion() {
+        // cuDNN's fused call (f32 and TF32); under bf16 the epilogue that widens the result
+        // adds the bias and rectifies anyway.
+        if self.cudnn_fusion() && !self.is_bf16() {
             match self.convolve_bias_relu(x, w, b, g, y) {
                 Ok(()) => return,
                 Err(error) => {
@@ -697,19 +871,7 @@ impl Backend for CudaBackend {
                 }
             }
         }
-        self.convolve(x, w, g, y);
-        let total = y.len() as i32;
-        let (channels, plane) = (g.out_channels as i32, (g.out_h() * g.out_w()) as i32);
-        launch!(
-            self,
-            "add_channel_bias_relu",
-            launch_1d(y.len()),
-            y,
-            b,
-            &total,
-            &channels,
-            &plane
-        );
+        self.conv_bias(x, w, b, g, y, true);
     }
 
     fn conv_backward(
@@ -723,26 +885,22 @@ impl Backend for CudaBackend {
         db: &mut CudaSlice<f32>,
     ) {
         let n = x.len() / g.in_len();
-        self.with_conv(g, n, |plan, d, workspace| {
-            let op = ConvBackwardFilter {
-                conv: &d.conv,
-                x: &d.x,
-                dw: &d.w,
-                dy: &d.y,
-            };
-            // SAFETY: x, dw, dy have the descriptors' shapes (NCHW f32).
-            let launched = unsafe {
-                op.launch(
-                    plan.backward_filter,
-                    Some(workspace),
-                    (1.0f32, 0.0f32),
-                    x,
-                    dw,
-                    dy,
-                )
-            };
-            check(launched, "cuDNN convolution backward-filter");
-        });
+        if self.is_bf16() {
+            let (x16, dy16) = (self.to_bf16(x), self.to_bf16(dy));
+            let mut dw16 = self.scratch::<bf16>(dw.len());
+            self.conv_filter_backward_of(&x16, &dy16, g, &mut dw16);
+            self.widen_bf16(&dw16, dw);
+            if let Some(dx) = dx {
+                let w16 = self.to_bf16(w);
+                self.conv_data_backward_bf16(&dy16, &w16, g, dx);
+            }
+        } else {
+            self.conv_filter_backward_of(x, dy, g, dw);
+            if let Some(dx) = dx {
+                self.conv_data_backward_of(dy, w, g, dx);
+            }
+        }
+        // The bias gradient from the f32 dy in every precision.
         let (n_images, channels, plane) = (
             n as i32,
             g.out_channels as i32,
@@ -763,9 +921,6 @@ impl Backend for CudaBackend {
             &channels,
             &plane
         );
-        if let Some(dx) = dx {
-            self.conv_data_backward(dy, w, g, dx);
-        }
     }
 
     fn conv_transpose(
@@ -936,13 +1091,13 @@ impl Backend for CudaBackend {
     ) {
         let n = x.len() / n_in;
         // Row-major y (N x OUT) = x (N x IN) w^T; column-major: y^T = w x^T with w^T stored.
-        self.gemm(
-            (true, false),
-            (n_out, n, n_in),
-            (w, n_in),
-            (x, n_in),
-            (y, n_out),
-        );
+        let shape = ((true, false), (n_out, n, n_in));
+        if self.is_bf16() {
+            let (w16, x16) = (self.to_bf16(w), self.to_bf16(x));
+            self.gemm(shape.0, shape.1, (&w16, n_in), (&x16, n_in), (y, n_out));
+        } else {
+            self.gemm(shape.0, shape.1, (w, n_in), (x, n_in), (y, n_out));
+        }
         let (total, outputs) = (y.len() as i32, n_out as i32);
         launch!(
             self,
@@ -968,13 +1123,34 @@ impl Backend for CudaBackend {
     ) {
         let n = x.len() / n_in;
         // dw (OUT x IN, row-major) = dy^T x; column-major: dw^T (IN x OUT) = x^T dy.
-        self.gemm(
-            (false, true),
-            (n_in, n_out, n),
-            (x, n_in),
-            (dy, n_out),
-            (dw, n_in),
-        );
+        let dw_shape = ((false, true), (n_in, n_out, n));
+        // dx (N x IN) = dy w; column-major: dx^T (IN x N) = w^T dy^T.
+        let dx_shape = ((false, false), (n_in, n, n_out));
+        if self.is_bf16() {
+            let (x16, dy16) = (self.to_bf16(x), self.to_bf16(dy));
+            self.gemm(
+                dw_shape.0,
+                dw_shape.1,
+                (&x16, n_in),
+                (&dy16, n_out),
+                (dw, n_in),
+            );
+            if let Some(dx) = dx {
+                let w16 = self.to_bf16(w);
+                self.gemm(
+                    dx_shape.0,
+                    dx_shape.1,
+                    (&w16, n_in),
+                    (&dy16, n_out),
+                    (dx, n_in),
+                );
+            }
+        } else {
+            self.gemm(dw_shape.0, dw_shape.1, (x, n_in), (dy, n_out), (dw, n_in));
+            if let Some(dx) = dx {
+                self.gemm(dx_shape.0, dx_shape.1, (w, n_in), (dy, n_out), (dx, n_in));
+            }
+        }
         let (rows, outputs) = (n as i32, n_out as i32);
         launch!(
             self,
@@ -985,16 +1161,6 @@ impl Backend for CudaBackend {
             &rows,
             &outputs
         );
-        if let Some(dx) = dx {
-            // dx (N x IN) = dy w; column-major: dx^T (IN x N) = w^T dy^T.
-            self.gemm(
-                (false, false),
-                (n_in, n, n_out),
-                (w, n_in),
-                (dy, n_out),
-                (dx, n_in),
-            );
-        }
     }
 
     fn softmax_cross_entropy(

@@ -263,6 +263,51 @@ extern "C" __global__ void crop_batch(const unsigned char* images, const int* cr
     out[i] = (float)images[image * image_len + source] - mean[source];
 }
 
+// --- bf16 mixed precision ---------------------------------------------------------------------
+// Under Precision::Bf16 buffers stay f32 (the master copy); each convolution and product casts
+// its operands to bf16 (as PyTorch's autocast does), cuDNN and cuBLAS multiply in bf16 on the
+// tensor cores with f32 accumulation, and results come back to f32. bf16 values travel as
+// their 16 bits (unsigned short), so these kernels need no cuda_bf16.h.
+
+// f32 -> bf16 bits, rounding to nearest even; a NaN stays a quiet NaN (half::bf16::from_f32).
+__device__ __forceinline__ unsigned short zf_to_bf16(float f) {
+    unsigned int bits = __float_as_uint(f);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+        return (unsigned short)((bits >> 16) | 0x40u);
+    }
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (unsigned short)(bits >> 16);
+}
+
+__device__ __forceinline__ float zf_from_bf16(unsigned short h) {
+    return __uint_as_float(((unsigned int)h) << 16);
+}
+
+extern "C" __global__ void to_bf16(const float* x, unsigned short* y, long long len) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < len) {
+        y[i] = zf_to_bf16(x[i]);
+    }
+}
+
+extern "C" __global__ void from_bf16(const unsigned short* x, float* y, long long len) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < len) {
+        y[i] = zf_from_bf16(x[i]);
+    }
+}
+
+// A bf16 convolution's output back to f32 with its bias added and, when `relu`, rectified
+// (a NaN stays NaN): the epilogue of conv_forward(_relu) under bf16.
+extern "C" __global__ void from_bf16_bias(const unsigned short* x, const float* b, float* y,
+                                          int total, int channels, int plane, int relu) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) {
+        float v = zf_from_bf16(x[i]) + b[(i / plane) % channels];
+        y[i] = (relu && v < 0.0f) ? 0.0f : v;
+    }
+}
+
 // x[i] *= m[i] (dropout with a precomputed mask, and its backward).
 extern "C" __global__ void multiply(float* x, const float* m, int len) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -17,18 +17,19 @@ pub trait BackendTask {
     fn run<B: engine::Backend>(self, backend: B) -> Self::Output;
 }
 
-/// Runs `task` on the backend named by a stage's `device` param: `cpu`, `cuda` (true fp32)
-/// or `cuda-tf32`. A GPU device in a build without the `cuda` feature, or on a machine without
+/// Runs `task` on the backend named by a stage's `device` param: `cpu`, `cuda` (true fp32),
+/// `cuda-tf32` or `cuda-bf16` (bf16 mixed precision). A GPU device in a build without the `cuda` feature, or on a machine without
 /// a usable GPU, is an error that says so.
 pub fn run_on<T: BackendTask>(device: &str, task: T) -> Result<T::Output, CudaUnavailable> {
     let precision = match device {
         "cpu" => return Ok(task.run(engine::CpuBackend)),
         "cuda" => Precision::Fp32,
         "cuda-tf32" => Precision::Tf32,
+        "cuda-bf16" => Precision::Bf16,
         other => {
             return Err(CudaUnavailable::Init {
                 what: format!("choosing the device `{other}`"),
-                error: "unknown device; cpu, cuda or cuda-tf32".to_owned(),
+                error: "unknown device; cpu, cuda, cuda-tf32 or cuda-bf16".to_owned(),
             });
         }
     };
@@ -79,6 +80,11 @@ pub enum Precision {
     Fp32,
     /// fp32 storage, TF32 tensor-core products (Ampere and later).
     Tf32,
+    /// bf16 mixed precision: f32 buffers and master weights; every convolution and fully
+    /// connected product casts its operands to bf16 (as PyTorch's autocast does) and
+    /// multiplies on the tensor cores, accumulating in f32; element-wise ops, the loss and
+    /// the update stay f32.
+    Bf16,
 }
 
 impl std::str::FromStr for Precision {
@@ -88,7 +94,8 @@ impl std::str::FromStr for Precision {
         match text {
             "fp32" => Ok(Precision::Fp32),
             "tf32" => Ok(Precision::Tf32),
-            other => Err(format!("unknown precision `{other}`: fp32 or tf32")),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("unknown precision `{other}`: fp32, tf32 or bf16")),
         }
     }
 }
@@ -169,6 +176,7 @@ mod tests {
     fn precision_names_parse_and_unknown_ones_are_named() {
         assert_eq!("fp32".parse::<Precision>(), Ok(Precision::Fp32));
         assert_eq!("tf32".parse::<Precision>(), Ok(Precision::Tf32));
+        assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
         assert!("fp16".parse::<Precision>().unwrap_err().contains("fp16"));
     }
 
@@ -188,7 +196,7 @@ mod tests {
             run_on("tpu", Name)
                 .unwrap_err()
                 .to_string()
-                .contains("cuda-tf32")
+                .contains("cuda-bf16")
         );
         match run_on("cuda", Name) {
             Ok(name) => assert_eq!(name, "cuda"),

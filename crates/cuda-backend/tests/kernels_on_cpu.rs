@@ -606,3 +606,80 @@ fn relu_and_masks_act_elementwise() {
     k.launch_1d(1000, || unsafe { multiply(gp.0, mp.0, len) });
     assert_close("mask", &expected, &got, 0.0);
 }
+
+#[test]
+fn bf16_casts_round_to_nearest_even_like_the_half_crate_and_come_back_exactly() {
+    let Some(k) = Kernels::get() else { return };
+    type ToBf16 = unsafe extern "C" fn(*const f32, *mut u16, i64);
+    type FromBf16 = unsafe extern "C" fn(*const u16, *mut f32, i64);
+    type FromBf16Bias = unsafe extern "C" fn(*const u16, *const f32, *mut f32, i32, i32, i32, i32);
+    // SAFETY: the signatures of kernels.cu.
+    let (to_bf16, from_bf16, from_bf16_bias): (ToBf16, FromBf16, FromBf16Bias) = unsafe {
+        (
+            k.kernel("to_bf16"),
+            k.kernel("from_bf16"),
+            k.kernel("from_bf16_bias"),
+        )
+    };
+    // Ordinary values, exact ties both ways, the edges of the range, subnormals, NaN, inf.
+    let mut x: Vec<f32> = uniform(2000, 40).iter().map(|v| v * 1e3).collect();
+    x.extend([
+        f32::from_bits(0x3f80_8000), // 1 + 2^-8: a tie, rounds to even (down)
+        f32::from_bits(0x3f81_8000), // a tie that rounds up
+        f32::MAX,
+        f32::MIN_POSITIVE,
+        f32::from_bits(1),
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::from_bits(0x7f80_0001), // a signalling NaN whose payload would round away
+    ]);
+    let len = x.len();
+    let mut bits = vec![0u16; len];
+    let (xp, bp) = (Shared::of_const(&x), Shared::of(&mut bits));
+    k.launch_1d(len, || unsafe { to_bf16(xp.0, bp.0, len as i64) });
+    let expected: Vec<u16> = x
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_bits())
+        .collect();
+    assert_eq!(bits, expected, "f32 -> bf16 bits");
+
+    let mut back = vec![0.0f32; len];
+    let backp = Shared::of(&mut back);
+    k.launch_1d(len, || unsafe { from_bf16(bp.0, backp.0, len as i64) });
+    let expected: Vec<u32> = bits
+        .iter()
+        .map(|&b| half::bf16::from_bits(b).to_f32().to_bits())
+        .collect();
+    assert_eq!(
+        back.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        expected
+    );
+
+    let (channels, plane) = (4usize, 5usize);
+    let total = channels * plane * 3;
+    let bias = uniform(channels, 41);
+    for relu in [0, 1] {
+        let mut y = vec![0.0f32; total];
+        let (bias_p, yp) = (Shared::of_const(&bias), Shared::of(&mut y));
+        k.launch_1d(total, || unsafe {
+            from_bf16_bias(
+                bp.0,
+                bias_p.0,
+                yp.0,
+                total as i32,
+                channels as i32,
+                plane as i32,
+                relu,
+            )
+        });
+        let mut expected: Vec<f32> = (0..total)
+            .map(|i| half::bf16::from_bits(bits[i]).to_f32() + bias[(i / plane) % channels])
+            .collect();
+        if relu == 1 {
+            engine::cpu::activation::relu(&mut expected);
+        }
+        assert_close("bf16 output with bias", &expected, &y, 0.0);
+    }
+}

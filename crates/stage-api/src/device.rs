@@ -3,14 +3,14 @@
 
 use crate::{ParamSpec, Params, Resources};
 
-/// `device: cpu | cuda | cuda-tf32` (`cuda` is true fp32; `cuda-tf32` lets cuDNN and cuBLAS
-/// use TF32 tensor cores).
+/// `device: cpu | cuda | cuda-tf32 | cuda-bf16` (`cuda` is true fp32; `cuda-tf32` lets cuDNN
+/// and cuBLAS use TF32 tensor cores; `cuda-bf16` multiplies in bf16 with f32 master weights).
 pub fn device_param() -> ParamSpec {
     ParamSpec::choice(
         "device",
         "cpu",
-        &["cpu", "cuda", "cuda-tf32"],
-        "Where the network runs: the CPU, or GPU 0 in fp32 (`cuda`) or TF32 (`cuda-tf32`); the GPU needs a build with `--features cuda`.",
+        &["cpu", "cuda", "cuda-tf32", "cuda-bf16"],
+        "Where the network runs: the CPU, or GPU 0 in fp32 (`cuda`), TF32 (`cuda-tf32`) or bf16 mixed precision (`cuda-bf16`); the GPU needs a build with `--features cuda`.",
     )
 }
 

@@ -74,6 +74,8 @@ fn parity(precision: Precision) -> usize {
     let tolerance = match precision {
         Precision::Fp32 => 1e-3,
         Precision::Tf32 => 3e-2,
+        // bf16 keeps 8 bits of mantissa (relative rounding 2^-9 per operand) through 8 layers.
+        Precision::Bf16 => 6e-2,
     };
     println!("\n## parity, {precision:?}: full ZF net, batch {PARITY_BATCH}, GPU vs CPU\n");
     println!("| quantity | max relative error | tolerance | |");
@@ -464,6 +466,7 @@ fn main() {
     if what == "parity" || what == "all" {
         failures += parity(Precision::Fp32);
         failures += parity(Precision::Tf32);
+        failures += parity(Precision::Bf16);
     }
     if what == "speed" || what == "all" {
         println!("\n## speed: full ZF net, batch {SPEED_BATCH}, 224x224, 1000 classes\n");
@@ -473,6 +476,7 @@ fn main() {
         println!("|---|---|---|---|---|---|---|");
         speed(Precision::Fp32, 20);
         speed(Precision::Tf32, 20);
+        speed(Precision::Bf16, 20);
     }
     if what == "train" || what == "all" {
         match &fashion {
