@@ -308,6 +308,9 @@ impl CudaInner {
             // cuDNN computes act(alpha1 conv(x) + alpha2 z + bias); with alpha2 = 0 the side
             // input z is y itself (cuDNN allows z to alias y), borrowed here through a second
             // handle on y's memory that is leaked, not freed, afterwards.
+            // z = y is read (times 0) before it is written: it must hold numbers, not
+            // whatever an uninitialised output buffer held (0 * NaN is NaN).
+            check(self.stream.memset_zeros(y), "clearing the output");
             let (y_ptr, record) = cudarc::driver::DevicePtr::device_ptr(&*y, &self.stream);
             drop(record);
             // SAFETY: y_ptr is y's live allocation of y.len() f32s; `z` is leaked below, so
@@ -729,6 +732,8 @@ impl Backend for CudaBackend {
     type Buffer = CudaSlice<f32>;
     type Switches = CudaSlice<u32>;
     type Counter = CudaSlice<u32>;
+    /// Each row's loss, on the device until read.
+    type Loss = CudaSlice<f32>;
 
     fn name(&self) -> &'static str {
         "cuda"
@@ -739,6 +744,14 @@ impl Backend for CudaBackend {
             return check(self.stream.null::<f32>(), "allocating an empty buffer");
         }
         check(self.stream.alloc_zeros::<f32>(len), "allocating")
+    }
+
+    fn output(&self, len: usize) -> CudaSlice<f32> {
+        // Every kernel and library call of this backend writes all of its output.
+        if len == 0 {
+            return self.zeros(0);
+        }
+        self.scratch(len)
     }
 
     fn upload(&self, data: &[f32]) -> CudaSlice<f32> {
@@ -758,7 +771,8 @@ impl Backend for CudaBackend {
     }
 
     fn switches(&self, len: usize) -> CudaSlice<u32> {
-        check(self.stream.alloc_zeros::<u32>(len), "allocating switches")
+        // Written in full by max_pool.
+        self.scratch(len)
     }
 
     fn download_switches(&self, switches: &CudaSlice<u32>) -> Vec<u32> {
@@ -820,7 +834,7 @@ impl Backend for CudaBackend {
             .flat_map(|c| [c.top as i32, c.left as i32, i32::from(c.flip)])
             .collect();
         let table = check(self.stream.clone_htod(&table), "uploading the crops");
-        let mut out = self.zeros(images.len() * 3 * crop_size * crop_size);
+        let mut out = self.output(images.len() * 3 * crop_size * crop_size);
         let (n, size, crop) = (images.len() as i32, image_size as i32, crop_size as i32);
         launch!(
             self,
@@ -1169,11 +1183,11 @@ impl Backend for CudaBackend {
         labels: &[usize],
         classes: usize,
         dlogits: &mut CudaSlice<f32>,
-    ) -> f32 {
+    ) -> CudaSlice<f32> {
         let rows = labels.len();
         let labels_i32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
         let labels_device = check(self.stream.clone_htod(&labels_i32), "uploading labels");
-        let mut row_loss = check(self.stream.alloc_zeros::<f32>(rows), "allocating losses");
+        let mut row_loss = self.scratch::<f32>(rows);
         let (rows_i, classes_i) = (rows as i32, classes as i32);
         launch!(
             self,
@@ -1186,10 +1200,14 @@ impl Backend for CudaBackend {
             &rows_i,
             &classes_i
         );
+        row_loss
+    }
+
+    fn read_loss(&self, row_loss: CudaSlice<f32>) -> f32 {
         // Summed in row order on the host, like the CPU backend.
         let losses = check(self.stream.clone_dtoh(&row_loss), "downloading losses");
         let total = losses.iter().fold(0.0f32, |sum, &l| sum + l);
-        total * (1.0 / rows as f32)
+        total * (1.0 / losses.len() as f32)
     }
 
     fn softmax(&self, logits: &CudaSlice<f32>, classes: usize) -> Vec<f32> {

@@ -17,12 +17,20 @@ pub trait Backend: Send + Sync + Clone {
     type Buffer: Send + Sync;
     /// Max-pool switches (argmax locations, §2.1).
     type Switches: Send + Sync;
+    /// A batch's loss, possibly still being computed (see [`Backend::read_loss`]).
+    type Loss: Send;
     /// A count kept where the backend computes (filters renormalised), read only when
     /// wanted, so that an update step needs no round trip to the host.
     type Counter: Send + Sync;
 
     fn name(&self) -> &'static str;
     fn zeros(&self, len: usize) -> Self::Buffer;
+    /// A buffer for an op to overwrite completely (every op's output): zeros by default, as
+    /// some CPU kernels accumulate into their output; a GPU backend, whose kernels all write
+    /// every element, skips the memset.
+    fn output(&self, len: usize) -> Self::Buffer {
+        self.zeros(len)
+    }
     fn upload(&self, data: &[f32]) -> Self::Buffer;
     fn download(&self, buffer: &Self::Buffer) -> Vec<f32>;
     /// `data` as a buffer, taking ownership: no copy where host memory is the device's (CPU).
@@ -164,14 +172,17 @@ pub trait Backend: Send + Sync + Clone {
         dw: &mut Self::Buffer,
         db: &mut Self::Buffer,
     );
-    /// Mean cross-entropy of N x C logits; writes dL/dlogits.
+    /// Mean cross-entropy of N x C logits; writes dL/dlogits. The loss is read with
+    /// [`Backend::read_loss`], which a GPU backend defers until the caller needs the number.
     fn softmax_cross_entropy(
         &self,
         logits: &Self::Buffer,
         labels: &[usize],
         classes: usize,
         dlogits: &mut Self::Buffer,
-    ) -> f32;
+    ) -> Self::Loss;
+    /// The mean loss (waits for it on a GPU).
+    fn read_loss(&self, loss: Self::Loss) -> f32;
     /// Row-wise softmax probabilities, downloaded.
     fn softmax(&self, logits: &Self::Buffer, classes: usize) -> Vec<f32>;
     #[allow(clippy::too_many_arguments)]
@@ -229,6 +240,7 @@ impl Backend for CpuBackend {
     type Buffer = Vec<f32>;
     type Switches = Vec<u32>;
     type Counter = u64;
+    type Loss = f32;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -402,6 +414,10 @@ impl Backend for CpuBackend {
         dlogits: &mut Vec<f32>,
     ) -> f32 {
         cpu::softmax::softmax_cross_entropy(logits, labels, classes, dlogits)
+    }
+
+    fn read_loss(&self, loss: f32) -> f32 {
+        loss
     }
 
     fn softmax(&self, logits: &Vec<f32>, classes: usize) -> Vec<f32> {

@@ -51,7 +51,7 @@ pub fn project<B: Backend>(
         };
         signal = match &network.ops[i] {
             Op::MaxPool { geometry } => {
-                let mut below = b.zeros(input_len);
+                let mut below = b.output(input_len);
                 let switches = acts.switches[i]
                     .as_ref()
                     .expect("forward kept the switches");
@@ -63,7 +63,7 @@ pub fn project<B: Backend>(
                 signal
             }
             Op::Conv { param, geometry } => {
-                let mut below = b.zeros(input_len);
+                let mut below = b.output(input_len);
                 b.conv_transpose(
                     &signal,
                     &network.params[*param].weight,

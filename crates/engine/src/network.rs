@@ -256,7 +256,7 @@ impl<B: Backend> Network<B> {
             let y = match op {
                 Op::Conv { param, geometry } => {
                     let p = &self.params[*param];
-                    let mut y = b.zeros(out_len);
+                    let mut y = b.output(out_len);
                     if matches!(self.ops.get(i + 1), Some(Op::Relu)) {
                         b.conv_forward_relu(x, &p.weight, &p.bias, geometry, &mut y);
                     } else {
@@ -270,15 +270,15 @@ impl<B: Backend> Network<B> {
                     y
                 }
                 Op::MaxPool { geometry } => {
-                    let mut y = b.zeros(out_len);
+                    let mut y = b.output(out_len);
                     let mut s = b.switches(out_len);
                     b.max_pool(x, geometry, &mut y, &mut s);
                     switches = Some(s);
                     y
                 }
                 Op::Lrn { channels, plane } => {
-                    let mut y = b.zeros(out_len);
-                    let mut s = b.zeros(out_len);
+                    let mut y = b.output(out_len);
+                    let mut s = b.output(out_len);
                     b.lrn_forward(x, *channels, *plane, &self.lrn, &mut y, &mut s);
                     scale = Some(s);
                     y
@@ -286,7 +286,7 @@ impl<B: Backend> Network<B> {
                 Op::Dropout { p } => {
                     let mut y = b.copy(x);
                     if let Mode::Train { dropout_stream } = mode {
-                        let mut m = b.zeros(out_len);
+                        let mut m = b.output(out_len);
                         let seed = stream_key(&[dropout_stream, purpose::DROPOUT, i as u64]);
                         b.dropout(&mut y, *p, seed, &mut m);
                         mask = Some(m);
@@ -295,7 +295,7 @@ impl<B: Backend> Network<B> {
                 }
                 Op::Linear { param, n_in, n_out } => {
                     let p = &self.params[*param];
-                    let mut y = b.zeros(out_len);
+                    let mut y = b.output(out_len);
                     b.linear_forward(x, &p.weight, &p.bias, *n_in, *n_out, &mut y);
                     y
                 }
@@ -310,12 +310,13 @@ impl<B: Backend> Network<B> {
     }
 
     /// Backward from the softmax cross-entropy of `labels`; fills every parameter gradient
-    /// and returns the loss.
+    /// and returns the loss (read once the whole backward pass is queued, so a GPU is not
+    /// left idle waiting for it).
     pub fn backward(&mut self, acts: &Activations<B>, labels: &[usize]) -> f32 {
         let b = &self.backend;
         let classes = self.classes();
-        let mut grad = b.zeros(acts.batch * classes);
-        let loss = b.softmax_cross_entropy(acts.logits(), labels, classes, &mut grad);
+        let mut grad = b.output(acts.batch * classes);
+        let pending_loss = b.softmax_cross_entropy(acts.logits(), labels, classes, &mut grad);
         for i in (0..self.ops.len()).rev() {
             let x = if i == 0 {
                 &acts.input
@@ -327,7 +328,7 @@ impl<B: Backend> Network<B> {
             grad = match &self.ops[i] {
                 Op::Conv { param, geometry } => {
                     let p = &mut self.params[*param];
-                    let mut dx = need_dx.then(|| b.zeros(x_len));
+                    let mut dx = need_dx.then(|| b.output(x_len));
                     b.conv_backward(
                         x,
                         &p.weight,
@@ -347,13 +348,13 @@ impl<B: Backend> Network<B> {
                     grad
                 }
                 Op::MaxPool { geometry } => {
-                    let mut dx = b.zeros(x_len);
+                    let mut dx = b.output(x_len);
                     let switches = acts.switches[i].as_ref().expect("pool keeps switches");
                     b.unpool(&grad, switches, geometry, &mut dx);
                     dx
                 }
                 Op::Lrn { channels, plane } => {
-                    let mut dx = b.zeros(x_len);
+                    let mut dx = b.output(x_len);
                     let scale = acts.lrn_scales[i].as_ref().expect("lrn keeps scales");
                     b.lrn_backward(
                         x,
@@ -375,7 +376,7 @@ impl<B: Backend> Network<B> {
                 }
                 Op::Linear { param, n_in, n_out } => {
                     let p = &mut self.params[*param];
-                    let mut dx = need_dx.then(|| b.zeros(x_len));
+                    let mut dx = need_dx.then(|| b.output(x_len));
                     b.linear_backward(
                         x,
                         &p.weight,
@@ -393,7 +394,7 @@ impl<B: Backend> Network<B> {
                 }
             };
         }
-        loss
+        b.read_loss(pending_loss)
     }
 
     /// §3 update: SGD with momentum on every parameter, then every conv filter whose RMS
