@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check of issue #5, in two halves:
 #
-#   scripts/device-check.sh prepare   # here (no GPU needed): builds zfnet and the check binary
-#                                     # with the `cuda` feature, strips them, stages
-#                                     # Fashion-MNIST — all under target/device (< 64 MiB)
+#   scripts/device-check.sh prepare   # here (no GPU needed): builds zfnet, the check binary and
+#                                     # zfnet-bench with the `cuda` feature, strips and
+#                                     # xz-compresses them, stages Fashion-MNIST — all under
+#                                     # target/device (< 64 MiB, what the device tool carries)
 #   scripts/device-check.sh run       # on the GPU machine, in one go (~5 minutes):
-#       1. zfnet-device-check: parity with the CPU backend (fp32, tf32), speed of the training
-#          step and inference at batch 128 / 224x224, and a learning run of the full ZF net
+#       1. zfnet-device-check: parity with the CPU backend (fp32, tf32, bf16), speed of the
+#          training step and inference at batch 128 / 224x224, and a learning run of the full
+#          ZF net
+#       1b. zfnet-bench top9: the deconvnet's top-9 scan with the full ZF net (issue #6)
 #       2. scripts/torch_zf.py: the identical network and step in PyTorch, same machine
 #       3. a small pipeline end to end with `device: cuda`: dedup, train, deconv_top9,
 #          feature_evolution, extract, occlusion, invariance, correspondence
@@ -23,9 +26,13 @@ case "${1:-}" in
 prepare)
     cargo build --release -p zfnet --features cuda
     cargo build --release -p cuda-backend --features cuda --bin zfnet-device-check
+    cargo build --release -p bench --features cuda --bin zfnet-bench
+    rm -rf "$device/bin"
     mkdir -p "$device/bin" "$device/fashion"
-    strip -o "$device/bin/zfnet" target/release/zfnet
-    strip -o "$device/bin/zfnet-device-check" target/release/zfnet-device-check
+    for binary in zfnet zfnet-device-check zfnet-bench; do
+        strip -o "$device/bin/$binary" "target/release/$binary"
+        xz -T0 -9 "$device/bin/$binary"
+    done
     for name in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
         cp "/usr/share/datasets/fashion-mnist/$name.gz" "$device/fashion/"
     done
@@ -36,6 +43,17 @@ run)
     report="${OUT:-.}/device-check.md"
     root=$(pwd)
     work=$(mktemp -d)
+    bin="$work/bin"
+    mkdir -p "$bin"
+    for binary in zfnet zfnet-device-check zfnet-bench; do
+        if command -v xz >/dev/null; then
+            xz -dc "$device/bin/$binary.xz" > "$bin/$binary"
+        else  # Python's lzma reads .xz too
+            python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+                "$device/bin/$binary.xz" "$bin/$binary"
+        fi
+        chmod +x "$bin/$binary"
+    done
     for file in "$device"/fashion/*.gz; do
         gunzip -c "$file" > "$work/$(basename "$file" .gz)"
     done
@@ -107,18 +125,25 @@ YAML
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
         echo
         echo '```'
-        timeout 240 "$device/bin/zfnet-device-check" all --fashion "$work" --steps "${STEPS:-300}" \
+        timeout 190 "$bin/zfnet-device-check" all --fashion "$work" --steps "${STEPS:-300}" \
             || echo "zfnet-device-check exited with $?"
         echo '```'
         echo
+        echo "## Top-9 scan of the full ZF net (issue #6)"
+        echo
+        for precision in cuda-tf32 cuda-bf16; do
+            timeout 60 "$bin/zfnet-bench" top9 --device "$precision" --arch zf --images 2000 \
+                || echo "zfnet-bench top9 exited with $?"
+        done
+        echo
         echo "## PyTorch, the same network and step"
         echo
-        timeout 200 python3 scripts/torch_zf.py --steps 20 ${TORCH_FLAGS:-} || echo "torch_zf.py exited with $?"
+        timeout 150 python3 scripts/torch_zf.py --steps 20 ${TORCH_FLAGS:-} || echo "torch_zf.py exited with $?"
         echo
         echo "## A pipeline with device: cuda"
         echo
         echo '```'
-        (cd "$work" && time timeout 200 "$root/$device/bin/zfnet" run) || echo "zfnet run exited with $?"
+        (cd "$work" && time timeout 110 "$bin/zfnet" run) || echo "zfnet run exited with $?"
         echo '```'
     } 2>&1 | tee "$report"
     ;;

@@ -37,7 +37,7 @@ fn a_gpu_device_without_the_cuda_build_fails_with_what_to_do() {
     // The usual build: no GPU backend compiled in. (A `--features cuda` build on a machine
     // without the CUDA libraries names the missing library instead.)
     let not_built =
-        text.contains("built without the `cuda` feature") && text.contains("--features cuda");
+        text.contains("this build has no `cuda` feature") && text.contains("--features cuda");
     let no_library = text.contains("was not found");
     assert!(
         (not_built || no_library) && text.contains("device: cpu"),

@@ -324,10 +324,22 @@ pub fn write_noise_images(
     classes: usize,
     seed: u64,
 ) -> Result<()> {
+    write_noise_images_of_size(path, n, 32, first_id, classes, seed)
+}
+
+/// [`write_noise_images`] at `size` x `size` (256 for the full ZF net's 224 crops).
+pub fn write_noise_images_of_size(
+    path: &Path,
+    n: usize,
+    size: u32,
+    first_id: i64,
+    classes: usize,
+    seed: u64,
+) -> Result<()> {
     let mut writer = ImagesWriter::create(path, &Provenance::ad_hoc("noise"))?;
     let mut state = seed;
     for i in 0..n {
-        let pixels = (0..32 * 32 * 3)
+        let pixels = (0..size as usize * size as usize * 3)
             .map(|_| {
                 state = state
                     .wrapping_mul(6364136223846793005)
@@ -340,8 +352,8 @@ pub fn write_noise_images(
             label: (i % classes.max(1)) as i32,
             class_name: String::new(),
             source: String::new(),
-            height: 32,
-            width: 32,
+            height: size,
+            width: size,
             channels: 3,
             pixels,
         })?;

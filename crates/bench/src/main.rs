@@ -39,7 +39,8 @@ fn main() -> Result<()> {
         svm::run()?;
     }
     if wants("top9") {
-        top9::run()?;
+        let after = which.iter().position(|w| w == "top9").map_or(0, |i| i + 1);
+        top9::run(&top9::Top9Options::parse(&which[after..])?)?;
     }
     Ok(())
 }

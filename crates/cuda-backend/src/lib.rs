@@ -104,7 +104,7 @@ impl std::str::FromStr for Precision {
 #[derive(Debug, thiserror::Error)]
 pub enum CudaUnavailable {
     #[error(
-        "this zfnet was built without the `cuda` feature: rebuild with `cargo build --release -p zfnet --features cuda` (no CUDA toolkit is needed to build), or use `device: cpu`"
+        "this build has no `cuda` feature: rebuild with `--features cuda` (e.g. `cargo build --release -p zfnet --features cuda`; no CUDA toolkit is needed to build), or use `device: cpu`"
     )]
     NotBuilt,
     #[error(
