@@ -313,6 +313,13 @@ impl<B: Backend> Network<B> {
     /// and returns the loss (read once the whole backward pass is queued, so a GPU is not
     /// left idle waiting for it).
     pub fn backward(&mut self, acts: &Activations<B>, labels: &[usize]) -> f32 {
+        let loss = self.backward_queued(acts, labels);
+        self.backend.read_loss(loss)
+    }
+
+    /// [`Network::backward`] without reading the loss: on a GPU the pass is queued and the
+    /// host goes on (read the loss with [`Backend::read_loss`] when it is wanted).
+    pub fn backward_queued(&mut self, acts: &Activations<B>, labels: &[usize]) -> B::Loss {
         let b = &self.backend;
         let classes = self.classes();
         let mut grad = b.output(acts.batch * classes);
@@ -394,7 +401,7 @@ impl<B: Backend> Network<B> {
                 }
             };
         }
-        b.read_loss(pending_loss)
+        pending_loss
     }
 
     /// §3 update: SGD with momentum on every parameter, then every conv filter whose RMS

@@ -150,37 +150,54 @@ pub fn train<B: Backend>(
         {
             state.learning_rate *= factor;
         }
-        let (mut loss_sum, mut wrong, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut tally = EpochTally::default();
         network.take_renormalised();
+        let diverged = |loss: f32, step: usize| {
+            Error::Numerical(format!(
+                "training diverged: the loss is {loss} at epoch {}, step {step} (learning \
+                 rate {}). The last good checkpoint (after epoch {}) is kept in {}; lower \
+                 `learning_rate` or `init_std`",
+                epoch + 1,
+                state.learning_rate,
+                state.epochs_done,
+                resume_dir.display()
+            ))
+        };
+        // Pipelined: step k+1's input is cut and uploaded while the backend still runs step
+        // k, whose loss is read only then (on a GPU the host's batch work overlaps the step).
+        let mut in_flight: Option<(usize, QueuedStep<B>)> = None;
         for (step, batch) in
             epoch_batches(train, config.seed, epoch as u64, config.batch_size).enumerate()
         {
             let batch = batch?;
             let (store, indices) = batch.images();
-            let outcome = sgd_step(
+            let key = [config.seed, epoch as u64, step as u64];
+            let (input, labels) =
+                step_input(&network.backend, store, indices, mean, crop_size, key);
+            if let Some((done, queued)) = in_flight.take() {
+                tally
+                    .add(queued.finish(&network))
+                    .map_err(|loss| diverged(loss, done))?;
+            }
+            let queued = queue_sgd_step(
                 &mut network,
-                store,
-                indices,
-                mean,
-                [config.seed, epoch as u64, step as u64],
+                input,
+                labels,
+                key,
                 &update(state.learning_rate),
             );
-            if !outcome.loss.is_finite() {
-                return Err(Error::Numerical(format!(
-                    "training diverged: the loss is {} at epoch {}, step {step} (learning \
-                     rate {}). The last good checkpoint (after epoch {}) is kept in {}; lower \
-                     `learning_rate` or `init_std`",
-                    outcome.loss,
-                    epoch + 1,
-                    state.learning_rate,
-                    state.epochs_done,
-                    resume_dir.display()
-                )));
-            }
-            wrong += outcome.wrong;
-            loss_sum += outcome.loss as f64 * indices.len() as f64;
-            seen += indices.len();
+            in_flight = Some((step, queued));
         }
+        if let Some((done, queued)) = in_flight.take() {
+            tally
+                .add(queued.finish(&network))
+                .map_err(|loss| diverged(loss, done))?;
+        }
+        let EpochTally {
+            loss_sum,
+            wrong,
+            seen,
+        } = tally;
         let val_result = evaluate_set(&network, val, mean, Crops::Centre, config.batch_size)?;
         let metrics = EpochMetrics {
             epoch: epoch + 1,
@@ -347,11 +364,110 @@ pub struct StepOutcome {
     pub loss: f32,
     /// Batch images whose top-1 prediction was wrong.
     pub wrong: usize,
+    /// Images in the batch.
+    pub images: usize,
 }
 
-/// One SGD step on the images `indices` of `store` (§3): a random crop and flip of each,
-/// mean subtracted, forward with dropout, backward, update. Every random choice comes from
-/// streams keyed by `key` = (seed, epoch, step), so a step is reproducible on its own.
+/// Loss and errors of an epoch's steps, as they are read.
+#[derive(Default)]
+struct EpochTally {
+    loss_sum: f64,
+    wrong: usize,
+    seen: usize,
+}
+
+impl EpochTally {
+    /// Adds one step's outcome; a non-finite loss is returned as the error.
+    fn add(&mut self, outcome: StepOutcome) -> std::result::Result<(), f32> {
+        if !outcome.loss.is_finite() {
+            return Err(outcome.loss);
+        }
+        self.wrong += outcome.wrong;
+        self.loss_sum += outcome.loss as f64 * outcome.images as f64;
+        self.seen += outcome.images;
+        Ok(())
+    }
+}
+
+/// The input of one SGD step on the images `indices` of `store` (§3): a random crop and flip
+/// of each, drawn from the stream keyed by `key` = (seed, epoch, step), mean subtracted, cut
+/// by the backend (on a GPU: bytes uploaded, crops cut there); and the images' labels.
+pub fn step_input<B: Backend>(
+    backend: &B,
+    store: &ImageStore,
+    indices: &[usize],
+    mean: &[f32],
+    crop_size: usize,
+    key: [u64; 3],
+) -> (B::Buffer, Vec<usize>) {
+    let [seed, epoch, step] = key;
+    let mut crop_rng = rng_for(&[seed, purpose::CROP, epoch, step]);
+    let crops: Vec<Crop> = indices
+        .iter()
+        .map(|_| random_crop(store.image_size as u32, crop_size as u32, crop_rng.random()))
+        .collect();
+    let input = store.batch(backend, indices, &crops, crop_size, mean);
+    let labels = indices.iter().map(|&i| store.labels[i]).collect();
+    (input, labels)
+}
+
+/// An SGD step queued on the backend whose loss and errors have not been read yet.
+pub struct QueuedStep<B: Backend> {
+    loss: B::Loss,
+    logits: B::Buffer,
+    labels: Vec<usize>,
+}
+
+/// Queues one SGD step (§3): forward with dropout (its stream keyed by `key`), backward, and
+/// the update. The update is queued before the loss is known, so after a non-finite loss
+/// (see [`QueuedStep::finish`]) the weights are not to be trusted: callers stop there.
+pub fn queue_sgd_step<B: Backend>(
+    network: &mut Network<B>,
+    input: B::Buffer,
+    labels: Vec<usize>,
+    key: [u64; 3],
+    update: &UpdateConfig,
+) -> QueuedStep<B> {
+    let [seed, epoch, step] = key;
+    let dropout_stream = stream_key(&[seed, epoch, step]);
+    let acts = network.forward(input, Mode::Train { dropout_stream });
+    let loss = network.backward_queued(&acts, &labels);
+    // Only the logits outlive the step's activations.
+    let logits = network.backend.copy(acts.logits());
+    drop(acts);
+    network.update(update);
+    QueuedStep {
+        loss,
+        logits,
+        labels,
+    }
+}
+
+impl<B: Backend> QueuedStep<B> {
+    /// Waits for the step and reads its loss and top-1 errors.
+    pub fn finish(self, network: &Network<B>) -> StepOutcome {
+        let images = self.labels.len();
+        let loss = network.backend.read_loss(self.loss);
+        if !loss.is_finite() {
+            return StepOutcome {
+                loss,
+                wrong: images,
+                images,
+            };
+        }
+        let logits = network.backend.download(&self.logits);
+        let wrong = top_k_wrong(&logits, &self.labels, network.classes(), 1);
+        StepOutcome {
+            loss,
+            wrong,
+            images,
+        }
+    }
+}
+
+/// One SGD step on the images `indices` of `store` (§3), start to finish: [`step_input`],
+/// [`queue_sgd_step`], [`QueuedStep::finish`]. Every random choice comes from streams keyed by
+/// `key` = (seed, epoch, step), so a step is reproducible on its own.
 pub fn sgd_step<B: Backend>(
     network: &mut Network<B>,
     store: &ImageStore,
@@ -360,28 +476,9 @@ pub fn sgd_step<B: Backend>(
     key: [u64; 3],
     update: &UpdateConfig,
 ) -> StepOutcome {
-    let [seed, epoch, step] = key;
     let crop_size = network.architecture.input_size;
-    let mut crop_rng = rng_for(&[seed, purpose::CROP, epoch, step]);
-    let crops: Vec<Crop> = indices
-        .iter()
-        .map(|_| random_crop(store.image_size as u32, crop_size as u32, crop_rng.random()))
-        .collect();
-    let input = store.batch(&network.backend, indices, &crops, crop_size, mean);
-    let labels: Vec<usize> = indices.iter().map(|&i| store.labels[i]).collect();
-    let dropout_stream = stream_key(&[seed, epoch, step]);
-    let acts = network.forward(input, Mode::Train { dropout_stream });
-    let loss = network.backward(&acts, &labels);
-    if !loss.is_finite() {
-        return StepOutcome {
-            loss,
-            wrong: indices.len(),
-        };
-    }
-    let logits = network.backend.download(acts.logits());
-    let wrong = top_k_wrong(&logits, &labels, network.classes(), 1);
-    network.update(update);
-    StepOutcome { loss, wrong }
+    let (input, labels) = step_input(&network.backend, store, indices, mean, crop_size, key);
+    queue_sgd_step(network, input, labels, key, update).finish(network)
 }
 
 /// Which crops an evaluation averages.

@@ -9,7 +9,8 @@ use std::path::Path;
 use artifacts::Provenance;
 use artifacts::images::{ImageRecord, ImagesWriter};
 use training::{
-    Crops, ImageSet, ImageStore, LrSchedule, StreamedImages, TrainConfig, evaluate_set, train,
+    Crops, ImageSet, ImageStore, LrSchedule, StreamedImages, TrainConfig, evaluate_set,
+    queue_sgd_step, sgd_step, step_input, train,
 };
 
 /// `n` 32x32 images of 4 classes: class c is a bright horizontal band (rows 8c..8c+8), on
@@ -142,6 +143,58 @@ fn a_run_resumed_after_any_epoch_ends_bit_identical_to_an_uninterrupted_run() {
             .collect::<Vec<_>>(),
         vec![1, 3]
     );
+}
+
+#[test]
+fn pipelined_steps_make_the_same_updates_as_one_step_after_another() {
+    // The trainer cuts step k+1's input before it reads step k's loss (so that a GPU's host
+    // work overlaps the step): that must change nothing.
+    let images = store(48, 3);
+    let mean = vec![MEAN; 32 * 32 * 3];
+    let arch = engine::Architecture::from_name("zf_small", 4).unwrap();
+    let update = engine::UpdateConfig {
+        learning_rate: 0.003,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        filter_rms_radius: 0.1,
+    };
+    let batches: Vec<Vec<usize>> = (0..4)
+        .map(|b| (0..12).map(|i| (b * 7 + i * 5) % 48).collect())
+        .collect();
+    let key = |step: usize| [11, 0, step as u64];
+
+    let mut sequential = engine::Network::new(CpuBackend, arch.clone(), 0.03, 5);
+    let sequential_losses: Vec<f32> = batches
+        .iter()
+        .enumerate()
+        .map(|(step, indices)| {
+            sgd_step(&mut sequential, &images, indices, &mean, key(step), &update).loss
+        })
+        .collect();
+
+    let mut pipelined = engine::Network::new(CpuBackend, arch, 0.03, 5);
+    let mut in_flight = None;
+    let mut pipelined_losses = Vec::new();
+    for (step, indices) in batches.iter().enumerate() {
+        let (input, labels) = step_input(&CpuBackend, &images, indices, &mean, 28, key(step));
+        if let Some(queued) = in_flight.take() {
+            pipelined_losses.push(training::QueuedStep::finish(queued, &pipelined).loss);
+        }
+        in_flight = Some(queue_sgd_step(
+            &mut pipelined,
+            input,
+            labels,
+            key(step),
+            &update,
+        ));
+    }
+    pipelined_losses.push(in_flight.unwrap().finish(&pipelined).loss);
+
+    assert_eq!(sequential_losses, pipelined_losses);
+    assert!(sequential_losses.iter().all(|l| l.is_finite()));
+    for (a, b) in sequential.params.iter().zip(&pipelined.params) {
+        assert_eq!(a.weight, b.weight, "{} weights", a.name);
+    }
 }
 
 #[test]
