@@ -47,7 +47,10 @@ use rayon::prelude::*;
 use crate::{CudaUnavailable, Precision};
 
 const KERNELS: &str = include_str!("kernels.cu");
-const KERNEL_NAMES: [&str; 18] = [
+const KERNEL_NAMES: [&str; 21] = [
+    "to_bf16",
+    "from_bf16",
+    "from_bf16_bias",
     "add_channel_bias_relu",
     "dropout_chacha",
     "crop_batch",
