@@ -269,7 +269,8 @@ fn speed(precision: Precision, steps: usize) {
                 dropout_stream: i as u64,
             },
         );
-        network.backward(&acts, &labels);
+        // Queued, not read: like the PyTorch step (no loss.item()), nothing waits per step.
+        drop(network.backward_queued(&acts, &labels));
         network.update(&update);
     };
     for i in 0..3 {
@@ -306,7 +307,8 @@ fn speed(precision: Precision, steps: usize) {
                 dropout_stream: i as u64,
             },
         );
-        network.backward(&acts, &labels);
+        // Queued, not read: like the PyTorch step (no loss.item()), nothing waits per step.
+        drop(network.backward_queued(&acts, &labels));
         network.update(&update);
     };
     fed_step(&mut network, 0);
