@@ -4,12 +4,15 @@
 //!   filtering, which is backward-data) by cuDNN, NCHW, the algorithm chosen once per shape by
 //!   cuDNN's heuristics and cached with its workspace size; one workspace buffer, grown on
 //!   demand, serves every call.
-//! - Fully connected layers by cuBLAS SGEMM (row-major products expressed column-major).
+//! - Fully connected layers by cuBLAS GemmEx (row-major products expressed column-major), f32
+//!   or bf16 operands, f32 accumulation and output.
 //! - Everything else by the NVRTC kernels of `kernels.cu`, compiled once at start-up.
 //!
 //! Precision: [`Precision::Fp32`] is true fp32 — cuDNN restricted to FMA kernels and cuBLAS
 //! to its default (non-TF32) math, because both would otherwise use TF32 tensor cores on
-//! Ampere and later; [`Precision::Tf32`] allows TF32 in both. Buffers stay fp32 either way.
+//! Ampere and later; [`Precision::Tf32`] allows TF32 in both. Buffers stay fp32 either way;
+//! [`Precision::Bf16`] casts each product's operands to bf16 as it goes (autocast-style
+//! mixed precision; see `conv_bias`).
 //!
 //! Dropout draws its mask on the device from the same ChaCha stream as the CPU backend (a
 //! counter-mode generator, so every thread computes its own block), so a training step matches
@@ -23,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
-use cudarc::cublas::sys::{cublasMath_t, cublasOperation_t};
+use cudarc::cublas::sys::{cublasMath_t, cublasOperation_t, cudaDataType};
 use cudarc::cudnn::sys::{
     cudnnActivationMode_t, cudnnConvolutionBwdDataAlgo_t, cudnnConvolutionBwdFilterAlgo_t,
     cudnnConvolutionFwdAlgo_t, cudnnConvolutionMode_t, cudnnMathType_t, cudnnNanPropagation_t,
@@ -93,16 +96,24 @@ struct InputStaging {
 trait Element: CudnnDataType + DeviceRepr + Copy {
     const ONE: Self;
     const ZERO: Self;
+    /// The type as cuBLAS names it.
+    const CUBLAS_TYPE: cudaDataType;
+    /// A name, to key cuDNN plans.
+    const NAME: &'static str;
 }
 
 impl Element for f32 {
     const ONE: Self = 1.0;
     const ZERO: Self = 0.0;
+    const CUBLAS_TYPE: cudaDataType = cudaDataType::CUDA_R_32F;
+    const NAME: &'static str = "f32";
 }
 
 impl Element for bf16 {
     const ONE: Self = bf16::ONE;
     const ZERO: Self = bf16::ZERO;
+    const CUBLAS_TYPE: cudaDataType = cudaDataType::CUDA_R_16BF;
+    const NAME: &'static str = "bf16";
 }
 
 /// The cuDNN descriptors of one convolution call over elements `T`.
@@ -383,7 +394,7 @@ impl CudaInner {
 
     /// The cached plan for a shape, choosing it on first use.
     fn plan<T: Element>(&self, g: &ConvGeometry, n: usize) -> ConvPlan {
-        let key = (*g, n, std::any::type_name::<T>());
+        let key = (*g, n, T::NAME);
         let mut plans = self.plans.lock().expect("plans lock");
         if let Some(plan) = plans.get(&key) {
             return *plan;
@@ -679,7 +690,7 @@ impl CudaInner {
         (b, ldb): (&CudaSlice<T>, usize),
         (c, ldc): (&mut CudaSlice<f32>, usize),
     ) {
-        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cudaDataType};
+        use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t};
         use cudarc::driver::{DevicePtr, DevicePtrMut};
         let op = |t: bool| {
             if t {
@@ -688,11 +699,7 @@ impl CudaInner {
                 cublasOperation_t::CUBLAS_OP_N
             }
         };
-        let element = if std::any::type_name::<T>() == std::any::type_name::<bf16>() {
-            cudaDataType::CUDA_R_16BF
-        } else {
-            cudaDataType::CUDA_R_32F
-        };
+        let element = T::CUBLAS_TYPE;
         let (alpha, beta) = (1.0f32, 0.0f32);
         let (a_ptr, _a_guard) = a.device_ptr(&self.stream);
         let (b_ptr, _b_guard) = b.device_ptr(&self.stream);
