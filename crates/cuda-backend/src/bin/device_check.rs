@@ -439,6 +439,20 @@ fn train(dir: &Path, steps: usize) {
     );
 }
 
+/// Runs one part of the check. A panic (a CUDA call that failed: the backend panics with the
+/// call and the error) is counted and reported, and the check goes on with the next part, so
+/// that one unsupported configuration does not cost the rest of a scarce GPU session.
+fn section<T>(what: &str, failures: &mut usize, part: impl FnOnce() -> T) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(part)) {
+        Ok(value) => Some(value),
+        Err(_) => {
+            println!("\n{what}: FAILED (panicked; the message is above)");
+            *failures += 1;
+            None
+        }
+    }
+}
+
 fn main() {
     engine::allocator::keep_freed_memory_for_reuse();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -466,9 +480,11 @@ fn main() {
     }
     let mut failures = 0;
     if what == "parity" || what == "all" {
-        failures += parity(Precision::Fp32);
-        failures += parity(Precision::Tf32);
-        failures += parity(Precision::Bf16);
+        for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+            let what = format!("parity {precision:?}");
+            let failed = section(&what, &mut failures, || parity(precision));
+            failures += failed.unwrap_or(0);
+        }
     }
     if what == "speed" || what == "all" {
         println!("\n## speed: full ZF net, batch {SPEED_BATCH}, 224x224, 1000 classes\n");
@@ -476,13 +492,17 @@ fn main() {
             "| implementation | train ms/step | train img/s | train ms/step with input from u8 | inference ms | inference img/s | GPU memory GB |"
         );
         println!("|---|---|---|---|---|---|---|");
-        speed(Precision::Fp32, 20);
-        speed(Precision::Tf32, 20);
-        speed(Precision::Bf16, 20);
+        for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
+            section(&format!("speed {precision:?}"), &mut failures, || {
+                speed(precision, 20)
+            });
+        }
     }
     if what == "train" || what == "all" {
         match &fashion {
-            Some(dir) => train(dir, steps),
+            Some(dir) => {
+                section("learning run", &mut failures, || train(dir, steps));
+            }
             None => println!("\n(learning run skipped: pass --fashion DIR)"),
         }
     }
