@@ -17,7 +17,8 @@
 //! Dropout draws its mask on the device from the same ChaCha stream as the CPU backend (a
 //! counter-mode generator, so every thread computes its own block), so a training step matches
 //! the CPU's bit for bit in its random choices. Input batches go up as bytes through a
-//! page-locked buffer and are cropped on the device. The update keeps its count of
+//! page-locked buffer, copied on their own stream (overlapping the compute stream) and
+//! cropped on the device. The update keeps its count of
 //! renormalised filters on the device: a training step's only host syncs are the loss and the
 //! logits its metrics need.
 
@@ -37,8 +38,8 @@ use cudarc::cudnn::{
     ConvDescriptor, ConvForward, Cudnn, CudnnDataType, FilterDescriptor, TensorDescriptor,
 };
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig,
-    PinnedHostSlice, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
+    LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use engine::Backend;
 use engine::geometry::{ConvGeometry, PoolGeometry};
@@ -84,11 +85,17 @@ unsafe impl DeviceRepr for ChaChaKey {}
 
 /// Where input batches go up: a page-locked host buffer (so the copy is a DMA that does not
 /// stage through pageable memory) and the device buffer it is copied to, both grown on demand
-/// and reused; and the mean image, uploaded once.
+/// and reused; and the mean image, uploaded once. The copy runs on its own stream, so that it
+/// overlaps whatever the compute stream is still doing; two events order it:
 struct InputStaging {
     host: Option<PinnedHostSlice<u8>>,
     device: Option<CudaSlice<u8>>,
     mean: Option<(Vec<f32>, CudaSlice<f32>)>,
+    /// Recorded on the copy stream after the last copy: the host buffer is free after it.
+    copied: Option<CudaEvent>,
+    /// Recorded on the compute stream after the last crop kernel (or the device buffer's
+    /// allocation): the device buffer is free after it.
+    cropped: Option<CudaEvent>,
 }
 
 /// What cuDNN and cuBLAS multiply: f32, or bf16 under [`Precision::Bf16`] (always
@@ -152,7 +159,10 @@ impl std::ops::Deref for CudaBackend {
 /// What a [`CudaBackend`] shares between its clones.
 pub struct CudaInner {
     context: Arc<CudaContext>,
+    /// Every kernel and library call runs here, in order.
     stream: Arc<CudaStream>,
+    /// Input uploads only (see [`InputStaging`]).
+    copy_stream: Arc<CudaStream>,
     blas: CudaBlas,
     cudnn: Arc<Cudnn>,
     precision: Precision,
@@ -211,7 +221,16 @@ impl CudaBackend {
         };
         let context =
             CudaContext::new(ordinal).map_err(|e| fail("opening the GPU", format!("{e:?}")))?;
+        // One compute stream orders everything; only the input upload runs on a second stream,
+        // ordered by explicit events. cudarc would otherwise, once a second stream exists,
+        // record an event at every use of every buffer (host work on each launch), which this
+        // backend does not need.
+        // SAFETY: called before any buffer of this context exists.
+        unsafe { context.disable_event_tracking() };
         let stream = context.default_stream();
+        let copy_stream = context
+            .new_stream()
+            .map_err(|e| fail("creating the upload stream", format!("{e:?}")))?;
         let blas =
             CudaBlas::new(stream.clone()).map_err(|e| fail("starting cuBLAS", format!("{e:?}")))?;
         let math = match precision {
@@ -254,6 +273,7 @@ impl CudaBackend {
             inner: Arc::new(CudaInner {
                 context,
                 stream,
+                copy_stream,
                 blas,
                 cudnn,
                 precision,
@@ -265,6 +285,8 @@ impl CudaBackend {
                     host: None,
                     device: None,
                     mean: None,
+                    copied: None,
+                    cropped: None,
                 }),
                 relu,
                 cudnn_fusion: AtomicBool::new(true),
@@ -812,6 +834,10 @@ impl Backend for CudaBackend {
         let total = images.len() * image_len;
         let mut staging = self.staging.lock().expect("staging lock");
         let staging = &mut *staging;
+        // The host buffer is free once the previous copy out of it is done.
+        if let Some(copied) = &staging.copied {
+            check(copied.synchronize(), "waiting for the previous input copy");
+        }
         if staging.host.as_ref().is_none_or(|h| h.len() < total) {
             // SAFETY: the buffer is written below before it is read.
             let host = unsafe { self.context.alloc_pinned::<u8>(total.max(1)) };
@@ -820,16 +846,32 @@ impl Backend for CudaBackend {
                 self.stream.alloc_zeros::<u8>(total.max(1)),
                 "allocating the input bytes",
             ));
+            staging.cropped = Some(check(
+                self.stream.record_event(None),
+                "recording the input allocation",
+            ));
         }
         let host = staging.host.as_mut().expect("allocated above");
         let device = staging.device.as_mut().expect("allocated above");
-        // Waits for the previous batch's copy out of this buffer, then gathers the images.
-        let host_bytes = check(host.as_mut_slice(), "waiting for the input buffer");
+        let host_bytes = check(host.as_mut_slice(), "opening the input buffer");
         host_bytes[..total]
             .par_chunks_mut(image_len)
             .zip(images)
             .for_each(|(out, image)| out.copy_from_slice(image));
-        check(self.stream.memcpy_htod(&*host, device), "uploading images");
+        // The device buffer is free once the previous batch's crops were cut from it.
+        if let Some(cropped) = &staging.cropped {
+            check(self.copy_stream.wait(cropped), "ordering the input copy");
+        }
+        check(
+            self.copy_stream.memcpy_htod(&*host, device),
+            "uploading images",
+        );
+        let copied = check(
+            self.copy_stream.record_event(None),
+            "recording the input copy",
+        );
+        check(self.stream.wait(&copied), "waiting for the input copy");
+        staging.copied = Some(copied);
         if staging
             .mean
             .as_ref()
@@ -858,6 +900,7 @@ impl Backend for CudaBackend {
             &size,
             &crop
         );
+        staging.cropped = Some(check(self.stream.record_event(None), "recording the crops"));
         out
     }
 
