@@ -51,7 +51,8 @@ use rayon::prelude::*;
 use crate::{CudaUnavailable, Precision};
 
 const KERNELS: &str = include_str!("kernels.cu");
-const KERNEL_NAMES: [&str; 21] = [
+const KERNEL_NAMES: [&str; 22] = [
+    "map_maxima",
     "to_bf16",
     "from_bf16",
     "from_bf16_bias",
@@ -1302,6 +1303,44 @@ impl Backend for CudaBackend {
             &momentum,
             &weight_decay
         );
+    }
+
+    fn map_maxima(
+        &self,
+        x: &CudaSlice<f32>,
+        channels: usize,
+        plane: usize,
+        maps: &[usize],
+    ) -> Vec<(f32, u32)> {
+        let pairs = x.len() / (channels * plane).max(1) * maps.len();
+        if pairs == 0 {
+            return Vec::new();
+        }
+        let maps_i32: Vec<i32> = maps.iter().map(|&m| m as i32).collect();
+        let maps_device = check(self.stream.clone_htod(&maps_i32), "uploading map indices");
+        let mut values = self.scratch::<f32>(pairs);
+        let mut positions = self.scratch::<u32>(pairs);
+        let (channels, plane, n_maps) = (channels as i32, plane as i32, maps.len() as i32);
+        let config = LaunchConfig {
+            grid_dim: (pairs as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(
+            self,
+            "map_maxima",
+            config,
+            x,
+            &maps_device,
+            &mut values,
+            &mut positions,
+            &channels,
+            &plane,
+            &n_maps
+        );
+        let values = check(self.stream.clone_dtoh(&values), "downloading maxima");
+        let positions = check(self.stream.clone_dtoh(&positions), "downloading positions");
+        values.into_iter().zip(positions).collect()
     }
 
     fn renormalise_filters(

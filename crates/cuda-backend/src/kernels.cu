@@ -308,6 +308,49 @@ extern "C" __global__ void from_bf16_bias(const unsigned short* x, const float* 
     }
 }
 
+// --- The deconvnet's top-k scan (Fig. 2) ----------------------------------------------------
+// For image n and chosen map i: the largest value of the map's plane and its first position
+// (NaNs never win; nothing above -inf gives (-inf, 0)), engine::backend::map_maxima_on_host.
+// One block of 256 threads per (image, chosen map), blockIdx.x = n * n_maps + i, so only two
+// numbers per pair leave the device.
+extern "C" __global__ void map_maxima(const float* x, const int* maps, float* values,
+                                      unsigned int* positions, int channels, int plane,
+                                      int n_maps) {
+    __shared__ float best_value[256];
+    __shared__ int best_at[256];
+    const int none = 0x7fffffff;
+    int pair = blockIdx.x;
+    int image = pair / n_maps, i = pair % n_maps;
+    const float* p = x + ((long long)image * channels + maps[i]) * plane;
+    float best = -ZF_INFINITY;
+    int at = none;
+    for (int j = threadIdx.x; j < plane; j += blockDim.x) {
+        float v = p[j];
+        if (v > best) {  // a thread sees its positions in order: its first maximum stays
+            best = v;
+            at = j;
+        }
+    }
+    best_value[threadIdx.x] = best;
+    best_at[threadIdx.x] = at;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (threadIdx.x < stride) {
+            float v = best_value[threadIdx.x + stride];
+            int a = best_at[threadIdx.x + stride];
+            if (v > best_value[threadIdx.x] || (v == best_value[threadIdx.x] && a < best_at[threadIdx.x])) {
+                best_value[threadIdx.x] = v;
+                best_at[threadIdx.x] = a;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        values[pair] = best_value[0];
+        positions[pair] = best_at[0] == none ? 0u : (unsigned int)best_at[0];
+    }
+}
+
 // x[i] *= m[i] (dropout with a precomputed mask, and its backward).
 extern "C" __global__ void multiply(float* x, const float* m, int len) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;

@@ -683,3 +683,64 @@ fn bf16_casts_round_to_nearest_even_like_the_half_crate_and_come_back_exactly() 
         assert_close("bf16 output with bias", &expected, &y, 0.0);
     }
 }
+
+#[test]
+fn map_maxima_find_each_maps_first_maximum_like_the_host_scan() {
+    let Some(k) = Kernels::get() else { return };
+    type MapMaxima =
+        unsafe extern "C" fn(*const f32, *const i32, *mut f32, *mut u32, i32, i32, i32);
+    // SAFETY: the signature of kernels.cu.
+    let map_maxima: MapMaxima = unsafe { k.kernel("map_maxima") };
+    // Planes larger and smaller than a block; values on a coarse grid so that maxima tie
+    // (the first position must win), NaNs (never win), and a plane of -inf and NaN only.
+    for (n, channels, plane) in [(3usize, 7usize, 1000usize), (2, 5, 13)] {
+        let mut x: Vec<f32> = uniform(n * channels * plane, 50)
+            .iter()
+            .map(|v| (v * 3.0).round())
+            .collect();
+        x[5] = f32::NAN;
+        x[plane + 1] = f32::NAN;
+        for v in &mut x[2 * plane..3 * plane] {
+            *v = f32::NEG_INFINITY;
+        }
+        x[2 * plane + 3] = f32::NAN;
+        let maps = [0usize, 2, 6 % channels, 1];
+        let expected = engine::backend::map_maxima_on_host(&x, channels, plane, &maps);
+        let pairs = n * maps.len();
+        let maps_i32: Vec<i32> = maps.iter().map(|&m| m as i32).collect();
+        let (mut values, mut positions) = (vec![0.0f32; pairs], vec![7u32; pairs]);
+        let (xp, mp, vp, pp) = (
+            Shared::of_const(&x),
+            Shared::of_const(&maps_i32),
+            Shared::of(&mut values),
+            Shared::of(&mut positions),
+        );
+        k.launch(pairs as u32, THREADS, || unsafe {
+            map_maxima(
+                xp.0,
+                mp.0,
+                vp.0,
+                pp.0,
+                channels as i32,
+                plane as i32,
+                maps.len() as i32,
+            )
+        });
+        let got: Vec<(f32, u32)> = values.into_iter().zip(positions).collect();
+        assert_eq!(got, expected, "{n} images, {channels} maps of {plane}");
+        assert_eq!(
+            expected[1],
+            (f32::NEG_INFINITY, 0),
+            "image 0, map 2: nothing above -inf"
+        );
+        // The case that matters: maxima that tie, resolved to the first position.
+        let ties = (0..pairs)
+            .filter(|&pair| {
+                let (image, map) = (pair / maps.len(), maps[pair % maps.len()]);
+                let values = &x[(image * channels + map) * plane..][..plane];
+                values.iter().filter(|&&v| v == expected[pair].0).count() > 1
+            })
+            .count();
+        assert!(ties > 0, "some maxima tie");
+    }
+}

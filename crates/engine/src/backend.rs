@@ -195,6 +195,19 @@ pub trait Backend: Send + Sync + Clone {
         momentum: f64,
         weight_decay: f64,
     );
+    /// For each image and each of the feature maps `maps` of `x` (N x `channels` x `plane`):
+    /// the map's largest value and its first position in the plane, as `[image][map]` — the
+    /// deconvnet scan's per-image maximum (Fig. 2). NaNs never win; a plane with nothing above
+    /// -inf gives (-inf, 0). A GPU reduces on the device and sends back two numbers per pair.
+    fn map_maxima(
+        &self,
+        x: &Self::Buffer,
+        channels: usize,
+        plane: usize,
+        maps: &[usize],
+    ) -> Vec<(f32, u32)> {
+        map_maxima_on_host(&self.read(x), channels, plane, maps)
+    }
     /// §3 filter renormalisation; adds how many filters were rescaled to `rescaled`.
     fn renormalise_filters(
         &self,
@@ -203,6 +216,30 @@ pub trait Backend: Send + Sync + Clone {
         radius: f64,
         rescaled: &mut Self::Counter,
     );
+}
+
+/// [`Backend::map_maxima`] on the host.
+pub fn map_maxima_on_host(
+    x: &[f32],
+    channels: usize,
+    plane: usize,
+    maps: &[usize],
+) -> Vec<(f32, u32)> {
+    let images = x.len() / (channels * plane).max(1);
+    let mut maxima = Vec::with_capacity(images * maps.len());
+    for image in 0..images {
+        for &map in maps {
+            let values = &x[(image * channels + map) * plane..][..plane];
+            let (position, value) = values
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (at, &v)| {
+                    if v > best.1 { (at, v) } else { best }
+                });
+            maxima.push((value, position as u32));
+        }
+    }
+    maxima
 }
 
 /// [`Backend::crop_batch`] on the host: one image per rayon task.

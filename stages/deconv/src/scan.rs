@@ -120,7 +120,6 @@ pub fn scan_top_k<B: Backend>(
         checkpoint_every,
     } = config;
     let crop_size = network.architecture.input_size;
-    let per_image = network.input_len();
     let ops: BTreeMap<usize, usize> = maps
         .keys()
         .map(|&layer| {
@@ -179,26 +178,29 @@ pub fn scan_top_k<B: Backend>(
                 ),
             ));
         }
-        let mut input = vec![0.0f32; chunk.len() * per_image];
-        for (image, out) in chunk.iter().zip(input.chunks_mut(per_image)) {
-            network_input(image, info, crop_size, out);
-        }
-        let acts = network.forward(network.backend.upload_owned(input), Mode::Eval);
+        // Centre crops minus the mean (`network_input`), cut by the backend: on a GPU the
+        // bytes go up and the crops are cut there, and only each map's maximum comes back.
+        let images: Vec<&[u8]> = chunk.iter().map(|image| image.pixels.as_slice()).collect();
+        let centre = imaging::centre_crop(info.image_size as u32, crop_size as u32);
+        let input = network.backend.crop_batch(
+            &images,
+            info.image_size,
+            &vec![centre; chunk.len()],
+            crop_size,
+            &info.mean,
+        );
+        let acts = network.forward(input, Mode::Eval);
         for (&layer, &op) in &ops {
             let (channels, h, w) = network.shapes[op];
-            let plane = h * w;
-            let output = network.backend.read(&acts.outputs[op]);
-            for &map in &maps[&layer] {
+            let chosen = &maps[&layer];
+            let maxima = network
+                .backend
+                .map_maxima(&acts.outputs[op], channels, h * w, chosen);
+            for (i, &map) in chosen.iter().enumerate() {
                 let list = best.entry((layer, map)).or_default();
                 for (j, image) in chunk.iter().enumerate() {
-                    let values = &output[(j * channels + map) * plane..][..plane];
-                    let (position, &activation) =
-                        values
-                            .iter()
-                            .enumerate()
-                            .fold((0, &f32::NEG_INFINITY), |best, item| {
-                                if item.1 > best.1 { item } else { best }
-                            });
+                    let (activation, position) = maxima[j * chosen.len() + i];
+                    let position = position as usize;
                     if list.len() == k && activation <= list[k - 1].activation {
                         continue;
                     }
@@ -251,6 +253,83 @@ mod tests {
         let path = dir.join("images");
         artifacts::images::write_noise_images(&path, n, 100, 1, 7).unwrap();
         path
+    }
+
+    #[test]
+    fn the_scan_finds_each_maps_nine_strongest_images_as_one_image_at_a_time_does() {
+        // Independent of the batched path (crops cut by the backend, per-map maxima): each
+        // image alone through `network_input` and a forward pass, its maxima by hand.
+        let dir = tempfile::tempdir().unwrap();
+        let images_path = images(dir.path(), 30);
+        let network = Network::new(
+            CpuBackend,
+            Architecture::from_name("zf_small", 3).unwrap(),
+            0.03,
+            6,
+        );
+        let info = ModelInfo {
+            architecture: network.architecture.clone(),
+            image_size: 32,
+            class_names: Vec::new(),
+            mean: vec![110.0; 32 * 32 * 3],
+        };
+        let maps = chosen_maps(&network, &[1, 2, 5], 3, 1).unwrap();
+        let config = ScanConfig {
+            top_k: 9,
+            batch_size: 7,
+            limit: None,
+            checkpoint: None,
+            checkpoint_every: std::time::Duration::ZERO,
+        };
+        let hidden = |_| indicatif::ProgressBar::hidden();
+        let scan = scan_top_k(&network, &info, &images_path, &maps, config, &hidden).unwrap();
+
+        let records = artifacts::images::read_images(&images_path).unwrap();
+        let crop = network.architecture.input_size;
+        let mut expected = Vec::new();
+        for (&layer, chosen) in &maps {
+            let op = feature_op(&network, layer).unwrap();
+            let (channels, h, w) = network.shapes[op];
+            for &map in chosen {
+                let mut all: Vec<Hit> = Vec::new();
+                for (row, image) in records.iter().enumerate() {
+                    let mut input = vec![0.0f32; network.input_len()];
+                    network_input(image, &info, crop, &mut input);
+                    let acts = network.forward(input, Mode::Eval);
+                    let values = &acts.outputs[op][map * h * w..(map + 1) * h * w];
+                    let mut at = 0;
+                    for (i, &v) in values.iter().enumerate() {
+                        if v > values[at] {
+                            at = i;
+                        }
+                    }
+                    assert_eq!(acts.outputs[op].len(), channels * h * w);
+                    all.push(Hit {
+                        layer,
+                        map,
+                        rank: 0,
+                        image_id: image.image_id,
+                        row,
+                        y: at / w,
+                        x: at % w,
+                        activation: values[at],
+                    });
+                }
+                // Strongest first; equal activations in image order (a stable sort).
+                all.sort_by(|a, b| b.activation.total_cmp(&a.activation));
+                expected.extend(
+                    all.into_iter()
+                        .take(9)
+                        .enumerate()
+                        .map(|(rank, hit)| Hit { rank, ..hit }),
+                );
+            }
+        }
+        let key = |h: &Hit| (h.layer, h.map, h.rank);
+        let mut found = scan.hits.clone();
+        found.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(found, expected);
     }
 
     #[test]
