@@ -230,12 +230,13 @@ pub fn map_maxima_on_host(
     for image in 0..images {
         for &map in maps {
             let values = &x[(image * channels + map) * plane..][..plane];
-            let (position, value) = values
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (at, &v)| {
-                    if v > best.1 { (at, v) } else { best }
-                });
+            let (position, value) =
+                values
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (at, &v)| {
+                        if v > best.1 { (at, v) } else { best }
+                    });
             maxima.push((value, position as u32));
         }
     }
