@@ -267,11 +267,46 @@ fn crop_difference(gpu: &CudaBackend) -> f64 {
     worst
 }
 
+/// One training step queued on the GPU, its loss not read: like the PyTorch step (no
+/// `loss.item()`), nothing waits per step.
+fn queued_step(
+    network: &mut Network<CudaBackend>,
+    input: cudarc::driver::CudaSlice<f32>,
+    labels: &[usize],
+    update: &UpdateConfig,
+    i: usize,
+) {
+    let acts = network.forward(
+        input,
+        Mode::Train {
+            dropout_stream: i as u64,
+        },
+    );
+    drop(network.backward_queued(&acts, labels));
+    network.update(update);
+}
+
+/// Milliseconds per call of `call(i)` over `steps` calls, after `warm_up` untimed ones; the
+/// device is synchronised before the clock starts and before it stops.
+fn ms_per_call(
+    backend: &CudaBackend,
+    warm_up: usize,
+    steps: usize,
+    mut call: impl FnMut(usize),
+) -> f64 {
+    (0..warm_up).for_each(&mut call);
+    backend.synchronize();
+    let started = Instant::now();
+    (0..steps).for_each(&mut call);
+    backend.synchronize();
+    started.elapsed().as_secs_f64() * 1000.0 / steps as f64
+}
+
 fn speed(precision: Precision, steps: usize) {
     let backend = CudaBackend::new(0, precision).expect("the GPU backend starts");
     let free_before = free_memory();
     let architecture = Architecture::from_name("zf", 1000).expect("zf");
-    let mut network = Network::new(backend, architecture, 0.01, 1);
+    let mut network = Network::new(backend.clone(), architecture, 0.01, 1);
     let input = uniform(SPEED_BATCH * network.input_len(), 3);
     let labels: Vec<usize> = (0..SPEED_BATCH).map(|i| i % 1000).collect();
     let update = UpdateConfig {
@@ -280,28 +315,16 @@ fn speed(precision: Precision, steps: usize) {
         weight_decay: 5e-4,
         filter_rms_radius: 0.1,
     };
-    let device_input = network.backend.upload(&input);
-    let step = |network: &mut Network<CudaBackend>, i: usize| {
-        let acts = network.forward(
-            network.backend.copy(&device_input),
-            Mode::Train {
-                dropout_stream: i as u64,
-            },
+    let device_input = backend.upload(&input);
+    let train_ms = ms_per_call(&backend, 3, steps, |i| {
+        queued_step(
+            &mut network,
+            backend.copy(&device_input),
+            &labels,
+            &update,
+            i,
         );
-        // Queued, not read: like the PyTorch step (no loss.item()), nothing waits per step.
-        drop(network.backward_queued(&acts, &labels));
-        network.update(&update);
-    };
-    for i in 0..3 {
-        step(&mut network, i);
-    }
-    network.backend.synchronize();
-    let started = Instant::now();
-    for i in 0..steps {
-        step(&mut network, i);
-    }
-    network.backend.synchronize();
-    let train_ms = started.elapsed().as_secs_f64() * 1000.0 / steps as f64;
+    });
     let used = free_before.saturating_sub(free_memory());
     // The same step fed as the trainer feeds it: 256x256 u8 images gathered into page-locked
     // memory, uploaded as bytes and cropped (224, random flips) on the device.
@@ -311,7 +334,7 @@ fn speed(precision: Precision, steps: usize) {
         .collect();
     let images: Vec<&[u8]> = pixels.chunks(256 * 256 * 3).collect();
     let mean = vec![120.0f32; 256 * 256 * 3];
-    let fed_step = |network: &mut Network<CudaBackend>, i: usize| {
+    let fed_ms = ms_per_call(&backend, 1, steps, |i| {
         let crops: Vec<imaging::crops::Crop> = (0..SPEED_BATCH)
             .map(|j| imaging::crops::Crop {
                 top: ((i + j) % 33) as u32,
@@ -319,36 +342,12 @@ fn speed(precision: Precision, steps: usize) {
                 flip: (i + j).is_multiple_of(2),
             })
             .collect();
-        let input = network.backend.crop_batch(&images, 256, &crops, 224, &mean);
-        let acts = network.forward(
-            input,
-            Mode::Train {
-                dropout_stream: i as u64,
-            },
-        );
-        // Queued, not read: like the PyTorch step (no loss.item()), nothing waits per step.
-        drop(network.backward_queued(&acts, &labels));
-        network.update(&update);
-    };
-    fed_step(&mut network, 0);
-    network.backend.synchronize();
-    let started = Instant::now();
-    for i in 0..steps {
-        fed_step(&mut network, i);
-    }
-    network.backend.synchronize();
-    let fed_ms = started.elapsed().as_secs_f64() * 1000.0 / steps as f64;
-    for _ in 0..3 {
-        let _ = network.forward(network.backend.copy(&device_input), Mode::Eval);
-    }
-    network.backend.synchronize();
-    let started = Instant::now();
-    for _ in 0..steps {
-        let acts = network.forward(network.backend.copy(&device_input), Mode::Eval);
-        drop(acts);
-    }
-    network.backend.synchronize();
-    let infer_ms = started.elapsed().as_secs_f64() * 1000.0 / steps as f64;
+        let input = backend.crop_batch(&images, 256, &crops, 224, &mean);
+        queued_step(&mut network, input, &labels, &update, i);
+    });
+    let infer_ms = ms_per_call(&backend, 3, steps, |_| {
+        drop(network.forward(backend.copy(&device_input), Mode::Eval));
+    });
     println!(
         "| zfnet {precision:?} | {train_ms:.2} | {:.0} | {fed_ms:.2} | {infer_ms:.2} | {:.0} | {:.1} |",
         SPEED_BATCH as f64 * 1000.0 / train_ms,
