@@ -255,34 +255,44 @@ mod tests {
         path
     }
 
+    /// A zf_small net (3 classes, weights from `seed`) and its model info for 32x32 images
+    /// with a flat mean of `mean`.
+    fn model(seed: u64, mean: f32) -> (Network<CpuBackend>, ModelInfo) {
+        let network = Network::new(
+            CpuBackend,
+            Architecture::from_name("zf_small", 3).unwrap(),
+            0.03,
+            seed,
+        );
+        let info = ModelInfo {
+            architecture: network.architecture.clone(),
+            image_size: 32,
+            class_names: Vec::new(),
+            mean: vec![mean; 32 * 32 * 3],
+        };
+        (network, info)
+    }
+
+    fn config(batch_size: usize) -> ScanConfig<'static> {
+        ScanConfig {
+            top_k: 9,
+            batch_size,
+            limit: None,
+            checkpoint: None,
+            checkpoint_every: std::time::Duration::ZERO,
+        }
+    }
+
     #[test]
     fn the_scan_finds_each_maps_nine_strongest_images_as_one_image_at_a_time_does() {
         // Independent of the batched path (crops cut by the backend, per-map maxima): each
         // image alone through `network_input` and a forward pass, its maxima by hand.
         let dir = tempfile::tempdir().unwrap();
         let images_path = images(dir.path(), 30);
-        let network = Network::new(
-            CpuBackend,
-            Architecture::from_name("zf_small", 3).unwrap(),
-            0.03,
-            6,
-        );
-        let info = ModelInfo {
-            architecture: network.architecture.clone(),
-            image_size: 32,
-            class_names: Vec::new(),
-            mean: vec![110.0; 32 * 32 * 3],
-        };
+        let (network, info) = model(6, 110.0);
         let maps = chosen_maps(&network, &[1, 2, 5], 3, 1).unwrap();
-        let config = ScanConfig {
-            top_k: 9,
-            batch_size: 7,
-            limit: None,
-            checkpoint: None,
-            checkpoint_every: std::time::Duration::ZERO,
-        };
         let hidden = |_| indicatif::ProgressBar::hidden();
-        let scan = scan_top_k(&network, &info, &images_path, &maps, config, &hidden).unwrap();
+        let scan = scan_top_k(&network, &info, &images_path, &maps, config(7), &hidden).unwrap();
 
         let records = artifacts::images::read_images(&images_path).unwrap();
         let crop = network.architecture.input_size;
@@ -336,27 +346,10 @@ mod tests {
     fn a_scan_resumed_from_its_checkpoint_finds_what_an_uninterrupted_scan_finds() {
         let dir = tempfile::tempdir().unwrap();
         let images = images(dir.path(), 48);
-        let network = Network::new(
-            CpuBackend,
-            Architecture::from_name("zf_small", 3).unwrap(),
-            0.03,
-            5,
-        );
-        let info = ModelInfo {
-            architecture: network.architecture.clone(),
-            image_size: 32,
-            class_names: Vec::new(),
-            mean: vec![120.0; 32 * 32 * 3],
-        };
+        let (network, info) = model(5, 120.0);
         let maps = chosen_maps(&network, &[1, 3, 5], 4, 0).unwrap();
         let hidden = |_| indicatif::ProgressBar::hidden();
-        let config = ScanConfig {
-            top_k: 9,
-            batch_size: 8,
-            limit: None,
-            checkpoint: None,
-            checkpoint_every: std::time::Duration::ZERO,
-        };
+        let config = config(8);
         let whole = scan_top_k(&network, &info, &images, &maps, config, &hidden).unwrap();
 
         // "Killed" after 24 images: the checkpoint holds the first three batches.
