@@ -300,7 +300,7 @@ fn bias_sums_are_the_sums_over_images_and_positions() {
     let expected: Vec<f32> = expected.iter().map(|&v| v as f32).collect();
     assert_close("conv bias gradient", &expected, &db, 1e-5);
 
-    // The same numbers as N*P rows of `channels` columns? No: column sums of an N x OUT matrix.
+    // The fc layers' bias gradient: column sums of an N x OUT matrix, rows in order.
     let (rows, outputs) = (7, 300);
     let m = uniform(rows * outputs, 11);
     let mut sums = vec![0.0f32; outputs];
