@@ -12,7 +12,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 reproduce: data build
 	./target/release/zfnet run --jobs 2
-	./target/release/zfnet export report.report reports/default
+	./target/release/zfnet export --force report.report reports/default
 
 build:
 	$(CARGO) build --release -p zfnet

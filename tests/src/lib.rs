@@ -41,7 +41,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn from(output: Output) -> Self {
+    pub fn from(output: Output) -> Self {
         Outcome {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -83,15 +83,48 @@ impl Project {
 
     /// Runs `zfnet ARGS` in the project folder, with the test stage kinds enabled.
     pub fn zfnet(&self, args: &[&str]) -> Outcome {
-        let output = Command::new(zfnet_binary())
+        Outcome::from(self.command(args).output().expect("zfnet runs"))
+    }
+
+    /// The `zfnet ARGS` command of [`Project::zfnet`], to add environment variables to or to
+    /// start in the background.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(zfnet_binary());
+        command
             .args(args)
             .current_dir(self.dir.path())
             .env("ZFNET_ENABLE_TEST_STAGES", "1")
             .env_remove("ZFNET_CACHE_DIR")
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("zfnet runs");
-        Outcome::from(output)
+            .env_remove("RUST_LOG");
+        command
+    }
+
+    /// Starts `zfnet ARGS` in the background, its output captured.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("zfnet starts")
+    }
+
+    /// Waits for a background `zfnet` and collects what it printed.
+    pub fn finish(child: std::process::Child) -> Outcome {
+        Outcome::from(child.wait_with_output().expect("zfnet finishes"))
+    }
+
+    /// Waits (at most 60 s) until `relative` exists and contains `text`.
+    pub fn wait_for(&self, relative: &str, text: &str) {
+        let path = self.path(relative);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::fs::read_to_string(&path).is_ok_and(|contents| contents.contains(text)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never contained `{text}`",
+                path.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// `zfnet status --json` as (stage, state, reason) triples.

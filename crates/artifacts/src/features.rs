@@ -131,6 +131,7 @@ impl FeaturesWriter {
         let layout = crate::parquet_io::LayoutConfig {
             rows_per_group: (1 << 20) / dim.max(1) + 1,
             rows_per_part: None,
+            bytes_per_group: None,
         };
         Ok(FeaturesWriter {
             inner: crate::parquet_io::TableWriter::create(

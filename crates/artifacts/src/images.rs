@@ -55,6 +55,10 @@ pub fn images_schema() -> SchemaRef {
 
 /// Images per row group: 256 images of 256x256x3 are 50 MB, the most a reader holds at once.
 const IMAGES_PER_GROUP: usize = 256;
+/// Pixel bytes per row group, at most (plus one image): larger images make smaller groups, so
+/// that a reader's memory stays bounded and a batch's binary offsets (32-bit) never overflow.
+/// At the largest `preprocess` size, 4096x4096x3 (50 MB an image), a group holds 6 images.
+pub const MAX_GROUP_PIXEL_BYTES: usize = 256 << 20;
 /// Images per part file (about 3 GB at 256x256x3).
 const IMAGES_PER_PART: usize = 16384;
 
@@ -62,27 +66,42 @@ const IMAGES_PER_PART: usize = 16384;
 pub struct ImagesWriter {
     inner: TableWriter,
     pending: Vec<ImageRecord>,
+    pending_bytes: usize,
+    group_bytes: usize,
 }
 
 impl ImagesWriter {
     pub fn create(folder: &Path, provenance: &Provenance) -> Result<Self> {
+        Self::with_group_bytes(folder, provenance, MAX_GROUP_PIXEL_BYTES)
+    }
+
+    /// [`ImagesWriter::create`] with another bound on a row group's pixel bytes (tests).
+    pub fn with_group_bytes(
+        folder: &Path,
+        provenance: &Provenance,
+        group_bytes: usize,
+    ) -> Result<Self> {
         let layout = LayoutConfig {
             rows_per_group: IMAGES_PER_GROUP,
             rows_per_part: Some(IMAGES_PER_PART),
+            bytes_per_group: Some(group_bytes),
         };
         Ok(ImagesWriter {
             inner: TableWriter::create(folder, images_schema(), IMAGES, provenance, layout)?,
             pending: Vec::with_capacity(IMAGES_PER_GROUP),
+            pending_bytes: 0,
+            group_bytes,
         })
     }
 
     pub fn push(&mut self, image: ImageRecord) -> Result<()> {
         debug_assert_eq!(
-            image.pixels.len(),
-            (image.height * image.width * image.channels) as usize
+            Some(image.pixels.len()),
+            pixel_bytes(image.height, image.width, image.channels)
         );
+        self.pending_bytes += image.pixels.len();
         self.pending.push(image);
-        if self.pending.len() >= IMAGES_PER_GROUP {
+        if self.pending.len() >= IMAGES_PER_GROUP || self.pending_bytes >= self.group_bytes {
             self.flush()?;
         }
         Ok(())
@@ -100,6 +119,7 @@ impl ImagesWriter {
         }
         let batch = images_to_batch(&self.pending)?;
         self.pending.clear();
+        self.pending_bytes = 0;
         self.inner.write(&batch)
     }
 }
@@ -141,6 +161,30 @@ pub fn images_to_batch(images: &[ImageRecord]) -> Result<RecordBatch> {
     )?)
 }
 
+/// The number of pixel bytes of an image (`height * width * channels`), or `None` when that
+/// does not fit in memory's address space: dims read from a file are checked before use.
+pub fn pixel_bytes(height: u32, width: u32, channels: u32) -> Option<usize> {
+    (height as usize)
+        .checked_mul(width as usize)?
+        .checked_mul(channels as usize)
+}
+
+/// An image's dims as stored (Int32 columns), or a contract error for a negative one.
+fn stored_dims(path: &Path, image_id: i64, dims: [i32; 3]) -> Result<[u32; 3]> {
+    let [height, width, channels] = dims;
+    match (
+        u32::try_from(height),
+        u32::try_from(width),
+        u32::try_from(channels),
+    ) {
+        (Ok(height), Ok(width), Ok(channels)) => Ok([height, width, channels]),
+        _ => Err(Error::contract(
+            path,
+            format!("image {image_id} has the impossible dims {height}x{width}x{channels}"),
+        )),
+    }
+}
+
 /// Turns a record batch of the `images` schema back into images.
 pub fn batch_to_images(batch: &RecordBatch, path: &Path) -> Result<Vec<ImageRecord>> {
     fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a T> {
@@ -159,17 +203,22 @@ pub fn batch_to_images(batch: &RecordBatch, path: &Path) -> Result<Vec<ImageReco
     let pixels = column::<BinaryArray>(batch, "pixels", path)?;
     let mut images = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
+        let [image_height, image_width, image_channels] = stored_dims(
+            path,
+            image_id.value(row),
+            [height.value(row), width.value(row), channels.value(row)],
+        )?;
         let image = ImageRecord {
             image_id: image_id.value(row),
             label: label.value(row),
             class_name: class_name.value(row).to_owned(),
             source: source.value(row).to_owned(),
-            height: height.value(row) as u32,
-            width: width.value(row) as u32,
-            channels: channels.value(row) as u32,
+            height: image_height,
+            width: image_width,
+            channels: image_channels,
             pixels: pixels.value(row).to_vec(),
         };
-        if image.pixels.len() != (image.height * image.width * image.channels) as usize {
+        if Some(image.pixels.len()) != pixel_bytes(image.height, image.width, image.channels) {
             return Err(Error::contract(
                 path,
                 format!(
@@ -298,13 +347,28 @@ impl ImageGroups {
                         Error::contract(&group.part, "column `class_name` missing or mistyped")
                     })?;
                 for row in 0..batch.num_rows() {
+                    let [height, width, channels] = stored_dims(
+                        &group.part,
+                        image_id.value(row),
+                        [height.value(row), width.value(row), channels.value(row)],
+                    )?;
+                    if pixel_bytes(height, width, channels).is_none() {
+                        return Err(Error::contract(
+                            &group.part,
+                            format!(
+                                "image {} has dims {height}x{width}x{channels}, too large to \
+                                 hold in memory",
+                                image_id.value(row)
+                            ),
+                        ));
+                    }
                     rows.push(ImageMeta {
                         image_id: image_id.value(row),
                         label: label.value(row),
                         class_name: class_name.value(row).to_owned(),
-                        height: height.value(row) as u32,
-                        width: width.value(row) as u32,
-                        channels: channels.value(row) as u32,
+                        height,
+                        width,
+                        channels,
                     });
                 }
             }
@@ -444,5 +508,38 @@ mod tests {
                 (image.image_id, image.label, image.width)
             );
         }
+    }
+
+    /// Row groups are sized by bytes as well as by count: with a 100-byte bound, 18-byte
+    /// images make groups of 6 (before, a group always held 256 images whatever their size:
+    /// 12.8 GB at 4096x4096, past the 32-bit binary offsets of one batch).
+    #[test]
+    fn large_images_make_smaller_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images");
+        let mut writer =
+            ImagesWriter::with_group_bytes(&path, &Provenance::ad_hoc("t"), 100).unwrap();
+        let originals: Vec<_> = (0..20).map(image).collect();
+        for record in &originals {
+            writer.push(record.clone()).unwrap();
+        }
+        writer.finish().unwrap();
+        let groups = ImageGroups::open(&path).unwrap();
+        assert_eq!(
+            groups.groups.iter().map(|g| g.rows).collect::<Vec<_>>(),
+            vec![6, 6, 6, 2]
+        );
+        assert_eq!(read_images(&path).unwrap(), originals);
+    }
+
+    /// Dims read from a file are checked: a negative or overflowing size is a contract error
+    /// naming the image, never a wrapped multiplication.
+    #[test]
+    fn impossible_stored_dims_are_refused() {
+        let path = Path::new("x.parquet");
+        assert!(stored_dims(path, 3, [-1, 2, 3]).is_err());
+        assert_eq!(stored_dims(path, 3, [2, 3, 1]).unwrap(), [2, 3, 1]);
+        assert_eq!(pixel_bytes(u32::MAX, u32::MAX, 3), None);
+        assert_eq!(pixel_bytes(4096, 4096, 3), Some(50_331_648));
     }
 }

@@ -40,6 +40,9 @@ pub struct LayoutConfig {
     pub rows_per_group: usize,
     /// Rows per part file in a folder artifact; `None` writes a single file.
     pub rows_per_part: Option<usize>,
+    /// A row group also ends once its encoded size passes this many bytes (`None`: rows
+    /// alone decide). Image artifacts set it so that large images make smaller groups.
+    pub bytes_per_group: Option<usize>,
 }
 
 impl Default for LayoutConfig {
@@ -47,6 +50,7 @@ impl Default for LayoutConfig {
         LayoutConfig {
             rows_per_group: 8192,
             rows_per_part: None,
+            bytes_per_group: None,
         }
     }
 }
@@ -160,6 +164,7 @@ impl TableWriter {
             let properties = WriterProperties::builder()
                 .set_compression(Compression::SNAPPY)
                 .set_max_row_group_row_count(Some(self.layout.rows_per_group.max(1)))
+                .set_max_row_group_bytes(self.layout.bytes_per_group.map(|bytes| bytes.max(1)))
                 .set_key_value_metadata(Some(metadata))
                 .build();
             let writer =

@@ -190,7 +190,7 @@ unsafe impl Sync for CudaInner {}
 fn check<T, E: std::fmt::Debug>(result: Result<T, E>, what: &str) -> T {
     match result {
         Ok(value) => value,
-        Err(error) => panic!("CUDA backend: {what} failed: {error:?}"),
+        Err(error) => stage_api::GpuFailure::raise(format!("{what} failed: {error:?}")),
     }
 }
 

@@ -8,15 +8,23 @@
 //! state/<pipeline>/<stage>.json   the last successful run of each stage (for `status` reasons)
 //! resume/<key>/                   checkpoints of an unfinished run, for the next attempt
 //! hash-memo.json                  stat-keyed file hashes (see `artifacts::hash`)
-//! lock                            held exclusively by `run` and `gc`
+//! lock                            exclusive for `run`, `gc`, `verify`; shared for `export`, `show`
+//! zfnet-cache.json                the marker: this folder is a zfnet cache (written first)
+//! CACHEDIR.TAG                    the Cache Directory Tagging spec's tag (backup tools skip it)
 //! ```
 //! A run is committed by writing its manifest into the temporary folder, fsyncing every file
 //! and folder, and renaming the folder to `runs/<key>`: a stage killed at any point leaves only
 //! a `tmp/` folder, which the next `run` deletes.
+//!
+//! **Nothing outside is touched.** The cache deletes things, so it first makes sure the folder
+//! is its own: a new or empty folder gets the marker; a non-empty folder without it is refused
+//! ([`Error::NotACache`]). Inside, only names it can parse as its own (a 64-hex-digit key, a
+//! `tmp/` name that starts with one) are ever deleted, and never through a symbolic link.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::io::{Read, Seek, Write};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use artifacts::{ContentHash, HashMemo};
@@ -63,6 +71,13 @@ pub struct InputRecord {
 /// to say why a stage is stale.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StateRecord {
+    /// The pipeline and stage instance this record belongs to (its file name may be a hash of
+    /// them, when they are too long for a file name). Empty in records written before zfnet
+    /// 0.1 recorded them; the file name says then.
+    #[serde(default)]
+    pub pipeline: String,
+    #[serde(default)]
+    pub stage: String,
     pub key: String,
     pub kind: String,
     pub kind_version: u32,
@@ -81,6 +96,104 @@ pub enum EntryProblem {
     BadManifest(String),
     /// An output is gone or its content hash changed.
     Corrupted { output: String, path: PathBuf },
+    /// The manifest lacks an output the stage kind declares (written by an older or broken
+    /// run): the entry is stale.
+    MissingOutput { output: String },
+}
+
+/// The marker file that makes a folder a zfnet cache.
+pub const MARKER_FILE: &str = "zfnet-cache.json";
+/// The Cache Directory Tagging spec's file name and the signature its first line must carry.
+pub const CACHEDIR_TAG_FILE: &str = "CACHEDIR.TAG";
+const CACHEDIR_TAG: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+    # This file is a cache directory tag created by zfnet (its run cache).\n\
+    # For information about cache directory tags see https://bford.info/cachedir/\n";
+/// Every name zfnet itself puts at the top of its cache. A non-empty folder without the
+/// marker whose names are all from this list (and that has `runs/`) is a cache written before
+/// the marker existed, and is adopted.
+const CACHE_LAYOUT: &[&str] = &[
+    "runs",
+    "tmp",
+    "state",
+    "resume",
+    "hash-memo.json",
+    "hash-memo.json.tmp",
+    "lock",
+    MARKER_FILE,
+    CACHEDIR_TAG_FILE,
+];
+
+/// Whether `name` is a cache key as [`crate::plan::cache_key`] makes them (64 lowercase hex
+/// digits): the only names under `runs/` and `resume/` that zfnet ever deletes.
+pub fn is_cache_key(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `name` (a file name in `tmp/`) is one of zfnet's temporary folders:
+/// `<key>.<pid>.<n>` or `<key>.removed.<pid>.<n>`.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some((key, rest)) = name.split_once('.') else {
+        return false;
+    };
+    let rest = rest.strip_prefix("removed.").unwrap_or(rest);
+    let mut numbers = rest.split('.');
+    is_cache_key(key)
+        && numbers.next().is_some_and(is_decimal)
+        && numbers.next().is_some_and(is_decimal)
+        && numbers.next().is_none()
+}
+
+fn is_decimal(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether a manifest's output file name stays inside its entry: relative, no `..`, no root.
+fn is_plain_relative(file_name: &str) -> bool {
+    let path = Path::new(file_name);
+    !file_name.is_empty()
+        && path
+            .components()
+            .all(|component| matches!(component, Component::Normal(_)))
+}
+
+/// Removes `path`, a file or folder zfnet made inside its cache. A symbolic link is removed
+/// as a link: what it points at is never touched (`remove_dir_all` does not follow links
+/// below it either).
+pub fn remove_owned(path: &Path) -> std::io::Result<()> {
+    let metadata = fs::symlink_metadata(path)?;
+    if metadata.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// What an exclusive or shared hold on the cache's lock file is for, as a waiting process
+/// reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// `run`, `gc`, `verify`: they write and delete.
+    Exclusive,
+    /// `export`, `show`: they read outputs and need them to stay put.
+    Shared,
+}
+
+/// A held cache lock; released when dropped.
+pub struct CacheLock {
+    file: fs::File,
+    mode: LockMode,
+}
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        if self.mode == LockMode::Exclusive {
+            // Nobody holds the cache after us: leave no stale holder line behind.
+            let _ = self.file.set_len(0);
+        }
+    }
 }
 
 /// The cache folder and its hash memo.
@@ -91,8 +204,11 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Opens (creating if needed) the cache at `root`.
+    /// Opens the cache at `root`, creating it if needed. A folder that exists, is not empty
+    /// and carries no marker is refused ([`Error::NotACache`]): zfnet deletes inside its
+    /// cache, so it never adopts a folder of someone else's.
     pub fn open(root: &Path) -> Result<Self> {
+        claim_cache_folder(root)?;
         for sub in ["runs", "tmp", "state", "resume"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -118,23 +234,57 @@ impl Cache {
         Ok(self.memo.save(&self.root.join("hash-memo.json"))?)
     }
 
-    /// Takes the cache's exclusive lock, waiting for another `zfnet run` if one holds it.
-    pub fn lock(&self) -> Result<fs::File> {
+    /// Takes the cache's lock for `command` (e.g. `run`), waiting, and saying whom it waits
+    /// for, while another zfnet process holds it in a conflicting mode. An exclusive holder
+    /// writes `pid <n> zfnet <command>` into the lock file for waiters to read.
+    pub fn lock(&self, mode: LockMode, command: &str) -> Result<CacheLock> {
         let path = self.root.join("lock");
-        let file = fs::OpenOptions::new()
+        let mut file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        if file.try_lock().is_err() {
-            tracing::warn!(
-                "another zfnet process holds {}; waiting for it to finish",
+        let attempt = match mode {
+            LockMode::Exclusive => file.try_lock(),
+            LockMode::Shared => file.try_lock_shared(),
+        };
+        if attempt.is_err() {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = match holder.split_whitespace().nth(1) {
+                Some(pid) if Path::new("/proc").join(pid).exists() => {
+                    format!(
+                        "`{}` (pid {pid})",
+                        holder
+                            .split_whitespace()
+                            .skip(2)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )
+                }
+                _ => "another zfnet process (reading outputs)".to_owned(),
+            };
+            eprintln!(
+                "zfnet {command}: waiting for {who} to release the cache lock {}",
                 path.display()
             );
-            file.lock().map_err(|e| Error::io(&path, e))?;
+            match mode {
+                LockMode::Exclusive => file.lock(),
+                LockMode::Shared => file.lock_shared(),
+            }
+            .map_err(|e| Error::io(&path, e))?;
         }
-        Ok(file)
+        if mode == LockMode::Exclusive {
+            let line = format!("pid {} zfnet {command}\n", std::process::id());
+            file.set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| file.write_all(line.as_bytes()))
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(CacheLock { file, mode })
     }
 
     pub fn entry_dir(&self, key: &str) -> PathBuf {
@@ -145,9 +295,23 @@ impl Cache {
         self.entry_dir(key).join("outputs").join(&record.file_name)
     }
 
-    /// Reads the manifest of entry `key` and checks every output's content hash.
-    pub fn verified_manifest(&self, key: &str) -> Result<Manifest, EntryProblem> {
+    /// Reads the manifest of entry `key`, checks that it records every output the stage kind
+    /// declares (`declared_outputs`), and checks every output's content hash (through the
+    /// stat memo).
+    pub fn verified_manifest(
+        &self,
+        key: &str,
+        declared_outputs: &[&str],
+    ) -> Result<Manifest, EntryProblem> {
         let manifest = self.read_manifest(key)?;
+        if let Some(missing) = declared_outputs
+            .iter()
+            .find(|name| !manifest.outputs.contains_key(**name))
+        {
+            return Err(EntryProblem::MissingOutput {
+                output: (*missing).to_owned(),
+            });
+        }
         for (name, record) in &manifest.outputs {
             let path = self.output_path(key, record);
             match self.memo.hash_path(&path) {
@@ -163,8 +327,36 @@ impl Cache {
         Ok(manifest)
     }
 
-    /// Reads the manifest of entry `key` without checking outputs.
+    /// Reads the manifest of entry `key` without checking outputs' contents. A manifest is
+    /// data from disk: one whose key is not its folder's or whose output names leave the
+    /// entry (absolute, `..`) is refused as unreadable.
     pub fn read_manifest(&self, key: &str) -> Result<Manifest, EntryProblem> {
+        let manifest = self.parse_manifest(key)?;
+        if manifest.key != key {
+            return Err(EntryProblem::BadManifest(format!(
+                "it records key {} but lies in runs/{key}",
+                manifest.key
+            )));
+        }
+        if let Some((name, record)) = manifest
+            .outputs
+            .iter()
+            .find(|(_, record)| !is_plain_relative(&record.file_name))
+        {
+            return Err(EntryProblem::BadManifest(format!(
+                "output `{name}` names the file `{}`, outside its entry",
+                record.file_name
+            )));
+        }
+        Ok(manifest)
+    }
+
+    fn parse_manifest(&self, key: &str) -> Result<Manifest, EntryProblem> {
+        if !is_cache_key(key) {
+            return Err(EntryProblem::BadManifest(format!(
+                "`{key}` is not a cache key"
+            )));
+        }
         let path = self.entry_dir(key).join("manifest.json");
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -176,15 +368,31 @@ impl Cache {
         serde_json::from_slice(&bytes).map_err(|e| EntryProblem::BadManifest(e.to_string()))
     }
 
-    /// Deletes entry `key` (a corrupted one, before rerunning).
+    /// Deletes entry `key` (a corrupted one, before rerunning). Only a cache key names an
+    /// entry; a link in its place is removed as a link.
     pub fn remove_entry(&self, key: &str) -> Result<()> {
+        if !is_cache_key(key) {
+            return Err(Error::Cache {
+                path: self.entry_dir(key),
+                message: "not a cache key; zfnet removes only its own entries".to_owned(),
+            });
+        }
         let dir = self.entry_dir(key);
-        if dir.exists() {
+        if fs::symlink_metadata(&dir).is_ok() {
             // Move aside first so that a crash mid-delete never leaves a half entry in runs/.
             let aside = self.new_temp_dir(&format!("{key}.removed"))?;
             fs::remove_dir(&aside).map_err(|e| Error::io(&aside, e))?;
             fs::rename(&dir, &aside).map_err(|e| Error::io(&dir, e))?;
-            fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, e))?;
+            remove_owned(&aside).map_err(|e| Error::io(&aside, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the resume checkpoints of `key` (a link in their place as a link).
+    pub fn remove_resume(&self, key: &str) -> Result<()> {
+        let dir = self.resume_dir(key);
+        if is_cache_key(key) && fs::symlink_metadata(&dir).is_ok() {
+            remove_owned(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         Ok(())
     }
@@ -205,21 +413,76 @@ impl Cache {
         self.root.join("resume").join(key)
     }
 
-    /// Deletes every temporary folder (left by killed runs). Call only under the lock.
+    /// Deletes every temporary folder (left by killed runs). Call only under the exclusive
+    /// lock. Names that are not zfnet's temporary names are left alone, with a warning.
     pub fn clean_temp(&self) -> Result<u64> {
         let tmp = self.root.join("tmp");
         let mut removed = 0;
         for entry in fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
-            let path = entry.map_err(|e| Error::io(&tmp, e))?.path();
-            removed += HashMemo::size_of(&path).unwrap_or(0);
-            let result = if path.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            result.map_err(|e| Error::io(&path, e))?;
+            let entry = entry.map_err(|e| Error::io(&tmp, e))?;
+            let path = entry.path();
+            if !is_temp_name(&entry.file_name().to_string_lossy()) {
+                tracing::warn!(
+                    "{} is not a zfnet temporary folder; leaving it alone",
+                    path.display()
+                );
+                continue;
+            }
+            let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink());
+            if !is_link {
+                removed += HashMemo::size_of(&path).unwrap_or(0);
+            }
+            remove_owned(&path).map_err(|e| Error::io(&path, e))?;
         }
         Ok(removed)
+    }
+
+    /// Re-reads every byte of every cached output, ignoring the stat memo, and evicts each
+    /// entry whose manifest is unreadable or whose outputs do not hash to what it records
+    /// (bit rot, an edit that kept size and times). Call under the exclusive lock.
+    pub fn verify(&self, mut on_entry: impl FnMut(&str, &VerifyOutcome)) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for key in self.entry_keys()? {
+            let outcome = match self.read_manifest(&key) {
+                Err(problem) => VerifyOutcome::Evicted(format!("manifest: {problem:?}")),
+                Ok(manifest) => {
+                    let fresh_read = HashMemo::in_memory();
+                    let mut failure = None;
+                    for (name, record) in &manifest.outputs {
+                        let path = self.output_path(&key, record);
+                        match fresh_read.hash_path(&path) {
+                            Ok(hash) if hash == record.hash => report.bytes += record.bytes,
+                            Ok(hash) => {
+                                failure = Some(format!(
+                                    "output `{name}` ({}) hashes to {} but the manifest \
+                                     records {}",
+                                    path.display(),
+                                    hash.short(),
+                                    record.hash.short()
+                                ));
+                                break;
+                            }
+                            Err(error) => {
+                                failure = Some(format!("output `{name}`: {error}"));
+                                break;
+                            }
+                        }
+                    }
+                    match failure {
+                        None => VerifyOutcome::Intact,
+                        Some(message) => VerifyOutcome::Evicted(message),
+                    }
+                }
+            };
+            if let VerifyOutcome::Evicted(_) = outcome {
+                self.remove_entry(&key)?;
+                report.evicted.push(key.clone());
+            } else {
+                report.intact += 1;
+            }
+            on_entry(&key, &outcome);
+        }
+        Ok(report)
     }
 
     /// Commits a finished run: writes its manifest into `temp_dir`, fsyncs everything and
@@ -230,7 +493,7 @@ impl Cache {
         fs::write(&manifest_path, bytes).map_err(|e| Error::io(&manifest_path, e))?;
         fsync_tree(temp_dir)?;
         let target = self.entry_dir(&manifest.key);
-        if target.exists() {
+        if fs::symlink_metadata(&target).is_ok() {
             self.remove_entry(&manifest.key)?;
         }
         fs::rename(temp_dir, &target).map_err(|e| Error::io(&target, e))?;
@@ -241,8 +504,8 @@ impl Cache {
     fn state_path(&self, pipeline: &str, stage: &str) -> PathBuf {
         self.root
             .join("state")
-            .join(sanitize(pipeline))
-            .join(format!("{}.json", sanitize(stage)))
+            .join(file_name_for(pipeline))
+            .join(format!("{}.json", file_name_for(stage)))
     }
 
     /// The last successful run of `stage` in `pipeline`, if any.
@@ -280,41 +543,185 @@ impl Cache {
                         .ok()
                         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
                 {
-                    states.push((
-                        pipeline.file_name().to_string_lossy().into_owned(),
+                    let record: StateRecord = record;
+                    let pipeline_name = if record.pipeline.is_empty() {
+                        pipeline.file_name().to_string_lossy().into_owned()
+                    } else {
+                        record.pipeline.clone()
+                    };
+                    let stage_name = if record.stage.is_empty() {
                         path.file_stem()
                             .unwrap_or_default()
                             .to_string_lossy()
-                            .into_owned(),
-                        record,
-                    ));
+                            .into_owned()
+                    } else {
+                        record.stage.clone()
+                    };
+                    states.push((pipeline_name, stage_name, record));
                 }
             }
         }
         states
     }
 
-    /// Keys of every entry in `runs/`.
+    /// Keys of every entry in `runs/`: folders named by a cache key. Anything else there is
+    /// not zfnet's and is left alone (with a warning).
     pub fn entry_keys(&self) -> Result<Vec<String>> {
-        let runs = self.root.join("runs");
+        self.keyed_folders("runs")
+    }
+
+    /// Keys of every resume folder in `resume/` (same rule as [`Cache::entry_keys`]).
+    pub fn resume_keys(&self) -> Result<Vec<String>> {
+        self.keyed_folders("resume")
+    }
+
+    fn keyed_folders(&self, sub: &str) -> Result<Vec<String>> {
+        let folder = self.root.join(sub);
         let mut keys = Vec::new();
-        for entry in fs::read_dir(&runs).map_err(|e| Error::io(&runs, e))? {
-            let entry = entry.map_err(|e| Error::io(&runs, e))?;
-            keys.push(entry.file_name().to_string_lossy().into_owned());
+        for entry in fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))? {
+            let entry = entry.map_err(|e| Error::io(&folder, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_cache_key(&name) && is_dir {
+                keys.push(name);
+            } else {
+                tracing::warn!(
+                    "{} is not a zfnet cache entry; leaving it alone",
+                    entry.path().display()
+                );
+            }
         }
         keys.sort();
         Ok(keys)
     }
 }
 
-/// File-name-safe form of a pipeline or stage name.
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| match c {
-            '/' | '\\' | '\0' => '_',
-            c => c,
+/// What `verify` found for one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Intact,
+    /// Removed, with the reason.
+    Evicted(String),
+}
+
+/// What `verify` did, in all.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    pub intact: usize,
+    pub evicted: Vec<String>,
+    /// Bytes re-read and found intact.
+    pub bytes: u64,
+}
+
+/// Longest pipeline or stage name used as a file name as it is; longer names (or names that
+/// are not file-name-safe) become a readable prefix plus a hash of the whole name.
+const MAX_PLAIN_FILE_NAME: usize = 120;
+
+/// File-name-safe form of a pipeline or stage name: the name itself when it is short and has
+/// no separator, else its first characters and a hash of the whole name (file names are
+/// limited to 255 bytes; stage instance names of a matrix can be longer).
+fn file_name_for(name: &str) -> String {
+    let safe = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0']);
+    if safe && name.len() <= MAX_PLAIN_FILE_NAME {
+        return name.to_owned();
+    }
+    let prefix: String = name
+        .chars()
+        .map(|c| {
+            if matches!(c, '/' | '\\' | '\0') {
+                '_'
+            } else {
+                c
+            }
         })
-        .collect()
+        .scan(0usize, |bytes, c| {
+            *bytes += c.len_utf8();
+            (*bytes <= 60).then_some(c)
+        })
+        .collect();
+    let hash = blake3::hash(name.as_bytes()).to_hex();
+    format!("{prefix}~{}", &hash[..32])
+}
+
+/// Makes sure `root` is a zfnet cache: creates it (with the marker and the tag) when it does
+/// not exist or is empty, adopts a cache from before the marker, and refuses anything else.
+fn claim_cache_folder(root: &Path) -> Result<()> {
+    let marker = root.join(MARKER_FILE);
+    if marker.is_file() {
+        return Ok(());
+    }
+    match fs::metadata(root) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        }
+        Err(error) => return Err(Error::io(root, error)),
+        Ok(metadata) if !metadata.is_dir() => {
+            return Err(Error::NotACache {
+                path: root.to_path_buf(),
+                found: "it is a file, not a folder".to_owned(),
+            });
+        }
+        Ok(_) => {
+            let names: Vec<String> = fs::read_dir(root)
+                .map_err(|e| Error::io(root, e))?
+                .map(|entry| {
+                    entry
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .map_err(|e| Error::io(root, e))
+                })
+                .collect::<Result<_>>()?;
+            // A concurrent first `open` may have its marker's temporary file here already.
+            let names: Vec<String> = names
+                .into_iter()
+                .filter(|name| !name.starts_with(MARKER_FILE))
+                .collect();
+            let legacy = names.iter().any(|name| name == "runs")
+                && names
+                    .iter()
+                    .all(|name| CACHE_LAYOUT.contains(&name.as_str()));
+            if !names.is_empty() && !legacy {
+                let mut shown: Vec<&str> = names.iter().map(String::as_str).take(5).collect();
+                shown.sort();
+                let more = if names.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                };
+                return Err(Error::NotACache {
+                    path: root.to_path_buf(),
+                    found: format!(
+                        "it holds {} entr{} ({}{more}) and no {MARKER_FILE}",
+                        names.len(),
+                        if names.len() == 1 { "y" } else { "ies" },
+                        shown.join(", ")
+                    ),
+                });
+            }
+            if legacy {
+                tracing::info!(
+                    "{}: a zfnet cache from before the marker file; adopting it",
+                    root.display()
+                );
+            }
+        }
+    }
+    let tag = root.join(CACHEDIR_TAG_FILE);
+    if !tag.exists() {
+        fs::write(&tag, CACHEDIR_TAG).map_err(|e| Error::io(&tag, e))?;
+    }
+    let contents = serde_json::json!({
+        "what": "the run cache of zfnet; zfnet deletes and replaces files in this folder",
+        "format": 1,
+        "created_by": format!("zfnet {}", crate::TOOL_VERSION),
+    });
+    let temporary = root.join(format!("{MARKER_FILE}.{}.tmp", std::process::id()));
+    fs::write(
+        &temporary,
+        serde_json::to_vec_pretty(&contents).expect("marker serialises"),
+    )
+    .map_err(|e| Error::io(&temporary, e))?;
+    fs::rename(&temporary, &marker).map_err(|e| Error::io(&marker, e))?;
+    Ok(())
 }
 
 /// fsyncs every file and folder below `root` (and `root` itself).

@@ -44,6 +44,14 @@ pub enum Error {
     /// output (which is repaired by rerunning).
     #[error("cache {path}: {message}")]
     Cache { path: PathBuf, message: String },
+    /// The cache folder exists, is not empty, and is not a zfnet cache.
+    #[error(
+        "{path} is not a zfnet cache: {found}. zfnet deletes and replaces files inside its \
+         cache folder, so it will not use a folder it did not create. Point `--cache-dir`, \
+         ZFNET_CACHE_DIR or the pipeline's `cache_dir:` at a new or empty folder (zfnet marks \
+         it as its own on first use)"
+    )]
+    NotACache { path: PathBuf, found: String },
 }
 
 impl Error {
@@ -57,7 +65,7 @@ impl Error {
     /// The process exit code for this error: 2 for bad usage/config, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) | Error::Usage(_) => 2,
+            Error::Config(_) | Error::Usage(_) | Error::NotACache { .. } => 2,
             _ => 1,
         }
     }

@@ -7,18 +7,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Mutex;
 use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
 use std::time::{Instant, SystemTime};
 
 use artifacts::{HashMemo, Provenance};
 use indicatif::MultiProgress;
 use stage_api::{StageContext, UpstreamRun};
 
-use crate::cache::{Cache, EntryProblem, MANIFEST_FORMAT, Manifest, OutputRecord, StateRecord};
+use crate::cache::{
+    Cache, EntryProblem, LockMode, MANIFEST_FORMAT, Manifest, OutputRecord, StateRecord,
+};
 use crate::plan::{
-    InputsUnknown, OutputIndex, cache_key, index_outputs, input_paths, input_records,
-    staleness_reasons,
+    InputsUnknown, OutputIndex, cache_key, declared_outputs, index_outputs, input_paths,
+    input_records, staleness_reasons,
 };
 use crate::{Dag, Error, ResolvedStage, Result, TOOL_VERSION};
 
@@ -107,7 +109,7 @@ pub fn run(
                     .any(|t| *t == stage.name || *t == stage.base_name))
     };
 
-    let _lock = cache.lock()?;
+    let _lock = cache.lock(LockMode::Exclusive, "run")?;
     let leftover = cache.clean_temp()?;
     if leftover > 0 {
         tracing::info!(
@@ -117,6 +119,7 @@ pub fn run(
     }
 
     let index = Mutex::new(OutputIndex::new());
+    let keys = KeyGate::default();
     let mut slots = vec![Slot::Pending; stages.len()];
     let mut report = RunReport::default();
     let position: BTreeMap<&str, usize> = stages
@@ -167,6 +170,7 @@ pub fn run(
                     dispatched_any = true;
                     let sender = sender.clone();
                     let index = &index;
+                    let keys = &keys;
                     let force = forced(stage);
                     scope.spawn(move || {
                         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -175,20 +179,14 @@ pub fn run(
                                 cache,
                                 stage,
                                 index,
+                                keys,
                                 force,
                                 &options.build,
                                 progress,
                                 observer,
                             )
                         }))
-                        .unwrap_or_else(|panic| {
-                            let message = panic
-                                .downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_else(|| "unknown panic".to_owned());
-                            Err(format!("stage panicked (a bug in zfnet): {message}"))
-                        });
+                        .unwrap_or_else(|panic| Err(describe_panic(panic.as_ref())));
                         let _ = sender.send((i, outcome));
                     });
                     if running >= jobs {
@@ -238,6 +236,83 @@ pub fn run(
     Ok(report)
 }
 
+/// Names a stage's panic for what it is: a GPU failure ([`stage_api::GpuFailure`], raised by
+/// the CUDA backend when the driver, cuDNN or cuBLAS refuses a call), the GPU out of memory,
+/// or a bug in zfnet. (A host allocation failure cannot unwind: the binary's allocator says
+/// "out of memory" and the process ends.)
+fn describe_panic(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(failure) = panic.downcast_ref::<stage_api::GpuFailure>() {
+        return failure.to_string();
+    }
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    format!(
+        "stage panicked (a bug in zfnet; please report it with this message and the \
+         pipeline): {message}"
+    )
+}
+
+/// Cache keys that this run is executing or has executed. Two stage instances with the same
+/// kind, params and inputs ("twins") share a key: the first executes it, the other waits and
+/// then reuses the entry, even under `--force` (the entry was just made).
+#[derive(Default)]
+struct KeyGate {
+    keys: Mutex<BTreeMap<String, KeyProgress>>,
+    changed: Condvar,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyProgress {
+    Running,
+    Committed,
+}
+
+/// The right to execute one key, held while it runs.
+struct KeyClaim<'a> {
+    gate: &'a KeyGate,
+    key: String,
+    committed: bool,
+}
+
+impl KeyGate {
+    /// Waits while a twin executes `key`; `None` once a twin has committed it.
+    fn claim(&self, key: &str) -> Option<KeyClaim<'_>> {
+        let mut keys = self.keys.lock().expect("key gate lock");
+        loop {
+            match keys.get(key) {
+                Some(KeyProgress::Running) => {
+                    keys = self.changed.wait(keys).expect("key gate lock");
+                }
+                Some(KeyProgress::Committed) => return None,
+                None => {
+                    keys.insert(key.to_owned(), KeyProgress::Running);
+                    return Some(KeyClaim {
+                        gate: self,
+                        key: key.to_owned(),
+                        committed: false,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for KeyClaim<'_> {
+    fn drop(&mut self) {
+        let mut keys = self.gate.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if self.committed {
+            keys.insert(self.key.clone(), KeyProgress::Committed);
+        } else {
+            // Failed: a twin may try for itself (and will most likely say why it fails).
+            keys.remove(&self.key);
+        }
+        self.gate.changed.notify_all();
+    }
+}
+
 /// Brings one stage up to date: reuses a verified cache entry or executes the stage.
 #[allow(clippy::too_many_arguments)]
 fn run_one(
@@ -245,6 +320,7 @@ fn run_one(
     cache: &Cache,
     stage: &ResolvedStage,
     index: &Mutex<OutputIndex>,
+    keys: &KeyGate,
     force: bool,
     build: &str,
     progress: &MultiProgress,
@@ -260,6 +336,9 @@ fn run_one(
     let kind = &stage.kind;
     let key = cache_key(kind.name(), kind.version(), &stage.params, &inputs);
     let previous = cache.read_state(&dag.name, &stage.name);
+    // One execution per key and run; a twin that committed it leaves an entry to reuse.
+    let mut claim = keys.claim(&key);
+    let force = force && claim.is_some();
 
     let mut reason = match &previous {
         None => "never run".to_owned(),
@@ -281,7 +360,7 @@ fn run_one(
     if force {
         reason = "forced with --force".to_owned();
     } else {
-        match cache.verified_manifest(&key) {
+        match cache.verified_manifest(&key, &declared_outputs(stage)) {
             Ok(manifest) => {
                 index_outputs(
                     &mut index.lock().expect("index lock"),
@@ -311,8 +390,23 @@ fn run_one(
                 cache.remove_entry(&key).map_err(|e| e.to_string())?;
                 reason = "its cache manifest was unreadable".to_owned();
             }
+            Err(EntryProblem::MissingOutput { output }) => {
+                tracing::warn!(
+                    "stage `{}`: cache entry {key} does not record the output `{output}`; \
+                     discarding it and rerunning",
+                    stage.name
+                );
+                cache.remove_entry(&key).map_err(|e| e.to_string())?;
+                reason = format!("its cache entry lacked the output `{output}`");
+            }
         }
     }
+    let Some(claim) = claim.as_mut() else {
+        return Err(format!(
+            "a stage with the same kind, params and inputs made cache entry {key} in this \
+             run, but it is not usable now"
+        ));
+    };
 
     observer(&RunEvent::Started {
         stage: stage.name.clone(),
@@ -335,6 +429,7 @@ fn run_one(
     );
     match result {
         Ok(manifest) => {
+            claim.committed = true;
             index_outputs(
                 &mut index.lock().expect("index lock"),
                 &stage.name,
@@ -496,7 +591,7 @@ fn execute(
         .commit(temp_dir, &manifest)
         .map_err(|e| e.to_string())?;
     // The run is committed: its checkpoints are no longer needed.
-    let _ = fs::remove_dir_all(&resume_dir);
+    let _ = cache.remove_resume(key);
     Ok(manifest)
 }
 
@@ -508,6 +603,8 @@ fn record_state(
     inputs: &BTreeMap<String, Vec<crate::cache::InputRecord>>,
 ) -> Result<(), String> {
     let record = StateRecord {
+        pipeline: dag.name.clone(),
+        stage: stage.name.clone(),
         key: key.to_owned(),
         kind: stage.kind.name().to_owned(),
         kind_version: stage.kind.version(),

@@ -105,6 +105,11 @@ pub fn input_paths(stage: &ResolvedStage, index: &OutputIndex) -> BTreeMap<Strin
         .collect()
 }
 
+/// The outputs a stage's kind declares: a cache entry must record each of them to be fresh.
+pub fn declared_outputs(stage: &ResolvedStage) -> Vec<&'static str> {
+    stage.kind.outputs().iter().map(|spec| spec.name).collect()
+}
+
 /// Adds a finished (or verified) entry's outputs to the index.
 pub fn index_outputs(index: &mut OutputIndex, stage: &str, cache: &Cache, manifest: &Manifest) {
     for (name, record) in &manifest.outputs {
@@ -254,7 +259,7 @@ pub fn assess(dag: &Dag, cache: &Cache, stages: &[&ResolvedStage]) -> Vec<StageS
                     &stage.params,
                     &inputs,
                 );
-                match cache.verified_manifest(&key) {
+                match cache.verified_manifest(&key, &declared_outputs(stage)) {
                     Ok(manifest) => {
                         status.state = State::Fresh;
                         index_outputs(&mut index, &stage.name, cache, &manifest);
@@ -288,6 +293,13 @@ pub fn assess(dag: &Dag, cache: &Cache, stages: &[&ResolvedStage]) -> Vec<StageS
                             (EntryProblem::BadManifest(message), _) => {
                                 status.state = State::Stale;
                                 format!("cache manifest is unreadable ({message})")
+                            }
+                            (EntryProblem::MissingOutput { output }, _) => {
+                                status.state = State::Stale;
+                                format!(
+                                    "its cache entry does not record the output `{output}`; \
+                                     it will be rebuilt"
+                                )
                             }
                             (EntryProblem::Absent, Some(changes)) if !changes.is_empty() => {
                                 changes.join("; ")

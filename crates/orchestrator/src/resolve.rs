@@ -151,6 +151,37 @@ pub struct ResolveConfig<'a> {
     pub path_exists: &'a dyn Fn(&Path) -> bool,
 }
 
+/// The longest stage name a pipeline may declare, in bytes (names become file names and
+/// appear in every message; matrix instance names add their labels to it).
+pub const MAX_STAGE_NAME_BYTES: usize = 64;
+/// The most instances one stage's `matrix:` may expand to (the product of its value counts).
+pub const MAX_MATRIX_INSTANCES: usize = 256;
+/// The most stage instances a pipeline may have in all, matrices expanded.
+pub const MAX_STAGE_INSTANCES: usize = 4096;
+
+/// Why `name` cannot be a stage name, if it cannot.
+fn stage_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("a stage name must not be empty".to_owned())
+    } else if name.len() > MAX_STAGE_NAME_BYTES {
+        Some(format!(
+            "stage name `{}...` is {} bytes long; at most {MAX_STAGE_NAME_BYTES} are allowed",
+            name.chars().take(24).collect::<String>(),
+            name.len()
+        ))
+    } else {
+        name.chars()
+            .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | '@'))
+            .map(|bad| {
+                format!(
+                    "stage name `{}` contains {bad:?}; use letters, digits, `_`, `-` and `.` \
+                     (`@` separates a matrix instance's values)",
+                    name.escape_debug()
+                )
+            })
+    }
+}
+
 /// Resolves a raw pipeline into a DAG, or returns every problem found.
 pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<ConfigProblem>> {
     let mut problems = Problems {
@@ -168,6 +199,10 @@ pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<Con
     let mut seen_names: BTreeMap<&str, u64> = BTreeMap::new();
     for raw_stage in &raw.stages {
         let line = raw_stage.name.referenced.line();
+        if let Some(problem) = stage_name_problem(&raw_stage.name.value) {
+            problems.at(line, problem);
+            continue;
+        }
         if let Some(first) = seen_names.insert(&raw_stage.name.value, line) {
             problems.at(
                 line,
@@ -194,6 +229,17 @@ pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<Con
         };
         for instance in expand_matrix(raw_stage, kind, &mut problems) {
             instances.push((instance, raw_stage));
+        }
+        if instances.len() > MAX_STAGE_INSTANCES {
+            problems.at(
+                line,
+                format!(
+                    "the pipeline has more than {MAX_STAGE_INSTANCES} stage instances by stage \
+                     `{}` (matrices expanded); split it into several pipelines",
+                    raw_stage.name.value
+                ),
+            );
+            break;
         }
     }
 
@@ -392,6 +438,32 @@ fn expand_matrix(
         }
     }
     let line = raw_stage.name.referenced.line();
+    // Bound the expansion before doing it: the product of the value counts.
+    let product = raw_stage.matrix.values().fold(1usize, |product, values| {
+        product.saturating_mul(values.value.len())
+    });
+    if product > MAX_MATRIX_INSTANCES {
+        let counts: Vec<String> = raw_stage
+            .matrix
+            .iter()
+            .map(|(param, values)| format!("{} `{param}`", values.value.len()))
+            .collect();
+        let first_line = raw_stage
+            .matrix
+            .values()
+            .map(|values| values.referenced.line())
+            .min()
+            .unwrap_or(line);
+        problems.at(
+            first_line,
+            format!(
+                "stage `{name}`: its matrix expands to {product} instances ({}); at most \
+                 {MAX_MATRIX_INSTANCES} are allowed per stage",
+                counts.join(" x ")
+            ),
+        );
+        return Vec::new();
+    }
     let mut combinations: Vec<(String, BTreeMap<String, ParamValue>)> =
         vec![(String::new(), params)];
     for (param, values) in &raw_stage.matrix {
@@ -584,9 +656,13 @@ fn artifact_refs(
         .collect())
 }
 
-/// Kahn's algorithm, taking the earliest-declared ready stage first; on a cycle, returns one
-/// cycle as a list of names ending where it started.
+/// Kahn's algorithm, taking the earliest-declared ready stage first (a min-heap of indices, so
+/// O((stages + edges) log stages)); on a cycle, returns one cycle as a list of names ending
+/// where it started.
 fn topological_order(stages: &[ResolvedStage]) -> Result<Vec<usize>, Vec<String>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
     let index: BTreeMap<&str, usize> = stages
         .iter()
         .enumerate()
@@ -602,37 +678,50 @@ fn topological_order(stages: &[ResolvedStage]) -> Result<Vec<usize>, Vec<String>
                 .collect()
         })
         .collect();
-    let mut remaining: Vec<usize> = upstream.iter().map(Vec::len).collect();
-    let mut done = vec![false; stages.len()];
-    let mut order = Vec::with_capacity(stages.len());
-    while order.len() < stages.len() {
-        let Some(next) = (0..stages.len()).find(|&i| !done[i] && remaining[i] == 0) else {
-            // Every stage left waits on another: walk upstream links until one repeats.
-            let start = (0..stages.len()).find(|&i| !done[i]).expect("some remain");
-            let mut path = vec![start];
-            loop {
-                let current = *path.last().expect("non-empty");
-                let next = *upstream[current]
-                    .iter()
-                    .find(|&&u| !done[u])
-                    .expect("a blocked stage has an unfinished upstream");
-                if let Some(position) = path.iter().position(|&p| p == next) {
-                    let mut cycle: Vec<String> = path[position..]
-                        .iter()
-                        .rev()
-                        .map(|&i| stages[i].name.clone())
-                        .collect();
-                    cycle.push(cycle[0].clone());
-                    return Err(cycle);
-                }
-                path.push(next);
-            }
-        };
-        done[next] = true;
-        order.push(next);
-        for (i, ups) in upstream.iter().enumerate() {
-            remaining[i] -= ups.iter().filter(|&&u| u == next).count();
+    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
+    for (i, ups) in upstream.iter().enumerate() {
+        for &u in ups {
+            downstream[u].push(i);
         }
     }
-    Ok(order)
+    let mut remaining: Vec<usize> = upstream.iter().map(Vec::len).collect();
+    let mut done = vec![false; stages.len()];
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..stages.len())
+        .filter(|&i| remaining[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut order = Vec::with_capacity(stages.len());
+    while let Some(Reverse(next)) = ready.pop() {
+        done[next] = true;
+        order.push(next);
+        for &d in &downstream[next] {
+            remaining[d] -= 1;
+            if remaining[d] == 0 {
+                ready.push(Reverse(d));
+            }
+        }
+    }
+    if order.len() == stages.len() {
+        return Ok(order);
+    }
+    // Every stage left waits on another: walk upstream links until one repeats.
+    let start = (0..stages.len()).find(|&i| !done[i]).expect("some remain");
+    let mut path = vec![start];
+    loop {
+        let current = *path.last().expect("non-empty");
+        let next = *upstream[current]
+            .iter()
+            .find(|&&u| !done[u])
+            .expect("a blocked stage has an unfinished upstream");
+        if let Some(position) = path.iter().position(|&p| p == next) {
+            let mut cycle: Vec<String> = path[position..]
+                .iter()
+                .rev()
+                .map(|&i| stages[i].name.clone())
+                .collect();
+            cycle.push(cycle[0].clone());
+            return Err(cycle);
+        }
+        path.push(next);
+    }
 }

@@ -12,7 +12,7 @@ mod params;
 pub mod sampling;
 
 pub use context::{StageContext, UpstreamRun, progress_bar};
-pub use error::{Error, Result};
+pub use error::{Error, GpuFailure, Result};
 pub use params::{ParamSpec, ParamType, ParamValue, Params};
 
 /// What kind of thing an input names in `pipeline.yaml`.

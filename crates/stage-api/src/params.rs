@@ -23,10 +23,25 @@ pub enum ParamType {
     Str {
         choices: Vec<&'static str>,
     },
-    IntList,
-    FloatList,
+    /// A list of distinct integers, each within `[min, max]`, at most [`MAX_LIST_LEN`] long.
+    IntList {
+        min: i64,
+        max: i64,
+    },
+    /// A list of distinct numbers, each within `[min, max]`, at most [`MAX_LIST_LEN`] long.
+    FloatList {
+        min: f64,
+        max: f64,
+    },
+    /// A list of distinct strings, at most [`MAX_LIST_LEN`] long.
     StrList,
 }
+
+/// The longest list any list param takes: every size read from a config is bounded before it
+/// is used.
+pub const MAX_LIST_LEN: usize = 1024;
+/// The longest string any string param (or list item) takes, in bytes.
+pub const MAX_STRING_BYTES: usize = 4096;
 
 impl fmt::Display for ParamType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -36,8 +51,12 @@ impl fmt::Display for ParamType {
             ParamType::Float { .. } => f.write_str("a number"),
             ParamType::Str { choices } if choices.is_empty() => f.write_str("a string"),
             ParamType::Str { choices } => write!(f, "one of {}", choices.join(", ")),
-            ParamType::IntList => f.write_str("a list of integers"),
-            ParamType::FloatList => f.write_str("a list of numbers"),
+            ParamType::IntList { min, max } => {
+                write!(f, "a list of distinct integers in {min}..={max}")
+            }
+            ParamType::FloatList { min, max } => {
+                write!(f, "a list of distinct numbers in {min}..={max}")
+            }
             ParamType::StrList => f.write_str("a list of strings"),
         }
     }
@@ -125,14 +144,28 @@ impl ParamSpec {
         )
     }
 
-    pub fn int_list(name: &'static str, default: &[i64], doc: &'static str) -> Self {
+    /// A list of distinct integers, each in `min..=max`.
+    pub fn int_list(
+        name: &'static str,
+        default: &[i64],
+        min: i64,
+        max: i64,
+        doc: &'static str,
+    ) -> Self {
         let default = ParamValue::List(default.iter().map(|&v| ParamValue::Int(v)).collect());
-        Self::new(name, ParamType::IntList, default, doc)
+        Self::new(name, ParamType::IntList { min, max }, default, doc)
     }
 
-    pub fn float_list(name: &'static str, default: &[f64], doc: &'static str) -> Self {
+    /// A list of distinct numbers, each in `min..=max`.
+    pub fn float_list(
+        name: &'static str,
+        default: &[f64],
+        min: f64,
+        max: f64,
+        doc: &'static str,
+    ) -> Self {
         let default = ParamValue::List(default.iter().map(|&v| ParamValue::Float(v)).collect());
-        Self::new(name, ParamType::FloatList, default, doc)
+        Self::new(name, ParamType::FloatList { min, max }, default, doc)
     }
 
     pub fn str_list(name: &'static str, default: &[&str], doc: &'static str) -> Self {
@@ -186,25 +219,66 @@ impl ParamSpec {
                 if !choices.is_empty() && !choices.contains(&v) {
                     return Err(format!("`{v}` is not {}", self.ty));
                 }
+                check_string_length(v)?;
                 Ok(ParamValue::Str(v.to_owned()))
             }
-            ParamType::IntList | ParamType::FloatList | ParamType::StrList => {
+            ParamType::IntList { .. } | ParamType::FloatList { .. } | ParamType::StrList => {
                 let items = match value {
                     Value::Array(items) => items,
                     _ => return Err(mismatch()),
                 };
-                let converted: Option<Vec<ParamValue>> = items
-                    .iter()
-                    .map(|item| match &self.ty {
-                        ParamType::IntList => item.as_i64().map(ParamValue::Int),
-                        ParamType::FloatList => item.as_f64().map(ParamValue::Float),
-                        _ => item.as_str().map(|s| ParamValue::Str(s.to_owned())),
-                    })
-                    .collect();
-                converted.map(ParamValue::List).ok_or_else(mismatch)
+                if items.len() > MAX_LIST_LEN {
+                    return Err(format!(
+                        "a list of {} values; at most {MAX_LIST_LEN} are allowed",
+                        items.len()
+                    ));
+                }
+                let mut converted = Vec::with_capacity(items.len());
+                for item in items {
+                    let value = match &self.ty {
+                        ParamType::IntList { min, max } => {
+                            let v = item.as_i64().ok_or_else(mismatch)?;
+                            if v < *min || v > *max {
+                                return Err(format!(
+                                    "list value {v} is outside the allowed range {min}..={max}"
+                                ));
+                            }
+                            ParamValue::Int(v)
+                        }
+                        ParamType::FloatList { min, max } => {
+                            let v = item.as_f64().ok_or_else(mismatch)?;
+                            if !v.is_finite() || v < *min || v > *max {
+                                return Err(format!(
+                                    "list value {v} is outside the allowed range {min}..={max}"
+                                ));
+                            }
+                            ParamValue::Float(v)
+                        }
+                        _ => {
+                            let v = item.as_str().ok_or_else(mismatch)?;
+                            check_string_length(v)?;
+                            ParamValue::Str(v.to_owned())
+                        }
+                    };
+                    if converted.contains(&value) {
+                        return Err(format!("{value} is listed twice; list each value once"));
+                    }
+                    converted.push(value);
+                }
+                Ok(ParamValue::List(converted))
             }
         }
     }
+}
+
+fn check_string_length(text: &str) -> Result<(), String> {
+    if text.len() > MAX_STRING_BYTES {
+        return Err(format!(
+            "a string of {} bytes; at most {MAX_STRING_BYTES} are allowed",
+            text.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The validated params of one stage instance, every declared param present (defaults filled).

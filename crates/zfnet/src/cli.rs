@@ -70,13 +70,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ShowFormat::Table)]
         format: ShowFormat,
     },
-    /// Copy an artifact (`stage.output`) out of the cache to a folder or file, replacing it
-    /// (e.g. the report into `reports/<pipeline>`).
+    /// Copy an artifact (`stage.output`) out of the cache to a new folder or file (e.g. the
+    /// report into `reports/<pipeline>`). Never writes to `/`, the project, working or home
+    /// folder (or above them) or into the cache.
     Export {
         /// `stage.output`, e.g. `report.report`.
         artifact: String,
-        /// Where to put it.
+        /// Where to put it: a path that does not exist yet or is an empty folder (or, with
+        /// `--force`, anything that may be replaced).
         destination: PathBuf,
+        /// Replace an existing destination (once the new copy is complete and checked).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove cache entries no stage of this pipeline (or another pipeline's recorded state)
     /// refers to.
@@ -85,6 +90,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Re-read every cached output (ignoring the stat memo) and evict each entry whose
+    /// contents no longer match its manifest; the next `run` rebuilds them.
+    Verify,
     /// List the stage kinds with their params, inputs and outputs.
     Kinds {
         /// Only this kind.

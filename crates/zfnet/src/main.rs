@@ -4,7 +4,11 @@
 mod cli;
 mod commands;
 mod kinds;
+mod out_of_memory;
 mod show_table;
+
+#[global_allocator]
+static ALLOCATOR: out_of_memory::ReportingAllocator = out_of_memory::ReportingAllocator;
 
 use std::process::ExitCode;
 
@@ -23,6 +27,7 @@ fn main() -> ExitCode {
     engine::allocator::keep_freed_memory_for_reuse();
     let cli = cli::Cli::parse();
     init_logging();
+    quiet_gpu_failure_panics();
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
@@ -45,4 +50,17 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+/// A GPU failure unwinds as a panic (the backend ops return no `Result`), and the stage's
+/// failure line names it; the default hook would also print it as if zfnet had a bug.
+fn quiet_gpu_failure_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(failure) = info.payload().downcast_ref::<stage_api::GpuFailure>() {
+            tracing::debug!("GPU failure at {:?}: {}", info.location(), failure.message);
+        } else {
+            default_hook(info);
+        }
+    }));
 }

@@ -54,7 +54,7 @@ impl StageKind for FeatureEvolution {
 
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::int_list("layers", &[1, 2, 3, 4, 5], "Layers (conv 1-5)."),
+            ParamSpec::int_list("layers", &[1, 2, 3, 4, 5], 1, 5, "Layers (conv 1-5)."),
             ParamSpec::int(
                 "maps_per_layer",
                 4,

@@ -55,6 +55,8 @@ impl StageKind for DeconvTop9 {
             ParamSpec::int_list(
                 "layers",
                 &[1, 2, 3, 4, 5],
+                1,
+                5,
                 "Layers (conv 1-5) to visualise.",
             ),
             ParamSpec::int(

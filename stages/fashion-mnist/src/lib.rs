@@ -61,6 +61,8 @@ impl StageKind for FashionMnist {
             ParamSpec::int_list(
                 "classes",
                 &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+                0,
+                9,
                 "Original labels to keep; labels become positions in this list.",
             ),
             ParamSpec::optional_int(

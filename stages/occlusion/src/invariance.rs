@@ -64,14 +64,24 @@ impl StageKind for Invariance {
             ParamSpec::float_list(
                 "translations",
                 &[-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0],
+                -1000.0,
+                1000.0,
                 "Vertical shifts, in input pixels.",
             ),
-            ParamSpec::float_list("scales", &[0.6, 0.8, 1.0, 1.2, 1.4, 1.6], "Scale factors."),
+            ParamSpec::float_list(
+                "scales",
+                &[0.6, 0.8, 1.0, 1.2, 1.4, 1.6],
+                0.05,
+                20.0,
+                "Scale factors.",
+            ),
             ParamSpec::float_list(
                 "rotations",
                 &[
                     0.0, 30.0, 60.0, 90.0, 120.0, 150.0, 180.0, 210.0, 240.0, 270.0, 300.0, 330.0,
                 ],
+                -360.0,
+                360.0,
                 "Rotations, degrees.",
             ),
             stage_api::device::device_param(),

@@ -70,7 +70,7 @@ impl StageKind for Extract {
 
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::int_list("layers", &[1, 2, 3, 4, 5, 6, 7], "Layers to extract."),
+            ParamSpec::int_list("layers", &[1, 2, 3, 4, 5, 6, 7], 1, 7, "Layers to extract."),
             ParamSpec::int("batch_size", 128, 1, 4096, "Images per forward pass."),
             stage_api::device::device_param(),
         ]

@@ -95,6 +95,7 @@ impl StageKind for SamplePerClass {
                 LayoutConfig {
                     rows_per_group: 256,
                     rows_per_part: Some(16_384),
+                    bytes_per_group: Some(artifacts::images::MAX_GROUP_PIXEL_BYTES),
                 },
             ),
             name if name == IMAGE_FILES.name => (
@@ -102,6 +103,7 @@ impl StageKind for SamplePerClass {
                 LayoutConfig {
                     rows_per_group: 8192,
                     rows_per_part: Some(usize::MAX),
+                    bytes_per_group: None,
                 },
             ),
             other => {

@@ -57,6 +57,13 @@ impl StageKind for TestStep {
                 "Write half the output, then kill the process.",
             ),
             ParamSpec::bool("fail", false, "Return an error instead of an output."),
+            ParamSpec::int(
+                "allocate_mb",
+                0,
+                0,
+                1 << 30,
+                "Memory to allocate and touch while running (out-of-memory tests).",
+            ),
         ]
     }
 
@@ -94,6 +101,10 @@ impl StageKind for TestStep {
         let params = &ctx.params;
         log_line(params.str("log"), &format!("start {}", ctx.stage_name))?;
         std::thread::sleep(Duration::from_millis(params.int("sleep_ms") as u64));
+        let allocate_bytes = (params.int("allocate_mb") as usize).saturating_mul(1 << 20);
+        let touched = vec![1u8; allocate_bytes];
+        std::hint::black_box(&touched);
+        drop(touched);
         if params.bool("fail") {
             return Err(Error::Config("asked to fail".to_owned()));
         }

@@ -135,6 +135,8 @@ impl StageKind for Train {
             ParamSpec::int_list(
                 "lr_steps",
                 &[],
+                1,
+                10_000,
                 "Epochs (1-based) at which a manual schedule anneals.",
             ),
             ParamSpec::float(
@@ -147,6 +149,8 @@ impl StageKind for Train {
             ParamSpec::int_list(
                 "checkpoint_epochs",
                 &[1, 2, 5, 10, 20, 30, 40, 64],
+                1,
+                10_000,
                 "Epochs whose weights are kept (Fig. 4's epochs by default).",
             ),
             ParamSpec::int(

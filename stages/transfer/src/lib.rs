@@ -78,6 +78,8 @@ impl StageKind for Transfer {
             ParamSpec::int_list(
                 "n_per_class",
                 &[15, 30],
+                1,
+                100_000,
                 "Training images per class, one experiment each (paper: 15, 30 for Caltech-101; 15, 30, 45, 60 for Caltech-256; 1-60 for Fig. 9).",
             ),
             ParamSpec::optional_int(

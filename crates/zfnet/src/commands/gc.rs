@@ -5,17 +5,19 @@ use std::collections::BTreeSet;
 use anyhow::Result;
 use artifacts::HashMemo;
 use orchestrator::Dag;
+use orchestrator::cache::LockMode;
 use orchestrator::plan::assess;
 
 use super::open_cache;
 
 /// Keeps every entry that a stage of this pipeline resolves to now, and every entry recorded
 /// as the last run of a stage (of this pipeline, if the stage still exists; of any other
-/// pipeline sharing the cache, always). Everything else, and temporary folders of killed
-/// runs, goes.
+/// pipeline sharing the cache, always). Every other entry (a folder under `runs/` or
+/// `resume/` named by a cache key), and temporary folders of killed runs, goes; names zfnet
+/// did not make are left alone.
 pub fn gc(dag: &Dag, dry_run: bool) -> Result<u8> {
     let cache = open_cache(dag)?;
-    let _lock = cache.lock()?;
+    let _lock = cache.lock(LockMode::Exclusive, "gc")?;
     let stages: Vec<_> = dag.stages.iter().collect();
     let mut keep: BTreeSet<String> = assess(dag, &cache, &stages)
         .into_iter()
@@ -49,22 +51,19 @@ pub fn gc(dag: &Dag, dry_run: bool) -> Result<u8> {
         bytes += size;
     }
     // Checkpoints of unfinished runs that no current stage would resume.
-    if let Ok(entries) = std::fs::read_dir(cache.root().join("resume")) {
-        for entry in entries.flatten() {
-            let key = entry.file_name().to_string_lossy().into_owned();
-            if keep.contains(&key) {
-                continue;
-            }
-            let size = HashMemo::size_of(&entry.path()).unwrap_or(0);
-            println!(
-                "{} resume checkpoints {key} ({size} bytes)",
-                if dry_run { "would remove" } else { "removed" }
-            );
-            if !dry_run {
-                std::fs::remove_dir_all(entry.path())?;
-            }
-            bytes += size;
+    for key in cache.resume_keys()? {
+        if keep.contains(&key) {
+            continue;
         }
+        let size = HashMemo::size_of(&cache.resume_dir(&key)).unwrap_or(0);
+        println!(
+            "{} resume checkpoints {key} ({size} bytes)",
+            if dry_run { "would remove" } else { "removed" }
+        );
+        if !dry_run {
+            cache.remove_resume(&key)?;
+        }
+        bytes += size;
     }
     if !dry_run {
         bytes += cache.clean_temp()?;

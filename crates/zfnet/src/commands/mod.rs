@@ -1,9 +1,13 @@
 //! One module per subcommand; `dispatch` validates the raw CLI into orchestrator calls.
 
+mod export;
 mod gc;
 mod run;
 mod show;
 mod status;
+mod verify;
+
+use show::fresh_artifact;
 
 use anyhow::{Context, Result};
 use orchestrator::resolve::Override;
@@ -50,8 +54,10 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Export {
             artifact,
             destination,
-        } => show::export(&dag, &artifact, &destination),
+            force,
+        } => export::export(&dag, &artifact, &destination, force),
         Command::Gc { dry_run } => gc::gc(&dag, dry_run),
+        Command::Verify => verify::verify(&dag),
         Command::Kinds { .. } => unreachable!("handled above"),
     }
 }

@@ -47,6 +47,13 @@ pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: us
     };
     let progress = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let print = |event: &RunEvent| {
+        match event {
+            RunEvent::Started { stage, .. } => crate::out_of_memory::stage_running(stage, true),
+            RunEvent::Finished { stage, .. } | RunEvent::Failed { stage, .. } => {
+                crate::out_of_memory::stage_running(stage, false)
+            }
+            _ => {}
+        }
         let line = match event {
             RunEvent::Reused { stage, key } => {
                 format!("fresh      {stage} (cached {})", &key[..12])

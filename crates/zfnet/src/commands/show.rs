@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use orchestrator::cache::{Cache, LockMode, OutputRecord};
 use orchestrator::plan::{State, assess};
 use orchestrator::{Dag, Error};
 
@@ -11,48 +12,22 @@ use crate::cli::ShowFormat;
 use crate::show_table;
 
 pub fn show(dag: &Dag, artifact: &str, limit: usize, format: ShowFormat) -> Result<u8> {
-    let (path, bytes) = fresh_artifact(dag, artifact)?;
-    eprintln!("# {artifact}: {} ({bytes} bytes)", path.display());
+    let cache = open_cache(dag)?;
+    // Shared: a `run --force` cannot replace the entry while it is printed.
+    let _lock = cache.lock(LockMode::Shared, "show")?;
+    let (path, record) = fresh_artifact(dag, &cache, artifact)?;
+    eprintln!("# {artifact}: {} ({} bytes)", path.display(), record.bytes);
     print_artifact(&path, limit, format).with_context(|| format!("printing {}", path.display()))?;
     Ok(0)
 }
 
-/// `zfnet export`: copies a fresh artifact to `destination`, replacing what is there only
-/// once the copy is complete.
-pub fn export(dag: &Dag, artifact: &str, destination: &Path) -> Result<u8> {
-    let (path, _) = fresh_artifact(dag, artifact)?;
-    let partial = destination.with_extension(format!("partial-{}", std::process::id()));
-    copy_tree(&path, &partial)
-        .with_context(|| format!("copying {} to {}", path.display(), partial.display()))?;
-    if destination.is_dir() {
-        std::fs::remove_dir_all(destination)?;
-    } else if destination.exists() {
-        std::fs::remove_file(destination)?;
-    }
-    std::fs::rename(&partial, destination)
-        .with_context(|| format!("moving {} to {}", partial.display(), destination.display()))?;
-    println!("exported {artifact} to {}", destination.display());
-    Ok(0)
-}
-
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    if from.is_dir() {
-        std::fs::create_dir_all(to)?;
-        for entry in std::fs::read_dir(from)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        }
-        Ok(())
-    } else {
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(from, to).map(|_| ())
-    }
-}
-
-/// The path and size of a fresh artifact, or a usage error saying what to run first.
-fn fresh_artifact(dag: &Dag, artifact: &str) -> Result<(std::path::PathBuf, u64)> {
+/// The path and manifest record of a fresh artifact, or a usage error saying what to run
+/// first.
+pub fn fresh_artifact(
+    dag: &Dag,
+    cache: &Cache,
+    artifact: &str,
+) -> Result<(std::path::PathBuf, OutputRecord)> {
     let (stage_name, output) = artifact
         .rsplit_once('.')
         .ok_or_else(|| Error::Usage(format!("`{artifact}`: name an artifact as stage.output")))?;
@@ -72,11 +47,10 @@ fn fresh_artifact(dag: &Dag, artifact: &str) -> Result<(std::path::PathBuf, u64)
         ))
         .into());
     }
-    let cache = open_cache(dag)?;
     let stages = dag
         .closure(&[stage_name.to_owned()])
         .map_err(Error::Usage)?;
-    let statuses = assess(dag, &cache, &stages);
+    let statuses = assess(dag, cache, &stages);
     let status = statuses
         .last()
         .expect("the closure ends with the stage itself");
@@ -91,8 +65,8 @@ fn fresh_artifact(dag: &Dag, artifact: &str) -> Result<(std::path::PathBuf, u64)
     let manifest = cache
         .read_manifest(key)
         .map_err(|problem| anyhow::anyhow!("cache entry {key}: {problem:?}"))?;
-    let record = &manifest.outputs[output];
-    Ok((cache.output_path(key, record), record.bytes))
+    let record = manifest.outputs[output].clone();
+    Ok((cache.output_path(key, &record), record))
 }
 
 fn print_artifact(path: &Path, limit: usize, format: ShowFormat) -> Result<()> {
