@@ -615,3 +615,51 @@ fn record_state(
         .write_state(&dag.name, &stage.name, &record)
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::describe_panic;
+    use stage_api::GpuFailure;
+
+    /// A GPU failure is named as one (with the remedy for running out of GPU memory), and only
+    /// a panic of any other kind is called a bug (before, every CUDA failure read "stage
+    /// panicked (a bug in zfnet)").
+    #[test]
+    fn a_gpu_failure_is_named_for_what_it_is_and_a_bug_as_a_bug() {
+        let out_of_memory = GpuFailure {
+            message: "cuMemAlloc failed: DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"
+                .to_owned(),
+        };
+        let text = describe_panic(&out_of_memory);
+        assert!(
+            text.starts_with("out of GPU memory: cuMemAlloc failed"),
+            "{text}"
+        );
+        assert!(!text.contains("bug"), "{text}");
+
+        let refused = GpuFailure {
+            message: "cudnnConvolutionForward failed: CUDNN_STATUS_EXECUTION_FAILED".to_owned(),
+        };
+        let text = describe_panic(&refused);
+        assert!(
+            text.starts_with("GPU error: cudnnConvolutionForward failed"),
+            "{text}"
+        );
+        assert!(!text.contains("bug"), "{text}");
+
+        let bug = String::from("index out of bounds: the len is 3 but the index is 7");
+        let text = describe_panic(&bug);
+        assert!(text.contains("a bug in zfnet"), "{text}");
+        assert!(text.contains("index out of bounds"), "{text}");
+    }
+
+    /// A GPU failure raised on a worker thread unwinds to the catch with its payload intact.
+    #[test]
+    fn a_raised_gpu_failure_reaches_the_scheduler_as_a_gpu_failure() {
+        let caught = std::panic::catch_unwind(|| {
+            GpuFailure::raise("cublasGemmEx failed: CUBLAS_STATUS_NOT_SUPPORTED".to_owned())
+        })
+        .unwrap_err();
+        assert!(describe_panic(caught.as_ref()).starts_with("GPU error: cublasGemmEx"));
+    }
+}

@@ -165,7 +165,8 @@ impl StageKind for Train {
                 16_384,
                 0,
                 i64::MAX,
-                "Training and validation sets whose pixels exceed this many MB are streamed from \
+                "One budget for the training and validation sets together (the validation set \
+                 gets what the training set leaves): a set whose pixels exceed it is streamed from \
                  their artifact (row groups in a seeded random order through a shuffle buffer) \
                  instead of held in memory: ImageNet at 256x256 is 252 GB.",
             ),
@@ -239,14 +240,19 @@ impl StageKind for Train {
         let config = Train::config(&ctx.params);
         let memory_limit = ctx.params.int("memory_limit_mb") as u64 * 1_000_000;
         let shuffle_buffer = ctx.params.int("shuffle_buffer") as usize;
-        let mut train_store = ImageSet::open(ctx.input("train"), memory_limit, shuffle_buffer)?;
+        // One budget for both sets: the validation set gets what the training set leaves.
+        let (mut train_store, val_store) = ImageSet::open_pair(
+            ctx.input("train"),
+            ctx.input("val"),
+            memory_limit,
+            shuffle_buffer,
+        )?;
         let mut ids = std::collections::BTreeSet::new();
         for path in ctx.input_list("exclude") {
             let manifest = Table::read(path, REMOVAL)?;
             ids.extend(manifest.i64("image_id").unwrap_or(&[]).iter().copied());
         }
         let excluded = train_store.exclude(&ids);
-        let val_store = ImageSet::open(ctx.input("val"), memory_limit, shuffle_buffer)?;
         let mean_path = ctx.input("mean");
         let mean_file = read_tensors(mean_path)?;
         let mean = mean_file.get("mean", mean_path)?;

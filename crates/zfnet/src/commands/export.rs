@@ -66,7 +66,7 @@ pub fn export(dag: &Dag, artifact: &str, destination: &Path, force: bool) -> Res
         std::fs::rename(&partial, &target)
             .with_context(|| format!("moving {} to {}", partial.display(), target.display()))?;
     }
-    println!("exported {artifact} to {}", target.display());
+    println!("exported {artifact} to {}", destination.display());
     Ok(0)
 }
 
