@@ -11,7 +11,9 @@ use arrow_array::types::Float32Type;
 use arrow_array::{Array, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
-use crate::parquet_io::{SchemaId, expect_schema, read_all, write_table};
+use crate::parquet_io::{
+    RowGroupRef, SchemaId, expect_schema, read_all, read_row_group, row_groups, write_table,
+};
 use crate::{Error, Provenance, Result};
 
 pub const FEATURES: SchemaId = SchemaId {
@@ -117,6 +119,110 @@ pub fn read_features(path: &Path) -> Result<FeatureMatrix> {
     Ok(matrix)
 }
 
+/// A `features` artifact opened for reading selected rows: its ids and labels are in memory
+/// (12 bytes a row), the feature values stay on disk and are streamed a row group at a time.
+/// Reading the rows a fold needs this way holds one row group besides them, where
+/// [`read_features`] holds the whole matrix.
+pub struct FeatureRows {
+    path: std::path::PathBuf,
+    groups: Vec<RowGroupRef>,
+    pub image_ids: Vec<i64>,
+    pub labels: Vec<i32>,
+    pub dim: usize,
+}
+
+impl FeatureRows {
+    pub fn open(path: &Path) -> Result<Self> {
+        let header = expect_schema(path, FEATURES)?;
+        let dim = match header
+            .arrow_schema
+            .field_with_name("features")
+            .map(|f| f.data_type())
+        {
+            Ok(DataType::FixedSizeList(_, dim)) if *dim >= 0 => *dim as usize,
+            _ => {
+                return Err(Error::contract(
+                    path,
+                    "column `features` missing or mistyped",
+                ));
+            }
+        };
+        let groups = row_groups(path)?;
+        let mut image_ids = Vec::new();
+        let mut labels = Vec::new();
+        for group in &groups {
+            for batch in read_row_group(group, Some(&["image_id", "label"]))? {
+                let mistyped = || Error::contract(path, "features artifact columns are mistyped");
+                let ids = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(mistyped)?;
+                let group_labels = batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<Int32Array>()
+                    .ok_or_else(mistyped)?;
+                image_ids.extend(ids.values().iter());
+                labels.extend(group_labels.values().iter());
+            }
+        }
+        Ok(FeatureRows {
+            path: path.to_path_buf(),
+            groups,
+            image_ids,
+            labels,
+            dim,
+        })
+    }
+
+    /// The largest row group's feature values, in bytes (what streaming holds at once).
+    pub fn group_bytes(&self) -> u64 {
+        self.groups.iter().map(|g| g.rows).max().unwrap_or(0) as u64 * self.dim as u64 * 4
+    }
+
+    /// Calls `visit(row, values)` for every row whose index `wanted` accepts, in file order,
+    /// reading only the row groups that hold such a row.
+    pub fn for_each_row(
+        &self,
+        wanted: impl Fn(usize) -> bool,
+        mut visit: impl FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let mut first_row = 0;
+        for group in &self.groups {
+            let rows = first_row..first_row + group.rows;
+            first_row += group.rows;
+            if !rows.clone().any(&wanted) {
+                continue;
+            }
+            let mut row = rows.start;
+            for batch in read_row_group(group, Some(&["features"]))? {
+                let mistyped =
+                    || Error::contract(&self.path, "features artifact columns are mistyped");
+                let list = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<FixedSizeListArray>()
+                    .ok_or_else(mistyped)?;
+                let values = list
+                    .values()
+                    .as_any()
+                    .downcast_ref::<arrow_array::PrimitiveArray<Float32Type>>()
+                    .ok_or_else(mistyped)?;
+                let start = list.offset() * self.dim;
+                let values = &values.values()[start..start + list.len() * self.dim];
+                for chunk in values.chunks_exact(self.dim.max(1)).take(list.len()) {
+                    if wanted(row) {
+                        visit(row, chunk);
+                    }
+                    row += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Streams a feature matrix to a Parquet file, a batch of rows at a time (memory bounded by
 /// the batch, not the dataset).
 pub struct FeaturesWriter {
@@ -195,5 +301,49 @@ mod tests {
         assert_eq!(matrix.dim, 4);
         assert_eq!(matrix.image_ids, vec![10, 11, 12]);
         assert_eq!(matrix.values, values);
+    }
+
+    /// Streaming selected rows gives exactly the rows of the whole matrix, reads only the row
+    /// groups that hold one, and keeps ids and labels in file order.
+    #[test]
+    fn streamed_rows_equal_the_whole_matrix_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        let dim = 70_000; // 15 rows a row group: (1 << 20) / dim + 1
+        let rows = 40;
+        let mut writer =
+            FeaturesWriter::create(&path, &Provenance::ad_hoc("t"), "l1", dim).unwrap();
+        for chunk in 0..4 {
+            let ids: Vec<i64> = (0..10).map(|i| 100 + chunk * 10 + i).collect();
+            let labels: Vec<i32> = ids.iter().map(|id| (id % 3) as i32).collect();
+            let values: Vec<f32> = (0..10 * dim)
+                .map(|i| ((i as i64 * 7919 + chunk * 13) % 1000) as f32 * 1e-3)
+                .collect();
+            writer.push(&ids, &labels, &values).unwrap();
+        }
+        writer.finish().unwrap();
+        let whole = read_features(&path).unwrap();
+        let streamed = FeatureRows::open(&path).unwrap();
+        assert_eq!(streamed.image_ids, whole.image_ids);
+        assert_eq!(streamed.labels, whole.labels);
+        assert_eq!(streamed.dim, dim);
+        assert!(
+            streamed.groups.len() >= 3,
+            "{} row groups",
+            streamed.groups.len()
+        );
+        let wanted = [0usize, 1, 17, 39];
+        let mut seen = Vec::new();
+        streamed
+            .for_each_row(
+                |row| wanted.contains(&row),
+                |row, values| {
+                    assert_eq!(values, &whole.values[row * dim..(row + 1) * dim]);
+                    seen.push(row);
+                },
+            )
+            .unwrap();
+        assert_eq!(seen, wanted);
+        assert_eq!(streamed.image_ids.len(), rows);
     }
 }

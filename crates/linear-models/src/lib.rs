@@ -41,18 +41,32 @@ impl Default for SvmConfig {
 
 /// Rows scaled to unit L2 norm, with a trailing bias feature of 1.
 pub fn normalised_with_bias(values: &[f32], dim: usize) -> Vec<f64> {
-    let mut out = Vec::with_capacity(values.len() / dim * (dim + 1));
-    for row in values.chunks(dim) {
-        let norm = row
-            .iter()
-            .map(|&v| (v as f64) * (v as f64))
-            .sum::<f64>()
-            .sqrt()
-            .max(1e-12);
-        out.extend(row.iter().map(|&v| v as f64 / norm));
-        out.push(1.0);
+    let mut out = vec![0.0; values.len() / dim * (dim + 1)];
+    for (row, out_row) in values.chunks(dim).zip(out.chunks_mut(dim + 1)) {
+        normalise_row_with_bias(row, out_row);
     }
     out
+}
+
+/// One row of [`normalised_with_bias`]: `row` scaled to unit L2 norm into `out` (length
+/// `row.len() + 1`), the bias feature 1 last. Lets a caller fill a matrix row by row as the
+/// rows stream in, with the same arithmetic.
+pub fn normalise_row_with_bias(row: &[f32], out: &mut [f64]) {
+    assert_eq!(
+        out.len(),
+        row.len() + 1,
+        "one more slot than the row, for the bias"
+    );
+    let norm = row
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
+    for (slot, &v) in out.iter_mut().zip(row) {
+        *slot = v as f64 / norm;
+    }
+    out[row.len()] = 1.0;
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {

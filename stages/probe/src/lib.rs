@@ -8,6 +8,8 @@
 mod extract;
 mod probe;
 
+pub use probe::Probe;
+
 use std::sync::Arc;
 
 use stage_api::StageKind;

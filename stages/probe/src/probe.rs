@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use artifacts::features::read_features;
+use artifacts::features::FeatureRows;
 use artifacts::table::schemas::PROBE;
 use artifacts::table::{Column, Table};
 use stage_api::sampling::split_per_class;
@@ -13,7 +13,7 @@ use stage_api::{
 };
 
 use linear_models::{
-    SvmConfig, mean_class_accuracy, normalised_with_bias, predict, train_softmax, train_svm,
+    SvmConfig, mean_class_accuracy, normalise_row_with_bias, predict, train_softmax, train_svm,
 };
 
 pub struct Probe;
@@ -57,6 +57,15 @@ impl StageKind for Probe {
             ParamSpec::float("svm_c", 1.0, 1e-9, 1e9, "SVM penalty C."),
             ParamSpec::float("softmax_l2", 1e-4, 0.0, 10.0, "Softmax L2 regularisation."),
             ParamSpec::int("softmax_steps", 300, 1, 100_000, "Softmax gradient steps."),
+            ParamSpec::int(
+                "memory_limit_mb",
+                16_384,
+                1,
+                i64::MAX,
+                "Memory for one fold's normalised train and test features (rows x (dim + 1) x 8 \
+                 bytes) plus one row group of the artifact; a fold that needs more is refused \
+                 before anything is read, with the numbers.",
+            ),
         ]
     }
 
@@ -113,8 +122,10 @@ impl StageKind for Probe {
         };
         let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
         let bar = ctx.progress_bar((layers.len() * folds) as u64, "probing layers");
+        let memory_limit = (ctx.params.int("memory_limit_mb") as u64).saturating_mul(1 << 20);
         for (layer, path) in &layers {
-            let matrix = read_features(path)?;
+            // Ids and labels in memory; the features stay on disk, streamed per fold.
+            let matrix = FeatureRows::open(path)?;
             let classes = matrix.labels.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
             let mut ids_by_label: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
             for (&id, &label) in matrix.image_ids.iter().zip(&matrix.labels) {
@@ -130,20 +141,53 @@ impl StageKind for Probe {
             for fold in 0..folds {
                 let split = split_per_class(&ids_by_label, n_train, max_test, seed, fold as u64)
                     .map_err(Error::Config)?;
-                let gather = |ids: &std::collections::BTreeSet<i64>| {
-                    let mut values = Vec::with_capacity(ids.len() * matrix.dim);
-                    let mut labels = Vec::with_capacity(ids.len());
-                    for id in ids {
-                        let r = row_of[id];
-                        values.extend_from_slice(
-                            &matrix.values[r * matrix.dim..(r + 1) * matrix.dim],
-                        );
-                        labels.push(matrix.labels[r] as usize);
-                    }
-                    (normalised_with_bias(&values, matrix.dim), labels)
+                let n_rows = (split.train.len() + split.test.len()) as u64;
+                let needed = n_rows
+                    .saturating_mul(matrix.dim as u64 + 1)
+                    .saturating_mul(8)
+                    .saturating_add(matrix.group_bytes());
+                if needed > memory_limit {
+                    return Err(Error::Config(format!(
+                        "probing {} (layer {layer}) needs {} MB for fold {fold}: {n_rows} train \
+                         and test rows of {} normalised features in f64, plus a row group; \
+                         memory_limit_mb is {}. Lower n_train_per_class or \
+                         max_test_per_class, probe a later layer, or raise memory_limit_mb on \
+                         a machine that has the memory",
+                        path.display(),
+                        needed.div_ceil(1 << 20),
+                        matrix.dim + 1,
+                        memory_limit >> 20
+                    )));
+                }
+                // Each set in id order (as a BTreeSet iterates), one pass over the file.
+                let slot_of = |ids: &std::collections::BTreeSet<i64>| -> BTreeMap<usize, usize> {
+                    ids.iter()
+                        .enumerate()
+                        .map(|(slot, id)| (row_of[id], slot))
+                        .collect()
                 };
-                let (x_train, y_train) = gather(&split.train);
-                let (x_test, y_test) = gather(&split.test);
+                let (train_slots, test_slots) = (slot_of(&split.train), slot_of(&split.test));
+                let width = matrix.dim + 1;
+                let mut x_train = vec![0.0f64; train_slots.len() * width];
+                let mut x_test = vec![0.0f64; test_slots.len() * width];
+                matrix.for_each_row(
+                    |row| train_slots.contains_key(&row) || test_slots.contains_key(&row),
+                    |row, values| {
+                        let (x, slot) = match train_slots.get(&row) {
+                            Some(&slot) => (&mut x_train, slot),
+                            None => (&mut x_test, test_slots[&row]),
+                        };
+                        normalise_row_with_bias(values, &mut x[slot * width..(slot + 1) * width]);
+                    },
+                )?;
+                let labels_of = |slots: &BTreeMap<usize, usize>| {
+                    let mut labels = vec![0usize; slots.len()];
+                    for (&row, &slot) in slots {
+                        labels[slot] = matrix.labels[row] as usize;
+                    }
+                    labels
+                };
+                let (y_train, y_test) = (labels_of(&train_slots), labels_of(&test_slots));
                 let w = train_svm(&x_train, &y_train, classes, &svm);
                 accuracy.entry("svm").or_default().push(mean_class_accuracy(
                     &predict(&w, &x_test),
