@@ -8,7 +8,14 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: reproduce test bench build data test-deps bench-deps clean
+.PHONY: reproduce test test-aarch64 bench build data test-deps bench-deps clean
+
+# The CPU paths this machine runs besides its default (the smoke report must be the same on
+# each: see crates/engine/src/cpu/path.rs). The portable path is tested on aarch64 by
+# test-aarch64 (on x86-64 each of its fused multiply-adds is a C library call: ~5 minutes).
+OTHER_CPU_PATHS := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && echo avx2)
+AARCH64 := aarch64-unknown-linux-gnu
+AARCH64_RUNNER := qemu-aarch64-static -L /usr/aarch64-linux-gnu
 
 reproduce: data build
 	./target/release/zfnet run --jobs 2
@@ -20,6 +27,20 @@ build:
 test: test-deps
 	$(CARGO) build -p zfnet
 	$(CARGO) test --workspace
+	for path in $(OTHER_CPU_PATHS); do \
+		ZFNET_CPU=$$path $(CARGO) test -p tests --test smoke_pipeline || exit 1; \
+	done
+
+# The engine's kernel tests and the every-machine digest (crates/engine/tests/paths.rs),
+# cross-built for aarch64 and run under qemu: the NEON (portable) path, bit for bit.
+test-aarch64:
+	@command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64-static >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static; }
+	rustup target add $(AARCH64)
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(AARCH64_RUNNER)" \
+	ZFNET_TEST_RUNNER="$(AARCH64_RUNNER)" \
+		$(CARGO) test -p engine --target $(AARCH64) --lib --test paths
 
 bench: bench-deps
 	$(CARGO) build --release -p bench

@@ -441,7 +441,7 @@ impl Backend for CpuBackend {
         dw: &mut Vec<f32>,
         db: &mut Vec<f32>,
     ) {
-        cpu::linear::linear_backward(x, w, dy, n_in, n_out, dx.map(|d| d.as_mut_slice()), dw, db);
+        cpu::linear_backward(x, w, dy, n_in, n_out, dx.map(|d| d.as_mut_slice()), dw, db);
     }
 
     fn softmax_cross_entropy(

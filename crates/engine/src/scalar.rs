@@ -31,12 +31,31 @@ pub trait Scalar: Float + Debug + Default + Sum + Send + Sync + 'static {
         csc: isize,
     );
 
+    /// `e^self`, `ln(self)` and `self^power` from the pure-Rust `libm` crate: the same bits on
+    /// every CPU and operating system (the C library's versions differ between machines
+    /// in the last bit, now and then).
+    fn exp_everywhere(self) -> Self;
+    fn ln_everywhere(self) -> Self;
+    fn powf_everywhere(self, power: Self) -> Self;
+
     fn from_f64(value: f64) -> Self {
         <Self as num_traits::NumCast>::from(value).expect("finite")
     }
 }
 
 impl Scalar for f32 {
+    fn exp_everywhere(self) -> f32 {
+        libm::expf(self)
+    }
+
+    fn ln_everywhere(self) -> f32 {
+        libm::logf(self)
+    }
+
+    fn powf_everywhere(self, power: f32) -> f32 {
+        libm::powf(self, power)
+    }
+
     unsafe fn raw_gemm(
         m: usize,
         k: usize,
@@ -61,6 +80,18 @@ impl Scalar for f32 {
 }
 
 impl Scalar for f64 {
+    fn exp_everywhere(self) -> f64 {
+        libm::exp(self)
+    }
+
+    fn ln_everywhere(self) -> f64 {
+        libm::log(self)
+    }
+
+    fn powf_everywhere(self, power: f64) -> f64 {
+        libm::pow(self, power)
+    }
+
     unsafe fn raw_gemm(
         m: usize,
         k: usize,

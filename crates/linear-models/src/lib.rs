@@ -141,7 +141,7 @@ pub fn train_softmax(
         for (i, row) in x.chunks(d).enumerate() {
             let scores: Vec<f64> = w.iter().map(|wk| dot(wk, row)).collect();
             let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let exps: Vec<f64> = scores.iter().map(|s| libm::exp(s - max)).collect();
             let total: f64 = exps.iter().sum();
             for k in 0..classes {
                 let p = exps[k] / total - if k == labels[i] { 1.0 } else { 0.0 };

@@ -590,7 +590,7 @@ impl EvaluationSums {
         let probs = predict_probabilities(network, store, mean, crops, batch_size);
         let mut loss = 0.0f64;
         for (row, &label) in probs.chunks(classes).zip(&store.labels) {
-            loss -= (row[label].max(1e-30) as f64).ln();
+            loss -= engine::scalar::Scalar::ln_everywhere(row[label].max(1e-30) as f64);
         }
         EvaluationSums {
             images: store.len(),

@@ -43,7 +43,8 @@ impl StageKind for DeconvTop9 {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
+        2
     }
 
     fn summary(&self) -> &'static str {

@@ -45,7 +45,8 @@ impl StageKind for Invariance {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
+        2
     }
 
     fn summary(&self) -> &'static str {

@@ -60,7 +60,8 @@ impl StageKind for Occlusion {
 
     fn version(&self) -> u32 {
         // 2: panel (c) also shows the map in other images.
-        2
+        // 3: the CPU backend's fixed arithmetic (the same bits on every CPU path).
+        3
     }
 
     fn summary(&self) -> &'static str {

@@ -24,7 +24,8 @@ impl StageKind for Probe {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
+        2
     }
 
     fn summary(&self) -> &'static str {

@@ -30,7 +30,8 @@ impl StageKind for TransferMultilabel {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
+        2
     }
 
     fn summary(&self) -> &'static str {
@@ -221,7 +222,10 @@ fn softmax_row(weights: &[Vec<f64>], row: &[f64]) -> Vec<f64> {
         .map(|w| w.iter().zip(row).map(|(a, b)| a * b).sum())
         .collect();
     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let exps: Vec<f64> = scores
+        .iter()
+        .map(|s| engine::scalar::Scalar::exp_everywhere(s - max))
+        .collect();
     let total: f64 = exps.iter().sum();
     exps.into_iter().map(|e| e / total).collect()
 }

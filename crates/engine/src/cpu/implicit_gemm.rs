@@ -1,5 +1,5 @@
-//! Convolution forward as an implicit GEMM with an AVX-512 microkernel: the CPU backend's
-//! f32 path on x86_64 CPUs with AVX-512F (others use [`super::conv::conv_forward`]).
+//! Convolution as an implicit GEMM on the [`microkernel`]: the CPU backend's f32 forward
+//! pass, weight gradient and stride-1 input gradient, on every [`CpuPath`].
 //!
 //! `y = W * cols(x) + b`, computed without ever building the im2col matrix:
 //!
@@ -15,25 +15,16 @@
 //!    bias and optionally rectifying at the end (the ReLU that follows every conv of the ZF
 //!    net, fused); the tile goes to NCHW through the same runs.
 //!
-//! Every output is one microkernel's sum over the patch in a fixed order, so results do not
-//! depend on the number of threads. They differ from the im2col + matrixmultiply path in the
-//! last bits only (another summation order); `tests` compares the two.
-
-use std::arch::x86_64::*;
+//! Every output is one microkernel chain over the patch in a fixed order, so results depend
+//! neither on the number of threads nor on the path. They differ from the generic im2col +
+//! GEMM reference ([`super::conv`]) in the last bits only (another summation order); `tests`
+//! compares the two.
 
 use rayon::prelude::*;
 
+use super::microkernel::{MR, NR, gemm, microkernel, pack_panels};
+use super::path::CpuPath;
 use crate::geometry::ConvGeometry;
-
-/// Filters per microkernel tile.
-pub const MR: usize = 8;
-/// Output columns per microkernel tile (three 16-float vectors).
-pub const NR: usize = 48;
-
-/// Whether this CPU runs the implicit-GEMM path.
-pub fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-}
 
 /// A 64-byte aligned block of 16 floats, so that packed operands start on cache lines.
 #[derive(Clone, Copy)]
@@ -215,10 +206,18 @@ impl SharedOut {
     }
 }
 
-/// `y = W * x + b` (then `max(0, .)` when `relu`), as [`super::conv::conv_forward`]. Needs
-/// AVX-512F: check [`available`] first.
-pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: bool, y: &mut [f32]) {
-    assert!(available(), "the implicit-GEMM convolution needs AVX-512F");
+/// `y = W * x + b` (then `max(0, .)` when `relu`), as [`super::conv::conv_forward`], on
+/// `path` (which this CPU must support).
+pub fn conv_forward(
+    path: CpuPath,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    g: &ConvGeometry,
+    relu: bool,
+    y: &mut [f32],
+) {
+    assert!(path.supported(), "{path} is not supported by this CPU");
     let images = x.len() / g.in_len();
     assert_eq!(x.len(), images * g.in_len());
     assert_eq!(y.len(), images * g.out_len());
@@ -243,19 +242,28 @@ pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: boo
             let first = panel * NR;
             let count = NR.min(columns - first);
             runs(g, &planes, first, count, panel_runs);
-            // SAFETY: AVX-512F checked above; the operand holds patch x NR floats; every
-            // run reads `len` floats of one phase-plane row inside `planes.data` (the phase
-            // planes cover every tap of every valid output).
+            // SAFETY: the path is supported (asserted); the operand holds patch x NR floats;
+            // every run reads `len` floats of one phase-plane row inside `planes.data` (the
+            // phase planes cover every tap of every valid output).
             unsafe {
-                gather_operand(&planes.data, &taps, panel_runs, count, operand.as_mut_ptr());
+                gather_operand(
+                    path,
+                    &planes.data,
+                    &taps,
+                    panel_runs,
+                    count,
+                    operand.as_mut_ptr(),
+                );
             }
             for (panel_index, filter_panel) in filters.chunks(MR * patch).enumerate() {
                 // SAFETY: as above; the tile holds MR x NR floats.
                 unsafe {
                     microkernel(
+                        path,
                         patch,
                         filter_panel.as_ptr(),
                         operand.as_ptr(),
+                        NR,
                         bias[panel_index * MR..].as_ptr(),
                         relu,
                         tile.as_mut_ptr(),
@@ -265,11 +273,12 @@ pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: boo
                 for m in 0..rows {
                     let channel = panel_index * MR + m;
                     for run in panel_runs.iter() {
-                        // SAFETY: AVX-512F checked above; `run.target + channel * plane ..
-                        // + len` lies inside `y` (one output row of one image) and belongs
-                        // to this panel only; the tile row holds NR >= first + len floats.
+                        // SAFETY: `run.target + channel * plane .. + len` lies inside `y`
+                        // (one output row of one image) and belongs to this panel only; the
+                        // tile row holds NR >= first + len floats.
                         unsafe {
-                            copy_short(
+                            copy_run(
+                                path,
                                 tile.as_ptr().add(m * NR + run.first),
                                 out.at(run.target + channel * plane),
                                 run.len,
@@ -285,8 +294,14 @@ pub fn conv_forward(x: &[f32], w: &[f32], b: &[f32], g: &ConvGeometry, relu: boo
 /// The adjoint of a stride-1 convolution (its input gradient, and the deconvnet's filtering
 /// with transposed filters, §2.1) as another stride-1 convolution: `dy` (N x K x OH x OW)
 /// convolved with the filters transposed (K <-> C) and flipped, padded by `kernel - 1 - pad`,
-/// gives `dx` (N x C x H x W), overwritten. Needs AVX-512F, stride 1 and `pad < kernel`.
-pub fn conv_transpose_stride1(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut [f32]) {
+/// gives `dx` (N x C x H x W), overwritten. Needs stride 1 and `pad < kernel`.
+pub fn conv_transpose_stride1(
+    path: CpuPath,
+    dy: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+) {
     assert!(
         g.stride == 1 && g.pad < g.kernel,
         "stride 1 with pad < kernel only"
@@ -313,6 +328,7 @@ pub fn conv_transpose_stride1(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut 
         }
     }
     conv_forward(
+        path,
         dy,
         &flipped,
         &vec![0.0; g.in_channels],
@@ -320,6 +336,46 @@ pub fn conv_transpose_stride1(dy: &[f32], w: &[f32], g: &ConvGeometry, dx: &mut 
         false,
         dx,
     );
+}
+
+/// The adjoint of any convolution (its input gradient, and the deconvnet's filtering) as
+/// columns `W^T dY` on the panel [`gemm`] folded back into the image by
+/// [`super::conv::col2im`]: the path for strides above 1 and for padding as wide as the
+/// kernel. Each column entry is one chain over the filters in order and `col2im` adds the
+/// entries in its fixed order, so the result is the same on every path. `dx` is overwritten.
+pub fn conv_transpose_by_columns(
+    path: CpuPath,
+    dy: &[f32],
+    w: &[f32],
+    g: &ConvGeometry,
+    dx: &mut [f32],
+) {
+    assert!(path.supported(), "{path} is not supported by this CPU");
+    let images = dy.len() / g.out_len();
+    assert_eq!(dy.len(), images * g.out_len());
+    assert_eq!(dx.len(), images * g.in_len());
+    assert_eq!(w.len(), g.weight_len());
+    let (patch, plane) = (g.patch_len(), g.out_h() * g.out_w());
+    // W^T (patch x filters): row `tap`, depth `filter` is w[filter][tap].
+    let w_t = pack_panels(w, patch, g.out_channels, 1, patch);
+    dx.par_chunks_mut(g.in_len())
+        .zip(dy.par_chunks(g.out_len()))
+        .for_each_init(
+            || vec![0.0f32; patch * plane],
+            |cols, (dx_image, dy_image)| {
+                gemm(
+                    path,
+                    false,
+                    (patch, g.out_channels, plane),
+                    &w_t,
+                    dy_image,
+                    plane,
+                    cols,
+                    plane,
+                );
+                super::conv::col2im(cols, g, dx_image, plane, 0);
+            },
+        );
 }
 
 /// Images per weight-gradient partial sum (fixed, so that the sum over the batch does not
@@ -334,15 +390,16 @@ const POSITION_BLOCK: usize = 512;
 /// changed: the reduction runs over the output positions of [`GRADIENT_CHUNK`] images, the
 /// tile is 8 filters x 48 kernel taps. Its operands are the output gradient, packed 8
 /// filters per position, and the taps of each position gathered (AVX-512 gathers, 16 taps
-/// per instruction) from the phase planes. Chunk partials are added in chunk order.
+/// per instruction on AVX-512) from the phase planes. Chunk partials are added in chunk order.
 pub fn conv_weight_gradient(
+    path: CpuPath,
     x: &[f32],
     dy: &[f32],
     g: &ConvGeometry,
     dw: &mut [f32],
     db: &mut [f32],
 ) {
-    assert!(available(), "the implicit-GEMM convolution needs AVX-512F");
+    assert!(path.supported(), "{path} is not supported by this CPU");
     let images = x.len() / g.in_len();
     assert_eq!(x.len(), images * g.in_len());
     assert_eq!(dy.len(), images * g.out_len());
@@ -398,11 +455,12 @@ pub fn conv_weight_gradient(
                 for tap_panel in 0..tap_panels {
                     let first_tap = tap_panel * NR;
                     let tap_count = NR.min(patch - first_tap);
-                    // SAFETY: AVX-512F checked above; every index is a tap offset plus a
-                    // position's source, inside the phase planes; the operand holds
+                    // SAFETY: the path is supported (asserted); every index is a tap offset
+                    // plus a position's source, inside the phase planes; the operand holds
                     // POSITION_BLOCK x NR floats.
                     unsafe {
                         gather_taps(
+                            path,
                             &planes.data,
                             &taps[first_tap..first_tap + tap_count],
                             &sources[block_start..block_start + block],
@@ -415,11 +473,13 @@ pub fn conv_weight_gradient(
                         // tile MR x NR.
                         unsafe {
                             microkernel(
+                                path,
                                 block,
                                 gradient
                                     .as_ptr()
                                     .add((filter_panel * positions + block_start) * MR),
                                 operand.as_ptr(),
+                                NR,
                                 zero_bias.as_ptr(),
                                 false,
                                 tile.as_mut_ptr(),
@@ -452,58 +512,66 @@ pub fn conv_weight_gradient(
 }
 
 /// Fills the operand (positions x NR) with the given taps of every position: row `r` holds
-/// `planes[sources[r] + taps[j]]` for j < taps.len(), zero after.
-#[target_feature(enable = "avx512f")]
-unsafe fn gather_taps(planes: &[f32], taps: &[i32], sources: &[i32], operand: *mut f32) {
-    let groups: Vec<(__m512i, __mmask16)> = (0..NR / 16)
-        .map(|group| {
-            let first = group * 16;
-            let group_taps = &taps[first.min(taps.len())..];
-            let count = group_taps.len().min(16);
-            let mut lanes = [0i32; 16];
-            lanes[..count].copy_from_slice(&group_taps[..count]);
-            let mask: __mmask16 = if count == 16 {
-                !0
-            } else {
-                ((1u32 << count) - 1) as u16
-            };
-            // SAFETY: reading 16 i32 from a local array.
-            (unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }, mask)
-        })
-        .collect();
-    let base = planes.as_ptr();
+/// `planes[sources[r] + taps[j]]` for j < taps.len(), zero after. Data movement only: every
+/// path fills the same floats.
+///
+/// # Safety
+/// `path` must be supported; every `sources[r] + taps[j]` must lie inside `planes`; the
+/// operand must hold `sources.len()` x NR floats.
+unsafe fn gather_taps(
+    path: CpuPath,
+    planes: &[f32],
+    taps: &[i32],
+    sources: &[i32],
+    operand: *mut f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if path == CpuPath::Avx512 {
+        // SAFETY: forwarded.
+        return unsafe { avx512::gather_taps(planes, taps, sources, operand) };
+    }
+    let _ = path;
     for (r, &source) in sources.iter().enumerate() {
-        let source = _mm512_set1_epi32(source);
-        for (group, &(offsets, mask)) in groups.iter().enumerate() {
-            let indices = _mm512_add_epi32(offsets, source);
-            // SAFETY: the caller guarantees every unmasked index is inside `planes`; masked
-            // lanes are not read and come back as 0; row r of the operand holds NR floats.
-            unsafe {
-                let values =
-                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, indices, base.cast());
-                _mm512_store_ps(operand.add(r * NR + group * 16), values);
-            }
+        // SAFETY: row r of the operand holds NR floats (the caller's contract).
+        let row = unsafe { std::slice::from_raw_parts_mut(operand.add(r * NR), NR) };
+        for (value, &tap) in row.iter_mut().zip(taps) {
+            *value = planes[(source + tap) as usize];
         }
+        row[taps.len()..].fill(0.0);
     }
 }
 
 /// Gathers a panel's operand: row `k` (NR floats) holds tap `k` of the panel's columns,
 /// copied run by run from the phase planes; columns past `count` are zero.
-#[target_feature(enable = "avx512f")]
+///
+/// # Safety
+/// `path` must be supported; the operand must hold taps x NR floats and every run's
+/// `source + tap .. + len` lie inside `planes`.
 unsafe fn gather_operand(
+    path: CpuPath,
     planes: &[f32],
     taps: &[usize],
     runs: &[Run],
     count: usize,
     operand: *mut f32,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if path == CpuPath::Avx512 {
+        // SAFETY: forwarded.
+        return unsafe { avx512::gather_operand(planes, taps, runs, count, operand) };
+    }
     let source = planes.as_ptr();
     for (k, &tap) in taps.iter().enumerate() {
         // SAFETY (whole body): the caller guarantees the operand's size and the runs' ranges.
         unsafe {
             let row = operand.add(k * NR);
             for run in runs {
-                copy_short(source.add(run.source + tap), row.add(run.first), run.len);
+                copy_run(
+                    path,
+                    source.add(run.source + tap),
+                    row.add(run.first),
+                    run.len,
+                );
             }
             if count < NR {
                 std::ptr::write_bytes(row.add(count), 0, NR - count);
@@ -512,70 +580,119 @@ unsafe fn gather_operand(
     }
 }
 
-/// Copies `len` floats (a run: at most a few dozen) with 16-float moves, the last one
-/// masked: no call, no per-element loop.
-#[target_feature(enable = "avx512f")]
+/// Copies a run of `len` floats (at most a few dozen): masked 16-float moves on AVX-512, a
+/// `memcpy` elsewhere.
+///
+/// # Safety
+/// `path` must be supported; `len` floats must be readable at `from` and writable at `to`.
 #[inline]
-unsafe fn copy_short(from: *const f32, to: *mut f32, len: usize) {
-    let (mut from, mut to, mut left) = (from, to, len);
-    // SAFETY (whole body): the caller guarantees `len` readable and writable floats; masked
-    // lanes are neither read nor written.
+unsafe fn copy_run(path: CpuPath, from: *const f32, to: *mut f32, len: usize) {
+    // SAFETY (whole body): forwarded to the caller.
     unsafe {
-        while left >= 16 {
-            _mm512_storeu_ps(to, _mm512_loadu_ps(from));
-            from = from.add(16);
-            to = to.add(16);
-            left -= 16;
+        #[cfg(target_arch = "x86_64")]
+        if path == CpuPath::Avx512 {
+            return avx512::copy_short(from, to, len);
         }
-        if left > 0 {
-            let mask: __mmask16 = (1u16 << left) - 1;
-            _mm512_mask_storeu_ps(to, mask, _mm512_maskz_loadu_ps(mask, from));
-        }
+        let _ = path;
+        std::ptr::copy_nonoverlapping(from, to, len);
     }
 }
 
-/// `tile = bias + A B` (then `max(0, .)` when `relu`) for one panel of MR filters (`a`:
-/// patch x MR) and one panel of NR columns (`b`: patch x NR); `tile` is MR x NR.
-#[target_feature(enable = "avx512f")]
-unsafe fn microkernel(
-    patch: usize,
-    a: *const f32,
-    b: *const f32,
-    bias: *const f32,
-    relu: bool,
-    tile: *mut f32,
-) {
-    // SAFETY (whole body): the caller guarantees the operand sizes.
-    unsafe {
-        let mut acc = [[_mm512_setzero_ps(); 3]; MR];
-        for (m, row) in acc.iter_mut().enumerate() {
-            *row = [_mm512_set1_ps(*bias.add(m)); 3];
-        }
-        let (mut a, mut b) = (a, b);
-        for _ in 0..patch {
-            let b0 = _mm512_load_ps(b);
-            let b1 = _mm512_load_ps(b.add(16));
-            let b2 = _mm512_load_ps(b.add(32));
-            for (m, row) in acc.iter_mut().enumerate() {
-                let am = _mm512_set1_ps(*a.add(m));
-                row[0] = _mm512_fmadd_ps(am, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(am, b1, row[1]);
-                row[2] = _mm512_fmadd_ps(am, b2, row[2]);
-            }
-            a = a.add(MR);
-            b = b.add(NR);
-        }
-        let zero = _mm512_setzero_ps();
-        for (m, row) in acc.iter().enumerate() {
-            for (v, &value) in row.iter().enumerate() {
-                // max(0, NaN) is NaN, as in `activation::relu`: vmaxps returns its second
-                // operand when either is NaN, so a diverged network still shows as NaN.
-                let value = if relu {
-                    _mm512_max_ps(zero, value)
+/// The AVX-512 data movement: masked 16-float copies and gathers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{NR, Run};
+
+    /// Fills the operand (positions x NR) with the given taps of every position: row `r` holds
+    /// `planes[sources[r] + taps[j]]` for j < taps.len(), zero after.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_taps(
+        planes: &[f32],
+        taps: &[i32],
+        sources: &[i32],
+        operand: *mut f32,
+    ) {
+        let groups: Vec<(__m512i, __mmask16)> = (0..NR / 16)
+            .map(|group| {
+                let first = group * 16;
+                let group_taps = &taps[first.min(taps.len())..];
+                let count = group_taps.len().min(16);
+                let mut lanes = [0i32; 16];
+                lanes[..count].copy_from_slice(&group_taps[..count]);
+                let mask: __mmask16 = if count == 16 {
+                    !0
                 } else {
-                    value
+                    ((1u32 << count) - 1) as u16
                 };
-                _mm512_store_ps(tile.add(m * NR + v * 16), value);
+                // SAFETY: reading 16 i32 from a local array.
+                (unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }, mask)
+            })
+            .collect();
+        let base = planes.as_ptr();
+        for (r, &source) in sources.iter().enumerate() {
+            let source = _mm512_set1_epi32(source);
+            for (group, &(offsets, mask)) in groups.iter().enumerate() {
+                let indices = _mm512_add_epi32(offsets, source);
+                // SAFETY: the caller guarantees every unmasked index is inside `planes`; masked
+                // lanes are not read and come back as 0; row r of the operand holds NR floats.
+                unsafe {
+                    let values = _mm512_mask_i32gather_ps::<4>(
+                        _mm512_setzero_ps(),
+                        mask,
+                        indices,
+                        base.cast(),
+                    );
+                    _mm512_store_ps(operand.add(r * NR + group * 16), values);
+                }
+            }
+        }
+    }
+
+    /// Gathers a panel's operand: row `k` (NR floats) holds tap `k` of the panel's columns,
+    /// copied run by run from the phase planes; columns past `count` are zero.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn gather_operand(
+        planes: &[f32],
+        taps: &[usize],
+        runs: &[Run],
+        count: usize,
+        operand: *mut f32,
+    ) {
+        let source = planes.as_ptr();
+        for (k, &tap) in taps.iter().enumerate() {
+            // SAFETY (whole body): the caller guarantees the operand's size and the runs' ranges.
+            unsafe {
+                let row = operand.add(k * NR);
+                for run in runs {
+                    copy_short(source.add(run.source + tap), row.add(run.first), run.len);
+                }
+                if count < NR {
+                    std::ptr::write_bytes(row.add(count), 0, NR - count);
+                }
+            }
+        }
+    }
+
+    /// Copies `len` floats (a run: at most a few dozen) with 16-float moves, the last one
+    /// masked: no call, no per-element loop.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn copy_short(from: *const f32, to: *mut f32, len: usize) {
+        let (mut from, mut to, mut left) = (from, to, len);
+        // SAFETY (whole body): the caller guarantees `len` readable and writable floats; masked
+        // lanes are neither read nor written.
+        unsafe {
+            while left >= 16 {
+                _mm512_storeu_ps(to, _mm512_loadu_ps(from));
+                from = from.add(16);
+                to = to.add(16);
+                left -= 16;
+            }
+            if left > 0 {
+                let mask: __mmask16 = (1u16 << left) - 1;
+                _mm512_mask_storeu_ps(to, mask, _mm512_maskz_loadu_ps(mask, from));
             }
         }
     }
@@ -616,13 +733,26 @@ mod tests {
         (g, images)
     }
 
-    /// True (and says so) where this CPU cannot run the path under test.
-    fn skipped() -> bool {
-        if available() {
-            return false;
+    /// The bits of a result, to compare paths exactly (NaN payloads included).
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Runs `compute` on every path this CPU has, checks each against the reference with
+    /// `check`, and asserts that all paths give the same bits.
+    fn on_every_path(what: &str, compute: impl Fn(CpuPath) -> Vec<f32>, check: impl Fn(&[f32])) {
+        let mut first: Option<(CpuPath, Vec<u32>)> = None;
+        for path in CpuPath::supported_paths() {
+            let result = compute(path);
+            check(&result);
+            match &first {
+                None => first = Some((path, bits(&result))),
+                Some((first_path, first_bits)) => assert!(
+                    first_bits == &bits(&result),
+                    "{what}: {path} differs from {first_path}"
+                ),
+            }
         }
-        eprintln!("skipped: this CPU has no AVX-512F (the im2col path is used instead)");
-        true
     }
 
     /// Every `got` within `tolerance` (relative, plus as much absolute) of `want`.
@@ -640,10 +770,7 @@ mod tests {
     /// ones: filters not a multiple of MR, columns not a multiple of NR, strides 1-4, padding
     /// wider than the stride.
     #[test]
-    fn implicit_gemm_equals_im2col_gemm_with_and_without_relu() {
-        if skipped() {
-            return;
-        }
+    fn implicit_gemm_equals_im2col_gemm_with_and_without_relu_on_every_path() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let cases = [
             (3, 28, 48, 5, 1, 2, 3),  // zf_small conv1
@@ -664,24 +791,28 @@ mod tests {
             let mut expected = vec![0.0f32; images * g.out_len()];
             super::super::conv::conv_forward(&x, &w, &b, &g, &mut expected);
             for relu in [false, true] {
-                let mut y = vec![f32::NAN; images * g.out_len()];
-                conv_forward(&x, &w, &b, &g, relu, &mut y);
                 let want: Vec<f32> = if relu {
                     expected.iter().map(|v| v.max(0.0)).collect()
                 } else {
                     expected.clone()
                 };
-                assert_close(&y, &want, 1e-4, &format!("{g:?} relu {relu}"));
+                let what = format!("{g:?} relu {relu}");
+                on_every_path(
+                    &what,
+                    |path| {
+                        let mut y = vec![f32::NAN; images * g.out_len()];
+                        conv_forward(path, &x, &w, &b, &g, relu, &mut y);
+                        y
+                    },
+                    |y| assert_close(y, &want, 1e-4, &what),
+                );
             }
         }
     }
 
     /// The input gradient through the transposed convolution equals col2im(W^T dY).
     #[test]
-    fn stride1_transpose_equals_col2im_of_transposed_filters() {
-        if skipped() {
-            return;
-        }
+    fn stride1_transpose_equals_col2im_of_transposed_filters_on_every_path() {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         for (in_channels, size, out_channels, kernel, pad, images) in [
             (48, 14, 64, 5, 2, 2),
@@ -705,18 +836,22 @@ mod tests {
             {
                 super::super::conv::conv_transpose(dy_image, &w, &g, dx_image);
             }
-            let mut dx = vec![f32::NAN; images * g.in_len()];
-            conv_transpose_stride1(&dy, &w, &g, &mut dx);
-            assert_close(&dx, &expected, 1e-4, &format!("{g:?} input gradient"));
+            let what = format!("{g:?} input gradient");
+            on_every_path(
+                &what,
+                |path| {
+                    let mut dx = vec![f32::NAN; images * g.in_len()];
+                    conv_transpose_stride1(path, &dy, &w, &g, &mut dx);
+                    dx
+                },
+                |dx| assert_close(dx, &expected, 1e-4, &what),
+            );
         }
     }
 
     /// A NaN input stays NaN through the fused ReLU (a diverged network must show as NaN).
     #[test]
-    fn nan_survives_the_fused_relu() {
-        if skipped() {
-            return;
-        }
+    fn nan_survives_the_fused_relu_on_every_path() {
         let g = ConvGeometry {
             in_channels: 1,
             in_h: 4,
@@ -728,18 +863,20 @@ mod tests {
         };
         let mut x = vec![-1.0f32; 16];
         x[5] = f32::NAN;
-        let mut y = vec![0.0f32; 16];
-        conv_forward(&x, &[1.0], &[0.0], &g, true, &mut y);
-        assert!(y[5].is_nan());
-        assert!(y.iter().enumerate().all(|(i, v)| i == 5 || *v == 0.0));
+        for path in CpuPath::supported_paths() {
+            let mut y = vec![0.0f32; 16];
+            conv_forward(path, &x, &[1.0], &[0.0], &g, true, &mut y);
+            assert!(y[5].is_nan(), "{path}");
+            assert!(
+                y.iter().enumerate().all(|(i, v)| i == 5 || *v == 0.0),
+                "{path}"
+            );
+        }
     }
 
     /// Weight and bias gradients equal those of the im2col + GEMM path.
     #[test]
-    fn weight_gradient_equals_im2col_gemm() {
-        if skipped() {
-            return;
-        }
+    fn weight_gradient_equals_im2col_gemm_on_every_path() {
         let mut rng = ChaCha8Rng::seed_from_u64(13);
         let cases = [
             (3, 28, 48, 5, 1, 2, 10), // zf_small conv1, a chunk and a part
@@ -757,10 +894,21 @@ mod tests {
             let (mut dw_want, mut db_want) =
                 (vec![0.0f32; g.weight_len()], vec![0.0; out_channels]);
             super::super::conv::conv_backward(&x, &w, &dy, &g, None, &mut dw_want, &mut db_want);
-            let (mut dw, mut db) = (vec![f32::NAN; g.weight_len()], vec![f32::NAN; out_channels]);
-            conv_weight_gradient(&x, &dy, &g, &mut dw, &mut db);
-            assert_close(&dw, &dw_want, 1e-3, &format!("{g:?} dw"));
-            assert_close(&db, &db_want, 1e-3, &format!("{g:?} db"));
+            let what = format!("{g:?} dw and db");
+            on_every_path(
+                &what,
+                |path| {
+                    let (mut dw, mut db) =
+                        (vec![f32::NAN; g.weight_len()], vec![f32::NAN; out_channels]);
+                    conv_weight_gradient(path, &x, &dy, &g, &mut dw, &mut db);
+                    dw.extend(db);
+                    dw
+                },
+                |got| {
+                    assert_close(&got[..g.weight_len()], &dw_want, 1e-3, &what);
+                    assert_close(&got[g.weight_len()..], &db_want, 1e-3, &what);
+                },
+            );
         }
     }
 
@@ -768,9 +916,7 @@ mod tests {
     /// is one microkernel's fixed-order sum, whichever panel (which may span images) holds it.
     #[test]
     fn outputs_do_not_depend_on_the_batch() {
-        if skipped() {
-            return;
-        }
+        let path = CpuPath::best();
         let mut rng = ChaCha8Rng::seed_from_u64(17);
         for case in [(48, 14, 64, 5, 1, 2, 5), (3, 35, 16, 7, 2, 1, 3)] {
             let (g, images) = geometry(case);
@@ -778,10 +924,11 @@ mod tests {
             let w = random(g.weight_len(), &mut rng);
             let b = random(g.out_channels, &mut rng);
             let mut batch = vec![0.0f32; images * g.out_len()];
-            conv_forward(&x, &w, &b, &g, true, &mut batch);
+            conv_forward(path, &x, &w, &b, &g, true, &mut batch);
             for image in 0..images {
                 let mut alone = vec![0.0f32; g.out_len()];
                 conv_forward(
+                    path,
                     &x[image * g.in_len()..][..g.in_len()],
                     &w,
                     &b,

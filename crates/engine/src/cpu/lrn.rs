@@ -39,7 +39,7 @@ fn inverse_power<S: Scalar>(s: S, beta: S, three_quarters: bool) -> S {
         let root = s.sqrt();
         S::one() / (root * root.sqrt())
     } else {
-        s.powf(-beta)
+        s.powf_everywhere(-beta)
     }
 }
 
@@ -125,7 +125,7 @@ fn normalise_map<S: Scalar>(
         for p in 0..n {
             let s = k + alpha * clamp(sums[p]);
             scale[p] = s;
-            y[p] = x[p] * s.powf(-beta);
+            y[p] = x[p] * s.powf_everywhere(-beta);
         }
     }
 }

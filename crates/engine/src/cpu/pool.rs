@@ -44,7 +44,7 @@ pub fn max_pool<S: Scalar>(x: &[S], g: &PoolGeometry, y: &mut [S], switches: &mu
 /// nets) 16 outputs at a time with AVX-512, else [`max_pool`]. Same values and switches.
 pub fn max_pool_f32(x: &[f32], g: &PoolGeometry, y: &mut [f32], switches: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
-    if g.size == 3 && g.stride == 2 && std::arch::is_x86_feature_detected!("avx512f") {
+    if g.size == 3 && g.stride == 2 && super::selected() == super::CpuPath::Avx512 {
         return for_each_plane(x, g, y, switches, |x_plane, y_plane, s_plane| {
             // SAFETY: AVX-512F checked above; the planes have the geometry's sizes.
             unsafe { avx512::pool_plane_3x3_stride2(x_plane, g, y_plane, s_plane) }

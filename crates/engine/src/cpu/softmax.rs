@@ -8,7 +8,7 @@ pub fn softmax<S: Scalar>(logits: &[S], classes: usize, probs: &mut [S]) {
         let max = row.iter().copied().fold(S::neg_infinity(), S::max);
         let mut total = S::zero();
         for (p, &l) in out.iter_mut().zip(row) {
-            *p = (l - max).exp();
+            *p = (l - max).exp_everywhere();
             total = total + *p;
         }
         for p in out.iter_mut() {
@@ -38,7 +38,11 @@ pub fn softmax_cross_entropy<S: Scalar>(
                 a.max(b)
             }
         });
-        let log_total = logit_row.iter().map(|&l| (l - max).exp()).sum::<S>().ln();
+        let log_total = logit_row
+            .iter()
+            .map(|&l| (l - max).exp_everywhere())
+            .sum::<S>()
+            .ln_everywhere();
         loss = loss - (logit_row[label] - max - log_total);
         let row = &mut dlogits[i * classes..(i + 1) * classes];
         row[label] = row[label] - S::one();
