@@ -1,7 +1,8 @@
 //! The ZF network engine.
 //!
 //! One [`Backend`] trait with only the ops the ZF net and its analyses need; the CPU backend
-//! ([`CpuBackend`]: im2col + GEMM with rayon over images) is the reference. Architectures are
+//! ([`CpuBackend`]: our own implicit-GEMM and dot-product kernels, rayon, the same bits on
+//! every CPU — see [`cpu::path`]) is the reference. Architectures are
 //! data ([`Architecture::from_name`]); a [`Network`] resolves one into a layer plan with
 //! parameters on a backend, and runs forward (keeping switches for the deconvnet), backward
 //! and the §3 update. It reads no files: stages load and save weights through `artifacts`.

@@ -28,6 +28,14 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     init_logging();
     quiet_gpu_failure_panics();
+    // An unusable ZFNET_CPU is the user's to fix, before any stage starts.
+    match engine::cpu::path::from_env() {
+        Ok(path) => tracing::info!("CPU kernels: {path} (the same bits on every path)"),
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    }
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

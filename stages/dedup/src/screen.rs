@@ -31,11 +31,14 @@ pub struct Prepared<'a> {
     padded: usize,
 }
 
-/// Whether this CPU screens in bf16.
+/// Whether this CPU screens in bf16: AVX-512 BF16 present and the AVX-512 path selected
+/// (`ZFNET_CPU=avx2` or `portable` tests the f32 screen; the pairs are the same either way,
+/// since every candidate is decided in f64).
 pub fn bf16_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+        engine::cpu::selected() == engine::cpu::CpuPath::Avx512
+            && is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

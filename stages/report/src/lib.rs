@@ -651,6 +651,15 @@ impl StageKind for Report {
             ctx.build,
             machine()
         );
+        let _ = writeln!(
+            md,
+            "Every number a stage computed on the CPU is the same, bit for bit, on any CPU \
+             (x86-64 with AVX-512 or AVX2 + FMA, aarch64, or any other through the portable \
+             path) and for any thread count: each output of the network is one fixed chain \
+             of IEEE operations whatever the vector width (`crates/engine/src/cpu/path.rs`; \
+             `ZFNET_CPU` forces a path). A stage run on a GPU (`device: cuda`) is not: its \
+             libraries choose their algorithms per GPU.\n"
+        );
         let _ = writeln!(md, "| stage | kind | seconds | cache key |");
         let _ = writeln!(md, "|---|---|---|---|");
         for run in &ctx.upstream_runs {
