@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use super::microkernel::{MR, NR, gemm, microkernel, pack_panels};
+use super::microkernel::{MR, NR, SharedOut, gemm, microkernel, pack_panels};
 use super::path::CpuPath;
 use crate::geometry::ConvGeometry;
 
@@ -185,25 +185,6 @@ fn pack_filters(w: &[f32], b: &[f32], filters: usize, patch: usize) -> (Vec<f32>
         bias[filter] = b[filter];
     }
     (packed, bias)
-}
-
-/// `*mut f32` that rayon tasks may share: every task writes a disjoint set of outputs.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint elements (distinct output columns), see `conv_forward`.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The output element at `offset` (a method, so that closures capture the whole wrapper
-    /// rather than its raw pointer).
-    ///
-    /// # Safety
-    /// `offset` must lie inside the output.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: forwarded to the caller.
-        unsafe { self.0.add(offset) }
-    }
 }
 
 /// `y = W * x + b` (then `max(0, .)` when `relu`), as [`super::conv::conv_forward`], on

@@ -228,17 +228,21 @@ pub fn pack_panels(
 const TASK_ROW_PANELS: usize = 8;
 const TASK_COL_PANELS: usize = 4;
 
-/// `*mut f32` that rayon tasks may share: every task writes its own block of C.
+/// `*mut f32` that rayon tasks may share, each writing a disjoint set of outputs (its own
+/// block of C here, its own output columns in `implicit_gemm`).
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint elements (their own rows x columns block of C).
+pub(super) struct SharedOut(pub(super) *mut f32);
+// SAFETY: every user has its tasks write disjoint elements.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
+    /// The output element at `offset` (a method, so that closures capture the whole wrapper
+    /// rather than its raw pointer).
+    ///
     /// # Safety
-    /// `offset` must lie inside C.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    /// `offset` must lie inside the output.
+    pub(super) unsafe fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: forwarded to the caller.
         unsafe { self.0.add(offset) }
     }
