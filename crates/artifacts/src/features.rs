@@ -12,7 +12,8 @@ use arrow_array::{Array, FixedSizeListArray, Float32Array, Int32Array, Int64Arra
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::parquet_io::{
-    RowGroupRef, SchemaId, expect_schema, read_all, read_row_group, row_groups, write_table,
+    RowGroupRef, SchemaId, expect_schema, read_all, read_row_group, row_groups, typed_column,
+    write_table,
 };
 use crate::{Error, Provenance, Result};
 
@@ -86,37 +87,42 @@ pub fn read_features(path: &Path) -> Result<FeatureMatrix> {
         dim: 0,
     };
     for batch in read_all(path)? {
-        let mistyped = || Error::contract(path, "features artifact columns are mistyped");
-        let ids = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(mistyped)?;
-        let labels = batch
-            .column(1)
-            .as_any()
-            .downcast_ref::<Int32Array>()
-            .ok_or_else(mistyped)?;
-        let list = batch
-            .column(2)
-            .as_any()
-            .downcast_ref::<FixedSizeListArray>()
-            .ok_or_else(mistyped)?;
-        matrix.dim = list.value_length() as usize;
-        matrix.image_ids.extend(ids.values().iter());
-        matrix.labels.extend(labels.values().iter());
-        let values = list
-            .values()
-            .as_any()
-            .downcast_ref::<arrow_array::PrimitiveArray<Float32Type>>()
-            .ok_or_else(mistyped)?;
-        let start = list.offset() * matrix.dim;
-        let end = start + list.len() * matrix.dim;
+        matrix.dim = feature_dim(&batch, path)?;
+        matrix.image_ids.extend(
+            typed_column::<Int64Array>(&batch, "image_id", path)?
+                .values()
+                .iter(),
+        );
+        matrix.labels.extend(
+            typed_column::<Int32Array>(&batch, "label", path)?
+                .values()
+                .iter(),
+        );
         matrix
             .values
-            .extend_from_slice(&values.values()[start..end]);
+            .extend_from_slice(feature_values(&batch, matrix.dim, path)?);
     }
     Ok(matrix)
+}
+
+/// The width of a batch's `features` column.
+fn feature_dim(batch: &RecordBatch, path: &Path) -> Result<usize> {
+    Ok(typed_column::<FixedSizeListArray>(batch, "features", path)?.value_length() as usize)
+}
+
+/// The feature values of a batch, row-major (`num_rows x dim`).
+fn feature_values<'a>(batch: &'a RecordBatch, dim: usize, path: &Path) -> Result<&'a [f32]> {
+    let list = typed_column::<FixedSizeListArray>(batch, "features", path)?;
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<arrow_array::PrimitiveArray<Float32Type>>()
+        .ok_or_else(|| Error::contract(path, "column `features` holds no float32 values"))?;
+    let start = list.offset() * dim;
+    values
+        .values()
+        .get(start..start + list.len() * dim)
+        .ok_or_else(|| Error::contract(path, "column `features` is shorter than its rows"))
 }
 
 /// A `features` artifact opened for reading selected rows: its ids and labels are in memory
@@ -152,19 +158,16 @@ impl FeatureRows {
         let mut labels = Vec::new();
         for group in &groups {
             for batch in read_row_group(group, Some(&["image_id", "label"]))? {
-                let mistyped = || Error::contract(path, "features artifact columns are mistyped");
-                let ids = batch
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .ok_or_else(mistyped)?;
-                let group_labels = batch
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<Int32Array>()
-                    .ok_or_else(mistyped)?;
-                image_ids.extend(ids.values().iter());
-                labels.extend(group_labels.values().iter());
+                image_ids.extend(
+                    typed_column::<Int64Array>(&batch, "image_id", path)?
+                        .values()
+                        .iter(),
+                );
+                labels.extend(
+                    typed_column::<Int32Array>(&batch, "label", path)?
+                        .values()
+                        .iter(),
+                );
             }
         }
         Ok(FeatureRows {
@@ -197,21 +200,8 @@ impl FeatureRows {
             }
             let mut row = rows.start;
             for batch in read_row_group(group, Some(&["features"]))? {
-                let mistyped =
-                    || Error::contract(&self.path, "features artifact columns are mistyped");
-                let list = batch
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<FixedSizeListArray>()
-                    .ok_or_else(mistyped)?;
-                let values = list
-                    .values()
-                    .as_any()
-                    .downcast_ref::<arrow_array::PrimitiveArray<Float32Type>>()
-                    .ok_or_else(mistyped)?;
-                let start = list.offset() * self.dim;
-                let values = &values.values()[start..start + list.len() * self.dim];
-                for chunk in values.chunks_exact(self.dim.max(1)).take(list.len()) {
+                let values = feature_values(&batch, self.dim, &self.path)?;
+                for chunk in values.chunks_exact(self.dim.max(1)).take(batch.num_rows()) {
                     if wanted(row) {
                         visit(row, chunk);
                     }

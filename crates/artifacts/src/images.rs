@@ -187,12 +187,7 @@ fn stored_dims(path: &Path, image_id: i64, dims: [i32; 3]) -> Result<[u32; 3]> {
 
 /// Turns a record batch of the `images` schema back into images.
 pub fn batch_to_images(batch: &RecordBatch, path: &Path) -> Result<Vec<ImageRecord>> {
-    fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a T> {
-        batch
-            .column_by_name(name)
-            .and_then(|column| column.as_any().downcast_ref::<T>())
-            .ok_or_else(|| Error::contract(path, format!("column `{name}` missing or mistyped")))
-    }
+    use crate::parquet_io::typed_column as column;
     let image_id = column::<Int64Array>(batch, "image_id", path)?;
     let label = column::<Int32Array>(batch, "label", path)?;
     let class_name = column::<StringArray>(batch, "class_name", path)?;

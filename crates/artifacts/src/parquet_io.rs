@@ -263,6 +263,19 @@ pub fn read_header(path: &Path) -> Result<ArtifactHeader> {
     Ok(header.expect("part_files returns at least one file"))
 }
 
+/// The column `name` of a batch read from `path`, as the Arrow array type `T`; a missing or
+/// mistyped column is a contract error naming the file and the column.
+pub fn typed_column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|column| column.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::contract(path, format!("column `{name}` missing or mistyped")))
+}
+
 /// Checks that the artifact at `path` holds the expected schema, with a message that names
 /// both sides of the broken contract.
 pub fn expect_schema(path: &Path, expected: SchemaId) -> Result<ArtifactHeader> {
