@@ -139,28 +139,62 @@ impl StageKind for Probe {
                 .map(|(i, &id)| (id, i))
                 .collect();
             let mut accuracy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-            for fold in 0..folds {
-                let split = split_per_class(&ids_by_label, n_train, max_test, seed, fold as u64)
-                    .map_err(Error::Config)?;
-                let n_rows = (split.train.len() + split.test.len()) as u64;
-                let needed = n_rows
-                    .saturating_mul(matrix.dim as u64 + 1)
+            let splits = (0..folds)
+                .map(|fold| split_per_class(&ids_by_label, n_train, max_test, seed, fold as u64))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(Error::Config)?;
+            let width = matrix.dim + 1;
+            let fold_bytes = |split: &stage_api::sampling::Split| {
+                ((split.train.len() + split.test.len()) as u64)
+                    .saturating_mul(width as u64)
                     .saturating_mul(8)
-                    .saturating_add(matrix.group_bytes());
+            };
+            for (fold, split) in splits.iter().enumerate() {
+                let needed = fold_bytes(split).saturating_add(matrix.group_bytes());
                 if needed > memory_limit {
                     return Err(Error::Config(format!(
-                        "probing {} (layer {layer}) needs {} MB for fold {fold}: {n_rows} train \
-                         and test rows of {} normalised features in f64, plus a row group; \
+                        "probing {} (layer {layer}) needs {} MB for fold {fold}: {} train \
+                         and test rows of {width} normalised features in f64, plus a row group; \
                          memory_limit_mb is {}. Lower n_train_per_class or \
                          max_test_per_class, probe a later layer, or raise memory_limit_mb on \
                          a machine that has the memory",
                         path.display(),
                         needed.div_ceil(1 << 20),
-                        matrix.dim + 1,
+                        split.train.len() + split.test.len(),
                         memory_limit >> 20
                     )));
                 }
-                // Each set in id order (as a BTreeSet iterates), one pass over the file.
+            }
+            // The rows any fold uses are read once, when they fit (as f32) beside the largest
+            // fold's matrix; otherwise each fold streams its rows from the file.
+            let used: std::collections::BTreeSet<usize> = splits
+                .iter()
+                .flat_map(|split| split.train.iter().chain(&split.test))
+                .map(|id| row_of[id])
+                .collect();
+            let largest_fold = splits.iter().map(fold_bytes).max().unwrap_or(0);
+            let used_bytes = (used.len() as u64).saturating_mul(matrix.dim as u64 * 4);
+            let read_once = used_bytes
+                .saturating_add(largest_fold)
+                .saturating_add(matrix.group_bytes())
+                <= memory_limit;
+            let in_memory: Option<(BTreeMap<usize, usize>, Vec<f32>)> = if read_once {
+                let index: BTreeMap<usize, usize> =
+                    used.iter().enumerate().map(|(i, &row)| (row, i)).collect();
+                let mut values = vec![0.0f32; used.len() * matrix.dim];
+                matrix.for_each_row(
+                    |row| index.contains_key(&row),
+                    |row, row_values| {
+                        values[index[&row] * matrix.dim..][..matrix.dim]
+                            .copy_from_slice(row_values);
+                    },
+                )?;
+                Some((index, values))
+            } else {
+                None
+            };
+            for split in &splits {
+                // Each set in id order (as a BTreeSet iterates).
                 let slot_of = |ids: &std::collections::BTreeSet<i64>| -> BTreeMap<usize, usize> {
                     ids.iter()
                         .enumerate()
@@ -168,19 +202,26 @@ impl StageKind for Probe {
                         .collect()
                 };
                 let (train_slots, test_slots) = (slot_of(&split.train), slot_of(&split.test));
-                let width = matrix.dim + 1;
                 let mut x_train = vec![0.0f64; train_slots.len() * width];
                 let mut x_test = vec![0.0f64; test_slots.len() * width];
-                matrix.for_each_row(
-                    |row| train_slots.contains_key(&row) || test_slots.contains_key(&row),
-                    |row, values| {
-                        let (x, slot) = match train_slots.get(&row) {
-                            Some(&slot) => (&mut x_train, slot),
-                            None => (&mut x_test, test_slots[&row]),
-                        };
-                        normalise_row_with_bias(values, &mut x[slot * width..(slot + 1) * width]);
-                    },
-                )?;
+                let mut normalise = |row: usize, values: &[f32]| {
+                    let (x, slot) = match train_slots.get(&row) {
+                        Some(&slot) => (&mut x_train, slot),
+                        None => (&mut x_test, test_slots[&row]),
+                    };
+                    normalise_row_with_bias(values, &mut x[slot * width..(slot + 1) * width]);
+                };
+                match &in_memory {
+                    Some((index, values)) => {
+                        for &row in train_slots.keys().chain(test_slots.keys()) {
+                            normalise(row, &values[index[&row] * matrix.dim..][..matrix.dim]);
+                        }
+                    }
+                    None => matrix.for_each_row(
+                        |row| train_slots.contains_key(&row) || test_slots.contains_key(&row),
+                        normalise,
+                    )?,
+                }
                 let labels_of = |slots: &BTreeMap<usize, usize>| {
                     let mut labels = vec![0usize; slots.len()];
                     for (&row, &slot) in slots {

@@ -1,5 +1,6 @@
 //! The probe's memory is bounded by what one fold needs, not by the size of the layer: it
-//! streams the features artifact and keeps only the fold's rows (issue #16). One test per
+//! reads only the rows its folds use, once when they fit the budget, else streamed per fold
+//! (issue #16). One test per
 //! binary, since it reads this process's peak RSS.
 
 use std::collections::BTreeMap;
@@ -108,4 +109,21 @@ fn probing_a_layer_larger_than_the_budget_stays_under_it_and_an_impossible_fold_
         "{error}"
     );
     assert!(error.contains("memory_limit_mb is 4"), "{error}");
+
+    // Three folds: with room for every fold's rows they are read once, with 20 MB (one fold
+    // and a row group, not all three folds' rows) each fold streams them; same results.
+    let mut folds3 = overrides.to_vec();
+    folds3[2] = ("folds", Int(3));
+    let results = [20, 1024].map(|budget| {
+        folds3[4] = ("memory_limit_mb", Int(budget));
+        let output = dir.path().join(format!("folds3_{budget}.parquet"));
+        probe::Probe
+            .run(&context(&folder, output.clone(), &folds3))
+            .expect("the probe runs");
+        std::fs::read(output).unwrap()
+    });
+    assert!(
+        results[0] == results[1],
+        "streamed and read-once folds give the same table"
+    );
 }
