@@ -84,12 +84,15 @@ fn workload() -> u64 {
     hash
 }
 
-/// Runs the workload when started as a child by the test below; does nothing otherwise.
+/// The workload, run only as a child of the tests below (`--ignored`), which set `CHILD`.
 #[test]
+#[ignore = "a child process of the tests below"]
 fn child_workload() {
-    if std::env::var_os(CHILD).is_some() {
-        println!("DIGEST {:016x}", workload());
-    }
+    assert!(
+        std::env::var_os(CHILD).is_some(),
+        "started by the other tests only"
+    );
+    println!("DIGEST {:016x}", workload());
 }
 
 /// A command that runs this test binary again: through `ZFNET_TEST_RUNNER` (e.g.
@@ -115,6 +118,7 @@ fn digest_on(path: CpuPath, threads: usize) -> String {
         .args([
             "child_workload",
             "--exact",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
@@ -171,10 +175,34 @@ fn every_path_and_thread_count_trains_and_projects_to_the_same_bits_as_every_mac
     );
 }
 
+/// A path this CPU lacks is refused with the paths it has (skipped, and said, where the CPU
+/// has every path).
 #[test]
-fn an_unknown_or_unsupported_path_is_refused_with_the_reason() {
+fn a_path_this_cpu_lacks_is_refused_with_the_paths_it_has() {
+    let Some(missing) = CpuPath::ALL.into_iter().find(|path| !path.supported()) else {
+        eprintln!("skipped: this CPU runs every path");
+        return;
+    };
+    let outcome = this_test_binary()
+        .args(["child_workload", "--exact", "--ignored", "--nocapture"])
+        .env(CHILD, "1")
+        .env(ENV, missing.name())
+        .output()
+        .unwrap();
+    assert!(!outcome.status.success());
+    let stderr = String::from_utf8_lossy(&outcome.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "ZFNET_CPU={missing} asks for instructions this CPU does not have"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_path_is_refused_with_the_paths_to_use() {
     let unknown = this_test_binary()
-        .args(["child_workload", "--exact", "--nocapture"])
+        .args(["child_workload", "--exact", "--ignored", "--nocapture"])
         .env(CHILD, "1")
         .env(ENV, "sse9")
         .output()

@@ -242,6 +242,27 @@ pub fn conv_backward<S: Scalar>(
 /// (N x K x OH x OW) back to its *input* space (N x C x H x W) with the transposed filters —
 /// exactly the input-gradient computation of [`conv_backward`], without biases.
 pub fn conv_transpose<S: Scalar>(y: &[S], w: &[S], g: &ConvGeometry, x: &mut [S]) {
+    let plane = g.out_h() * g.out_w();
+    transpose_by_columns(y, g, x, |y_image, cols| {
+        gemm(
+            S::one(),
+            MatRef::row_major(w, g.out_channels, g.patch_len()).t(),
+            MatRef::row_major(y_image, g.out_channels, plane),
+            S::zero(),
+            cols,
+        );
+    });
+}
+
+/// The driver of a transposed convolution by columns, whatever computes them: per image (in
+/// parallel), `columns(y_image, cols)` fills the (C k k) x (OH OW) matrix `W^T y_image`, and
+/// [`col2im`] folds it into `x_image` (overwritten).
+pub fn transpose_by_columns<S: Scalar>(
+    y: &[S],
+    g: &ConvGeometry,
+    x: &mut [S],
+    columns: impl Fn(&[S], &mut [S]) + Sync,
+) {
     let n = y.len() / g.out_len();
     assert_eq!(x.len(), n * g.in_len());
     let plane = g.out_h() * g.out_w();
@@ -250,13 +271,7 @@ pub fn conv_transpose<S: Scalar>(y: &[S], w: &[S], g: &ConvGeometry, x: &mut [S]
         .for_each_init(
             || vec![S::zero(); g.patch_len() * plane],
             |cols, (x_image, y_image)| {
-                gemm(
-                    S::one(),
-                    MatRef::row_major(w, g.out_channels, g.patch_len()).t(),
-                    MatRef::row_major(y_image, g.out_channels, plane),
-                    S::zero(),
-                    cols,
-                );
+                columns(y_image, cols);
                 col2im(cols, g, x_image, plane, 0);
             },
         );

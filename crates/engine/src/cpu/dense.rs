@@ -100,19 +100,31 @@ fn portable(
     len: usize,
 ) -> [[[f32; LANES]; IMAGES]; UNITS] {
     let mut acc = [[[0.0f32; LANES]; IMAGES]; UNITS];
-    for at in (0..len).step_by(LANES) {
-        let chunk = |row: &[f32]| -> [f32; LANES] {
-            std::array::from_fn(|l| if at + l < len { row[at + l] } else { 0.0 })
-        };
-        let ws = w_rows.map(chunk);
-        let xs = x_rows.map(chunk);
-        for (acc_row, wv) in acc.iter_mut().zip(&ws) {
-            for (lanes, xv) in acc_row.iter_mut().zip(&xs) {
+    let mut add = |ws: [&[f32]; UNITS], xs: [&[f32]; IMAGES]| {
+        for (acc_row, wv) in acc.iter_mut().zip(ws) {
+            for (lanes, xv) in acc_row.iter_mut().zip(xs) {
                 for ((sum, &wl), &xl) in lanes.iter_mut().zip(wv).zip(xv) {
                     *sum = wl.mul_add(xl, *sum);
                 }
             }
         }
+    };
+    let full = len / LANES * LANES;
+    for at in (0..full).step_by(LANES) {
+        add(
+            w_rows.map(|row| &row[at..at + LANES]),
+            x_rows.map(|row| &row[at..at + LANES]),
+        );
+    }
+    if full < len {
+        // The tail zero-padded to 16 lanes, as the vector paths' masked loads read it.
+        let pad = |row: &[f32]| -> [f32; LANES] {
+            let mut lanes = [0.0f32; LANES];
+            lanes[..len - full].copy_from_slice(&row[full..len]);
+            lanes
+        };
+        let (ws, xs) = (w_rows.map(pad), x_rows.map(pad));
+        add(ws.each_ref().map(|l| &l[..]), xs.each_ref().map(|l| &l[..]));
     }
     acc
 }
@@ -162,58 +174,64 @@ mod x86 {
     }
 
     /// Lanes 0-7 and 8-15 in two registers per dot product; the tail by masked loads
-    /// (masked lanes read as 0, as on AVX-512).
+    /// (masked lanes read as 0, as on AVX-512). AVX2 has 16 registers, so the block is done
+    /// 2 units x 2 images at a time (8 accumulators); each lane's chain is the same.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2(
         w_rows: &[&[f32]; UNITS],
         x_rows: &[&[f32]; IMAGES],
         len: usize,
     ) -> [[[f32; LANES]; IMAGES]; UNITS] {
-        let mut acc = [[[_mm256_setzero_ps(); 2]; IMAGES]; UNITS];
-        let w_ptrs = w_rows.map(<[f32]>::as_ptr);
-        let x_ptrs = x_rows.map(<[f32]>::as_ptr);
-        let mask_for = |left: usize| -> __m256i {
-            let lanes: [i32; 8] = std::array::from_fn(|l| if l < left { -1 } else { 0 });
-            // SAFETY: 8 i32 from a local array.
-            unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) }
-        };
-        let mut at = 0;
-        while at < len {
-            let load = |p: *const f32, half: usize| -> __m256 {
-                let from = at + 8 * half;
-                // SAFETY: a full load reads elements from .. from + 8 < len; a masked load
-                // reads only the lanes below len.
-                unsafe {
-                    if from + 8 <= len {
-                        _mm256_loadu_ps(p.add(from))
-                    } else if from < len {
-                        _mm256_maskload_ps(p.add(from), mask_for(len - from))
-                    } else {
-                        _mm256_setzero_ps()
-                    }
-                }
-            };
-            let ws = w_ptrs.map(|p| [load(p, 0), load(p, 1)]);
-            let xs = x_ptrs.map(|p| [load(p, 0), load(p, 1)]);
-            for (acc_row, wv) in acc.iter_mut().zip(&ws) {
-                for (sums, xv) in acc_row.iter_mut().zip(&xs) {
-                    sums[0] = _mm256_fmadd_ps(wv[0], xv[0], sums[0]);
-                    sums[1] = _mm256_fmadd_ps(wv[1], xv[1], sums[1]);
+        const SUB: usize = 2;
+        let mut out = [[[0.0f32; LANES]; IMAGES]; UNITS];
+        let tail: [i32; 8] = std::array::from_fn(|l| if l < len % 8 { -1 } else { 0 });
+        // SAFETY: 8 i32 from a local array.
+        let tail_mask = unsafe { _mm256_loadu_si256(tail.as_ptr().cast()) };
+        let load = |p: *const f32, from: usize| -> __m256 {
+            // SAFETY: a full load reads elements from .. from + 8 <= len; a masked load reads
+            // only the lanes below len.
+            unsafe {
+                if from + 8 <= len {
+                    _mm256_loadu_ps(p.add(from))
+                } else if from < len {
+                    _mm256_maskload_ps(p.add(from), tail_mask)
+                } else {
+                    _mm256_setzero_ps()
                 }
             }
-            at += 16;
-        }
-        acc.map(|row| {
-            row.map(|sums| {
-                let mut lanes = [0.0f32; LANES];
-                // SAFETY: 2 x 8 floats to a local array of 16.
-                unsafe {
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), sums[0]);
-                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), sums[1]);
+        };
+        for first_unit in (0..UNITS).step_by(SUB) {
+            for first_image in (0..IMAGES).step_by(SUB) {
+                let w_ptrs: [*const f32; SUB] =
+                    std::array::from_fn(|u| w_rows[first_unit + u].as_ptr());
+                let x_ptrs: [*const f32; SUB] =
+                    std::array::from_fn(|i| x_rows[first_image + i].as_ptr());
+                let mut acc = [[[_mm256_setzero_ps(); 2]; SUB]; SUB];
+                let mut at = 0;
+                while at < len {
+                    let ws = w_ptrs.map(|p| [load(p, at), load(p, at + 8)]);
+                    let xs = x_ptrs.map(|p| [load(p, at), load(p, at + 8)]);
+                    for (acc_row, wv) in acc.iter_mut().zip(&ws) {
+                        for (sums, xv) in acc_row.iter_mut().zip(&xs) {
+                            sums[0] = _mm256_fmadd_ps(wv[0], xv[0], sums[0]);
+                            sums[1] = _mm256_fmadd_ps(wv[1], xv[1], sums[1]);
+                        }
+                    }
+                    at += 16;
                 }
-                lanes
-            })
-        })
+                for (u, acc_row) in acc.iter().enumerate() {
+                    for (i, sums) in acc_row.iter().enumerate() {
+                        let lanes = &mut out[first_unit + u][first_image + i];
+                        // SAFETY: 2 x 8 floats into an array of 16.
+                        unsafe {
+                            _mm256_storeu_ps(lanes.as_mut_ptr(), sums[0]);
+                            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), sums[1]);
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

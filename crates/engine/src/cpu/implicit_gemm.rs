@@ -171,22 +171,6 @@ fn runs(g: &ConvGeometry, planes: &PhasePlanes, first: usize, count: usize, out:
     }
 }
 
-/// Filters packed as panels of MR: panel `i` holds, for each patch index `k`, the weights
-/// `w[i MR + m][k]` for m in 0..MR (zero past the last filter); the bias is padded alike.
-fn pack_filters(w: &[f32], b: &[f32], filters: usize, patch: usize) -> (Vec<f32>, Vec<f32>) {
-    let panels = filters.div_ceil(MR);
-    let mut packed = vec![0.0f32; panels * MR * patch];
-    let mut bias = vec![0.0f32; panels * MR];
-    for (filter, row) in w.chunks(patch).enumerate() {
-        let panel = &mut packed[(filter / MR) * MR * patch..][..MR * patch];
-        for (k, &value) in row.iter().enumerate() {
-            panel[k * MR + filter % MR] = value;
-        }
-        bias[filter] = b[filter];
-    }
-    (packed, bias)
-}
-
 /// `y = W * x + b` (then `max(0, .)` when `relu`), as [`super::conv::conv_forward`], on
 /// `path` (which this CPU must support).
 pub fn conv_forward(
@@ -206,7 +190,10 @@ pub fn conv_forward(
     let patch = g.patch_len();
     let planes = PhasePlanes::new(x, g, images);
     let taps = planes.tap_offsets(g);
-    let (filters, bias) = pack_filters(w, b, g.out_channels, patch);
+    // Filters as panels of MR (zero past the last filter), the bias padded alike.
+    let filters = pack_panels(w, g.out_channels, patch, patch, 1);
+    let mut bias = b.to_vec();
+    bias.resize(g.out_channels.div_ceil(MR) * MR, 0.0);
     let columns = images * g.out_h() * g.out_w();
     let panels = columns.div_ceil(NR);
     let out = SharedOut(y.as_mut_ptr());
@@ -339,24 +326,20 @@ pub fn conv_transpose_by_columns(
     let (patch, plane) = (g.patch_len(), g.out_h() * g.out_w());
     // W^T (patch x filters): row `tap`, depth `filter` is w[filter][tap].
     let w_t = pack_panels(w, patch, g.out_channels, 1, patch);
-    dx.par_chunks_mut(g.in_len())
-        .zip(dy.par_chunks(g.out_len()))
-        .for_each_init(
-            || vec![0.0f32; patch * plane],
-            |cols, (dx_image, dy_image)| {
-                gemm(
-                    path,
-                    false,
-                    (patch, g.out_channels, plane),
-                    &w_t,
-                    dy_image,
-                    plane,
-                    cols,
-                    plane,
-                );
-                super::conv::col2im(cols, g, dx_image, plane, 0);
-            },
+    // Few images (a deconvnet projection of one): each GEMM in parallel instead.
+    let parallel_gemm = images < rayon::current_num_threads();
+    super::conv::transpose_by_columns(dy, g, dx, |dy_image, cols| {
+        gemm(
+            path,
+            parallel_gemm,
+            (patch, g.out_channels, plane),
+            &w_t,
+            dy_image,
+            plane,
+            cols,
+            plane,
         );
+    });
 }
 
 /// Images per weight-gradient partial sum (fixed, so that the sum over the batch does not
@@ -513,12 +496,15 @@ unsafe fn gather_taps(
     }
     let _ = path;
     for (r, &source) in sources.iter().enumerate() {
-        // SAFETY: row r of the operand holds NR floats (the caller's contract).
-        let row = unsafe { std::slice::from_raw_parts_mut(operand.add(r * NR), NR) };
-        for (value, &tap) in row.iter_mut().zip(taps) {
-            *value = planes[(source + tap) as usize];
+        // SAFETY: row r of the operand holds NR floats, and every `source + tap` lies inside
+        // `planes` (the caller's contract).
+        unsafe {
+            let row = std::slice::from_raw_parts_mut(operand.add(r * NR), NR);
+            for (value, &tap) in row.iter_mut().zip(taps) {
+                *value = *planes.get_unchecked((source + tap) as usize);
+            }
+            row[taps.len()..].fill(0.0);
         }
-        row[taps.len()..].fill(0.0);
     }
 }
 
@@ -536,23 +522,44 @@ unsafe fn gather_operand(
     count: usize,
     operand: *mut f32,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if path == CpuPath::Avx512 {
-        // SAFETY: forwarded.
-        return unsafe { avx512::gather_operand(planes, taps, runs, count, operand) };
+    // SAFETY (whole body): forwarded to the caller.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        if path == CpuPath::Avx512 {
+            return avx512::gather_operand(planes, taps, runs, count, operand);
+        }
+        let _ = path;
+        gather_operand_with(
+            |from, to, len| std::ptr::copy_nonoverlapping(from, to, len),
+            planes,
+            taps,
+            runs,
+            count,
+            operand,
+        );
     }
+}
+
+/// The body of [`gather_operand`], inlined into each path with its own run copy.
+///
+/// # Safety
+/// As [`gather_operand`]; `copy(from, to, len)` must copy `len` floats.
+#[inline(always)]
+unsafe fn gather_operand_with(
+    copy: impl Fn(*const f32, *mut f32, usize),
+    planes: &[f32],
+    taps: &[usize],
+    runs: &[Run],
+    count: usize,
+    operand: *mut f32,
+) {
     let source = planes.as_ptr();
     for (k, &tap) in taps.iter().enumerate() {
         // SAFETY (whole body): the caller guarantees the operand's size and the runs' ranges.
         unsafe {
             let row = operand.add(k * NR);
             for run in runs {
-                copy_run(
-                    path,
-                    source.add(run.source + tap),
-                    row.add(run.first),
-                    run.len,
-                );
+                copy(source.add(run.source + tap), row.add(run.first), run.len);
             }
             if count < NR {
                 std::ptr::write_bytes(row.add(count), 0, NR - count);
@@ -625,14 +632,13 @@ mod avx512 {
                         indices,
                         base.cast(),
                     );
-                    _mm512_store_ps(operand.add(r * NR + group * 16), values);
+                    _mm512_storeu_ps(operand.add(r * NR + group * 16), values);
                 }
             }
         }
     }
 
-    /// Gathers a panel's operand: row `k` (NR floats) holds tap `k` of the panel's columns,
-    /// copied run by run from the phase planes; columns past `count` are zero.
+    /// [`super::gather_operand`] with masked 16-float run copies.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn gather_operand(
         planes: &[f32],
@@ -641,18 +647,16 @@ mod avx512 {
         count: usize,
         operand: *mut f32,
     ) {
-        let source = planes.as_ptr();
-        for (k, &tap) in taps.iter().enumerate() {
-            // SAFETY (whole body): the caller guarantees the operand's size and the runs' ranges.
-            unsafe {
-                let row = operand.add(k * NR);
-                for run in runs {
-                    copy_short(source.add(run.source + tap), row.add(run.first), run.len);
-                }
-                if count < NR {
-                    std::ptr::write_bytes(row.add(count), 0, NR - count);
-                }
-            }
+        // SAFETY: forwarded; AVX-512F is enabled in this function.
+        unsafe {
+            super::gather_operand_with(
+                |from, to, len| copy_short(from, to, len),
+                planes,
+                taps,
+                runs,
+                count,
+                operand,
+            )
         }
     }
 
@@ -823,6 +827,38 @@ mod tests {
                 |path| {
                     let mut dx = vec![f32::NAN; images * g.in_len()];
                     conv_transpose_stride1(path, &dy, &w, &g, &mut dx);
+                    dx
+                },
+                |dx| assert_close(dx, &expected, 1e-4, &what),
+            );
+        }
+    }
+
+    /// The transpose by columns (every strided input gradient and deconvnet step) equals
+    /// the generic reference, on every path, for strides 1-4 and padding as wide as the
+    /// kernel, with one image (parallel GEMMs) and several (parallel images).
+    #[test]
+    fn transpose_by_columns_equals_the_reference_on_every_path() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        let cases = [
+            (16, 17, 20, 5, 2, 0, 3), // zf conv2: stride 2, no padding
+            (3, 28, 13, 9, 2, 4, 1),  // krizhevsky_small conv1, one image
+            (3, 39, 8, 11, 4, 2, 2),  // krizhevsky conv1: stride 4
+            (5, 6, 9, 3, 1, 3, 2),    // padding as wide as the kernel
+            (4, 10, 7, 3, 3, 1, 1),   // stride 3
+        ];
+        for case in cases {
+            let (g, images) = geometry(case);
+            let dy = random(images * g.out_len(), &mut rng);
+            let w = random(g.weight_len(), &mut rng);
+            let mut expected = vec![0.0f32; images * g.in_len()];
+            super::super::conv::conv_transpose(&dy, &w, &g, &mut expected);
+            let what = format!("{g:?} transpose by columns");
+            on_every_path(
+                &what,
+                |path| {
+                    let mut dx = vec![f32::NAN; images * g.in_len()];
+                    conv_transpose_by_columns(path, &dy, &w, &g, &mut dx);
                     dx
                 },
                 |dx| assert_close(dx, &expected, 1e-4, &what),

@@ -274,14 +274,31 @@ pub fn gemm(
     if rows == 0 || cols == 0 {
         return;
     }
+    if depth == 0 {
+        // An empty sum: C = 0 (B has no rows to read).
+        for row in 0..rows {
+            c[row * c_stride..][..cols].fill(0.0);
+        }
+        return;
+    }
     let (row_panels, col_panels) = (rows.div_ceil(MR), cols.div_ceil(NR));
     let row_tasks = row_panels.div_ceil(TASK_ROW_PANELS);
     let col_tasks = col_panels.div_ceil(TASK_COL_PANELS);
+    // The last column panel, when partial, copied once and zero-padded to NR.
+    let tail_count = cols % NR;
+    let mut tail = Vec::new();
+    if tail_count > 0 {
+        tail = vec![0.0f32; depth * NR];
+        let first_col = cols - tail_count;
+        for k in 0..depth {
+            tail[k * NR..][..tail_count]
+                .copy_from_slice(&b[k * b_stride + first_col..][..tail_count]);
+        }
+    }
     let out = SharedOut(c.as_mut_ptr());
     let task = |index: usize| {
         let (row_task, col_task) = (index / col_tasks, index % col_tasks);
         let mut tile = [0.0f32; MR * NR];
-        let mut padded = Vec::new();
         let zero_bias = [0.0f32; MR];
         let panels = row_task * TASK_ROW_PANELS..((row_task + 1) * TASK_ROW_PANELS).min(row_panels);
         for col_panel in
@@ -289,17 +306,10 @@ pub fn gemm(
         {
             let first_col = col_panel * NR;
             let count = NR.min(cols - first_col);
-            // A full panel is read in place; the last one is copied, zero-padded to NR.
             let (b_panel, stride) = if count == NR {
                 (&b[first_col..], b_stride)
             } else {
-                padded.clear();
-                padded.resize(depth * NR, 0.0);
-                for k in 0..depth {
-                    padded[k * NR..][..count]
-                        .copy_from_slice(&b[k * b_stride + first_col..][..count]);
-                }
-                (&padded[..], NR)
+                (&tail[..], NR)
             };
             for panel in panels.clone() {
                 // SAFETY: `path` is supported (asserted); the packed panel holds depth x MR

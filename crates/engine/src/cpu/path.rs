@@ -12,6 +12,11 @@
 //! on the CPU: `tests/paths.rs` checks every path against the others, bit for bit, and a
 //! golden digest of a few training steps that every machine must reproduce.
 //!
+//! One residue is not ours: the initial weights are drawn by `rand_distr`'s ziggurat, whose
+//! rare tail and wedge tests call the platform's `exp`/`ln`; a last-bit difference there
+//! would have to land exactly on a rejection boundary to change a draw. The aarch64 digest
+//! (glibc's aarch64 maths) matched the x86-64 one.
+//!
 //! The path is the best this CPU has, unless `ZFNET_CPU` (`avx512`, `avx2`, `portable`)
 //! forces one — so that one machine can test and time every path.
 
