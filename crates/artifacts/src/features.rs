@@ -12,8 +12,7 @@ use arrow_array::{Array, FixedSizeListArray, Float32Array, Int32Array, Int64Arra
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
 use crate::parquet_io::{
-    RowGroupRef, SchemaId, expect_schema, read_all, read_row_group, row_groups, typed_column,
-    write_table,
+    RowGroupRef, SchemaId, expect_schema, read_row_group, row_groups, typed_column, write_table,
 };
 use crate::{Error, Provenance, Result};
 
@@ -79,35 +78,15 @@ pub struct FeatureMatrix {
 
 /// Reads a whole `features` artifact.
 pub fn read_features(path: &Path) -> Result<FeatureMatrix> {
-    expect_schema(path, FEATURES)?;
-    let mut matrix = FeatureMatrix {
-        image_ids: Vec::new(),
-        labels: Vec::new(),
-        values: Vec::new(),
-        dim: 0,
-    };
-    for batch in read_all(path)? {
-        matrix.dim = feature_dim(&batch, path)?;
-        matrix.image_ids.extend(
-            typed_column::<Int64Array>(&batch, "image_id", path)?
-                .values()
-                .iter(),
-        );
-        matrix.labels.extend(
-            typed_column::<Int32Array>(&batch, "label", path)?
-                .values()
-                .iter(),
-        );
-        matrix
-            .values
-            .extend_from_slice(feature_values(&batch, matrix.dim, path)?);
-    }
-    Ok(matrix)
-}
-
-/// The width of a batch's `features` column.
-fn feature_dim(batch: &RecordBatch, path: &Path) -> Result<usize> {
-    Ok(typed_column::<FixedSizeListArray>(batch, "features", path)?.value_length() as usize)
+    let rows = FeatureRows::open(path)?;
+    let mut values = Vec::with_capacity(rows.image_ids.len() * rows.dim);
+    rows.for_each_row(|_| true, |_, row| values.extend_from_slice(row))?;
+    Ok(FeatureMatrix {
+        image_ids: rows.image_ids,
+        labels: rows.labels,
+        values,
+        dim: rows.dim,
+    })
 }
 
 /// The feature values of a batch, row-major (`num_rows x dim`).
@@ -296,11 +275,12 @@ mod tests {
     /// Streaming selected rows gives exactly the rows of the whole matrix, reads only the row
     /// groups that hold one, and keeps ids and labels in file order.
     #[test]
-    fn streamed_rows_equal_the_whole_matrix_rows() {
+    fn streamed_rows_are_the_rows_written_and_only_the_wanted_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.parquet");
         let dim = 70_000; // 15 rows a row group: (1 << 20) / dim + 1
         let rows = 40;
+        let (mut all_ids, mut all_labels, mut all_values) = (Vec::new(), Vec::new(), Vec::new());
         let mut writer =
             FeaturesWriter::create(&path, &Provenance::ad_hoc("t"), "l1", dim).unwrap();
         for chunk in 0..4 {
@@ -310,12 +290,14 @@ mod tests {
                 .map(|i| ((i as i64 * 7919 + chunk * 13) % 1000) as f32 * 1e-3)
                 .collect();
             writer.push(&ids, &labels, &values).unwrap();
+            all_ids.extend(ids);
+            all_labels.extend(labels);
+            all_values.extend(values);
         }
         writer.finish().unwrap();
-        let whole = read_features(&path).unwrap();
         let streamed = FeatureRows::open(&path).unwrap();
-        assert_eq!(streamed.image_ids, whole.image_ids);
-        assert_eq!(streamed.labels, whole.labels);
+        assert_eq!(streamed.image_ids, all_ids);
+        assert_eq!(streamed.labels, all_labels);
         assert_eq!(streamed.dim, dim);
         assert!(
             streamed.groups.len() >= 3,
@@ -328,12 +310,16 @@ mod tests {
             .for_each_row(
                 |row| wanted.contains(&row),
                 |row, values| {
-                    assert_eq!(values, &whole.values[row * dim..(row + 1) * dim]);
+                    assert!(
+                        values == &all_values[row * dim..(row + 1) * dim],
+                        "row {row}"
+                    );
                     seen.push(row);
                 },
             )
             .unwrap();
         assert_eq!(seen, wanted);
         assert_eq!(streamed.image_ids.len(), rows);
+        assert!(read_features(&path).unwrap().values == all_values);
     }
 }

@@ -18,6 +18,16 @@ use linear_models::{
 
 pub struct Probe;
 
+/// Bytes in the MB of `memory_limit_mb` (as `train`'s).
+const MB: u64 = 1_000_000;
+
+/// The two sets of a fold.
+#[derive(Clone, Copy)]
+enum Set {
+    Train,
+    Test,
+}
+
 impl StageKind for Probe {
     fn name(&self) -> &'static str {
         "probe"
@@ -63,9 +73,11 @@ impl StageKind for Probe {
                 16_384,
                 1,
                 i64::MAX,
-                "Memory for one fold's normalised train and test features (rows x (dim + 1) x 8 \
-                 bytes) plus one row group of the artifact; a fold that needs more is refused \
-                 before anything is read, with the numbers.",
+                "Memory (MB of 10^6 bytes) for one fold: its normalised train and test \
+                 features and the classifiers' weights (rows + 3 x classes) x (dim + 1) x 8 \
+                 bytes, plus one row group of the artifact; a fold that needs more is refused \
+                 before anything is read, with the numbers. The rows all folds use are read \
+                 once when they fit beside that, else streamed per fold.",
             ),
         ]
     }
@@ -123,9 +135,10 @@ impl StageKind for Probe {
         };
         let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
         let bar = ctx.progress_bar((layers.len() * folds) as u64, "probing layers");
-        let memory_limit = (ctx.params.int("memory_limit_mb") as u64).saturating_mul(1 << 20);
+        let memory_limit = (ctx.params.int("memory_limit_mb") as u64).saturating_mul(MB);
+        let mut read_modes = Vec::new();
         for (layer, path) in &layers {
-            // Ids and labels in memory; the features stay on disk, streamed per fold.
+            // Ids and labels in memory; the features stay on disk until a fold needs them.
             let matrix = FeatureRows::open(path)?;
             let classes = matrix.labels.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
             let mut ids_by_label: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
@@ -144,8 +157,10 @@ impl StageKind for Probe {
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(Error::Config)?;
             let width = matrix.dim + 1;
+            // A fold holds its train and test rows normalised in f64, and the classifiers
+            // their weights (the SVM one set, the softmax two: weights and gradient).
             let fold_bytes = |split: &stage_api::sampling::Split| {
-                ((split.train.len() + split.test.len()) as u64)
+                ((split.train.len() + split.test.len() + 3 * classes) as u64)
                     .saturating_mul(width as u64)
                     .saturating_mul(8)
             };
@@ -154,19 +169,19 @@ impl StageKind for Probe {
                 if needed > memory_limit {
                     return Err(Error::Config(format!(
                         "probing {} (layer {layer}) needs {} MB for fold {fold}: {} train \
-                         and test rows of {width} normalised features in f64, plus a row group; \
-                         memory_limit_mb is {}. Lower n_train_per_class or \
-                         max_test_per_class, probe a later layer, or raise memory_limit_mb on \
-                         a machine that has the memory",
+                         and test rows of {width} normalised features in f64, the \
+                         classifiers' weights and a row group; memory_limit_mb is {}. Lower \
+                         n_train_per_class or max_test_per_class, probe a later layer, or \
+                         raise memory_limit_mb on a machine that has the memory",
                         path.display(),
-                        needed.div_ceil(1 << 20),
+                        needed.div_ceil(MB),
                         split.train.len() + split.test.len(),
-                        memory_limit >> 20
+                        memory_limit / MB
                     )));
                 }
             }
             // The rows any fold uses are read once, when they fit (as f32) beside the largest
-            // fold's matrix; otherwise each fold streams its rows from the file.
+            // fold; otherwise each fold streams its rows from the file.
             let used: std::collections::BTreeSet<usize> = splits
                 .iter()
                 .flat_map(|split| split.train.iter().chain(&split.test))
@@ -178,58 +193,65 @@ impl StageKind for Probe {
                 .saturating_add(largest_fold)
                 .saturating_add(matrix.group_bytes())
                 <= memory_limit;
-            let in_memory: Option<(BTreeMap<usize, usize>, Vec<f32>)> = if read_once {
-                let index: BTreeMap<usize, usize> =
-                    used.iter().enumerate().map(|(i, &row)| (row, i)).collect();
-                let mut values = vec![0.0f32; used.len() * matrix.dim];
+            read_modes.push(format!(
+                "{layer}: {}",
+                if read_once {
+                    "read once"
+                } else {
+                    "streamed per fold"
+                }
+            ));
+            // The used rows' values in row order; `used_rank[row]` is a row's place in them.
+            let mut used_rank = vec![usize::MAX; matrix.image_ids.len()];
+            for (rank, &row) in used.iter().enumerate() {
+                used_rank[row] = rank;
+            }
+            let mut in_memory = Vec::new();
+            if read_once {
+                in_memory = vec![0.0f32; used.len() * matrix.dim];
                 matrix.for_each_row(
-                    |row| index.contains_key(&row),
-                    |row, row_values| {
-                        values[index[&row] * matrix.dim..][..matrix.dim]
-                            .copy_from_slice(row_values);
+                    |row| used_rank[row] != usize::MAX,
+                    |row, values| {
+                        in_memory[used_rank[row] * matrix.dim..][..matrix.dim]
+                            .copy_from_slice(values);
                     },
                 )?;
-                Some((index, values))
-            } else {
-                None
-            };
+            }
             for split in &splits {
-                // Each set in id order (as a BTreeSet iterates).
-                let slot_of = |ids: &std::collections::BTreeSet<i64>| -> BTreeMap<usize, usize> {
-                    ids.iter()
-                        .enumerate()
-                        .map(|(slot, id)| (row_of[id], slot))
-                        .collect()
-                };
-                let (train_slots, test_slots) = (slot_of(&split.train), slot_of(&split.test));
-                let mut x_train = vec![0.0f64; train_slots.len() * width];
-                let mut x_test = vec![0.0f64; test_slots.len() * width];
+                // Each set in id order (as a BTreeSet iterates): `place[row]` is the row's set
+                // (train or test) and slot in it.
+                let mut place: Vec<Option<(Set, usize)>> = vec![None; matrix.image_ids.len()];
+                for (set, ids) in [(Set::Train, &split.train), (Set::Test, &split.test)] {
+                    for (slot, id) in ids.iter().enumerate() {
+                        place[row_of[id]] = Some((set, slot));
+                    }
+                }
+                let mut x_train = vec![0.0f64; split.train.len() * width];
+                let mut x_test = vec![0.0f64; split.test.len() * width];
+                let mut labels = (
+                    vec![0usize; split.train.len()],
+                    vec![0usize; split.test.len()],
+                );
                 let mut normalise = |row: usize, values: &[f32]| {
-                    let (x, slot) = match train_slots.get(&row) {
-                        Some(&slot) => (&mut x_train, slot),
-                        None => (&mut x_test, test_slots[&row]),
+                    let Some((set, slot)) = place[row] else {
+                        return;
+                    };
+                    let (x, y) = match set {
+                        Set::Train => (&mut x_train, &mut labels.0),
+                        Set::Test => (&mut x_test, &mut labels.1),
                     };
                     normalise_row_with_bias(values, &mut x[slot * width..(slot + 1) * width]);
+                    y[slot] = matrix.labels[row] as usize;
                 };
-                match &in_memory {
-                    Some((index, values)) => {
-                        for &row in train_slots.keys().chain(test_slots.keys()) {
-                            normalise(row, &values[index[&row] * matrix.dim..][..matrix.dim]);
-                        }
+                if read_once {
+                    for (row, values) in used.iter().zip(in_memory.chunks_exact(matrix.dim.max(1)))
+                    {
+                        normalise(*row, values);
                     }
-                    None => matrix.for_each_row(
-                        |row| train_slots.contains_key(&row) || test_slots.contains_key(&row),
-                        normalise,
-                    )?,
+                } else {
+                    matrix.for_each_row(|row| place[row].is_some(), normalise)?;
                 }
-                let labels_of = |slots: &BTreeMap<usize, usize>| {
-                    let mut labels = vec![0usize; slots.len()];
-                    for (&row, &slot) in slots {
-                        labels[slot] = matrix.labels[row] as usize;
-                    }
-                    labels
-                };
-                let (y_train, y_test) = (labels_of(&train_slots), labels_of(&test_slots));
+                let (y_train, y_test) = labels;
                 let w = train_svm(&x_train, &y_train, classes, &svm);
                 accuracy.entry("svm").or_default().push(mean_class_accuracy(
                     &predict(&w, &x_test),
@@ -281,6 +303,7 @@ impl StageKind for Probe {
         };
         Ok(RunSummary::default()
             .line(format!("SVM by layer: {}", line("svm")))
-            .line(format!("softmax by layer: {}", line("softmax"))))
+            .line(format!("softmax by layer: {}", line("softmax")))
+            .line(format!("features by layer: {}", read_modes.join(", "))))
     }
 }
