@@ -40,15 +40,38 @@ pub fn max_pool<S: Scalar>(x: &[S], g: &PoolGeometry, y: &mut [S], switches: &mu
     });
 }
 
-/// f32 forward on the fastest path this CPU has: 3x3 stride-2 windows (every pool of the ZF
-/// nets) 16 outputs at a time with AVX-512, else [`max_pool`]. Same values and switches.
+/// f32 forward on the selected path: 3x3 stride-2 windows (every pool of the ZF nets) 16
+/// outputs at a time with AVX-512, 8 with AVX2, else [`max_pool`]. Same values and switches.
 pub fn max_pool_f32(x: &[f32], g: &PoolGeometry, y: &mut [f32], switches: &mut [u32]) {
+    max_pool_f32_on(super::selected(), x, g, y, switches);
+}
+
+/// [`max_pool_f32`] on `path` (which this CPU must support).
+pub fn max_pool_f32_on(
+    path: super::CpuPath,
+    x: &[f32],
+    g: &PoolGeometry,
+    y: &mut [f32],
+    switches: &mut [u32],
+) {
+    assert!(path.supported(), "{path} is not supported by this CPU");
     #[cfg(target_arch = "x86_64")]
-    if g.size == 3 && g.stride == 2 && super::selected() == super::CpuPath::Avx512 {
-        return for_each_plane(x, g, y, switches, |x_plane, y_plane, s_plane| {
-            // SAFETY: AVX-512F checked above; the planes have the geometry's sizes.
-            unsafe { avx512::pool_plane_3x3_stride2(x_plane, g, y_plane, s_plane) }
-        });
+    if g.size == 3 && g.stride == 2 {
+        match path {
+            super::CpuPath::Avx512 => {
+                return for_each_plane(x, g, y, switches, |x_plane, y_plane, s_plane| {
+                    // SAFETY: AVX-512F checked above; the planes have the geometry's sizes.
+                    unsafe { avx512::pool_plane_3x3_stride2(x_plane, g, y_plane, s_plane) }
+                });
+            }
+            super::CpuPath::Avx2 => {
+                return for_each_plane(x, g, y, switches, |x_plane, y_plane, s_plane| {
+                    // SAFETY: AVX2 checked above; the planes have the geometry's sizes.
+                    unsafe { avx2::pool_plane_3x3_stride2(x_plane, g, y_plane, s_plane) }
+                });
+            }
+            super::CpuPath::Portable => {}
+        }
     }
     max_pool(x, g, y, switches);
 }
@@ -170,6 +193,90 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::window_max;
+    use crate::geometry::PoolGeometry;
+
+    /// One plane of 3x3 stride-2 pooling, full windows 8 outputs at a time: each of the 9
+    /// taps is a masked gather of every other input; the partial windows of ceil mode one at
+    /// a time. The scan order and the comparison are [`window_max`]'s, so values and switches
+    /// are identical.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn pool_plane_3x3_stride2(
+        x_plane: &[f32],
+        g: &PoolGeometry,
+        y_plane: &mut [f32],
+        s_plane: &mut [u32],
+    ) {
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let full = |len: usize| if len >= 3 { (len - 3) / 2 + 1 } else { 0 };
+        let (full_rows, full_cols) = (full(g.in_h), full(g.in_w));
+        let evens = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let base = x_plane.as_ptr();
+        for oy in 0..full_rows {
+            let mut ox = 0;
+            while ox < full_cols {
+                let count = (full_cols - ox).min(8);
+                // Lanes below `count`: all ones.
+                let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), lanes);
+                let mut best = _mm256_setzero_ps();
+                let mut best_index = _mm256_setzero_si256();
+                for dy in 0..3 {
+                    let row = (2 * oy + dy) * g.in_w;
+                    for dx in 0..3 {
+                        let index =
+                            _mm256_add_epi32(_mm256_set1_epi32((row + 2 * ox + dx) as i32), evens);
+                        // SAFETY: unmasked lanes read inputs 2 (ox + lane) + dx of row 2 oy + dy
+                        // of a full window: inside the plane; masked lanes are not read.
+                        let value = unsafe {
+                            _mm256_mask_i32gather_ps::<4>(
+                                _mm256_setzero_ps(),
+                                base,
+                                index,
+                                _mm256_castsi256_ps(mask),
+                            )
+                        };
+                        if dy == 0 && dx == 0 {
+                            (best, best_index) = (value, index);
+                            continue;
+                        }
+                        let take = _mm256_or_ps(
+                            _mm256_cmp_ps::<_CMP_GT_OQ>(value, best),
+                            _mm256_cmp_ps::<_CMP_UNORD_Q>(value, value),
+                        );
+                        best = _mm256_blendv_ps(best, value, take);
+                        best_index = _mm256_castps_si256(_mm256_blendv_ps(
+                            _mm256_castsi256_ps(best_index),
+                            _mm256_castsi256_ps(index),
+                            take,
+                        ));
+                    }
+                }
+                let at = oy * ow + ox;
+                // SAFETY: outputs at .. at + count lie in row oy of the output planes; masked
+                // lanes are not written.
+                unsafe {
+                    _mm256_maskstore_ps(y_plane.as_mut_ptr().add(at), mask, best);
+                    _mm256_maskstore_epi32(s_plane.as_mut_ptr().add(at).cast(), mask, best_index);
+                }
+                ox += count;
+            }
+            for ox in full_cols..ow {
+                (y_plane[oy * ow + ox], s_plane[oy * ow + ox]) = window_max(x_plane, g, oy, ox);
+            }
+        }
+        for oy in full_rows..oh {
+            for ox in 0..ow {
+                (y_plane[oy * ow + ox], s_plane[oy * ow + ox]) = window_max(x_plane, g, oy, ox);
+            }
+        }
+    }
+}
+
 /// Places each value of `y` (N x C x OH x OW) at its switch in `x` (N x C x H x W, zeroed
 /// first). This is both max-pool backward and the deconvnet's unpooling.
 pub fn unpool<S: Scalar>(y: &[S], switches: &[u32], g: &PoolGeometry, x: &mut [S]) {
@@ -197,10 +304,10 @@ pub fn unpool<S: Scalar>(y: &[S], switches: &[u32], g: &PoolGeometry, x: &mut [S
 mod tests {
     use super::*;
 
-    /// The AVX-512 path gives the scalar path's values and switches, ties and NaNs included,
-    /// for planes whose sides are odd, even, smaller than a window and wider than 16 windows.
+    /// Every path gives the scalar path's values and switches, ties and NaNs included, for
+    /// planes whose sides are odd, even, smaller than a window and wider than 16 windows.
     #[test]
-    fn fast_pool_equals_scalar_pool_with_ties_and_nans() {
+    fn every_path_pools_as_the_scalar_pool_with_ties_and_nans() {
         let mut state = 11u64;
         for (h, w) in [
             (28, 28),
@@ -231,12 +338,17 @@ mod tests {
                 .collect();
             let out = images * g.out_len();
             let (mut y, mut s) = (vec![0.0f32; out], vec![0u32; out]);
-            let (mut y_fast, mut s_fast) = (vec![0.0f32; out], vec![0u32; out]);
             max_pool(&x, &g, &mut y, &mut s);
-            max_pool_f32(&x, &g, &mut y_fast, &mut s_fast);
-            assert_eq!(s, s_fast, "switches of {h}x{w}");
-            for (a, b) in y.iter().zip(&y_fast) {
-                assert!(a == b || (a.is_nan() && b.is_nan()), "values of {h}x{w}");
+            for path in super::super::CpuPath::supported_paths() {
+                let (mut y_fast, mut s_fast) = (vec![0.0f32; out], vec![0u32; out]);
+                max_pool_f32_on(path, &x, &g, &mut y_fast, &mut s_fast);
+                assert_eq!(s, s_fast, "{path}: switches of {h}x{w}");
+                for (a, b) in y.iter().zip(&y_fast) {
+                    assert!(
+                        a == b || (a.is_nan() && b.is_nan()),
+                        "{path}: values of {h}x{w}"
+                    );
+                }
             }
         }
     }
