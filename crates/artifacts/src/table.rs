@@ -50,10 +50,12 @@ pub mod schemas {
         version: 1,
     };
     /// `occlusion.checks`: image_id, label, map, prob_unoccluded, prob_covering,
-    /// prob_elsewhere.
+    /// prob_elsewhere, activation_unoccluded, activation_covering, activation_elsewhere
+    /// (panel (d)'s true-class probability and panel (b)'s map activation, unoccluded and
+    /// averaged over occluder positions that cover the projection peak or not).
     pub const OCCLUSION_CHECKS: SchemaId = SchemaId {
         name: "occlusion_checks",
-        version: 1,
+        version: 2,
     };
     /// `feature_evolution.strongest`: epoch, layer, map, image_id, y, x, activation.
     pub const FEATURE_EVOLUTION: SchemaId = SchemaId {

@@ -479,6 +479,7 @@ fn upstream_runs(dag: &Dag, cache: &Cache, stage: &ResolvedStage) -> Vec<Upstrea
                 cache_key: manifest.key,
                 duration_s: manifest.duration_s,
                 started_unix_s: manifest.started_unix_s,
+                params: manifest.params,
             })
         })
         .collect()

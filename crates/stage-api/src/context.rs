@@ -43,6 +43,9 @@ pub struct UpstreamRun {
     pub cache_key: String,
     pub duration_s: f64,
     pub started_unix_s: f64,
+    /// The run's params, every default filled in (from its manifest): what a report compares
+    /// with the paper's settings.
+    pub params: serde_json::Value,
 }
 
 impl StageContext {

@@ -92,7 +92,8 @@ impl StageKind for Correspondence {
 
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        2
+        // 3: `std` is the sample standard deviation over pairs (the report's one `±`).
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -256,10 +257,8 @@ impl cuda_backend::StageBody for Correspondence {
         let mut table = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut lines = Vec::new();
         for ((layer, name), values) in &distances {
-            let mean = values.iter().sum::<f64>() / values.len() as f64;
-            let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>()
-                / values.len() as f64)
-                .sqrt();
+            let summary = stats::Summary::of(values).expect("at least one pair");
+            let (mean, std) = (summary.mean, summary.std.unwrap_or(0.0));
             table.0.push(*layer as i64);
             table.1.push(name.clone());
             table.2.push(mean);

@@ -47,6 +47,8 @@ pub struct ImageResult {
     pub true_probability: Vec<f32>,
     pub predicted: Vec<usize>,
     pub unoccluded_probability: f32,
+    /// Total activation of `map` on the unoccluded image (panel (b)'s reference).
+    pub unoccluded_activation: f32,
     /// The deconvnet projection (3 x C x C) of the map's strongest unit, unoccluded.
     pub projection: Vec<f32>,
     /// Peak of |projection| (y, x).
@@ -61,7 +63,8 @@ impl StageKind for Occlusion {
     fn version(&self) -> u32 {
         // 2: panel (c) also shows the map in other images.
         // 3: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        3
+        // 4: checks also split panel (b)'s map activation (schema occlusion_checks v2).
+        4
     }
 
     fn summary(&self) -> &'static str {
@@ -196,6 +199,7 @@ impl cuda_backend::StageBody for Occlusion {
             Vec::new(),
             Vec::new(),
         );
+        let mut activations = (Vec::new(), Vec::new(), Vec::new());
         let mut passed = 0;
         for r in &results {
             for (i, &(y, x)) in r.positions.iter().enumerate() {
@@ -206,14 +210,17 @@ impl cuda_backend::StageBody for Occlusion {
                 maps.4.push(r.true_probability[i] as f64);
                 maps.5.push(r.predicted[i] as i64);
             }
-            let (covering, elsewhere) = covering_split(r, occluder);
-            passed += (covering < elsewhere) as usize;
+            let split = covering_split(r, occluder);
+            passed += (split.probability.0 < split.probability.1) as usize;
             checks.0.push(r.image.image_id);
             checks.1.push(r.image.label as i64);
             checks.2.push(r.map as i64);
             checks.3.push(r.unoccluded_probability as f64);
-            checks.4.push(covering);
-            checks.5.push(elsewhere);
+            checks.4.push(split.probability.0);
+            checks.5.push(split.probability.1);
+            activations.0.push(r.unoccluded_activation as f64);
+            activations.1.push(split.activation.0);
+            activations.2.push(split.activation.1);
         }
         Table::default()
             .with("image_id", Column::I64(maps.0))
@@ -230,6 +237,9 @@ impl cuda_backend::StageBody for Occlusion {
             .with("prob_unoccluded", Column::F64(checks.3))
             .with("prob_covering", Column::F64(checks.4.clone()))
             .with("prob_elsewhere", Column::F64(checks.5.clone()))
+            .with("activation_unoccluded", Column::F64(activations.0))
+            .with("activation_covering", Column::F64(activations.1))
+            .with("activation_elsewhere", Column::F64(activations.2))
             .write(ctx.output("checks"), OCCLUSION_CHECKS, &ctx.provenance)?;
         Ok(RunSummary::default().line(format!(
             "{} images, {}x{} occluder every {} px; covering the layer-5 projection peak lowered the true-class probability in {passed} of {} images (mean {:.3} covering vs {:.3} elsewhere)",
@@ -248,21 +258,38 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
-/// Mean true-class probability over occluder positions that cover the projection's peak,
-/// and over those that do not.
-pub fn covering_split(result: &ImageResult, occluder: usize) -> (f64, f64) {
+/// Panels (b) and (d) split by occluder position: means over the positions that cover the
+/// projection's peak and over those that do not, as (covering, elsewhere).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CoveringSplit {
+    /// True-class probability (panel (d)).
+    pub probability: (f64, f64),
+    /// Total activation of the chosen layer-5 map (panel (b)).
+    pub activation: (f64, f64),
+}
+
+pub fn covering_split(result: &ImageResult, occluder: usize) -> CoveringSplit {
     let (py, px) = result.peak;
     let (mut covering, mut elsewhere) = (Vec::new(), Vec::new());
     for (i, &(y, x)) in result.positions.iter().enumerate() {
         let covers = (y..y + occluder).contains(&py) && (x..x + occluder).contains(&px);
-        let p = result.true_probability[i] as f64;
+        let values = (
+            result.true_probability[i] as f64,
+            result.map_activation[i] as f64,
+        );
         if covers {
-            covering.push(p)
+            covering.push(values)
         } else {
-            elsewhere.push(p)
+            elsewhere.push(values)
         }
     }
-    (mean(&covering), mean(&elsewhere))
+    let mean_of = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        mean(&v.iter().map(f).collect::<Vec<_>>())
+    };
+    CoveringSplit {
+        probability: (mean_of(&covering, |v| v.0), mean_of(&elsewhere, |v| v.0)),
+        activation: (mean_of(&covering, |v| v.1), mean_of(&elsewhere, |v| v.1)),
+    }
 }
 
 /// The first image of each class in turn (class 0, 1, ..., then the second of each), `n` in all.
@@ -433,6 +460,7 @@ pub fn occlude<B: Backend>(
         true_probability,
         predicted,
         unoccluded_probability,
+        unoccluded_activation: totals[map],
         projection,
         peak: (peak_at / crop, peak_at % crop),
     }

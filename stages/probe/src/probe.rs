@@ -35,7 +35,8 @@ impl StageKind for Probe {
 
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        2
+        // 3: `std` is the sample standard deviation over folds (the report's one `±`).
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -273,11 +274,13 @@ impl StageKind for Probe {
                 bar.inc(1);
             }
             for (classifier, values) in accuracy {
-                let mean = values.iter().sum::<f64>() / values.len() as f64;
-                let std = (values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>()
-                    / values.len() as f64)
-                    .sqrt();
-                rows.push((classifier.to_owned(), *layer, mean, std));
+                let summary = stats::Summary::of(&values).expect("one value per fold");
+                rows.push((
+                    classifier.to_owned(),
+                    *layer,
+                    summary.mean,
+                    summary.std.unwrap_or(0.0),
+                ));
             }
         }
         bar.finish_and_clear();

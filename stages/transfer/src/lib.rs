@@ -67,7 +67,8 @@ impl StageKind for Transfer {
     fn version(&self) -> u32 {
         // 2: Fig. 9 has axis ticks.
         // 3: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        3
+        // 4: Fig. 9's bars are the sample standard deviation over folds.
+        4
     }
 
     fn summary(&self) -> &'static str {
@@ -503,7 +504,7 @@ impl Rows {
         self.seconds.push(seconds);
     }
 
-    /// Mean and (population) std over folds of one method at one N.
+    /// Mean and sample std over folds of one method at one N.
     fn mean_std(&self, method: &str, n: usize) -> Option<(f64, f64)> {
         let values: Vec<f64> = (0..self.n.len())
             .filter(|&i| self.method[i] == method && self.n[i] == n as i64)
@@ -522,14 +523,9 @@ impl Rows {
     }
 }
 
-/// Mean and population standard deviation; `None` for no values.
+/// Mean and sample standard deviation (0 for a single value); `None` for no values.
 pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
-    if values.is_empty() {
-        return None;
-    }
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / values.len() as f64;
-    Some((mean, var.sqrt()))
+    stats::Summary::of(values).map(|s| (s.mean, s.std.unwrap_or(0.0)))
 }
 
 /// The colours of Fig. 9's two curves (the report's legend names them).
