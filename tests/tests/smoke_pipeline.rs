@@ -211,7 +211,7 @@ fn the_smoke_pipeline_runs_every_stage_and_a_second_run_reuses_everything() {
         "**Claim (Fig. 6 (a))**",
         "![(e) ZF, layer 2: top-9 projections (left) beside their patches](figures/filters_e_zf_layer2.png)",
         "## Transfer with N images per class (§5.2, Tables 4-5, Fig. 9): `transfer`",
-        "| | 1/class | 3/class |",
+        "|  | 1/class | 3/class |",
         "![Fig. 9](figures/transfer_fig9.png)",
         "**Claim (Tables 4-5, Fig. 9)**",
         "## Not measured by this pipeline",

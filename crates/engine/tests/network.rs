@@ -204,3 +204,14 @@ fn filter_renormalisation_caps_every_conv_filter_rms_at_the_radius() {
         "fc layers untouched"
     );
 }
+
+#[test]
+fn the_56_pixel_nets_have_the_papers_first_layers_and_meet_at_conv3_like_the_full_nets() {
+    // ZF: conv1 7x7/2 -> 26, pool 13, conv2 5x5/2 -> 6, pool 3, conv3-5 3, pool 1.
+    assert_eq!(feature_map_sizes("zf_56"), vec![26, 13, 6, 3, 3, 3, 3, 1]);
+    // Krizhevsky: conv1 11x11/4 -> 13, pool 6, conv2 5x5/1 -> 6, pool 3: the same from conv3.
+    assert_eq!(
+        feature_map_sizes("krizhevsky_56"),
+        vec![13, 6, 6, 3, 3, 3, 3, 1]
+    );
+}

@@ -96,8 +96,7 @@ impl Estimate {
                 let (va, vb) = (sa * sa / a.n as f64, sb * sb / b.n as f64);
                 let se = (va + vb).sqrt();
                 let df = if va + vb > 0.0 {
-                    (va + vb).powi(2)
-                        / (va * va / (a.n - 1) as f64 + vb * vb / (b.n - 1) as f64)
+                    (va + vb).powi(2) / (va * va / (a.n - 1) as f64 + vb * vb / (b.n - 1) as f64)
                 } else {
                     (a.n + b.n - 2) as f64
                 };
@@ -160,9 +159,9 @@ impl Estimate {
 /// 1.96 + 2.4/df (within 0.003 of the exact values at 40, 60 and 120).
 pub fn t975(df: f64) -> f64 {
     const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
     ];
     let whole = df.floor().max(1.0) as usize;
     if whole <= TABLE.len() {
@@ -227,7 +226,8 @@ mod tests {
         assert!((e.value - 0.1).abs() < 1e-12);
         let (lo, _) = e.interval95().unwrap();
         assert!(lo > 0.0, "{e:?}");
-        let independent = Estimate::difference(&Summary::of(&a).unwrap(), &Summary::of(&b).unwrap());
+        let independent =
+            Estimate::difference(&Summary::of(&a).unwrap(), &Summary::of(&b).unwrap());
         assert!(independent.interval95().unwrap().0 < 0.0);
     }
 
@@ -235,8 +235,8 @@ mod tests {
     fn a_slope_over_layers_carries_each_layers_spread() {
         // Slope weights for layers 1, 2, 3: (-1, 0, 1) / 2.
         let s = |m: f64| Summary::from_parts(m, 0.02, 5);
-        let e = Estimate::linear_combination(&[(-0.5, s(0.6)), (0.0, s(0.7)), (0.5, s(0.8))])
-            .unwrap();
+        let e =
+            Estimate::linear_combination(&[(-0.5, s(0.6)), (0.0, s(0.7)), (0.5, s(0.8))]).unwrap();
         assert!((e.value - 0.1).abs() < 1e-12);
         let se = (2.0 * 0.25 * 0.02 * 0.02 / 5.0f64).sqrt();
         assert!((e.standard_error.unwrap() - se).abs() < 1e-12);

@@ -11,6 +11,6 @@ pub use data::{ImageSet, ImageStore};
 pub use streamed::{EpochBatches, StreamedImages};
 pub use training::{
     Crops, EpochMetrics, Evaluation, LrSchedule, QueuedStep, StepOutcome, TrainConfig, Trained,
-    epoch_file, evaluate, evaluate_set, predict_probabilities, queue_sgd_step, sgd_step,
-    step_input, top_k_wrong, train,
+    TrainingCrops, epoch_file, evaluate, evaluate_set, predict_probabilities, queue_sgd_step,
+    sgd_step, step_input, top_k_wrong, train,
 };

@@ -33,10 +33,36 @@ pub enum LrSchedule {
     Manual { epochs: Vec<usize>, factor: f64 },
 }
 
+/// Which crops SGD trains on (§3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrainingCrops {
+    /// The paper's 10 sub-crops: each image, each time it is drawn, as one of its 4 corner and
+    /// centre crops, flipped or not, uniformly ([`imaging::ten_crops`]).
+    Ten,
+    /// A uniformly random crop position and a fair-coin flip (Krizhevsky et al.'s reading of
+    /// "multiple different crops and flips").
+    Random,
+}
+
+impl TrainingCrops {
+    /// The crop of one image from 64 random bits.
+    pub fn draw(self, image_size: u32, crop_size: u32, random_bits: u64) -> Crop {
+        match self {
+            TrainingCrops::Ten => ten_crops(image_size, crop_size)[(random_bits % 10) as usize],
+            TrainingCrops::Random => random_crop(image_size, crop_size, random_bits),
+        }
+    }
+}
+
 /// Everything that determines a training run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
     pub architecture: String,
+    /// The architecture's layers when the pipeline declares them (empty: the built-in
+    /// `architecture`; see [`engine::Architecture::from_layers`]).
+    pub layers: Vec<String>,
+    /// The training crops (the paper's ten, or random).
+    pub crops: TrainingCrops,
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
@@ -110,7 +136,7 @@ pub fn train<B: Backend>(
     report: &mut dyn FnMut(&EpochMetrics),
 ) -> Result<Trained<B>> {
     let classes = train.class_names().len().max(val.class_names().len());
-    let architecture = Architecture::from_name(&config.architecture, classes)
+    let architecture = Architecture::resolve(&config.architecture, &config.layers, classes)
         .map_err(|e| Error::Config(e.to_string()))?;
     let crop_size = architecture.input_size;
     if crop_size > train.image_size() {
@@ -172,8 +198,15 @@ pub fn train<B: Backend>(
             let batch = batch?;
             let (store, indices) = batch.images();
             let key = [config.seed, epoch as u64, step as u64];
-            let (input, labels) =
-                step_input(&network.backend, store, indices, mean, crop_size, key);
+            let (input, labels) = step_input(
+                &network.backend,
+                store,
+                indices,
+                mean,
+                crop_size,
+                config.crops,
+                key,
+            );
             if let Some((done, queued)) = in_flight.take() {
                 tally
                     .add(queued.finish(&network))
@@ -389,22 +422,24 @@ impl EpochTally {
     }
 }
 
-/// The input of one SGD step on the images `indices` of `store` (§3): a random crop and flip
-/// of each, drawn from the stream keyed by `key` = (seed, epoch, step), mean subtracted, cut
-/// by the backend (on a GPU: bytes uploaded, crops cut there); and the images' labels.
+/// The input of one SGD step on the images `indices` of `store` (§3): a training crop of
+/// each (one of its ten sub-crops, or a random crop and flip), drawn from the stream keyed by
+/// `key` = (seed, epoch, step), mean subtracted, cut by the backend (on a GPU: bytes uploaded,
+/// crops cut there); and the images' labels.
 pub fn step_input<B: Backend>(
     backend: &B,
     store: &ImageStore,
     indices: &[usize],
     mean: &[f32],
     crop_size: usize,
+    crops: TrainingCrops,
     key: [u64; 3],
 ) -> (B::Buffer, Vec<usize>) {
     let [seed, epoch, step] = key;
     let mut crop_rng = rng_for(&[seed, purpose::CROP, epoch, step]);
     let crops: Vec<Crop> = indices
         .iter()
-        .map(|_| random_crop(store.image_size as u32, crop_size as u32, crop_rng.random()))
+        .map(|_| crops.draw(store.image_size as u32, crop_size as u32, crop_rng.random()))
         .collect();
     let input = store.batch(backend, indices, &crops, crop_size, mean);
     let labels = indices.iter().map(|&i| store.labels[i]).collect();
@@ -473,11 +508,20 @@ pub fn sgd_step<B: Backend>(
     store: &ImageStore,
     indices: &[usize],
     mean: &[f32],
+    crops: TrainingCrops,
     key: [u64; 3],
     update: &UpdateConfig,
 ) -> StepOutcome {
     let crop_size = network.architecture.input_size;
-    let (input, labels) = step_input(&network.backend, store, indices, mean, crop_size, key);
+    let (input, labels) = step_input(
+        &network.backend,
+        store,
+        indices,
+        mean,
+        crop_size,
+        crops,
+        key,
+    );
     queue_sgd_step(network, input, labels, key, update).finish(network)
 }
 

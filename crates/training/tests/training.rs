@@ -9,8 +9,8 @@ use std::path::Path;
 use artifacts::Provenance;
 use artifacts::images::{ImageRecord, ImagesWriter};
 use training::{
-    Crops, ImageSet, ImageStore, LrSchedule, StreamedImages, TrainConfig, evaluate_set,
-    queue_sgd_step, sgd_step, step_input, train,
+    Crops, ImageSet, ImageStore, LrSchedule, StreamedImages, TrainConfig, TrainingCrops,
+    evaluate_set, queue_sgd_step, sgd_step, step_input, train,
 };
 
 /// `n` 32x32 images of 4 classes: class c is a bright horizontal band (rows 8c..8c+8), on
@@ -45,6 +45,8 @@ fn store(n: usize, seed: u64) -> ImageStore {
 fn config(epochs: usize) -> TrainConfig {
     TrainConfig {
         architecture: "zf_small".into(),
+        layers: Vec::new(),
+        crops: TrainingCrops::Random,
         epochs,
         batch_size: 16,
         learning_rate: 0.01,
@@ -168,7 +170,16 @@ fn pipelined_steps_make_the_same_updates_as_one_step_after_another() {
         .iter()
         .enumerate()
         .map(|(step, indices)| {
-            sgd_step(&mut sequential, &images, indices, &mean, key(step), &update).loss
+            sgd_step(
+                &mut sequential,
+                &images,
+                indices,
+                &mean,
+                TrainingCrops::Random,
+                key(step),
+                &update,
+            )
+            .loss
         })
         .collect();
 
@@ -176,7 +187,15 @@ fn pipelined_steps_make_the_same_updates_as_one_step_after_another() {
     let mut in_flight = None;
     let mut pipelined_losses = Vec::new();
     for (step, indices) in batches.iter().enumerate() {
-        let (input, labels) = step_input(&CpuBackend, &images, indices, &mean, 28, key(step));
+        let (input, labels) = step_input(
+            &CpuBackend,
+            &images,
+            indices,
+            &mean,
+            28,
+            TrainingCrops::Random,
+            key(step),
+        );
         if let Some(queued) = in_flight.take() {
             pipelined_losses.push(training::QueuedStep::finish(queued, &pipelined).loss);
         }
@@ -374,4 +393,31 @@ fn streamed_training_learns_and_resumes_bit_identically() {
     let reference = evaluate_set(&whole.network, &in_memory, &mean, Crops::Ten, 32).unwrap();
     assert_eq!(ten.top1_error, reference.top1_error);
     assert!((ten.loss - reference.loss).abs() < 1e-9);
+}
+
+#[test]
+fn the_papers_training_crops_are_the_ten_sub_crops_each_drawn_alike() {
+    // §3: "10 different sub-crops of size 224x224 (corners + center with(out) horizontal
+    // flips)". Drawn from random bits, every draw is one of the ten, and all ten come up
+    // about equally often.
+    let ten = imaging::ten_crops(32, 28);
+    let mut counts = [0usize; 10];
+    let mut rng = engine::rng::rng_for(&[1, 2, 3]);
+    for _ in 0..10_000 {
+        let crop = TrainingCrops::Ten.draw(32, 28, rand::Rng::random(&mut rng));
+        let which = ten.iter().position(|c| *c == crop).expect("one of the ten");
+        counts[which] += 1;
+    }
+    assert!(
+        counts.iter().all(|&c| (900..1100).contains(&c)),
+        "{counts:?}"
+    );
+    // Random crops reach positions the ten never use.
+    let random: std::collections::BTreeSet<(u32, u32)> = (0..1000u64)
+        .map(|i| {
+            let c = TrainingCrops::Random.draw(32, 28, i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            (c.top, c.left)
+        })
+        .collect();
+    assert!(random.len() > 5, "{random:?}");
 }

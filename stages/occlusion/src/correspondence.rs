@@ -93,7 +93,8 @@ impl StageKind for Correspondence {
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
         // 3: `std` is the sample standard deviation over pairs (the report's one `±`).
-        3
+        // 4: `parts_image_size` scales the rectangles to the images.
+        4
     }
 
     fn summary(&self) -> &'static str {
@@ -110,6 +111,13 @@ impl StageKind for Correspondence {
                 "Random-mask draws per part size.",
             ),
             ParamSpec::int("seed", 0, 0, i64::MAX, "Seed of the random masks."),
+            ParamSpec::int(
+                "parts_image_size",
+                0,
+                0,
+                1 << 16,
+                "Side of the images the part rectangles were drawn on (0: the images' own size); the rectangles are scaled to the images' size.",
+            ),
             stage_api::device::device_param(),
         ]
     }
@@ -158,6 +166,12 @@ impl cuda_backend::StageBody for Correspondence {
         let images = find_images(ctx.input("images"), &ids)?;
         let crop = network.architecture.input_size;
         let offset = (info.image_size - crop) / 2;
+        let drawn_on = match ctx.params.usize("parts_image_size") {
+            0 => info.image_size,
+            n => n,
+        };
+        // Rectangles drawn on `drawn_on`-pixel images, in the images' pixels.
+        let scale = |v: usize| (v * info.image_size + drawn_on / 2) / drawn_on;
         let layers = [
             (5usize, feature_op(&network, 5).expect("conv5")),
             (
@@ -184,13 +198,13 @@ impl cuda_backend::StageBody for Correspondence {
                             ),
                         )
                     })?;
-                let top = mask.top.saturating_sub(offset);
-                let left = mask.left.saturating_sub(offset);
+                let top = scale(mask.top).saturating_sub(offset);
+                let left = scale(mask.left).saturating_sub(offset);
                 rects.push((
                     top.min(crop - 1),
                     left.min(crop - 1),
-                    mask.height,
-                    mask.width,
+                    scale(mask.height).max(1),
+                    scale(mask.width).max(1),
                 ));
             }
             sets.push((part.clone(), rects));

@@ -283,9 +283,8 @@ pub fn covering_split(result: &ImageResult, occluder: usize) -> CoveringSplit {
             elsewhere.push(values)
         }
     }
-    let mean_of = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
-        mean(&v.iter().map(f).collect::<Vec<_>>())
-    };
+    let mean_of =
+        |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| mean(&v.iter().map(f).collect::<Vec<_>>());
     CoveringSplit {
         probability: (mean_of(&covering, |v| v.0), mean_of(&elsewhere, |v| v.0)),
         activation: (mean_of(&covering, |v| v.1), mean_of(&elsewhere, |v| v.1)),

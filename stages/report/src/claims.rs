@@ -280,18 +280,16 @@ impl Claim {
                 .and_then(|e| e.interval95())
                 .map_or(f64::INFINITY, |(lo, _)| lo)
         };
-        self.comparisons.iter().min_by(|a, b| {
-            rank(a)
-                .cmp(&rank(b))
-                .then(lower(a).total_cmp(&lower(b)))
-        })
+        self.comparisons
+            .iter()
+            .min_by(|a, b| rank(a).cmp(&rank(b)).then(lower(a).total_cmp(&lower(b))))
     }
 
     /// The claim in its section: the evidence table (one row per comparison) and the verdict.
     pub fn render(&self) -> String {
         let verdict = self.verdict();
         let mut md = format!(
-            "**Claim ({})**: {} — *the paper*: “{}”\n\n",
+            "**Claim ({})**: {} — *the paper*: {}\n\n",
             self.source, self.measured, self.paper_says
         );
         if !self.comparisons.is_empty() {
@@ -351,7 +349,8 @@ pub fn summary_table<'a>(claims: impl Iterator<Item = (&'a Claim, String)>) -> M
                 "{}: {}{}",
                 c.label,
                 claim.effect_text(c),
-                c.estimate.map_or(String::new(), |e| format!(" (n = {})", e.n))
+                c.estimate
+                    .map_or(String::new(), |e| format!(" (n = {})", e.n))
             )
         });
         let verdict = claim.verdict();
@@ -362,10 +361,7 @@ pub fn summary_table<'a>(claims: impl Iterator<Item = (&'a Claim, String)>) -> M
             effect,
             match verdict.reason() {
                 None => format!("**{}**", verdict.word()),
-                Some(_) if claim.blocker.is_some() => {
-                    format!("**{}**: {}", verdict.word(), claim.blocker.as_deref().unwrap_or(""))
-                }
-                Some(_) => format!("**{}**", verdict.word()),
+                Some(reason) => format!("**{}**: {reason}", verdict.word()),
             },
         ]);
     }
@@ -404,7 +400,10 @@ mod tests {
         let against = Comparison::new("N = 20", paired(&[76.0, 77.0, 77.5], &[81.0, 80.5, 82.0]));
         let c = claim().compare(clear).compare(against);
         let v = c.verdict();
-        assert!(matches!(&v, Verdict::Fail(r) if r.starts_with("N = 20")), "{v:?}");
+        assert!(
+            matches!(&v, Verdict::Fail(r) if r.starts_with("N = 20")),
+            "{v:?}"
+        );
         assert_eq!(c.headline().unwrap().label, "N = 20");
         assert!(c.render().contains("**contradicts the claim**"));
     }
@@ -415,7 +414,10 @@ mod tests {
         let two = Summary::of(&[0.3]).unwrap();
         let single = Comparison::new("one seed", Estimate::difference(&two, &one));
         let v = claim().compare(single.clone()).verdict();
-        assert!(matches!(&v, Verdict::Inconclusive(r) if r.contains("no spread")), "{v:?}");
+        assert!(
+            matches!(&v, Verdict::Inconclusive(r) if r.contains("no spread")),
+            "{v:?}"
+        );
         let clear = Comparison::new("N = 1", paired(&[60.0, 62.0, 61.0], &[40.0, 41.0, 43.0]));
         let blocked = claim().compare(clear).blocked("2 of 3 runs did not train");
         assert_eq!(
@@ -432,7 +434,10 @@ mod tests {
         // Drops of 0.2-0.4 points, tightly measured, against a minimum of 1 point.
         let small = Comparison::new("drop", Estimate::mean(&[0.2, 0.3, 0.4, 0.3, 0.3]).unwrap());
         let v = claim().minimum(1.0).compare(small.clone()).verdict();
-        assert!(matches!(&v, Verdict::Fail(r) if r.contains("the minimum +1.0 points")), "{v:?}");
+        assert!(
+            matches!(&v, Verdict::Fail(r) if r.contains("the minimum +1.0 points")),
+            "{v:?}"
+        );
         assert_eq!(claim().compare(small).verdict(), Verdict::Pass);
     }
 
@@ -443,6 +448,6 @@ mod tests {
         let c = claim().compare(clear).compare(against);
         let md = summary_table(std::iter::once((&c, "x".to_owned()))).render();
         assert!(md.contains("N = 20: -4.3 points"), "{md}");
-        assert!(md.contains("| **FAIL** |"), "{md}");
+        assert!(md.contains("| **FAIL**: N = 20: -4.3 points"), "{md}");
     }
 }

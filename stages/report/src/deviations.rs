@@ -59,9 +59,7 @@ fn values_of(param: &str, runs: &[UpstreamRun]) -> BTreeMap<String, Vec<String>>
 fn json_text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
-        Value::Number(n) => n
-            .as_f64()
-            .map_or_else(|| n.to_string(), |f| format!("{f}")),
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| format!("{f}")),
         other => other.to_string(),
     }
 }
@@ -69,13 +67,17 @@ fn json_text(value: &Value) -> String {
 /// Whether our value equals the paper's.
 fn same(param: &str, ours: &str, paper: &Option<PaperSettingValue>) -> bool {
     match (param, paper) {
-        ("data", _) => DATA_KINDS.iter().any(|(kind, paper)| *kind == ours && *paper),
+        ("data", _) => DATA_KINDS
+            .iter()
+            .any(|(kind, paper)| *kind == ours && *paper),
         // Table 3's variants of the paper's two bases are the paper's architectures too.
         ("arch", _) => {
             let base = ours
                 .strip_prefix("zf")
                 .or_else(|| ours.strip_prefix("krizhevsky"));
-            base.is_some_and(|rest| !rest.starts_with("_small"))
+            base.is_some_and(|rest| {
+                rest.is_empty() || ["_no", "_conv", "_fc"].iter().any(|s| rest.starts_with(s))
+            })
         }
         (_, Some(PaperSettingValue::Number(p))) => ours
             .parse::<f64>()
@@ -131,11 +133,10 @@ pub fn deviations(runs: &[UpstreamRun], reasons: &[String]) -> Option<MdTable> {
             format!("{} (`{}`)", setting.what, setting.param),
             setting.text.to_owned(),
             differing.join("; "),
-            reasons
-                .get(setting.param)
-                .map_or("**no reason given** (add it to the report's `deviation_reasons`)".to_owned(), |r| {
-                    (*r).to_owned()
-                }),
+            reasons.get(setting.param).map_or(
+                "**no reason given** (add it to the report's `deviation_reasons`)".to_owned(),
+                |r| (*r).to_owned(),
+            ),
         ]);
     }
     (!table.rows.is_empty()).then_some(table)
@@ -170,22 +171,32 @@ mod tests {
         let mut small = paper_train();
         small["epochs"] = 3.into();
         small["weight_decay"] = 5e-4.into();
-        small["arch"] = "zf_small".into();
+        small["arch"] = "zf_56".into();
         let runs = [
             run("files", "fashion_mnist", serde_json::json!({})),
             run("prep", "preprocess", serde_json::json!({"size": 32})),
             run("train", "train", small.clone()),
-            run("ablation@arch=zf_small_no_fc7,seed=1", "train", small.clone()),
+            run(
+                "ablation@arch=zf_small_no_fc7,seed=1",
+                "train",
+                small.clone(),
+            ),
             run("ablation@arch=zf_small_no_fc7,seed=2", "train", small),
         ];
         let reasons = vec!["epochs: 70 epochs do not fit 2 cores".to_owned()];
         let md = deviations(&runs, &reasons).unwrap().render();
         assert!(md.contains("| epochs (`epochs`) | 70 | `3` in `train`, `ablation` (2 runs) | 70 epochs do not fit 2 cores |"), "{md}");
-        assert!(md.contains("| weight decay (`weight_decay`) | none stated (0) | `0.0005` in"), "{md}");
+        assert!(
+            md.contains("| weight decay (`weight_decay`) | none stated (0) | `0.0005` in"),
+            "{md}"
+        );
         assert!(md.contains("**no reason given**"), "{md}");
         assert!(md.contains("`fashion_mnist` in `files`"), "{md}");
         assert!(md.contains("`32` in `prep`"), "{md}");
-        assert!(!md.contains("momentum"), "equal settings are not deviations: {md}");
+        assert!(
+            !md.contains("momentum"),
+            "equal settings are not deviations: {md}"
+        );
         // The annealing procedure always differs: ours is automatic.
         assert!(md.contains("learning-rate annealing"), "{md}");
     }

@@ -144,7 +144,12 @@ impl StageKind for Report {
             .collect();
         if !claims.is_empty() {
             let _ = writeln!(md, "## Claims\n");
-            let counts = |word: &str| claims.iter().filter(|(c, _)| c.verdict().word() == word).count();
+            let counts = |word: &str| {
+                claims
+                    .iter()
+                    .filter(|(c, _)| c.verdict().word() == word)
+                    .count()
+            };
             let _ = writeln!(
                 md,
                 "{} claims of the paper tested on this run: {} PASS, {} FAIL, {} INCONCLUSIVE. \
@@ -154,7 +159,11 @@ impl StageKind for Report {
                 counts("FAIL"),
                 counts("INCONCLUSIVE")
             );
-            let _ = writeln!(md, "{}", claims::summary_table(claims.iter().map(|(c, a)| (*c, a.clone()))).render());
+            let _ = writeln!(
+                md,
+                "{}",
+                claims::summary_table(claims.iter().map(|(c, a)| (*c, a.clone()))).render()
+            );
             let _ = writeln!(md, "**How verdicts are decided.** {}\n", claims::RULES);
         }
         let dataset = ctx.params.str("dataset");
@@ -162,7 +171,10 @@ impl StageKind for Report {
             let _ = writeln!(md, "## Data\n\n{dataset}\n");
         }
         let _ = writeln!(md, "## Deviations from the paper\n");
-        match deviations::deviations(&ctx.upstream_runs, &ctx.params.str_list("deviation_reasons")) {
+        match deviations::deviations(
+            &ctx.upstream_runs,
+            &ctx.params.str_list("deviation_reasons"),
+        ) {
             Some(table) => {
                 let _ = writeln!(
                     md,
@@ -196,7 +208,10 @@ impl StageKind for Report {
             .map(|(c, _)| format!("{} {}", c.source, c.verdict().word()))
             .collect();
         Ok(RunSummary::default()
-            .line(format!("README.md with {} section(s)", sections.len() + usize::from(models.is_some())))
+            .line(format!(
+                "README.md with {} section(s)",
+                sections.len() + usize::from(models.is_some())
+            ))
             .line(format!("claims: {}", verdicts.join(", "))))
     }
 }
@@ -205,7 +220,11 @@ impl StageKind for Report {
 fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Result<Vec<Section>> {
     let mut out = Vec::new();
     for (path, eval_path) in paired(ctx, "training", "evaluation") {
-        out.push(sections::training(path, eval_path.map(|p| p.as_path()), paper_scale)?);
+        out.push(sections::training(
+            path,
+            eval_path.map(|p| p.as_path()),
+            paper_scale,
+        )?);
     }
     for folder in ctx.input_list("deconv_figures") {
         out.push(sections::deconv_projections(folder, figures)?);
@@ -214,16 +233,28 @@ fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Res
         out.push(sections::filter_stats(path)?);
     }
     for (path, folder) in paired(ctx, "occlusion_checks", "occlusion_figures") {
-        out.push(sections::occlusion(path, folder.map(|f| f.as_path()), figures)?);
+        out.push(sections::occlusion(
+            path,
+            folder.map(|f| f.as_path()),
+            figures,
+        )?);
     }
     for folder in ctx.input_list("evolution_figures") {
         out.push(sections::evolution(folder, figures)?);
     }
     for (path, folder) in paired(ctx, "invariance_curves", "invariance_figures") {
-        out.push(sections::invariance(path, folder.map(|f| f.as_path()), figures)?);
+        out.push(sections::invariance(
+            path,
+            folder.map(|f| f.as_path()),
+            figures,
+        )?);
     }
     for (path, folder) in paired(ctx, "correspondence", "correspondence_figures") {
-        out.push(sections::correspondence(path, folder.map(|f| f.as_path()), figures)?);
+        out.push(sections::correspondence(
+            path,
+            folder.map(|f| f.as_path()),
+            figures,
+        )?);
     }
     for path in ctx.input_list("probe") {
         out.push(sections::probe(path)?);
@@ -238,7 +269,11 @@ fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Res
             .collect();
     if !ablation.is_empty() {
         let runs = paper_tables::read_runs(&ablation, ctx.input_list("ablation_models"))?;
-        out.push(paper_tables::ablation_section(&runs, &architectures, paper_scale));
+        out.push(paper_tables::ablation_section(
+            &runs,
+            &architectures,
+            paper_scale,
+        ));
     }
     for (path, folder) in paired(ctx, "filter_comparison", "filter_figures") {
         out.push(paper_tables::filters_section(
@@ -271,7 +306,11 @@ fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Res
 /// Every model wired into the report (`models` and the sweep's), by architecture name.
 fn architectures(ctx: &StageContext) -> Result<BTreeMap<String, ModelArchitecture>> {
     let mut out = BTreeMap::new();
-    for path in ctx.input_list("models").iter().chain(ctx.input_list("ablation_models")) {
+    for path in ctx
+        .input_list("models")
+        .iter()
+        .chain(ctx.input_list("ablation_models"))
+    {
         let a = ModelArchitecture::read(path)?;
         out.entry(a.name.clone()).or_insert(a);
     }
@@ -317,7 +356,10 @@ fn not_measured(ctx: &StageContext) -> Vec<&'static str> {
             ctx.input_list("filter_comparison").is_empty(),
             "conv1 filters of ZF vs Krizhevsky vs no renormalisation (Fig. 6 (a)-(c))",
         ),
-        (ctx.input_list("table6").is_empty(), "PASCAL VOC 2012 per-class AP (Table 6)"),
+        (
+            ctx.input_list("table6").is_empty(),
+            "PASCAL VOC 2012 per-class AP (Table 6)",
+        ),
         (
             !ctx.input_list("filter_comparison").is_empty()
                 && !filter_panels(ctx.input_list("filter_comparison")).contains("no_renorm"),
@@ -387,7 +429,14 @@ fn provenance(ctx: &StageContext) -> String {
     ]);
     let _ = writeln!(md, "{}", runs.render());
     let _ = writeln!(md, "The artifacts this report read:\n");
-    let mut read = MdTable::new(&["input", "stage", "kind", "params hash", "cache key", "content hash"]);
+    let mut read = MdTable::new(&[
+        "input",
+        "stage",
+        "kind",
+        "params hash",
+        "cache key",
+        "content hash",
+    ]);
     let short = |text: &str| text[..text.len().min(12)].to_owned();
     for (name, paths) in &ctx.inputs {
         for (i, path) in paths.iter().enumerate() {

@@ -28,7 +28,9 @@ impl ModelArchitecture {
         let json: Value = metadata
             .get("zfnet.architecture")
             .and_then(|json| serde_json::from_str(json).ok())
-            .ok_or_else(|| Error::input(path, "no architecture in the metadata: not a zfnet model"))?;
+            .ok_or_else(|| {
+                Error::input(path, "no architecture in the metadata: not a zfnet model")
+            })?;
         let field = |name: &str| json.get(name).and_then(Value::as_u64).map(|v| v as usize);
         Ok(ModelArchitecture {
             name: json
@@ -79,7 +81,11 @@ impl ModelArchitecture {
             self.name,
             shape(c1),
             shape(c2),
-            if krizhevsky { "Krizhevsky net" } else { "ZF net" },
+            if krizhevsky {
+                "Krizhevsky net"
+            } else {
+                "ZF net"
+            },
             if krizhevsky {
                 "conv1 11x11/4 and conv2 5x5/1"
             } else {
@@ -90,24 +96,44 @@ impl ModelArchitecture {
 
     /// The layer table: one row per conv, pool and fully connected layer.
     pub fn layer_table(&self) -> MdTable {
-        let mut table = MdTable::new(&["layer", "kernel / stride (pad)", "maps or units", "output", "parameters", "followed by"]);
+        let mut table = MdTable::new(&[
+            "layer",
+            "kernel / stride (pad)",
+            "maps or units",
+            "output",
+            "parameters",
+            "followed by",
+        ]);
         let (mut c, mut h, mut w) = (3usize, self.input_size, self.input_size);
         let mut pools = 0;
         let mut total = 0usize;
         let mut rows: Vec<Vec<String>> = Vec::new();
-        let n_linear = self.layers.iter().filter(|l| l.get("Linear").is_some()).count();
+        let n_linear = self
+            .layers
+            .iter()
+            .filter(|l| l.get("Linear").is_some())
+            .count();
         let mut linear_seen = 0;
         for layer in &self.layers {
-            let get = |obj: &Value, k: &str| obj.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
+            let get =
+                |obj: &Value, k: &str| obj.get(k).and_then(Value::as_u64).unwrap_or(0) as usize;
             if let Some(conv) = layer.get("Conv") {
-                let (f, k, s, p) = (get(conv, "filters"), get(conv, "kernel"), get(conv, "stride"), get(conv, "pad"));
+                let (f, k, s, p) = (
+                    get(conv, "filters"),
+                    get(conv, "kernel"),
+                    get(conv, "stride"),
+                    get(conv, "pad"),
+                );
                 let params = f * (c * k * k + 1);
                 total += params;
                 h = (h + 2 * p).saturating_sub(k) / s.max(1) + 1;
                 w = (w + 2 * p).saturating_sub(k) / s.max(1) + 1;
                 c = f;
                 rows.push(vec![
-                    conv.get("name").and_then(Value::as_str).unwrap_or("conv").to_owned(),
+                    conv.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("conv")
+                        .to_owned(),
                     format!("{k}x{k} / {s} ({p})"),
                     f.to_string(),
                     format!("{h}x{h}x{c}"),
@@ -116,7 +142,13 @@ impl ModelArchitecture {
                 ]);
             } else if let Some(pool) = layer.get("MaxPool") {
                 let (size, s) = (get(pool, "size"), get(pool, "stride"));
-                let out = |len: usize| if len <= size { 1 } else { (len - size).div_ceil(s.max(1)) + 1 };
+                let out = |len: usize| {
+                    if len <= size {
+                        1
+                    } else {
+                        (len - size).div_ceil(s.max(1)) + 1
+                    }
+                };
                 (h, w) = (out(h), out(w));
                 pools += 1;
                 rows.push(vec![
@@ -133,9 +165,17 @@ impl ModelArchitecture {
                 let params = units * (c * h * w + 1);
                 total += params;
                 (c, h, w) = (units, 1, 1);
-                let name = linear.get("name").and_then(Value::as_str).unwrap_or("fc").to_owned();
+                let name = linear
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("fc")
+                    .to_owned();
                 rows.push(vec![
-                    if linear_seen == n_linear { format!("{name} (softmax)") } else { name },
+                    if linear_seen == n_linear {
+                        format!("{name} (softmax)")
+                    } else {
+                        name
+                    },
                     "–".to_owned(),
                     units.to_string(),
                     units.to_string(),

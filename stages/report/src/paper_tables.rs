@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use artifacts::table::Table;
-use artifacts::table::schemas::{EVALUATION, FILTER_COMPARISON, TRAIN_METRICS, TRANSFER, TRANSFER_AP};
+use artifacts::table::schemas::{
+    EVALUATION, FILTER_COMPARISON, TRAIN_METRICS, TRANSFER, TRANSFER_AP,
+};
 use stage_api::Result;
 use stats::{Estimate, Summary};
 
@@ -39,7 +41,9 @@ pub struct Run {
 impl Run {
     /// Chance-level top-1 error, 1 − 1/classes.
     pub fn chance(&self) -> Option<f64> {
-        self.classes.filter(|&c| c >= 2).map(|c| 1.0 - 1.0 / c as f64)
+        self.classes
+            .filter(|&c| c >= 2)
+            .map(|c| 1.0 - 1.0 / c as f64)
     }
 
     /// A run whose final validation top-1 error is within [`DID_NOT_TRAIN_MARGIN`] of chance
@@ -70,7 +74,13 @@ impl Variant {
 
     /// A statistic over the runs that trained, in percent.
     fn summary(&self, f: fn(&Run) -> f64) -> Option<Summary> {
-        Summary::of(&self.trained().iter().map(|r| 100.0 * f(r)).collect::<Vec<_>>())
+        Summary::of(
+            &self
+                .trained()
+                .iter()
+                .map(|r| 100.0 * f(r))
+                .collect::<Vec<_>>(),
+        )
     }
 
     pub fn val_top1(&self) -> Option<Summary> {
@@ -103,7 +113,10 @@ impl Variant {
 pub fn group_by_architecture(runs: &[Run]) -> Vec<Variant> {
     let mut variants: Vec<Variant> = Vec::new();
     for run in runs {
-        match variants.iter_mut().find(|v| v.architecture == run.architecture) {
+        match variants
+            .iter_mut()
+            .find(|v| v.architecture == run.architecture)
+        {
             Some(v) => v.runs.push(run.clone()),
             None => variants.push(Variant {
                 architecture: run.architecture.clone(),
@@ -129,18 +142,18 @@ pub fn architecture_of_stage(stage: &str) -> String {
 /// The paper's Table 3 row for an architecture name: the removal rows are on Krizhevsky's
 /// net in the paper, the widening rows on both.
 pub fn paper_table3_row(architecture: &str) -> Option<&'static Table3Row> {
-    let (zf, rest) = if let Some(rest) = architecture.strip_prefix("zf_small") {
-        (true, rest)
-    } else if let Some(rest) = architecture.strip_prefix("zf") {
-        (true, rest)
-    } else if let Some(rest) = architecture.strip_prefix("krizhevsky_small") {
-        (false, rest)
-    } else if let Some(rest) = architecture.strip_prefix("krizhevsky") {
-        (false, rest)
-    } else {
-        return None;
-    };
-    let base_fc = if architecture.contains("_small") { 512 } else { 4096 };
+    // Scaled bases first: `zf_56` must not read as `zf` with a suffix `_56`.
+    let (zf, scaled, rest) = [
+        ("zf_small", true, true),
+        ("zf_56", true, true),
+        ("zf", true, false),
+        ("krizhevsky_small", false, true),
+        ("krizhevsky_56", false, true),
+        ("krizhevsky", false, false),
+    ]
+    .into_iter()
+    .find_map(|(base, zf, scaled)| Some((zf, scaled, architecture.strip_prefix(base)?)))?;
+    let base_fc = if scaled { 512 } else { 4096 };
     let fc_width: Option<usize> = rest.rsplit_once("_fc").and_then(|(_, w)| w.parse().ok());
     let wider_conv = rest.contains("_conv");
     Some(match (rest, zf) {
@@ -250,7 +263,10 @@ pub fn ablation_section(
                 any_dagger |= p.errors.iter().any(|e| !e.legible);
                 (p.label.to_owned(), p.errors.map(|e| e.to_string()))
             }
-            None => ("–".to_owned(), ["–".to_owned(), "–".to_owned(), "–".to_owned()]),
+            None => (
+                "–".to_owned(),
+                ["–".to_owned(), "–".to_owned(), "–".to_owned()],
+            ),
         };
         let [a, b, c] = paper;
         table.row(vec![
@@ -279,10 +295,19 @@ pub fn ablation_section(
     };
     let first_layers = |v: &Variant, krizhevsky: bool| match architectures.get(&v.architecture) {
         Some(a) => a.paper_first_layers(krizhevsky),
-        None => Err(format!("the layers of `{}` are unknown (no model wired)", v.architecture)),
+        None => Err(format!(
+            "the layers of `{}` are unknown (no model wired)",
+            v.architecture
+        )),
     };
     if let (Some(k), Some(z)) = (base(true), base(false)) {
-        let mut t2 = MdTable::new(&["", "val top-1", "val top-5", "paper val top-1", "paper val top-5"]);
+        let mut t2 = MdTable::new(&[
+            "",
+            "val top-1",
+            "val top-5",
+            "paper val top-1",
+            "paper val top-5",
+        ]);
         t2.row(vec![
             format!("`{}` (Krizhevsky's first layers)", k.architecture),
             cell(k.val_top1()),
@@ -311,14 +336,19 @@ pub fn ablation_section(
         .unit("points", 1)
         .paper_effect(format!(
             "{:+.1} points",
-            paper::KRIZHEVSKY.errors[1].minus(&paper::ZF.errors[1]).value
+            paper::KRIZHEVSKY.errors[1]
+                .minus(&paper::ZF.errors[1])
+                .value
         ));
         claim = match (k.val_top1(), z.val_top1()) {
             (Some(ks), Some(zs)) => claim.compare(Comparison::new(
                 format!("`{}` − `{}`", k.architecture, z.architecture),
                 Estimate::difference(&ks, &zs),
             )),
-            _ => claim.compare(Comparison::missing("Table 2", "no run of a base network trained")),
+            _ => claim.compare(Comparison::missing(
+                "Table 2",
+                "no run of a base network trained",
+            )),
         };
         let blockers: Vec<String> = [first_layers(k, true).err(), first_layers(z, false).err()]
             .into_iter()
@@ -398,7 +428,8 @@ pub fn ablation_section(
             section.claim(claim);
             // Bigger middle conv layers help (Table 3, the conv3-5 widening row).
             if let Some(wide) = variants.iter().find(|v| {
-                v.architecture.starts_with(&format!("{}_conv", base.architecture))
+                v.architecture
+                    .starts_with(&format!("{}_conv", base.architecture))
                     && !v.architecture.contains("_fc")
             }) {
                 let mut claim = Claim::new(
@@ -413,7 +444,9 @@ pub fn ablation_section(
                 .unit("points", 1)
                 .paper_effect(format!(
                     "{:+.1} points",
-                    paper::ZF.errors[1].minus(&paper::ZF_CONV_WIDE.errors[1]).value
+                    paper::ZF.errors[1]
+                        .minus(&paper::ZF_CONV_WIDE.errors[1])
+                        .value
                 ));
                 claim = match (base.val_top1(), wide.val_top1()) {
                     (Some(a), Some(b)) => claim.compare(Comparison::new(
@@ -422,8 +455,10 @@ pub fn ablation_section(
                     )),
                     _ => claim.compare(Comparison::missing("width", "no run trained")),
                 };
-                let failures: Vec<String> =
-                    [base, wide].into_iter().filter_map(Variant::failure_text).collect();
+                let failures: Vec<String> = [base, wide]
+                    .into_iter()
+                    .filter_map(Variant::failure_text)
+                    .collect();
                 if !failures.is_empty() {
                     claim = claim.blocked(failures.join("; "));
                 }
@@ -462,13 +497,26 @@ pub fn filters_section(
     let dead = col!(table, p, i64 "dead");
     let dominating = col!(table, p, i64 "dominating");
     let rms = col!(table, p, f64 "rms");
-    let mut section = Section::new("First-layer filters compared", "§4.1, Fig. 6 (a)-(c)", Some(stage.clone()));
+    let mut section = Section::new(
+        "First-layer filters compared",
+        "§4.1, Fig. 6 (a)-(c)",
+        Some(stage.clone()),
+    );
     section.text(
         "(a) trained without filter RMS renormalisation — \"a few filters dominate\"; (b) \
          Krizhevsky's larger, strided conv1 — dead filters and aliasing; (c) the ZF conv1. \
          Dead: RMS under the threshold; dominating: RMS over 3x the median filter's.",
     );
-    let mut md = MdTable::new(&["panel", "model", "architecture", "filters", "dead", "dominating", "RMS min", "RMS max"]);
+    let mut md = MdTable::new(&[
+        "panel",
+        "model",
+        "architecture",
+        "filters",
+        "dead",
+        "dominating",
+        "RMS min",
+        "RMS max",
+    ]);
     let mut counts: BTreeMap<String, (i64, i64, usize, String)> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for panel in panels {
@@ -482,10 +530,13 @@ pub fn filters_section(
             rows.iter().map(|&i| dead[i]).sum::<i64>(),
             rows.iter().map(|&i| dominating[i]).sum::<i64>(),
         );
-        let (lo, hi) = rows
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), &i| (a.min(rms[i]), b.max(rms[i])));
-        counts.insert(panel.clone(), (n_dead, n_dominating, rows.len(), names[rows[0]].clone()));
+        let (lo, hi) = rows.iter().fold((f64::MAX, f64::MIN), |(a, b), &i| {
+            (a.min(rms[i]), b.max(rms[i]))
+        });
+        counts.insert(
+            panel.clone(),
+            (n_dead, n_dominating, rows.len(), names[rows[0]].clone()),
+        );
         let label = match panel.as_str() {
             "no_renorm" => "(a) no renormalisation",
             "krizhevsky" => "(b) Krizhevsky",
@@ -509,8 +560,12 @@ pub fn filters_section(
                 "a_no_renorm.png" => "(a) no renormalisation",
                 "b_krizhevsky.png" => "(b) Krizhevsky",
                 "c_zf.png" => "(c) ZF",
-                "d_krizhevsky_layer2.png" => "(d) Krizhevsky, layer 2: top-9 projections (left) beside their patches",
-                "e_zf_layer2.png" => "(e) ZF, layer 2: top-9 projections (left) beside their patches",
+                "d_krizhevsky_layer2.png" => {
+                    "(d) Krizhevsky, layer 2: top-9 projections (left) beside their patches"
+                }
+                "e_zf_layer2.png" => {
+                    "(e) ZF, layer 2: top-9 projections (left) beside their patches"
+                }
                 _ => continue,
             };
             section.figure(caption, &target, true);
@@ -518,7 +573,9 @@ pub fn filters_section(
     }
     let layers_of = |name: &str, krizhevsky: bool| match architectures.get(name) {
         Some(a) => a.paper_first_layers(krizhevsky).err(),
-        None => Some(format!("the layers of `{name}` are unknown (no model wired)")),
+        None => Some(format!(
+            "the layers of `{name}` are unknown (no model wired)"
+        )),
     };
     match (counts.get("zf"), counts.get("krizhevsky")) {
         (Some((zf_dead, _, zf_n, zf_name)), Some((k_dead, _, k_n, k_name))) => {
@@ -548,10 +605,14 @@ pub fn filters_section(
             section.claim(claim);
         }
         _ => {
-            section.text("Fig. 6's dead-filter claim is not checked: wire both a ZF and a Krizhevsky model.");
+            section.text(
+                "Fig. 6's dead-filter claim is not checked: wire both a ZF and a Krizhevsky model.",
+            );
         }
     }
-    if let (Some((_, renorm, n, _)), Some((_, free, n_free, _))) = (counts.get("zf"), counts.get("no_renorm")) {
+    if let (Some((_, renorm, n, _)), Some((_, free, n_free, _))) =
+        (counts.get("zf"), counts.get("no_renorm"))
+    {
         section.claim(
             Claim::new(
                 "Fig. 6 (a)",
@@ -619,9 +680,8 @@ pub fn transfer_section(
             .map(|i| (folds_col[i], 100.0 * accuracy[i]))
             .collect()
     };
-    let summary = |method: &str, n: i64| {
-        Summary::of(&by_fold(method, n).into_values().collect::<Vec<_>>())
-    };
+    let summary =
+        |method: &str, n: i64| Summary::of(&by_fold(method, n).into_values().collect::<Vec<_>>());
     let mut section = Section::new(
         "Transfer with N images per class",
         "§5.2, Tables 4-5, Fig. 9",
@@ -648,7 +708,11 @@ pub fn transfer_section(
                 Some(s) => match paper_rows.get(&n) {
                     Some(pair) => {
                         let pv = if pick == 0 { pair.0 } else { pair.1 };
-                        format!("{} (paper {pv}, {:+.1})", s.format(1.0, 1), s.mean - pv.value)
+                        format!(
+                            "{} (paper {pv}, {:+.1})",
+                            s.format(1.0, 1),
+                            s.mean - pv.value
+                        )
                     }
                     None => s.format(1.0, 1),
                 },
@@ -689,7 +753,11 @@ pub fn transfer_section(
     let mut any = false;
     for &n in &columns {
         let (pre, scratch) = (by_fold("pretrained", n), by_fold("scratch", n));
-        let shared: Vec<i64> = pre.keys().filter(|f| scratch.contains_key(f)).copied().collect();
+        let shared: Vec<i64> = pre
+            .keys()
+            .filter(|f| scratch.contains_key(f))
+            .copied()
+            .collect();
         if shared.is_empty() {
             continue;
         }
@@ -714,7 +782,11 @@ pub fn table6_section(path: &Path) -> Result<Section> {
     let names = col!(table, path, str "class_name");
     let ap = col!(table, path, f64 "average_precision");
     let positives = col!(table, path, i64 "positives");
-    let mut section = Section::new("Multi-label transfer", "§5.2, Table 6", Some(stage_of(path)));
+    let mut section = Section::new(
+        "Multi-label transfer",
+        "§5.2, Table 6",
+        Some(stage_of(path)),
+    );
     section.text(
         "A softmax on the frozen layer-7 features, average precision per class (VOC 2010+ \
          protocol: all-points interpolation, difficult-only images ignored). The paper trained \
@@ -737,7 +809,10 @@ pub fn table6_section(path: &Path) -> Result<Section> {
     let measured: Vec<f64> = ap.iter().copied().filter(|v| v.is_finite()).collect();
     md.row(vec![
         "**mean**".to_owned(),
-        format!("**{:.1}**", 100.0 * measured.iter().sum::<f64>() / measured.len().max(1) as f64),
+        format!(
+            "**{:.1}**",
+            100.0 * measured.iter().sum::<f64>() / measured.len().max(1) as f64
+        ),
         String::new(),
     ]);
     section.table(md);
@@ -778,26 +853,31 @@ mod tests {
 
     /// An architecture as the metadata stores it, with conv1 and conv2 as given.
     fn architecture(name: &str, conv1: (usize, usize), conv2_stride: usize) -> ModelArchitecture {
-        let conv = |n: &str, k: usize, s: usize| {
-            serde_json::json!({"Conv": {"name": n, "filters": 8, "kernel": k, "stride": s, "pad": 1}})
-        };
+        let conv = |n: &str, k: usize, s: usize| serde_json::json!({"Conv": {"name": n, "filters": 8, "kernel": k, "stride": s, "pad": 1}});
         ModelArchitecture {
             name: name.to_owned(),
             input_size: 56,
             classes: 6,
-            layers: vec![conv("conv1", conv1.0, conv1.1), conv("conv2", 5, conv2_stride)],
+            layers: vec![
+                conv("conv1", conv1.0, conv1.1),
+                conv("conv2", 5, conv2_stride),
+            ],
         }
     }
 
     fn paper_layers() -> BTreeMap<String, ModelArchitecture> {
         BTreeMap::from([
             ("zf".to_owned(), architecture("zf", (7, 2), 2)),
-            ("krizhevsky".to_owned(), architecture("krizhevsky", (11, 4), 1)),
+            (
+                "krizhevsky".to_owned(),
+                architecture("krizhevsky", (11, 4), 1),
+            ),
         ])
     }
 
     #[test]
-    fn depth_matters_passes_on_the_papers_pattern_and_a_run_that_did_not_train_makes_it_inconclusive() {
+    fn depth_matters_passes_on_the_papers_pattern_and_a_run_that_did_not_train_makes_it_inconclusive()
+     {
         let good = sweep(&[
             ("zf", [0.13, 0.14, 0.12]),
             ("zf_no_fc67", [0.15, 0.16, 0.14]),
@@ -820,7 +900,10 @@ mod tests {
             "{verdict:?}"
         );
         let md = section.render();
-        assert!(md.contains("| `zf_no_conv34_fc67` | 1 of 3 | 30.0 | 32.0 |"), "{md}");
+        assert!(
+            md.contains("| `zf_no_conv34_fc67` | 1 of 3 | 30.0 | 32.0 |"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -831,18 +914,27 @@ mod tests {
             ("zf_no_conv34_fc67", [0.12, 0.13, 0.12]),
         ]);
         let section = ablation_section(&flat, &paper_layers(), false);
-        assert!(matches!(claim(&section, "Table 3 (depth)").verdict(), Verdict::Fail(_)));
+        assert!(matches!(
+            claim(&section, "Table 3 (depth)").verdict(),
+            Verdict::Fail(_)
+        ));
     }
 
     #[test]
     fn table2_is_not_the_papers_comparison_without_the_papers_first_layers() {
-        let runs = sweep(&[("krizhevsky", [0.20, 0.21, 0.19]), ("zf", [0.13, 0.14, 0.12])]);
+        let runs = sweep(&[
+            ("krizhevsky", [0.20, 0.21, 0.19]),
+            ("zf", [0.13, 0.14, 0.12]),
+        ]);
         let section = ablation_section(&runs, &paper_layers(), false);
         assert_eq!(claim(&section, "Table 2").verdict(), Verdict::Pass);
         // The same numbers from nets whose conv1 is not the paper's: INCONCLUSIVE, with why.
         let small = BTreeMap::from([
             ("zf".to_owned(), architecture("zf", (5, 1), 1)),
-            ("krizhevsky".to_owned(), architecture("krizhevsky", (9, 2), 1)),
+            (
+                "krizhevsky".to_owned(),
+                architecture("krizhevsky", (9, 2), 1),
+            ),
         ]);
         let section = ablation_section(&runs, &small, false);
         let verdict = claim(&section, "Table 2").verdict();
@@ -854,9 +946,15 @@ mod tests {
 
     #[test]
     fn paper_values_not_legible_in_the_paper_carry_a_dagger() {
-        let runs = sweep(&[("zf", [0.13, 0.14, 0.12]), ("zf_no_conv34_fc67", [0.4, 0.4, 0.4])]);
+        let runs = sweep(&[
+            ("zf", [0.13, 0.14, 0.12]),
+            ("zf_no_conv34_fc67", [0.4, 0.4, 0.4]),
+        ]);
         let md = ablation_section(&runs, &paper_layers(), true).render();
-        assert!(md.contains("| removed layers 3,4,6,7 | 71.1† | 71.3† | 50.1† |"), "{md}");
+        assert!(
+            md.contains("| removed layers 3,4,6,7 | 71.1† | 71.3† | 50.1† |"),
+            "{md}"
+        );
         assert!(md.contains("† not legible"), "{md}");
     }
 
@@ -893,10 +991,12 @@ mod tests {
             ("pretrained", 20, [0.765, 0.78, 0.755]),
             ("scratch", 20, [0.81, 0.835, 0.79]),
         ]);
-        let section =
-            transfer_section(&path, None, dir.path(), PaperTransferTable::None).unwrap();
+        let section = transfer_section(&path, None, dir.path(), PaperTransferTable::None).unwrap();
         let verdict = claim(&section, "Tables 4-5, Fig. 9").verdict();
-        assert!(matches!(&verdict, Verdict::Fail(r) if r.starts_with("N = 20")), "{verdict:?}");
+        assert!(
+            matches!(&verdict, Verdict::Fail(r) if r.starts_with("N = 20")),
+            "{verdict:?}"
+        );
         // Pretrained ahead at every N: PASS.
         let (dir, path) = transfer_table(&[
             ("pretrained", 1, [0.60, 0.65, 0.54]),
@@ -904,14 +1004,19 @@ mod tests {
             ("pretrained", 20, [0.90, 0.92, 0.91]),
             ("scratch", 20, [0.81, 0.835, 0.79]),
         ]);
-        let section =
-            transfer_section(&path, None, dir.path(), PaperTransferTable::None).unwrap();
-        assert_eq!(claim(&section, "Tables 4-5, Fig. 9").verdict(), Verdict::Pass);
+        let section = transfer_section(&path, None, dir.path(), PaperTransferTable::None).unwrap();
+        assert_eq!(
+            claim(&section, "Tables 4-5, Fig. 9").verdict(),
+            Verdict::Pass
+        );
     }
 
     #[test]
     fn swept_stage_names_give_their_architecture() {
-        assert_eq!(architecture_of_stage("ablation@arch=zf_small_no_fc7"), "zf_small_no_fc7");
+        assert_eq!(
+            architecture_of_stage("ablation@arch=zf_small_no_fc7"),
+            "zf_small_no_fc7"
+        );
         assert_eq!(architecture_of_stage("ablation@seed=1,arch=zf"), "zf");
         assert_eq!(architecture_of_stage("train"), "train");
     }
@@ -921,11 +1026,29 @@ mod tests {
         let row = |name: &str| paper_table3_row(name).map(|row| row.label);
         assert_eq!(row("zf"), Some("our model (Fig. 3)"));
         assert_eq!(row("zf_small"), Some("our model (Fig. 3)"));
-        assert_eq!(row("krizhevsky_small"), Some("our replication of Krizhevsky, 1 convnet"));
-        assert_eq!(row("zf_small_no_conv34_fc67"), Some("removed layers 3,4,6,7"));
+        assert_eq!(row("zf_56"), Some("our model (Fig. 3)"));
+        assert_eq!(row("krizhevsky_56_no_fc67"), Some("removed layers 6,7"));
+        assert_eq!(
+            row("zf_56_conv256_512_256"),
+            Some("adjust conv3,4,5: 512,1024,512 maps")
+        );
+        assert_eq!(
+            row("krizhevsky_small"),
+            Some("our replication of Krizhevsky, 1 convnet")
+        );
+        assert_eq!(
+            row("zf_small_no_conv34_fc67"),
+            Some("removed layers 3,4,6,7")
+        );
         assert_eq!(row("zf_fc2048"), Some("adjust layers 6,7: 2048 units"));
-        assert_eq!(row("zf_small_fc1024"), Some("adjust layers 6,7: 8192 units"));
-        assert_eq!(row("zf_conv512_1024_512"), Some("adjust conv3,4,5: 512,1024,512 maps"));
+        assert_eq!(
+            row("zf_small_fc1024"),
+            Some("adjust layers 6,7: 8192 units")
+        );
+        assert_eq!(
+            row("zf_conv512_1024_512"),
+            Some("adjust conv3,4,5: 512,1024,512 maps")
+        );
         assert_eq!(
             row("zf_conv512_1024_512_fc8192"),
             Some("6,7: 8192 units and conv3,4,5: 512,1024,512")

@@ -43,7 +43,11 @@ macro_rules! col {
 pub(crate) use col;
 
 /// §3: the training curve and the final centre / 10-crop validation errors.
-pub fn training(metrics_path: &Path, evaluation: Option<&Path>, paper_scale: bool) -> Result<Section> {
+pub fn training(
+    metrics_path: &Path,
+    evaluation: Option<&Path>,
+    paper_scale: bool,
+) -> Result<Section> {
     let metrics = Table::read(metrics_path, TRAIN_METRICS)?;
     let p = metrics_path;
     let mut section = Section::new("Training", "§3", Some(stage_of(p)));
@@ -97,7 +101,10 @@ pub fn training(metrics_path: &Path, evaluation: Option<&Path>, paper_scale: boo
         ]);
         let crops = col!(eval, path, str "crops");
         let n = col!(eval, path, i64 "n_images");
-        let (e1, e5) = (col!(eval, path, f64 "top1_error"), col!(eval, path, f64 "top5_error"));
+        let (e1, e5) = (
+            col!(eval, path, f64 "top1_error"),
+            col!(eval, path, f64 "top5_error"),
+        );
         for i in 0..eval.rows() {
             let paper = match (crops[i].as_str(), paper_scale) {
                 ("ten", true) => format!(
@@ -283,10 +290,10 @@ pub fn evolution(folder: &Path, figures: &Path) -> Result<Section> {
     Ok(section)
 }
 
-/// Whether a transform counts as "small" for Fig. 5's claim: shifts of up to 2 px, scales
-/// within 20%.
-fn small_transform(transform: &str, amount: f64) -> bool {
-    (transform == "translation" && amount != 0.0 && amount.abs() <= 2.0)
+/// Whether a transform counts as "small" for Fig. 5's claim: the smallest non-zero shift
+/// of the table (`smallest_shift`, in pixels), scales within 20%.
+fn small_transform(transform: &str, amount: f64, smallest_shift: f64) -> bool {
+    (transform == "translation" && amount != 0.0 && amount.abs() <= smallest_shift + 1e-9)
         || (transform == "scale" && amount != 1.0 && (amount - 1.0).abs() <= 0.2 + 1e-9)
 }
 
@@ -302,7 +309,10 @@ pub fn invariance(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<
         col!(curves, path, f64 "layer7_distance"),
         col!(curves, path, f64 "true_probability"),
     );
-    let n_images = images.iter().collect::<std::collections::BTreeSet<_>>().len();
+    let n_images = images
+        .iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     section.text(format!(
         "Relative Euclidean distance ||f(x) - f(T x)|| / ||f(x)|| of the layer-1 and layer-7 \
          feature vectors, and P(true class): mean ± std over the {n_images} images (the figure \
@@ -311,7 +321,10 @@ pub fn invariance(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<
     ));
     let mut keys: Vec<(String, f64)> = Vec::new();
     for i in 0..curves.rows() {
-        if !keys.iter().any(|(t, a)| *t == transforms[i] && *a == amounts[i]) {
+        if !keys
+            .iter()
+            .any(|(t, a)| *t == transforms[i] && *a == amounts[i])
+        {
             keys.push((transforms[i].clone(), amounts[i]));
         }
     }
@@ -334,9 +347,13 @@ pub fn invariance(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<
     }
     section.table(table);
     // Per image: mean distance over the small transforms at layer 1 minus at layer 7.
+    let smallest_shift = (0..curves.rows())
+        .filter(|&i| transforms[i] == "translation" && amounts[i] != 0.0)
+        .map(|i| amounts[i].abs())
+        .fold(f64::INFINITY, f64::min);
     let mut per_image: BTreeMap<i64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for i in 0..curves.rows() {
-        if small_transform(&transforms[i], amounts[i]) {
+        if small_transform(&transforms[i], amounts[i], smallest_shift) {
             let entry = per_image.entry(images[i]).or_default();
             entry.0.push(d1[i]);
             entry.1.push(d7[i]);
@@ -350,8 +367,10 @@ pub fn invariance(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<
         Claim::new(
             "Fig. 5",
             "small transformations change layer 1 a lot and layer 7 much less (PAPER.md, §4)",
-            "per image, the mean relative change under shifts of up to 2 px and scales within \
-             20% at layer 1 minus at layer 7",
+            &format!(
+                "per image, the mean relative change under the smallest shifts (±{smallest_shift} \
+                 px) and scales within 20% at layer 1 minus at layer 7"
+            ),
         )
         .compare(match Estimate::mean(&effects) {
             Some(e) => Comparison::new(format!("{} images", effects.len()), e),
@@ -373,7 +392,11 @@ fn mean(values: &[f64]) -> f64 {
 /// Table 1: sign-change consistency per mask, and each part against random masks.
 pub fn correspondence(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<Section> {
     let table = Table::read(path, CORRESPONDENCE)?;
-    let mut section = Section::new("Correspondence", "§4.3, Table 1, Fig. 8", Some(stage_of(path)));
+    let mut section = Section::new(
+        "Correspondence",
+        "§4.3, Table 1, Fig. 8",
+        Some(stage_of(path)),
+    );
     section.text(
         "Mean feature sign change (normalised Hamming distance between sign(x_i - x~_i) over \
          pairs of images; lower = tighter correspondence) when the same part is masked in every \
@@ -414,7 +437,9 @@ pub fn correspondence(path: &Path, folder: Option<&Path>, figures: &Path) -> Res
         "layer-5 sign change of random masks minus that of each part (Welch over pairs of \
          images; the pairs share images, so n overstates the independent evidence)",
     )
-    .paper_effect("random − parts at layer 5: +0.040 (right eye), +0.038 (left eye), +0.028 (nose)");
+    .paper_effect(
+        "random − parts at layer 5: +0.040 (right eye), +0.038 (left eye), +0.028 (nose)",
+    );
     match cell("random", 5) {
         Some(random) => {
             for mask in masks.iter().filter(|m| *m != "random") {
@@ -447,7 +472,11 @@ fn slope_weights(xs: &[f64]) -> Vec<f64> {
 /// Table 7: probe accuracy per layer, and the trend across layers.
 pub fn probe(path: &Path) -> Result<Section> {
     let table = Table::read(path, PROBE)?;
-    let folds = table.i64("folds").and_then(|f| f.first()).copied().unwrap_or(0);
+    let folds = table
+        .i64("folds")
+        .and_then(|f| f.first())
+        .copied()
+        .unwrap_or(0);
     let mut section = Section::new("Per-layer probes", "§5.3, Table 7", Some(stage_of(path)));
     section.text(format!(
         "Mean per-class accuracy (%) of a linear SVM and a softmax trained on each layer's \
@@ -458,8 +487,10 @@ pub fn probe(path: &Path) -> Result<Section> {
     let classifiers = col!(table, path, str "classifier");
     let layers = col!(table, path, i64 "layer");
     let (means, stds) = (col!(table, path, f64 "mean"), col!(table, path, f64 "std"));
-    let paper: BTreeMap<(&str, i64), ((f64, f64), (f64, f64))> =
-        TABLE7.iter().map(|&(c, l, a, b)| ((c, l), (a, b))).collect();
+    let paper: BTreeMap<(&str, i64), ((f64, f64), (f64, f64))> = TABLE7
+        .iter()
+        .map(|&(c, l, a, b)| ((c, l), (a, b)))
+        .collect();
     let mut md = MdTable::new(&[
         "classifier (layer)",
         "ours",
@@ -470,11 +501,16 @@ pub fn probe(path: &Path) -> Result<Section> {
     order.sort_by_key(|&i| (classifiers[i] != "svm", layers[i]));
     let summary = |i: usize| Summary::from_parts(means[i], stds[i], folds.max(0) as usize);
     for &i in &order {
-        let name = if classifiers[i] == "svm" { "SVM" } else { "Softmax" };
-        let (c101, c256) = paper.get(&(classifiers[i].as_str(), layers[i])).map_or(
-            ("–".to_owned(), "–".to_owned()),
-            |((a, b), (c, d))| (format!("{a:.1} ± {b:.1}"), format!("{c:.1} ± {d:.1}")),
-        );
+        let name = if classifiers[i] == "svm" {
+            "SVM"
+        } else {
+            "Softmax"
+        };
+        let (c101, c256) = paper
+            .get(&(classifiers[i].as_str(), layers[i]))
+            .map_or(("–".to_owned(), "–".to_owned()), |((a, b), (c, d))| {
+                (format!("{a:.1} ± {b:.1}"), format!("{c:.1} ± {d:.1}"))
+            });
         md.row(vec![
             format!("{name} ({})", layers[i]),
             summary(i).format(100.0, 1),
@@ -522,14 +558,24 @@ pub fn probe(path: &Path) -> Result<Section> {
             .zip(&rows)
             .map(|(w, &i)| {
                 let s = summary(i);
-                (w, Summary { mean: 100.0 * s.mean, std: s.std.map(|v| 100.0 * v), n: s.n })
+                (
+                    w,
+                    Summary {
+                        mean: 100.0 * s.mean,
+                        std: s.std.map(|v| 100.0 * v),
+                        n: s.n,
+                    },
+                )
             })
             .collect();
         if let Some(e) = Estimate::linear_combination(&terms) {
             claim = claim.compare(Comparison::new(
                 format!(
                     "{label}, layers {}",
-                    rows.iter().map(|&i| layers[i].to_string()).collect::<Vec<_>>().join(", ")
+                    rows.iter()
+                        .map(|&i| layers[i].to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 e,
             ));

@@ -14,7 +14,8 @@ use stage_api::{
 };
 
 use training::{
-    Crops, EpochMetrics, ImageSet, LrSchedule, TrainConfig, epoch_file, evaluate_set, train,
+    Crops, EpochMetrics, ImageSet, LrSchedule, TrainConfig, TrainingCrops, epoch_file,
+    evaluate_set, train,
 };
 
 use artifacts::table::schemas::{EVALUATION, REMOVAL, TRAIN_METRICS as METRICS};
@@ -44,6 +45,11 @@ impl Train {
         };
         TrainConfig {
             architecture: params.str("arch").to_owned(),
+            layers: params.str_list("layers"),
+            crops: match params.str("crops") {
+                "random" => TrainingCrops::Random,
+                _ => TrainingCrops::Ten,
+            },
             epochs: params.usize("epochs"),
             batch_size: params.usize("batch_size"),
             learning_rate: params.float("learning_rate"),
@@ -69,7 +75,9 @@ impl StageKind for Train {
 
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        2
+        // 3: `crops` (the paper's ten sub-crops by default), `layers`, weight decay 0 by
+        // default (the paper states none).
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -81,7 +89,18 @@ impl StageKind for Train {
             ParamSpec::string(
                 "arch",
                 "zf",
-                "Architecture: zf, krizhevsky, zf_small, or a Table 3 variant (see ARCHITECTURE.md).",
+                "Architecture: zf, krizhevsky, zf_56, krizhevsky_56, zf_small, krizhevsky_small, or a Table 3 variant (see ARCHITECTURE.md); with `layers`, the name of the declared architecture.",
+            ),
+            ParamSpec::str_list(
+                "layers",
+                &[],
+                "Declare the architecture instead of naming a built-in one, one layer per entry: `input 56`, `conv conv1 48 7x7/2 pad 1`, `relu`, `lrn`, `pool 3x3/2`, `dropout 0.5`, `fc fc6 512` (the classifier is appended).",
+            ),
+            ParamSpec::choice(
+                "crops",
+                "ten",
+                &["ten", "random"],
+                "Training crops: the paper's ten sub-crops (corners + centre, with and without flips; §3) or uniformly random crops with random flips (Krizhevsky et al.).",
             ),
             ParamSpec::int("epochs", 70, 1, 10_000, "Epochs to train (paper: 70)."),
             ParamSpec::int(
@@ -101,10 +120,10 @@ impl StageKind for Train {
             ParamSpec::float("momentum", 0.9, 0.0, 1.0, "Momentum (paper: 0.9)."),
             ParamSpec::float(
                 "weight_decay",
-                5e-4,
+                0.0,
                 0.0,
                 1.0,
-                "L2 weight decay (not stated in the paper; Krizhevsky et al.'s 5e-4).",
+                "L2 weight decay (the paper states none; Krizhevsky et al. used 5e-4).",
             ),
             ParamSpec::float(
                 "init_std",
@@ -228,7 +247,8 @@ impl StageKind for Train {
 
     fn validate(&self, params: &Params) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Err(error) = Architecture::from_name(params.str("arch"), 2) {
+        if let Err(error) = Architecture::resolve(params.str("arch"), &params.str_list("layers"), 2)
+        {
             problems.push(error.to_string());
         }
         if params.str("lr_schedule") == "manual" && params.int_list("lr_steps").is_empty() {

@@ -34,7 +34,7 @@ use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
 };
-use training::{Crops, ImageStore, predict_probabilities, sgd_step};
+use training::{Crops, ImageStore, TrainingCrops, predict_probabilities, sgd_step};
 
 mod multilabel;
 
@@ -49,7 +49,8 @@ pub struct Transfer;
 /// The SGD settings of the scratch arm.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScratchConfig {
-    pub architecture: String,
+    /// The pretrained model's architecture (its classifier is resized to the target classes).
+    pub architecture: Architecture,
     pub steps: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
@@ -68,7 +69,8 @@ impl StageKind for Transfer {
         // 2: Fig. 9 has axis ticks.
         // 3: the CPU backend's fixed arithmetic (the same bits on every CPU path).
         // 4: Fig. 9's bars are the sample standard deviation over folds.
-        4
+        // 5: the scratch arm trains on the paper's ten sub-crops, on the model's own layers.
+        5
     }
 
     fn summary(&self) -> &'static str {
@@ -248,7 +250,7 @@ impl StageKind for Transfer {
             (None, BTreeMap::new())
         };
         let config = ScratchConfig {
-            architecture: read_architecture(ctx.input("model"))?.name,
+            architecture: read_architecture(ctx.input("model"))?,
             steps: params.usize("scratch_steps"),
             batch_size: params.usize("scratch_batch_size"),
             learning_rate: params.float("scratch_learning_rate"),
@@ -418,13 +420,12 @@ pub fn train_from_scratch<B: Backend>(
     test: &ImageStore,
     seed: u64,
 ) -> Result<f64> {
-    let architecture = Architecture::from_name(&config.architecture, classes)
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let architecture = config.architecture.clone().with_classes(classes);
     if architecture.input_size > train.image_size {
         return Err(Error::Config(format!(
             "architecture `{}` takes {}x{} crops but the target images are {}x{}: preprocess \
              them like the pre-training set",
-            config.architecture,
+            architecture.name,
             architecture.input_size,
             architecture.input_size,
             train.image_size,
@@ -463,6 +464,7 @@ pub fn train_from_scratch<B: Backend>(
             train,
             &indices,
             &mean,
+            TrainingCrops::Ten,
             [seed, pass, step as u64],
             &update,
         );
@@ -664,7 +666,7 @@ mod tests {
 
     fn config() -> ScratchConfig {
         ScratchConfig {
-            architecture: "zf_small".into(),
+            architecture: Architecture::from_name("zf_small", 2).unwrap(),
             steps: 30,
             batch_size: 16,
             learning_rate: 0.01,
