@@ -1,7 +1,8 @@
 //! Fig. 7's panels for one image: (a) the input with the occluder's size, (b) the layer-5
 //! map's total activation and (d) the true-class probability as heat maps over occluder
 //! positions, (c) the map's deconvnet projection in this image (top-left) and in up to three
-//! other images, (e) the most probable label per position.
+//! other images, (e) the most probable label per position. Each panel is titled (a)-(e); (b)
+//! and (d) have a colour bar with the values at its ends, (e) a legend naming the classes.
 
 use std::path::Path;
 
@@ -10,8 +11,12 @@ use stage_api::{Error, Result};
 
 use crate::ImageResult;
 
-const PANEL: u32 = 112;
-const GAP: u32 = 6;
+const PANEL: u32 = 140;
+const GAP: u32 = 8;
+/// Room above the panels for their titles.
+const TITLE: u32 = 22;
+/// Room below for the colour bars and the class legend.
+const BELOW: u32 = 96;
 
 /// Blue (low) to red (high).
 fn heat(t: f32) -> Rgb<u8> {
@@ -55,10 +60,14 @@ pub fn render(
     others: &[Vec<f32>],
     crop: usize,
     occluder: usize,
+    class_names: &[String],
     path: &Path,
 ) -> Result<()> {
-    let mut canvas =
-        RgbImage::from_pixel(5 * PANEL + 6 * GAP, PANEL + 2 * GAP, Rgb([255, 255, 255]));
+    let mut canvas = RgbImage::from_pixel(
+        5 * PANEL + 6 * GAP,
+        TITLE + PANEL + BELOW,
+        Rgb([255, 255, 255]),
+    );
     let image = &result.image;
     let offset = (image.width as usize - crop) / 2;
     // (a) the input crop, with the occluder's size drawn in the corner.
@@ -105,16 +114,78 @@ pub fn render(
     }
     let probability = grid_panel(result.grid, |i| heat(result.true_probability[i]));
     let labels = grid_panel(result.grid, |i| class_colour(result.predicted[i]));
+    let left = |i: u32| GAP + i * (PANEL + GAP);
     for (i, panel) in [input, activation, projection, probability, labels]
         .iter()
         .enumerate()
     {
-        image::imageops::replace(
+        image::imageops::replace(&mut canvas, panel, left(i as u32) as i64, TITLE as i64);
+    }
+    let text = |canvas: &mut RgbImage, words: &str, x: u32, y: u32, size: u32| {
+        plots::draw_text(canvas, words, (x as i32, y as i32), size, [0, 0, 0])
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))
+    };
+    let class_name = |c: usize| {
+        class_names
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| format!("class {c}"))
+    };
+    let titles = [
+        format!("(a) input: {}", class_name(image.label.max(0) as usize)),
+        format!("(b) layer-5 map {}", result.map),
+        "(c) its projections".to_owned(),
+        "(d) p(true class)".to_owned(),
+        "(e) most probable".to_owned(),
+    ];
+    for (i, title) in titles.iter().enumerate() {
+        text(&mut canvas, title, left(i as u32), 3, 13)?;
+    }
+    // Colour bars under (b) and (d), blue (low) to red (high), with their end values.
+    let bar_top = TITLE + PANEL + 6;
+    for (i, (low, high, what)) in [(lo, hi, "total activation"), (0.0, 1.0, "probability")]
+        .into_iter()
+        .enumerate()
+    {
+        let x0 = left(if i == 0 { 1 } else { 3 });
+        for dx in 0..PANEL {
+            for dy in 0..10 {
+                canvas.put_pixel(x0 + dx, bar_top + dy, heat(dx as f32 / (PANEL - 1) as f32));
+            }
+        }
+        let format = |v: f32| {
+            if v.abs() >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        text(&mut canvas, &format(low), x0, bar_top + 12, 11)?;
+        let high = format(high);
+        text(
             &mut canvas,
-            panel,
-            (GAP + i as u32 * (PANEL + GAP)) as i64,
-            GAP as i64,
-        );
+            &high,
+            x0 + PANEL - 7 * high.len() as u32,
+            bar_top + 12,
+            11,
+        )?;
+        text(&mut canvas, what, x0 + PANEL / 2 - 30, bar_top + 26, 11)?;
+    }
+    // (e)'s legend: the classes that appear, in order of first appearance.
+    let mut shown: Vec<usize> = Vec::new();
+    for &c in &result.predicted {
+        if !shown.contains(&c) {
+            shown.push(c);
+        }
+    }
+    for (k, &c) in shown.iter().take(6).enumerate() {
+        let (x, y) = (left(4), bar_top + 15 * k as u32);
+        for dx in 0..10 {
+            for dy in 0..10 {
+                canvas.put_pixel(x + dx, y + dy, class_colour(c));
+            }
+        }
+        text(&mut canvas, &class_name(c), x + 14, y - 1, 11)?;
     }
     canvas
         .save(path)

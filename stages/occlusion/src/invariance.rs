@@ -17,7 +17,6 @@ use artifacts::table::{Column, Table};
 use engine::deconv::feature_op;
 use engine::weights::load_model;
 use engine::{Backend, Mode, Network, Op};
-use image::{Rgb, RgbImage};
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
@@ -46,7 +45,8 @@ impl StageKind for Invariance {
 
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        2
+        // 3: Fig. 5 drawn with axis titles, tick labels and a legend.
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -185,7 +185,28 @@ impl cuda_backend::StageBody for Invariance {
         }
         let figures = ctx.output("figures");
         std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
-        plot(&rows, images.len(), &figures.join("invariance.png"))?;
+        let legend: Vec<(i64, String)> = images
+            .iter()
+            .map(|image| {
+                let class = info
+                    .class_names
+                    .get(image.label.max(0) as usize)
+                    .cloned()
+                    .unwrap_or_else(|| image.label.to_string());
+                (
+                    image.image_id,
+                    format!("image {} ({class})", image.image_id),
+                )
+            })
+            .collect();
+        plot(&rows, &legend, &figures.join("invariance.png"))?;
+        let smallest = rows
+            .transform
+            .iter()
+            .zip(&rows.amount)
+            .filter(|(t, a)| t.as_str() == "translation" && **a != 0.0)
+            .map(|(_, a)| a.abs())
+            .fold(f64::INFINITY, f64::min);
         let small_shift = |layer: &[f64]| {
             let picked: Vec<f64> = rows
                 .transform
@@ -193,7 +214,7 @@ impl cuda_backend::StageBody for Invariance {
                 .zip(&rows.amount)
                 .zip(layer)
                 .filter(|((t, a), _)| {
-                    t.as_str() == "translation" && a.abs() > 0.0 && a.abs() <= 2.0
+                    t.as_str() == "translation" && a.abs() > 0.0 && a.abs() <= smallest
                 })
                 .map(|(_, d)| *d)
                 .collect();
@@ -209,7 +230,7 @@ impl cuda_backend::StageBody for Invariance {
             .with("true_probability", Column::F64(rows.probability))
             .write(ctx.output("curves"), INVARIANCE, &ctx.provenance)?;
         Ok(RunSummary::default().line(format!(
-            "{} images; mean relative feature change for a vertical shift of up to 2 px: layer 1 {d1:.3}, layer 7 {d7:.3}",
+            "{} images; mean relative feature change for a vertical shift of {smallest} px: layer 1 {d1:.3}, layer 7 {d7:.3}",
             images.len()
         )))
     }
@@ -275,82 +296,69 @@ pub fn transformed(input: &[f32], size: usize, transform: &str, amount: f64) -> 
     out
 }
 
-const COLOURS: [[u8; 3]; 6] = [
-    [230, 25, 75],
-    [60, 180, 75],
-    [0, 130, 200],
-    [245, 130, 48],
-    [145, 30, 180],
-    [70, 70, 70],
-];
-
 /// Fig. 5's grid: rows translation / scale / rotation; columns layer-1 distance, layer-7
-/// distance, P(true class); one line per image. Axis ranges are in the report's table.
-fn plot(rows: &Curves, n_images: usize, path: &Path) -> Result<()> {
-    const W: u32 = 220;
-    const H: u32 = 150;
-    const M: u32 = 10;
-    let mut canvas = RgbImage::from_pixel(3 * (W + M) + M, 3 * (H + M) + M, Rgb([255, 255, 255]));
+/// distance, P(true class); one line per image (the legend names each), axis titles and tick
+/// labels on every panel.
+fn plot(rows: &Curves, legend: &[(i64, String)], path: &Path) -> Result<()> {
+    let units = ["vertical shift (px)", "scale factor", "rotation (degrees)"];
+    let columns = [
+        ("layer 1", "relative distance"),
+        ("layer 7", "relative distance"),
+        ("output", "P(true class)"),
+    ];
+    let mut panels = Vec::new();
     for (r, transform) in TRANSFORMS.iter().enumerate() {
         for (c, values) in [&rows.layer1, &rows.layer7, &rows.probability]
             .iter()
             .enumerate()
         {
-            let (ox, oy) = (M + c as u32 * (W + M), M + r as u32 * (H + M));
-            for x in 0..W {
-                canvas.put_pixel(ox + x, oy + H - 1, Rgb([0, 0, 0]));
-            }
-            for y in 0..H {
-                canvas.put_pixel(ox, oy + y, Rgb([0, 0, 0]));
-            }
-            let points: Vec<(f64, f64, i64)> = (0..rows.transform.len())
+            let picked: Vec<usize> = (0..rows.transform.len())
                 .filter(|&i| rows.transform[i] == *transform)
-                .map(|i| (rows.amount[i], values[i], rows.image_id[i]))
                 .collect();
-            let (xmin, xmax) = points
+            let series: Vec<plots::Series> = legend
                 .iter()
-                .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-            let ymax = if c == 2 {
-                1.0
+                .enumerate()
+                .map(|(k, (id, label))| plots::Series {
+                    label: label.clone(),
+                    colour: plots::PALETTE[k % plots::PALETTE.len()],
+                    points: picked
+                        .iter()
+                        .filter(|&&i| rows.image_id[i] == *id)
+                        .map(|&i| (rows.amount[i], values[i]))
+                        .collect(),
+                    error_bars: None,
+                })
+                .collect();
+            let xs = picked.iter().map(|&i| rows.amount[i]);
+            let (x_lo, x_hi) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+                (a.min(x), b.max(x))
+            });
+            let y_range = if c == 2 {
+                (0.0, 1.0)
             } else {
-                points.iter().fold(0.0f64, |m, p| m.max(p.1)).max(1e-9)
+                plots::padded_range(picked.iter().map(|&i| values[i]), true)
             };
-            let ids: Vec<i64> = {
-                let mut ids: Vec<i64> = points.iter().map(|p| p.2).collect();
-                ids.dedup();
-                ids
-            };
-            for (k, id) in ids.iter().enumerate().take(n_images) {
-                let series: Vec<(f64, f64)> = points
-                    .iter()
-                    .filter(|p| p.2 == *id)
-                    .map(|p| (p.0, p.1))
-                    .collect();
-                let to_px = |(x, y): (f64, f64)| {
-                    let px =
-                        ox as f64 + 2.0 + (x - xmin) / (xmax - xmin).max(1e-9) * (W as f64 - 4.0);
-                    let py = (oy + H) as f64 - 2.0 - y / ymax * (H as f64 - 4.0);
-                    (px, py)
-                };
-                for pair in series.windows(2) {
-                    let (a, b) = (to_px(pair[0]), to_px(pair[1]));
-                    let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) as usize).max(1);
-                    for s in 0..=steps {
-                        let t = s as f64 / steps as f64;
-                        let (x, y) = (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1));
-                        canvas.put_pixel(
-                            x as u32,
-                            (y as u32).min(oy + H - 1),
-                            Rgb(COLOURS[k % COLOURS.len()]),
-                        );
-                    }
-                }
-            }
+            panels.push(plots::Panel {
+                title: format!("{transform}: {}", columns[c].0),
+                x_title: units[r].to_owned(),
+                y_title: columns[c].1.to_owned(),
+                x_range: if x_lo.is_finite() {
+                    (x_lo, x_hi.max(x_lo + 1e-9))
+                } else {
+                    (0.0, 1.0)
+                },
+                y_range,
+                series,
+            });
         }
     }
-    canvas
-        .save(path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e)))
+    plots::Figure {
+        panels,
+        columns: 3,
+        panel_size: (340, 250),
+    }
+    .save_png(path)
+    .map_err(|e| Error::io(path, std::io::Error::other(e)))
 }
 
 #[cfg(test)]

@@ -63,7 +63,8 @@ impl StageKind for Occlusion {
     fn version(&self) -> u32 {
         // 2: panel (c) also shows the map in other images.
         // 3: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        // 4: checks also split panel (b)'s map activation (schema occlusion_checks v2).
+        // 4: checks also split panel (b)'s map activation (schema occlusion_checks v2); the
+        // figure's panels are titled, with colour bars and a class legend.
         4
     }
 
@@ -179,6 +180,7 @@ impl cuda_backend::StageBody for Occlusion {
                 &projections,
                 crop,
                 occluder,
+                &info.class_names,
                 &figures.join(format!("occlusion_{}.png", result.image.image_id)),
             )?;
         }

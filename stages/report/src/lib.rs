@@ -224,6 +224,7 @@ fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Res
             path,
             eval_path.map(|p| p.as_path()),
             paper_scale,
+            figures,
         )?);
     }
     for folder in ctx.input_list("deconv_figures") {

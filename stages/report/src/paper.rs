@@ -110,17 +110,33 @@ pub const ZF_CONV_WIDE_FC8192: Table3Row = Table3Row {
     errors: [v(10.0), d(38.3), v(16.9)],
 };
 
-/// Table 7 (mean per-class accuracy %, ± over folds): (classifier, layer) -> (Caltech-101,
-/// Caltech-256) as (mean, std).
-pub const TABLE7: [(&str, i64, (f64, f64), (f64, f64)); 8] = [
-    ("svm", 1, (44.8, 0.7), (24.6, 0.4)),
-    ("svm", 2, (66.2, 0.5), (39.6, 0.3)),
-    ("svm", 3, (72.3, 0.4), (46.0, 0.3)),
-    ("svm", 4, (76.6, 0.4), (51.3, 0.1)),
-    ("svm", 5, (86.2, 0.8), (65.6, 0.3)),
-    ("svm", 7, (85.5, 0.4), (71.7, 0.2)),
-    ("softmax", 5, (82.9, 0.4), (65.7, 0.5)),
-    ("softmax", 7, (85.4, 0.4), (72.6, 0.1)),
+/// One row of Table 7: a classifier on one layer's features, mean ± std over folds (%).
+pub struct Table7Row {
+    pub classifier: &'static str,
+    pub layer: i64,
+    pub caltech101: (f64, f64),
+    pub caltech256: (f64, f64),
+}
+
+const fn t7(classifier: &'static str, layer: i64, c101: (f64, f64), c256: (f64, f64)) -> Table7Row {
+    Table7Row {
+        classifier,
+        layer,
+        caltech101: c101,
+        caltech256: c256,
+    }
+}
+
+/// Table 7 (all legible).
+pub const TABLE7: [Table7Row; 8] = [
+    t7("svm", 1, (44.8, 0.7), (24.6, 0.4)),
+    t7("svm", 2, (66.2, 0.5), (39.6, 0.3)),
+    t7("svm", 3, (72.3, 0.4), (46.0, 0.3)),
+    t7("svm", 4, (76.6, 0.4), (51.3, 0.1)),
+    t7("svm", 5, (86.2, 0.8), (65.6, 0.3)),
+    t7("svm", 7, (85.5, 0.4), (71.7, 0.2)),
+    t7("softmax", 5, (82.9, 0.4), (65.7, 0.5)),
+    t7("softmax", 7, (85.4, 0.4), (72.6, 0.1)),
 ];
 
 /// One training setting of the paper (§3), for the generated deviations list.

@@ -731,9 +731,9 @@ pub fn transfer_section(
     if let Some(folder) = figures_folder {
         for (_, target) in copy_figures(folder, &stage, figures)? {
             section.text(format!(
-                "**Fig. 9**: accuracy against training images per class — blue: pretrained, \
-                 orange: from scratch; bars ±1 std over folds; x from 0 to {} per class (a tick \
-                 at each N), y from 0 to 100% (a tick and a grey line every 25%).",
+                "**Fig. 9**: mean per-class accuracy against training images per class, one \
+                 line per method (the legend names them), bars ±1 std over the folds; x from 0 \
+                 to {} images per class, y from 0 to 100%.",
                 columns.last().copied().unwrap_or(0)
             ));
             section.figure("Fig. 9", &target, false);

@@ -47,10 +47,12 @@ pub fn training(
     metrics_path: &Path,
     evaluation: Option<&Path>,
     paper_scale: bool,
+    figures: &Path,
 ) -> Result<Section> {
     let metrics = Table::read(metrics_path, TRAIN_METRICS)?;
     let p = metrics_path;
-    let mut section = Section::new("Training", "§3", Some(stage_of(p)));
+    let stage = stage_of(p);
+    let mut section = Section::new("Training", "§3", Some(stage.clone()));
     let mut table = MdTable::new(&[
         "epoch",
         "train loss",
@@ -89,6 +91,11 @@ pub fn training(
         ]);
     }
     section.table(table);
+    if metrics.rows() > 0 {
+        let file = format!("{stage}_training_curves.png");
+        training_curves(epoch, (te, v1), (tl, vl), &figures.join(&file))?;
+        section.figure("training curves", &file, false);
+    }
     if let Some(path) = evaluation {
         let eval = Table::read(path, EVALUATION)?;
         section.text("Final validation error (§3: \"10 different sub-crops ... averaged\"):");
@@ -126,6 +133,61 @@ pub fn training(
         section.table(table);
     }
     Ok(section)
+}
+
+/// Top-1 error and loss per epoch, training (dropout active) and validation (centre crop).
+fn training_curves(
+    epochs: &[i64],
+    errors: (&[f64], &[f64]),
+    losses: (&[f64], &[f64]),
+    path: &Path,
+) -> Result<()> {
+    let x: Vec<f64> = epochs.iter().map(|&e| e as f64).collect();
+    let series = |values: (&[f64], &[f64]), scale: f64| {
+        [("training", values.0), ("validation", values.1)]
+            .into_iter()
+            .enumerate()
+            .map(|(k, (label, v))| plots::Series {
+                label: label.to_owned(),
+                colour: plots::PALETTE[k],
+                points: x.iter().copied().zip(v.iter().map(|y| scale * y)).collect(),
+                error_bars: None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let x_range = (x[0] - 0.2, x[x.len() - 1] + 0.2);
+    let all = |values: (&[f64], &[f64]), scale: f64| {
+        values
+            .0
+            .iter()
+            .chain(values.1)
+            .map(|v| scale * v)
+            .collect::<Vec<_>>()
+    };
+    plots::Figure {
+        panels: vec![
+            plots::Panel {
+                title: "top-1 error".to_owned(),
+                x_title: "epoch".to_owned(),
+                y_title: "top-1 error (%)".to_owned(),
+                x_range,
+                y_range: plots::padded_range(all(errors, 100.0), true),
+                series: series(errors, 100.0),
+            },
+            plots::Panel {
+                title: "loss".to_owned(),
+                x_title: "epoch".to_owned(),
+                y_title: "cross-entropy".to_owned(),
+                x_range,
+                y_range: plots::padded_range(all(losses, 1.0), true),
+                series: series(losses, 1.0),
+            },
+        ],
+        columns: 2,
+        panel_size: (380, 280),
+    }
+    .save_png(path)
+    .map_err(|e| Error::io(path, std::io::Error::other(e)))
 }
 
 /// Fig. 2: the top-9 projections per layer.
@@ -487,10 +549,11 @@ pub fn probe(path: &Path) -> Result<Section> {
     let classifiers = col!(table, path, str "classifier");
     let layers = col!(table, path, i64 "layer");
     let (means, stds) = (col!(table, path, f64 "mean"), col!(table, path, f64 "std"));
-    let paper: BTreeMap<(&str, i64), ((f64, f64), (f64, f64))> = TABLE7
-        .iter()
-        .map(|&(c, l, a, b)| ((c, l), (a, b)))
-        .collect();
+    let paper = |classifier: &str, layer: i64| {
+        TABLE7
+            .iter()
+            .find(|r| r.classifier == classifier && r.layer == layer)
+    };
     let mut md = MdTable::new(&[
         "classifier (layer)",
         "ours",
@@ -506,11 +569,13 @@ pub fn probe(path: &Path) -> Result<Section> {
         } else {
             "Softmax"
         };
-        let (c101, c256) = paper
-            .get(&(classifiers[i].as_str(), layers[i]))
-            .map_or(("–".to_owned(), "–".to_owned()), |((a, b), (c, d))| {
+        let (c101, c256) = paper(classifiers[i].as_str(), layers[i]).map_or(
+            ("–".to_owned(), "–".to_owned()),
+            |r| {
+                let ((a, b), (c, d)) = (r.caltech101, r.caltech256);
                 (format!("{a:.1} ± {b:.1}"), format!("{c:.1} ± {d:.1}"))
-            });
+            },
+        );
         md.row(vec![
             format!("{name} ({})", layers[i]),
             summary(i).format(100.0, 1),
@@ -522,8 +587,15 @@ pub fn probe(path: &Path) -> Result<Section> {
     let paper_slope = |classifier: &str, column: usize| {
         let rows: Vec<(f64, f64)> = TABLE7
             .iter()
-            .filter(|r| r.0 == classifier)
-            .map(|r| (r.1 as f64, if column == 0 { r.2.0 } else { r.3.0 }))
+            .filter(|r| r.classifier == classifier)
+            .map(|r| {
+                let value = if column == 0 {
+                    r.caltech101.0
+                } else {
+                    r.caltech256.0
+                };
+                (r.layer as f64, value)
+            })
             .collect();
         let w = slope_weights(&rows.iter().map(|r| r.0).collect::<Vec<_>>());
         rows.iter().zip(&w).map(|(r, w)| r.1 * w).sum::<f64>()

@@ -27,7 +27,7 @@ use artifacts::table::{Column, Table};
 use engine::rng::{purpose, rng_for, stream_key};
 use engine::weights::read_architecture;
 use engine::{Architecture, Backend, Network, UpdateConfig};
-use image::{Rgb, RgbImage};
+
 use linear_models::{mean_class_accuracy, normalised_with_bias, predict, train_softmax};
 use stage_api::sampling::split_per_class;
 use stage_api::{
@@ -69,7 +69,8 @@ impl StageKind for Transfer {
         // 2: Fig. 9 has axis ticks.
         // 3: the CPU backend's fixed arithmetic (the same bits on every CPU path).
         // 4: Fig. 9's bars are the sample standard deviation over folds.
-        // 5: the scratch arm trains on the paper's ten sub-crops, on the model's own layers.
+        // 5: the scratch arm trains on the paper's ten sub-crops, on the model's own layers;
+        // Fig. 9 drawn with axis titles, tick labels and a legend.
         5
     }
 
@@ -530,104 +531,53 @@ pub fn mean_std(values: &[f64]) -> Option<(f64, f64)> {
     stats::Summary::of(values).map(|s| (s.mean, s.std.unwrap_or(0.0)))
 }
 
-/// The colours of Fig. 9's two curves (the report's legend names them).
-pub const PRETRAINED_COLOUR: [u8; 3] = [0, 110, 200];
-pub const SCRATCH_COLOUR: [u8; 3] = [235, 120, 30];
-
-/// Fig. 9: mean accuracy (y, 0 to 100%, grey lines and ticks every 25%) against N per class
-/// (x, linear from 0, a tick at every N), one curve per method with ±1 std bars.
+/// Fig. 9: mean accuracy (%) against training images per class, one line per method with
+/// ±1 std bars over folds, axis titles, tick labels and a legend.
 fn plot_fig9(rows: &Rows, path: &Path) -> Result<()> {
-    const W: u32 = 480;
-    const H: u32 = 320;
-    const M: u32 = 20;
-    let mut canvas = RgbImage::from_pixel(W + 2 * M, H + 2 * M, Rgb([255, 255, 255]));
-    for quarter in 1..=4 {
-        let y = M + H - quarter * (H - 1) / 4;
-        for x in M..M + W {
-            canvas.put_pixel(x, y, Rgb([220, 220, 220]));
-        }
-    }
-    for x in M..M + W {
-        canvas.put_pixel(x, M + H - 1, Rgb([0, 0, 0]));
-    }
-    for y in M..M + H {
-        canvas.put_pixel(M, y, Rgb([0, 0, 0]));
-    }
     let mut ns: Vec<i64> = rows.n.clone();
     ns.sort_unstable();
     ns.dedup();
     let x_max = ns.last().copied().unwrap_or(1).max(1) as f64;
-    let to_px = |n: f64, accuracy: f64| {
+    let series = [
         (
-            M as f64 + 4.0 + n / x_max * (W as f64 - 10.0),
-            (M + H) as f64 - 1.0 - accuracy.clamp(0.0, 1.0) * (H as f64 - 2.0),
-        )
-    };
-    // A tick under the x axis at every N, and one left of the y axis every 25%.
-    for &n in &ns {
-        let (x, _) = to_px(n as f64, 0.0);
-        for dy in 0..6 {
-            canvas.put_pixel(x.round() as u32, M + H + dy, Rgb([0, 0, 0]));
-        }
-    }
-    for quarter in 0..=4 {
-        let y = M + H - 1 - quarter * (H - 1) / 4;
-        for dx in 1..6 {
-            canvas.put_pixel(M - dx, y, Rgb([0, 0, 0]));
-        }
-    }
-    let dot = |canvas: &mut RgbImage, x: f64, y: f64, colour: [u8; 3]| {
-        let (x, y) = (x.round() as i64, y.round() as i64);
-        if x >= 0 && y >= 0 && (x as u32) < canvas.width() && (y as u32) < canvas.height() {
-            canvas.put_pixel(x as u32, y as u32, Rgb(colour));
-        }
-    };
-    for (method, colour) in [
-        ("pretrained", PRETRAINED_COLOUR),
-        ("scratch", SCRATCH_COLOUR),
-    ] {
+            "pretrained",
+            "pretrained (softmax on frozen layer 7)",
+            plots::PALETTE[0],
+        ),
+        ("scratch", "trained from scratch", plots::PALETTE[1]),
+    ]
+    .into_iter()
+    .map(|(method, label, colour)| {
         let points: Vec<(f64, f64, f64)> = ns
             .iter()
             .filter_map(|&n| {
                 let (mean, std) = rows.mean_std(method, n as usize)?;
-                Some((n as f64, mean, std))
+                Some((n as f64, 100.0 * mean, 100.0 * std))
             })
             .collect();
-        for &(n, mean, std) in &points {
-            let (x, _) = to_px(n, mean);
-            let (_, top) = to_px(n, mean + std);
-            let (_, bottom) = to_px(n, mean - std);
-            let mut y = top;
-            while y <= bottom {
-                dot(&mut canvas, x, y, colour);
-                y += 1.0;
-            }
-            let (_, centre) = to_px(n, mean);
-            for dx in -3..=3 {
-                for dy in -3..=3 {
-                    dot(&mut canvas, x + dx as f64, centre + dy as f64, colour);
-                }
-            }
+        plots::Series {
+            label: label.to_owned(),
+            colour,
+            points: points.iter().map(|p| (p.0, p.1)).collect(),
+            error_bars: Some(points.iter().map(|p| p.2).collect()),
         }
-        for pair in points.windows(2) {
-            let (a, b) = (to_px(pair[0].0, pair[0].1), to_px(pair[1].0, pair[1].1));
-            let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) as usize).max(1);
-            for s in 0..=steps {
-                let t = s as f64 / steps as f64;
-                for thick in [-0.5, 0.0, 0.5] {
-                    dot(
-                        &mut canvas,
-                        a.0 + t * (b.0 - a.0),
-                        a.1 + t * (b.1 - a.1) + thick,
-                        colour,
-                    );
-                }
-            }
-        }
+    })
+    .filter(|s| !s.points.is_empty())
+    .collect();
+    plots::Figure {
+        panels: vec![plots::Panel {
+            title: "Fig. 9: accuracy vs training images per class".to_owned(),
+            x_title: "training images per class (N)".to_owned(),
+            y_title: "mean per-class accuracy (%)".to_owned(),
+            x_range: (0.0, x_max * 1.05),
+            y_range: (0.0, 100.0),
+            series,
+        }],
+        columns: 1,
+        panel_size: (560, 380),
     }
-    canvas
-        .save(path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e)))
+    .save_png(path)
+    .map_err(|e| Error::io(path, std::io::Error::other(e)))
 }
 
 #[cfg(test)]
@@ -698,7 +648,9 @@ mod tests {
     #[test]
     fn mean_and_std_are_over_folds() {
         assert_eq!(mean_std(&[]), None);
+        // The sample standard deviation (n - 1): sqrt(0.02 / 1), not the population's 0.1.
         let (mean, std) = mean_std(&[0.5, 0.7]).unwrap();
-        assert!((mean - 0.6).abs() < 1e-12 && (std - 0.1).abs() < 1e-12);
+        assert!((mean - 0.6).abs() < 1e-12 && (std - 0.02f64.sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[0.5]), Some((0.5, 0.0)));
     }
 }
