@@ -296,8 +296,9 @@ impl Architecture {
     /// a variant without editing Rust:
     ///
     /// - `input 56` (first: the square crop's side)
-    /// - `conv <name> <filters> <k>x<k>/<stride> [pad <p>]` (name conv1 ... conv5: the
-    ///   analyses find layers by these names)
+    /// - `conv <name> <filters> <k>x<k>/<stride> [pad <p>]` (the analyses take "layer n" as
+    ///   the n-th conv followed by a ReLU, and fc6/fc7 by name, so keep the paper's shape to use
+    ///   them all)
     /// - `relu`, `lrn` (contrast normalisation across maps), `pool <k>x<k>/<stride>` (max),
     ///   `dropout <p>`, `fc <name> <units>`
     ///
@@ -367,9 +368,16 @@ impl Architecture {
                     let (kernel, stride) = window(i, k)?;
                     let pad = match rest {
                         [] => 0,
-                        ["pad", p] => p.parse::<usize>().map_err(|_| {
-                            bad(i, format!("pad must be a whole number, not `{p}`"))
-                        })?,
+                        ["pad", p] => p
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|&p| p <= 1 << 16)
+                            .ok_or_else(|| {
+                                bad(
+                                    i,
+                                    format!("pad must be a whole number up to 65536, not `{p}`"),
+                                )
+                            })?,
                         _ => {
                             return Err(bad(
                                 i,

@@ -173,7 +173,16 @@ impl cuda_backend::StageBody for Correspondence {
         // Rectangles drawn on `drawn_on`-pixel images, in the images' pixels.
         let scale = |v: usize| (v * info.image_size + drawn_on / 2) / drawn_on;
         let layers = [
-            (5usize, feature_op(&network, 5).expect("conv5")),
+            (
+                5usize,
+                feature_op(&network, 5).ok_or_else(|| {
+                    Error::Config(format!(
+                        "architecture `{}` has no fifth conv layer followed by a ReLU: layer 5 \
+                         needs it",
+                        network.architecture.name
+                    ))
+                })?,
+            ),
             (
                 7,
                 fc7(&network).ok_or_else(|| Error::Config("the architecture has no fc7".into()))?,

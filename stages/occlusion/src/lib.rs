@@ -65,7 +65,8 @@ impl StageKind for Occlusion {
         // 3: the CPU backend's fixed arithmetic (the same bits on every CPU path).
         // 4: checks also split panel (b)'s map activation (schema occlusion_checks v2); the
         // figure's panels are titled, with colour bars and a class legend.
-        4
+        // 5: a side with no occluder position is NaN, not 0.
+        5
     }
 
     fn summary(&self) -> &'static str {
@@ -285,8 +286,15 @@ pub fn covering_split(result: &ImageResult, occluder: usize) -> CoveringSplit {
             elsewhere.push(values)
         }
     }
-    let mean_of =
-        |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| mean(&v.iter().map(f).collect::<Vec<_>>());
+    // NaN for a side with no position (an occluder grid that never covers the peak): the
+    // report leaves such an image out rather than compare with a made-up 0.
+    let mean_of = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            mean(&v.iter().map(f).collect::<Vec<_>>())
+        }
+    };
     CoveringSplit {
         probability: (mean_of(&covering, |v| v.0), mean_of(&elsewhere, |v| v.0)),
         activation: (mean_of(&covering, |v| v.1), mean_of(&elsewhere, |v| v.1)),

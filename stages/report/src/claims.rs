@@ -117,6 +117,16 @@ impl Comparison {
     }
 }
 
+/// Why a comparison has no interval: one run, identical values, or a value that is not a
+/// number.
+fn no_spread_why(c: &Comparison) -> &'static str {
+    match c.estimate {
+        Some(e) if !e.value.is_finite() => "is not a number (no effect measurable)",
+        Some(e) if e.n < 2 => "comes from a single run: no spread",
+        _ => "has no spread (identical values): no evidence either way",
+    }
+}
+
 /// One claim of the paper, tested here.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Claim {
@@ -132,6 +142,8 @@ pub struct Claim {
     pub decimals: usize,
     /// The smallest effect that supports the claim (0: any effect in the paper's direction).
     pub minimum: f64,
+    /// Why the minimum is that size.
+    pub minimum_why: String,
     pub comparisons: Vec<Comparison>,
     /// Why the claim cannot be measured here at all (makes it INCONCLUSIVE).
     pub blocker: Option<String>,
@@ -148,6 +160,7 @@ impl Claim {
             unit: String::new(),
             decimals: 3,
             minimum: 0.0,
+            minimum_why: String::new(),
             comparisons: Vec::new(),
             blocker: None,
             paper_effect: None,
@@ -160,8 +173,10 @@ impl Claim {
         self
     }
 
-    pub fn minimum(mut self, minimum: f64) -> Self {
+    /// A minimum effect, with why it is that size (printed beside it).
+    pub fn minimum(mut self, minimum: f64, why: &str) -> Self {
         self.minimum = minimum;
+        self.minimum_why = why.to_owned();
         self
     }
 
@@ -212,9 +227,10 @@ impl Claim {
                     self.minimum_text()
                 )),
                 Reading::NoSpread => Some(format!(
-                    "{}: {} from a single run has no spread",
+                    "{}: {} {}",
                     c.label,
-                    self.effect_text(c)
+                    self.effect_text(c),
+                    no_spread_why(c)
                 )),
                 Reading::Missing => Some(format!(
                     "{}: {}",
@@ -301,9 +317,12 @@ impl Claim {
                     c.estimate.map_or("–".to_owned(), |e| e.n.to_string()),
                     match c.reading(self.minimum) {
                         Reading::Above => "supports the claim".to_owned(),
-                        Reading::Below => "**contradicts the claim**".to_owned(),
+                        Reading::Below if self.minimum == 0.0 => {
+                            "**contradicts the claim**".to_owned()
+                        }
+                        Reading::Below => "**below the claim's minimum**".to_owned(),
                         Reading::InsideNoise => "inside the noise".to_owned(),
-                        Reading::NoSpread => "no spread (one run)".to_owned(),
+                        Reading::NoSpread => no_spread_why(c).to_owned(),
                         Reading::Missing => c.missing.clone().unwrap_or_default(),
                     },
                 ]);
@@ -314,8 +333,13 @@ impl Claim {
         if self.minimum != 0.0 {
             let _ = writeln!(
                 md,
-                "Minimum effect for the claim: {}.\n",
-                self.number(self.minimum)
+                "Minimum effect for the claim: {}{}.\n",
+                self.number(self.minimum),
+                if self.minimum_why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", self.minimum_why)
+                }
             );
         }
         if let Some(paper) = &self.paper_effect {
@@ -433,7 +457,10 @@ mod tests {
     fn a_minimum_effect_turns_a_small_effect_into_a_fail() {
         // Drops of 0.2-0.4 points, tightly measured, against a minimum of 1 point.
         let small = Comparison::new("drop", Estimate::mean(&[0.2, 0.3, 0.4, 0.3, 0.3]).unwrap());
-        let v = claim().minimum(1.0).compare(small.clone()).verdict();
+        let v = claim()
+            .minimum(1.0, "test")
+            .compare(small.clone())
+            .verdict();
         assert!(
             matches!(&v, Verdict::Fail(r) if r.contains("the minimum +1.0 points")),
             "{v:?}"

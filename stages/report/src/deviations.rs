@@ -45,6 +45,11 @@ fn values_of(param: &str, runs: &[UpstreamRun]) -> BTreeMap<String, Vec<String>>
                 .then(|| run.params.get("size").map(json_text))
                 .flatten(),
             "crops" => (run.kind == "train").then(|| crops_of(&run.params)),
+            // A declared layer list is never the paper's architecture, whatever its name.
+            "arch" if declares_layers(&run.params) => (run.kind == "train").then(|| {
+                let name = run.params.get("arch").map(json_text).unwrap_or_default();
+                format!("{name} (declared layers)")
+            }),
             _ => (run.kind == "train")
                 .then(|| run.params.get(param).map(json_text))
                 .flatten(),
@@ -54,6 +59,13 @@ fn values_of(param: &str, runs: &[UpstreamRun]) -> BTreeMap<String, Vec<String>>
         }
     }
     values
+}
+
+fn declares_layers(params: &Value) -> bool {
+    params
+        .get("layers")
+        .and_then(Value::as_array)
+        .is_some_and(|layers| !layers.is_empty())
 }
 
 fn json_text(value: &Value) -> String {
@@ -71,6 +83,7 @@ fn same(param: &str, ours: &str, paper: &Option<PaperSettingValue>) -> bool {
             .iter()
             .any(|(kind, paper)| *kind == ours && *paper),
         // Table 3's variants of the paper's two bases are the paper's architectures too.
+        ("arch", _) if ours.ends_with("(declared layers)") => false,
         ("arch", _) => {
             let base = ours
                 .strip_prefix("zf")
@@ -216,5 +229,11 @@ mod tests {
         let md = deviations(&runs, &[]).unwrap().render();
         assert_eq!(md.lines().count(), 3, "{md}");
         assert!(md.contains("learning-rate annealing"), "{md}");
+        // The paper's name on a declared layer list is still a deviation.
+        let mut declared = paper_train();
+        declared["layers"] = serde_json::json!(["input 56", "conv conv1 8 3x3/1"]);
+        let runs = [run("train", "train", declared)];
+        let md = deviations(&runs, &[]).unwrap().render();
+        assert!(md.contains("`zf (declared layers)` in `train`"), "{md}");
     }
 }

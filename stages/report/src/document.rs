@@ -108,6 +108,18 @@ impl Section {
         self
     }
 
+    /// Makes every claim of the section INCONCLUSIVE for `why` (one that has a blocker keeps
+    /// it).
+    pub fn block_claims(&mut self, why: &str) {
+        for block in &mut self.blocks {
+            if let Block::Claim(claim) = block
+                && claim.blocker.is_none()
+            {
+                claim.blocker = Some(why.to_owned());
+            }
+        }
+    }
+
     pub fn claims(&self) -> impl Iterator<Item = &Claim> {
         self.blocks.iter().filter_map(|b| match b {
             Block::Claim(c) => Some(c),
@@ -187,6 +199,21 @@ mod tests {
     #[should_panic(expected = "a row of 1 cells under a header of 2")]
     fn a_row_of_the_wrong_width_is_a_bug() {
         MdTable::new(&["a", "b"]).row(vec!["1".into()]);
+    }
+
+    #[test]
+    fn a_model_that_did_not_train_blocks_every_claim_of_its_section() {
+        use crate::claims::{Comparison, Verdict};
+        let clear = stats::Estimate::paired(&[60.0, 62.0, 61.0], &[40.0, 41.0, 43.0]).unwrap();
+        let mut section = Section::new("Occlusion", "Fig. 7", None);
+        section
+            .claim(Claim::new("Fig. 7 (d)", "x", "y").compare(Comparison::new("5 images", clear)));
+        assert_eq!(section.claims().next().unwrap().verdict(), Verdict::Pass);
+        section.block_claims("the model did not train");
+        assert_eq!(
+            section.claims().next().unwrap().verdict(),
+            Verdict::Inconclusive("the model did not train".to_owned())
+        );
     }
 
     #[test]

@@ -263,6 +263,9 @@ fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Res
     for path in ctx.input_list("dedup") {
         out.push(sections::dedup(path)?);
     }
+    // The analyses above (and transfer below) read the trained model: if it did not train,
+    // none of their claims is evidence.
+    let main_model = main_model_failure(ctx)?;
     let architectures = architectures(ctx)?;
     let ablation: Vec<(PathBuf, Option<PathBuf>)> =
         paired(ctx, "ablation_metrics", "ablation_evaluation")
@@ -301,7 +304,50 @@ fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Res
     for path in ctx.input_list("table6") {
         out.push(paper_tables::table6_section(path)?);
     }
+    if let Some(why) = main_model {
+        for section in out.iter_mut().filter(|s| {
+            !s.title.starts_with("Architecture ablations")
+                && !s.title.starts_with("First-layer filters compared")
+        }) {
+            section.block_claims(&why);
+        }
+    }
     Ok(out)
+}
+
+/// Why the trained model (`models`' first, evaluated by `evaluation`'s first) is no evidence:
+/// its 10-crop validation error is within 5 points of chance. `None` when it trained, or when
+/// the report is not wired to tell.
+fn main_model_failure(ctx: &StageContext) -> Result<Option<String>> {
+    let (Some(model), Some(evaluation)) = (
+        ctx.input_list("models").first(),
+        ctx.input_list("evaluation").first(),
+    ) else {
+        return Ok(None);
+    };
+    let architecture = ModelArchitecture::read(model)?;
+    let table = Table::read(evaluation, artifacts::table::schemas::EVALUATION)?;
+    let ten = table
+        .str("crops")
+        .and_then(|crops| crops.iter().position(|c| c == "ten"))
+        .and_then(|row| table.f64("top1_error").map(|e| e[row]));
+    let run = paper_tables::Run {
+        architecture: architecture.name.clone(),
+        stage: stage_of(evaluation),
+        train_top1: f64::NAN,
+        val_top1: ten.unwrap_or(f64::NAN),
+        val_top5: f64::NAN,
+        classes: Some(architecture.classes),
+    };
+    Ok(run.did_not_train().then(|| {
+        format!(
+            "the model `{}` did not train (10-crop val top-1 error {:.1}%, chance {:.1}%): its \
+             analyses are no evidence",
+            architecture.name,
+            100.0 * run.val_top1,
+            100.0 * run.chance().unwrap_or(f64::NAN)
+        )
+    }))
 }
 
 /// Every model wired into the report (`models` and the sweep's), by architecture name.

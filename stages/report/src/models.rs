@@ -136,7 +136,7 @@ impl ModelArchitecture {
                         .to_owned(),
                     format!("{k}x{k} / {s} ({p})"),
                     f.to_string(),
-                    format!("{h}x{h}x{c}"),
+                    format!("{h}x{w}x{c}"),
                     params.to_string(),
                     String::new(),
                 ]);

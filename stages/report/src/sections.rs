@@ -281,8 +281,14 @@ pub fn occlusion(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<S
     let mut probability_drops = Vec::new();
     let mut activation_drops = Vec::new();
     for i in 0..checks.rows() {
+        // NaN when no occluder position covers the peak (or the map is silent): that image
+        // cannot show the effect and is left out, with a count.
         let p_drop = 100.0 * (pe[i] - pc[i]);
-        let a_drop = 100.0 * (ae[i] - ac[i]) / a0[i].abs().max(f64::MIN_POSITIVE);
+        let a_drop = if a0[i] > 0.0 {
+            100.0 * (ae[i] - ac[i]) / a0[i]
+        } else {
+            f64::NAN
+        };
         probability_drops.push(p_drop);
         activation_drops.push(a_drop);
         table.row(vec![
@@ -300,7 +306,23 @@ pub fn occlusion(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<S
         ]);
     }
     section.table(table);
-    let n = checks.rows();
+    let per_images = |drops: &[f64]| {
+        let finite: Vec<f64> = drops.iter().copied().filter(|d| d.is_finite()).collect();
+        let left_out = drops.len() - finite.len();
+        let label = if left_out == 0 {
+            format!("{} images", finite.len())
+        } else {
+            format!(
+                "{} images ({left_out} left out: no occluder position covers the projection \
+                 peak, or the map is silent)",
+                finite.len()
+            )
+        };
+        match Estimate::mean(&finite) {
+            Some(e) => Comparison::new(label, e),
+            None => Comparison::missing(label, "no image could show the effect"),
+        }
+    };
     section.claim(
         Claim::new(
             "Fig. 7 (b)",
@@ -310,11 +332,12 @@ pub fn occlusion(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<S
              unoccluded activation",
         )
         .unit("%", 1)
-        .minimum(OCCLUSION_MIN_ACTIVATION_DROP)
-        .compare(match Estimate::mean(&activation_drops) {
-            Some(e) => Comparison::new(format!("{n} images"), e),
-            None => Comparison::missing("images", "no image was occluded"),
-        }),
+        .minimum(
+            OCCLUSION_MIN_ACTIVATION_DROP,
+            "a drop under 5% of the map's unoccluded activation would not show as a colour \
+             change in panel (b)",
+        )
+        .compare(per_images(&activation_drops)),
     );
     section.claim(
         Claim::new(
@@ -324,11 +347,11 @@ pub fn occlusion(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<S
             "mean over images of p(true) elsewhere minus covering, in percentage points",
         )
         .unit("points", 2)
-        .minimum(OCCLUSION_MIN_PROBABILITY_DROP)
-        .compare(match Estimate::mean(&probability_drops) {
-            Some(e) => Comparison::new(format!("{n} images"), e),
-            None => Comparison::missing("images", "no image was occluded"),
-        }),
+        .minimum(
+            OCCLUSION_MIN_PROBABILITY_DROP,
+            "a change under 1 point of probability would not show in panel (d)",
+        )
+        .compare(per_images(&probability_drops)),
     );
     if let Some(folder) = folder {
         for (name, target) in copy_figures(folder, &stage, figures)? {
@@ -429,10 +452,16 @@ pub fn invariance(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<
         Claim::new(
             "Fig. 5",
             "small transformations change layer 1 a lot and layer 7 much less (PAPER.md, §4)",
-            &format!(
-                "per image, the mean relative change under the smallest shifts (±{smallest_shift} \
-                 px) and scales within 20% at layer 1 minus at layer 7"
-            ),
+            &if smallest_shift.is_finite() {
+                format!(
+                    "per image, the mean relative change under the smallest shifts \
+                     (±{smallest_shift} px) and scales within 20% at layer 1 minus at layer 7"
+                )
+            } else {
+                "per image, the mean relative change under scales within 20% at layer 1 minus \
+                 at layer 7 (the curves have no translation)"
+                    .to_owned()
+            },
         )
         .compare(match Estimate::mean(&effects) {
             Some(e) => Comparison::new(format!("{} images", effects.len()), e),
@@ -496,19 +525,27 @@ pub fn correspondence(path: &Path, folder: Option<&Path>, figures: &Path) -> Res
         "Table 1",
         "masking the same part in every image gives a lower layer-5 sign change than random \
          masks: the model implicitly establishes correspondence of parts",
-        "layer-5 sign change of random masks minus that of each part (Welch over pairs of \
-         images; the pairs share images, so n overstates the independent evidence)",
+        "layer-5 sign change of random masks minus that of each part (Welch, with n the \
+         number of images: the pairs of images behind each mean share images, so counting \
+         pairs would overstate the evidence; the random masks pool all three part sizes)",
     )
     .paper_effect(
         "random − parts at layer 5: +0.040 (right eye), +0.038 (left eye), +0.028 (nose)",
     );
+    // Each part's row is over the pairs of its n images, n (n - 1) / 2 of them: the images,
+    // not the pairs, are the independent units.
+    let images_of =
+        |pairs: usize| ((1.0 + (1.0 + 8.0 * pairs as f64).sqrt()) / 2.0).round() as usize;
     match cell("random", 5) {
         Some(random) => {
             for mask in masks.iter().filter(|m| *m != "random") {
                 if let Some(part) = cell(mask, 5) {
+                    let n = images_of(part.n);
+                    let per_image =
+                        |s: Summary| Summary::from_parts(s.mean, s.std.unwrap_or(0.0), n);
                     claim = claim.compare(Comparison::new(
                         mask.clone(),
-                        Estimate::difference(&random, &part),
+                        Estimate::difference(&per_image(random), &per_image(part)),
                     ));
                 }
             }
@@ -604,7 +641,7 @@ pub fn probe(path: &Path) -> Result<Section> {
         "Table 7",
         "\"a steady improvement as we ascend the model\" (§5.3)",
         "least-squares slope of probe accuracy against layer number, points per layer, from \
-         each layer's fold spread",
+         each layer's fold spread (layers treated as independent, though they share folds)",
     )
     .unit("points/layer", 2)
     .paper_effect(format!(
