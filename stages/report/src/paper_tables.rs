@@ -230,12 +230,17 @@ pub fn ablation_section(
     let seeds = variants.iter().map(|v| v.runs.len()).max().unwrap_or(1);
     let mut section = Section::new("Architecture ablations", "§4.1, §5.1, Tables 2-3", None);
     section.text(format!(
-        "Each architecture trained with the same data and epochs, {seeds} time(s) with \
+        "Each architecture trained with the same data and epochs, {} with \
          different seeds (initial weights, shuffles, crops, dropout); errors in %, the \
          validation errors from the 10-crop average, mean ± std over the runs that trained \
          (n in the *runs* column). A run whose final validation top-1 error is within {} points \
          of chance did not train: it is counted in *runs* and left out of the means. The \
          paper's rows (ImageNet 2012, 70 epochs) are quoted beside the matching variant{}.",
+        if seeds == 1 {
+            "once".to_owned()
+        } else {
+            format!("{seeds} times")
+        },
         100.0 * DID_NOT_TRAIN_MARGIN,
         if paper_scale {
             ""
