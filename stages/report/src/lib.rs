@@ -43,7 +43,9 @@ impl StageKind for Report {
     fn version(&self) -> u32 {
         // 2: claims as data (PASS / FAIL / INCONCLUSIVE from effects with 95% intervals), the
         // claims summary first, generated deviations, model layer tables, provenance folded.
-        2
+        // 3: zero spreads give no interval, Newcombe intervals for filter shares, claims on a
+        // model that did not train are INCONCLUSIVE, caption wording.
+        3
     }
 
     fn summary(&self) -> &'static str {
