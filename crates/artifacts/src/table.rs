@@ -38,11 +38,12 @@ pub mod schemas {
         name: "filter_stats",
         version: 1,
     };
-    /// `conv1_filters.table`: panel (zf | krizhevsky | no_renorm), architecture, filter, rms,
-    /// dead, dominating (Fig. 6 (a)-(c) side by side).
+    /// `conv1_filters.table`: panel (zf | krizhevsky | no_renorm), architecture, stage,
+    /// filter, rms, dead, dominating, aliased_energy (Fig. 6 (a)-(c) side by side; the share
+    /// of each filter's frequency-response energy that its stride folds back).
     pub const FILTER_COMPARISON: SchemaId = SchemaId {
         name: "filter_comparison",
-        version: 1,
+        version: 2,
     };
     /// `occlusion.maps`: image_id, y, x, map_activation, true_probability, predicted_label.
     pub const OCCLUSION_MAPS: SchemaId = SchemaId {

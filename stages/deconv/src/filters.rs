@@ -54,6 +54,49 @@ pub fn first_conv<B: engine::Backend>(network: &engine::Network<B>) -> Option<&e
     })
 }
 
+/// Frequencies per axis at which [`aliased_energy`] samples a filter's response.
+const SPECTRUM: usize = 64;
+
+/// The share of a conv filter's frequency-response energy that its stride folds back (§4.1's
+/// aliasing, as a number): the energy, summed over input channels, at frequencies beyond the
+/// stride's Nyquist frequency 1/(2 stride) cycles per pixel on either axis, over the total
+/// energy. `weights` holds one filter, channels x k x k. Computed as a direct DFT on a
+/// 64 x 64 grid of frequencies with `libm`'s sine and cosine, so the value is the same on
+/// every machine. A stride of 1 aliases nothing.
+pub fn aliased_energy(weights: &[f32], k: usize, stride: usize) -> f64 {
+    if stride <= 1 || k == 0 {
+        return 0.0;
+    }
+    let nyquist = 0.5 / stride as f64;
+    let channels = weights.len() / (k * k);
+    let (mut total, mut aliased) = (0.0f64, 0.0f64);
+    for u in 0..SPECTRUM {
+        for v in 0..SPECTRUM {
+            // Frequencies in cycles per pixel, in [-0.5, 0.5).
+            let fy = (u as f64 / SPECTRUM as f64 + 0.5).rem_euclid(1.0) - 0.5;
+            let fx = (v as f64 / SPECTRUM as f64 + 0.5).rem_euclid(1.0) - 0.5;
+            let mut power = 0.0;
+            for c in 0..channels {
+                let (mut re, mut im) = (0.0f64, 0.0f64);
+                for y in 0..k {
+                    for x in 0..k {
+                        let w = weights[(c * k + y) * k + x] as f64;
+                        let phase = -2.0 * std::f64::consts::PI * (fy * y as f64 + fx * x as f64);
+                        re += w * libm::cos(phase);
+                        im += w * libm::sin(phase);
+                    }
+                }
+                power += re * re + im * im;
+            }
+            total += power;
+            if fy.abs() > nyquist || fx.abs() > nyquist {
+                aliased += power;
+            }
+        }
+    }
+    if total > 0.0 { aliased / total } else { 0.0 }
+}
+
 /// Dead (RMS under `dead_threshold`) and dominating (RMS over 3x the median) filters.
 pub fn count_filters(rms: Vec<f64>, dead_threshold: f64) -> FilterCounts {
     let median = {
@@ -75,7 +118,8 @@ impl StageKind for Conv1Filters {
 
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        2
+        // 3: each filter's aliased energy (schema filter_comparison v2).
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -135,7 +179,7 @@ impl StageKind for Conv1Filters {
             OutputSpec::new(
                 "table",
                 "filters.parquet",
-                "panel, architecture, stage, filter, rms, dead, dominating",
+                "panel, architecture, stage, filter, rms, dead, dominating, aliased_energy",
             ),
             OutputSpec::new(
                 "figures",
@@ -164,6 +208,12 @@ impl StageKind for Conv1Filters {
                 dead_threshold,
             );
             let stage = model_stage(path);
+            let (kernel, stride) = (conv1.shape[3], conv1_stride(&network).unwrap_or(1));
+            let weights: &[f32] = &conv1.weight;
+            let aliased: Vec<f64> = weights
+                .chunks(conv1.filter_len())
+                .map(|filter| aliased_energy(filter, kernel, stride))
+                .collect();
             let (n_dead, n_dominating) = (
                 counts.dead.iter().filter(|d| **d).count(),
                 counts.dominating.iter().filter(|d| **d).count(),
@@ -184,6 +234,7 @@ impl StageKind for Conv1Filters {
                 table.rms.push(rms);
                 table.dead.push(counts.dead[f] as i64);
                 table.dominating.push(counts.dominating[f] as i64);
+                table.aliased_energy.push(aliased[f]);
             }
         }
         if let Some(images) = ctx.optional_input("images") {
@@ -206,6 +257,7 @@ impl StageKind for Conv1Filters {
             .with("rms", Column::F64(table.rms))
             .with("dead", Column::I64(table.dead))
             .with("dominating", Column::I64(table.dominating))
+            .with("aliased_energy", Column::F64(table.aliased_energy))
             .write(ctx.output("table"), FILTER_COMPARISON, &ctx.provenance)?;
         Ok(summary)
     }
@@ -260,6 +312,7 @@ struct Rows {
     rms: Vec<f64>,
     dead: Vec<i64>,
     dominating: Vec<i64>,
+    aliased_energy: Vec<f64>,
 }
 
 /// conv1's stride.
@@ -286,6 +339,32 @@ fn model_stage(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_smooth_filter_aliases_less_than_a_sharp_one_and_a_larger_stride_aliases_more() {
+        // A 7x7 Gaussian blob (low frequencies) and a checkerboard (the highest frequency).
+        let k = 7;
+        let gaussian: Vec<f32> = (0..k * k)
+            .map(|i| {
+                let (y, x) = ((i / k) as f32 - 3.0, (i % k) as f32 - 3.0);
+                (-(x * x + y * y) / 4.0).exp()
+            })
+            .collect();
+        let checker: Vec<f32> = (0..k * k)
+            .map(|i| if (i / k + i % k) % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let smooth = aliased_energy(&gaussian, k, 2);
+        let sharp = aliased_energy(&checker, k, 2);
+        assert!(smooth < 0.1 && sharp > 0.9, "{smooth} {sharp}");
+        assert!(aliased_energy(&gaussian, k, 4) > smooth);
+        assert_eq!(aliased_energy(&checker, k, 1), 0.0);
+        // White noise: about the area beyond Nyquist, 1 - (1/s)^2.
+        let noise: Vec<f32> = (0..3 * 11 * 11)
+            .map(|i| ((i * 7919 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let white = aliased_energy(&noise, 11, 4);
+        assert!((white - 0.9375).abs() < 0.08, "{white}");
+    }
 
     #[test]
     fn dead_and_dominating_filters_are_counted_against_the_threshold_and_the_median() {
