@@ -450,8 +450,8 @@ fn provenance(ctx: &StageContext) -> String {
     let total: f64 = ctx.upstream_runs.iter().map(|r| r.duration_s).sum();
     let _ = writeln!(
         md,
-        "<details>\n<summary>The {} runs behind this report ({total:.0} s of stage time) and the \
-         artifacts it read</summary>\n",
+        "<details>\n<summary>The {} runs behind this report and the artifacts it \
+         read</summary>\n",
         ctx.upstream_runs.len()
     );
     let _ = writeln!(
