@@ -46,7 +46,8 @@ impl StageKind for Report {
         // 3: zero spreads give no interval, Newcombe intervals for filter shares, claims on a
         // model that did not train are INCONCLUSIVE, caption wording.
         // 4: Fig. 6 (d)-(e)'s aliasing claim from the filters' aliased energy.
-        4
+        // 5: its white-noise reference; no seconds in the provenance summary line.
+        5
     }
 
     fn summary(&self) -> &'static str {
