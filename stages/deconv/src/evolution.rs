@@ -46,7 +46,8 @@ impl StageKind for FeatureEvolution {
 
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        2
+        // 3: Fig. 4 labels its columns (epochs) and rows (layer and map).
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -135,6 +136,7 @@ impl cuda_backend::StageBody for FeatureEvolution {
         let tile = ctx.params.usize("tile") as u32;
         let limit = ctx.params.optional_int("max_images").map(|l| l as usize);
         let mut columns = Vec::new();
+        let mut row_labels: Vec<String> = Vec::new();
         let mut table: Vec<(usize, Hit)> = Vec::new();
         let mut scanned = 0;
         for (epoch, path) in &files {
@@ -158,8 +160,12 @@ impl cuda_backend::StageBody for FeatureEvolution {
             let rows: Vec<usize> = scan.hits.iter().map(|h| h.row).collect();
             let images = read_rows(ctx.input("images"), &rows)?;
             let mut column = Vec::new();
+            let first = row_labels.is_empty();
             for &layer in maps.keys() {
                 let hits: Vec<&Hit> = scan.hits.iter().filter(|h| h.layer == layer).collect();
+                if first {
+                    row_labels.extend(hits.iter().map(|h| format!("layer {layer}, map {}", h.map)));
+                }
                 let tiles = hit_tiles(&network, &info, &images, layer, &hits, tile)?;
                 column.extend(tiles.into_iter().map(|(projection, _)| projection));
             }
@@ -169,7 +175,14 @@ impl cuda_backend::StageBody for FeatureEvolution {
         let figures = ctx.output("figures");
         std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
         let rows: usize = maps.values().map(Vec::len).sum();
-        evolution_figure(rows, &columns, tile, &figures.join("evolution.png"))?;
+        let column_labels: Vec<String> = files.iter().map(|(e, _)| format!("epoch {e}")).collect();
+        evolution_figure(
+            rows,
+            &columns,
+            tile,
+            (&row_labels, &column_labels),
+            &figures.join("evolution.png"),
+        )?;
         Table::default()
             .with(
                 "epoch",

@@ -178,18 +178,36 @@ pub fn evolution_figure(
     rows: usize,
     columns: &[Vec<RgbImage>],
     tile: u32,
+    (row_labels, column_labels): (&[String], &[String]),
     path: &Path,
 ) -> Result<()> {
+    // Room for the epoch above each column and the layer and map left of each row.
+    const TOP: u32 = 18;
+    const LEFT: u32 = 104;
     let mut canvas = RgbImage::from_pixel(
-        columns.len() as u32 * (tile + 1) + 2 * GAP,
-        rows as u32 * (tile + 1) + 2 * GAP,
+        LEFT + columns.len() as u32 * (tile + 1) + 2 * GAP,
+        TOP + rows as u32 * (tile + 1) + 2 * GAP,
         BACKGROUND,
     );
     for (e, column) in columns.iter().enumerate() {
         for (r, cell) in column.iter().enumerate() {
-            let (x, y) = (GAP + e as u32 * (tile + 1), GAP + r as u32 * (tile + 1));
+            let (x, y) = (
+                LEFT + GAP + e as u32 * (tile + 1),
+                TOP + GAP + r as u32 * (tile + 1),
+            );
             image::imageops::replace(&mut canvas, cell, x as i64, y as i64);
         }
+    }
+    let label = |canvas: &mut RgbImage, text: &str, x: u32, y: u32| {
+        plots::draw_text(canvas, text, (x as i32, y as i32), 12, [230, 230, 230])
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))
+    };
+    for (e, text) in column_labels.iter().enumerate() {
+        label(&mut canvas, text, LEFT + GAP + e as u32 * (tile + 1), 3)?;
+    }
+    for (r, text) in row_labels.iter().enumerate() {
+        let y = TOP + GAP + r as u32 * (tile + 1) + tile / 2 - 7;
+        label(&mut canvas, text, 4, y)?;
     }
     canvas
         .save(path)
