@@ -175,7 +175,7 @@ impl cuda_backend::StageBody for FeatureEvolution {
         let figures = ctx.output("figures");
         std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
         let rows: usize = maps.values().map(Vec::len).sum();
-        let column_labels: Vec<String> = files.iter().map(|(e, _)| format!("epoch {e}")).collect();
+        let column_labels: Vec<String> = files.iter().map(|(e, _)| e.to_string()).collect();
         evolution_figure(
             rows,
             &columns,

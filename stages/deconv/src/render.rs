@@ -202,8 +202,16 @@ pub fn evolution_figure(
         plots::draw_text(canvas, text, (x as i32, y as i32), 12, [230, 230, 230])
             .map_err(|e| Error::io(path, std::io::Error::other(e)))
     };
+    // Column labels are short (the epoch number), centred over their column.
+    label(&mut canvas, "epoch", 4, 3)?;
     for (e, text) in column_labels.iter().enumerate() {
-        label(&mut canvas, text, LEFT + GAP + e as u32 * (tile + 1), 3)?;
+        let centre = LEFT + GAP + e as u32 * (tile + 1) + tile / 2;
+        label(
+            &mut canvas,
+            text,
+            centre.saturating_sub(4 * text.len() as u32),
+            3,
+        )?;
     }
     for (r, text) in row_labels.iter().enumerate() {
         let y = TOP + GAP + r as u32 * (tile + 1) + tile / 2 - 7;
