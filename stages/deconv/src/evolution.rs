@@ -47,7 +47,8 @@ impl StageKind for FeatureEvolution {
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
         // 3: Fig. 4 labels its columns (epochs) and rows (layer and map).
-        3
+        // 4: the epoch numbers centred over their columns.
+        4
     }
 
     fn summary(&self) -> &'static str {
