@@ -122,6 +122,14 @@ impl RunSummary {
 }
 
 /// A kind of stage (`fashion_mnist`, `preprocess`, `train`, ...).
+/// The symbols of [`StageKind::peak_memory`], printed once by `zfnet kinds`.
+pub const PEAK_MEMORY_LEGEND: &str = "Peak memory symbols: N input rows (images, files); S \
+    stored image side (an image is S^2 3 bytes); C the network's crop side; B a batch size; K \
+    classes; F a layer's feature dimension; P the model's parameters (a network holds 12 P \
+    bytes: weights, gradients, momentum); A one forward pass's activations per image (~12 MB \
+    for zf at 224). Stages run as threads of one process, so stages running at once (--jobs) \
+    add up; on a GPU (device: cuda) the model and activations are in GPU memory instead.";
+
 pub trait StageKind: Send + Sync {
     /// The name used as `kind:` in pipeline.yaml.
     fn name(&self) -> &'static str;
@@ -130,6 +138,10 @@ pub trait StageKind: Send + Sync {
     fn version(&self) -> u32;
     /// One sentence for `zfnet kinds`.
     fn summary(&self) -> &'static str;
+    /// The run's peak memory as a function of its inputs and params, in the symbols of
+    /// [`PEAK_MEMORY_LEGEND`], saying what bounds it and what grows with the input (`zfnet
+    /// kinds` prints it). Every kind states it: the method has no default.
+    fn peak_memory(&self) -> &'static str;
     fn params(&self) -> Vec<ParamSpec>;
     fn inputs(&self) -> Vec<InputSpec>;
     fn outputs(&self) -> Vec<OutputSpec>;

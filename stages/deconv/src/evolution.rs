@@ -55,6 +55,10 @@ impl StageKind for FeatureEvolution {
         "The strongest activation of fixed feature maps at each kept epoch, projected to pixels (Fig. 4)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "Two networks (the final model and the epoch's, 24 P bytes), one scan batch (batch_size images and their activations), the winning images, one forward and projection of a layer's maps_per_layer hits, and the figure's tiles. Does not grow with N."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int_list("layers", &[1, 2, 3, 4, 5], 1, 5, "Layers (conv 1-5)."),

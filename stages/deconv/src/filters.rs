@@ -126,6 +126,10 @@ impl StageKind for Conv1Filters {
         "conv1 filters of the ZF net, Krizhevsky's net and a run without RMS renormalisation, side by side (Fig. 6)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "One model at a time (12 P bytes, ~20 P while loading); with images, a layer-2 scan in batches of 64 and one forward and projection of all layer2_maps x 9 hits together ((layer2_maps 9)(A + 3 C^2 4) bytes: 72 images by default)."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::float(

@@ -51,6 +51,10 @@ impl StageKind for DeconvTop9 {
         "Top-9 activations per feature map projected by the deconvnet, beside their patches (Fig. 2); conv1 filters (Fig. 6)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The model (12 P bytes); the scan holds one batch of batch_size images and its activations (A B bytes); then per layer one forward and projection of all maps_per_layer x top_k hits together ((maps top_k)(A + 3 C^2 4) bytes: 81 images ~1 GB for zf at the defaults; maps_per_layer 0, every map, can need tens of GB)."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int_list(

@@ -173,6 +173,10 @@ impl StageKind for Dedup {
         "Overlap between a target set and the training set by normalised correlation (§5.2); a removal manifest for train."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The query vectors (3 Q size^2 4 bytes, with a bf16 copy), one reference block of `block` images and its vectors (~1.6 GB at block 4096 and S = 256), a 256 x block f32 tile per screening thread (the whole Q x block scores on a GPU), and the candidate pairs and matches. Bounded on the reference side by `block`; grows with Q and with the pairs near the threshold."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int(

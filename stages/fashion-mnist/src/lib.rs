@@ -50,6 +50,10 @@ impl StageKind for FashionMnist {
         "Reads Fashion-MNIST (IDX files, gzipped or not) into an images artifact (28x28 RGB)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The whole inflated IDX images file (N H W bytes: 47 MB for the 60,000 training images; the read buffer may reach twice that while growing) and its labels, plus an images writer (up to 3 row groups of 256 images). Grows with the file, capped at 4 GiB of data per file."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::choice(

@@ -35,6 +35,10 @@ impl StageKind for ImageNet {
         "Lists ILSVRC 2012 train or val (class folders, or flat val with a label file)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The file listing only (no image is opened), held about three times over: about 3 N (path + wnid + 50) bytes (~300 MB for ImageNet's 1.28M training files), plus the synset list and a flat val/'s ground-truth text. Grows with N files."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::choice("split", "train", &["train", "val"], "Which split to list."),

@@ -32,6 +32,10 @@ impl StageKind for Voc2012 {
         "Lists PASCAL VOC 2012 classification images with their 20-class multi-labels."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The split's ids, the 20 <class>_<split>.txt files as tokens and the files + labels rows: a few KB per id. No image is opened. Grows with the ids in the split."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![ParamSpec::choice(
             "split",

@@ -101,6 +101,10 @@ impl StageKind for Correspondence {
         "Mean feature sign change at layers 5 and 7 for masked object parts vs random masks (Table 1, Fig. 8)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The model (12 P bytes) and the n annotated images, each forward running all n together (n A bytes, no batch param), their layer-5 and fc7 features original and masked, and 2 parts (1 + random_draws) n (n - 1) / 2 distances. Grows with n, the images in the annotation file."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int(

@@ -53,6 +53,10 @@ impl StageKind for Invariance {
         "Layer-1 / layer-7 feature change and true-class probability under translation, scale and rotation (Fig. 5)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The model (12 P bytes), up to n_images images, and one forward of an image with its transformed copies at a time: (1 + L)(3 C^2 4 + A) bytes, L the longest of translations, scales, rotations (at most 1,024 each)."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int(

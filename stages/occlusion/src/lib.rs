@@ -73,6 +73,10 @@ impl StageKind for Occlusion {
         "Occlusion sensitivity (Fig. 7): layer-5 activation, true-class probability and label per occluder position."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The model (12 P bytes); while choosing, the first n_images of every class (K n_images S^2 3 bytes); then per image one forward of batch_size occluded copies (B (3 C^2 4 + A) bytes, A a forward pass's activations per image) and ~32 bytes per occluder position."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int(

@@ -42,6 +42,10 @@ impl StageKind for Preprocess {
         "Decodes, resizes the shortest side to S and centre-crops SxS (§3); rejects bad files."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "A chunk of 256 results (256 S^2 3 bytes: 50 MB at S = 256), an images writer (up to 3 such groups), and per thread one decoded file (capped at 64 Mpx, 192 MiB) with resize buffers; plus the listing and the rejects, which grow with N (~100 bytes a file)."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int(

@@ -69,6 +69,10 @@ impl StageKind for Extract {
         "Features of layers 1-7 of a trained model for an image set, one Parquet per layer."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The model (12 P bytes; ~20 P while loading), one batch of batch_size images, their crops (B 3 C^2 4 bytes) and forward activations (~12 MB an image for zf at 224), and per layer the batch's features (B F 4 bytes) and a ~4 MiB row group being written. Does not grow with N."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int_list("layers", &[1, 2, 3, 4, 5, 6, 7], 1, 7, "Layers to extract."),

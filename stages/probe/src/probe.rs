@@ -43,6 +43,10 @@ impl StageKind for Probe {
         "Linear SVM and softmax on each layer's features, Caltech protocol (Table 7)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "Per fold its normalised rows and classifier weights, (rows + 3 K)(F + 1) 8 bytes, plus one ~4 MiB row group, and, when it fits beside them, every row the folds use as f32 (used F 4 bytes): checked against memory_limit_mb before anything is read (a fold that cannot fit is refused). Outside it: the ids and labels of all rows (~100 bytes a row) and the SVM's per-thread temporaries."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int(

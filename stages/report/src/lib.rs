@@ -54,6 +54,10 @@ impl StageKind for Report {
         "Renders README.md and figures/ from the pipeline's artifacts."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "Each input table read whole, one at a time (the default pipeline's are under 10 KB of Parquet each), and the report's sections until README.md is written; model files by their header only (capped at 100 MB); figures copied by streaming. Grows with its input tables."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::string("title", "zfnet report", "The report's title."),

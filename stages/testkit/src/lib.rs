@@ -44,6 +44,10 @@ impl StageKind for TestStep {
         "Test-only: writes a small table from its params and inputs."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "Touches allocate_mb MiB (allocate_mb x 2^20 bytes, freed before writing), then holds its upstream tables and `rows` copies of `text`, twice while writing. Test-only."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::string("text", "hello", "Text written into every row."),

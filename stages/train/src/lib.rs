@@ -84,6 +84,10 @@ impl StageKind for Train {
         "Trains a ZF-family network with SGD + momentum, dropout and filter RMS renormalisation (§3)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "Training images held whole when N S^2 3 bytes fit memory_limit_mb (validation gets what is left), else streamed with shuffle_buffer images and a few row groups; plus the model (12 P bytes: weights, gradients, momentum), one batch's activations (~18 MB an image for zf at 224, batch_size images) and N_val K 4 bytes of validation probabilities. The budget counts pixels once: a growing buffer, the copy `exclude` makes, the model and the activations are outside it."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::string(

@@ -78,6 +78,10 @@ impl StageKind for Transfer {
         "Softmax on frozen pretrained features vs the network trained from scratch, N images per class (Tables 4-5, Fig. 9)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "The whole layer-7 feature matrix (N F 4 bytes) and, with the scratch arm, the whole target image set (N S^2 3 bytes); per fold and N the normalised rows, the softmax, a fresh network (12 P bytes) and one scratch batch's activations. No memory param: grows with N."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int_list(

@@ -38,6 +38,10 @@ impl StageKind for TransferMultilabel {
         "Softmax on frozen pretrained features of a multi-label set, per-class average precision (Table 6)."
     }
 
+    fn peak_memory(&self) -> &'static str {
+        "Train and test features (N F 4 bytes) and their f64 normalised copies (N (F + 1) 8 bytes), one f64 row per (image, label) pair, the softmax and the test probabilities (N_test K 8 bytes). No memory param: grows with N."
+    }
+
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::int(

@@ -68,6 +68,9 @@ fn open_cache(dag: &Dag) -> Result<orchestrator::cache::Cache> {
 }
 
 fn describe_kinds(registry: &orchestrator::Registry, only: Option<&str>) -> Result<u8> {
+    if only.is_none() {
+        println!("{}\n", stage_api::PEAK_MEMORY_LEGEND);
+    }
     let mut found = false;
     for kind in registry.kinds() {
         if only.is_some_and(|name| name != kind.name()) {
@@ -75,6 +78,7 @@ fn describe_kinds(registry: &orchestrator::Registry, only: Option<&str>) -> Resu
         }
         found = true;
         println!("{} (v{}): {}", kind.name(), kind.version(), kind.summary());
+        println!("  peak memory: {}", kind.peak_memory());
         for input in kind.inputs() {
             let required = if input.required { "" } else { ", optional" };
             println!(
