@@ -80,6 +80,7 @@ pub struct UnknownArchitecture {
 }
 
 /// Sizes that differ between the bases.
+#[derive(Clone)]
 struct Base {
     input_size: usize,
     conv1: (usize, usize, usize, usize),
@@ -88,6 +89,70 @@ struct Base {
     fc: usize,
 }
 
+/// The bases by name prefix, longer names before their prefixes.
+const BASES: [(&str, Base); 6] = [
+    (
+        "zf_small",
+        Base {
+            input_size: 28,
+            conv1: (48, 5, 1, 2),
+            conv2: (64, 5, 1, 2),
+            conv345: [96, 96, 64],
+            fc: 512,
+        },
+    ),
+    (
+        "zf_56",
+        Base {
+            input_size: 56,
+            conv1: (48, 7, 2, 1),
+            conv2: (128, 5, 2, 1),
+            conv345: [192, 192, 128],
+            fc: 512,
+        },
+    ),
+    (
+        "zf",
+        Base {
+            input_size: 224,
+            conv1: (96, 7, 2, 1),
+            conv2: (256, 5, 2, 0),
+            conv345: [384, 384, 256],
+            fc: 4096,
+        },
+    ),
+    (
+        "krizhevsky_small",
+        Base {
+            input_size: 28,
+            conv1: (48, 9, 2, 4),
+            conv2: (64, 5, 1, 2),
+            conv345: [96, 96, 64],
+            fc: 512,
+        },
+    ),
+    (
+        "krizhevsky_56",
+        Base {
+            input_size: 56,
+            conv1: (48, 11, 4, 2),
+            conv2: (128, 5, 1, 2),
+            conv345: [192, 192, 128],
+            fc: 512,
+        },
+    ),
+    (
+        "krizhevsky",
+        Base {
+            input_size: 224,
+            conv1: (96, 11, 4, 2),
+            conv2: (256, 5, 1, 2),
+            conv345: [384, 384, 256],
+            fc: 4096,
+        },
+    ),
+];
+
 impl Architecture {
     /// Builds the named architecture with a `classes`-way output.
     pub fn from_name(name: &str, classes: usize) -> Result<Self, UnknownArchitecture> {
@@ -95,73 +160,11 @@ impl Architecture {
             name: name.to_owned(),
             why: why.to_owned(),
         };
-        let (mut base, mut rest) = if let Some(rest) = name.strip_prefix("zf_small") {
-            (
-                Base {
-                    input_size: 28,
-                    conv1: (48, 5, 1, 2),
-                    conv2: (64, 5, 1, 2),
-                    conv345: [96, 96, 64],
-                    fc: 512,
-                },
-                rest,
-            )
-        } else if let Some(rest) = name.strip_prefix("zf_56") {
-            (
-                Base {
-                    input_size: 56,
-                    conv1: (48, 7, 2, 1),
-                    conv2: (128, 5, 2, 1),
-                    conv345: [192, 192, 128],
-                    fc: 512,
-                },
-                rest,
-            )
-        } else if let Some(rest) = name.strip_prefix("zf") {
-            (
-                Base {
-                    input_size: 224,
-                    conv1: (96, 7, 2, 1),
-                    conv2: (256, 5, 2, 0),
-                    conv345: [384, 384, 256],
-                    fc: 4096,
-                },
-                rest,
-            )
-        } else if let Some(rest) = name.strip_prefix("krizhevsky_small") {
-            (
-                Base {
-                    input_size: 28,
-                    conv1: (48, 9, 2, 4),
-                    conv2: (64, 5, 1, 2),
-                    conv345: [96, 96, 64],
-                    fc: 512,
-                },
-                rest,
-            )
-        } else if let Some(rest) = name.strip_prefix("krizhevsky_56") {
-            (
-                Base {
-                    input_size: 56,
-                    conv1: (48, 11, 4, 2),
-                    conv2: (128, 5, 1, 2),
-                    conv345: [192, 192, 128],
-                    fc: 512,
-                },
-                rest,
-            )
-        } else if let Some(rest) = name.strip_prefix("krizhevsky") {
-            (
-                Base {
-                    input_size: 224,
-                    conv1: (96, 11, 4, 2),
-                    conv2: (256, 5, 1, 2),
-                    conv345: [384, 384, 256],
-                    fc: 4096,
-                },
-                rest,
-            )
-        } else {
+        // Longer names first: `zf_56` must not read as `zf` with a suffix `_56`.
+        let Some((mut base, mut rest)) = BASES
+            .iter()
+            .find_map(|(prefix, base)| Some((base.clone(), name.strip_prefix(prefix)?)))
+        else {
             return Err(unknown("no known base"));
         };
         let (mut keep_conv34, mut keep_fc6, mut keep_fc7) = (true, true, true);

@@ -185,6 +185,17 @@ impl Claim {
         self
     }
 
+    /// Blocks the claim when `reasons` is not empty: "`prefix`: reason; reason".
+    pub fn blocked_if(self, prefix: &str, reasons: Vec<String>) -> Self {
+        if reasons.is_empty() {
+            self
+        } else if prefix.is_empty() {
+            self.blocked(reasons.join("; "))
+        } else {
+            self.blocked(format!("{prefix}: {}", reasons.join("; ")))
+        }
+    }
+
     pub fn paper_effect(mut self, text: impl Into<String>) -> Self {
         self.paper_effect = Some(text.into());
         self

@@ -136,7 +136,8 @@ impl StageKind for Report {
         let figures = out.join("figures");
         std::fs::create_dir_all(&figures).map_err(|e| Error::io(&figures, e))?;
         let paper_scale = ctx.params.bool("paper_scale");
-        let sections = result_sections(ctx, &figures, paper_scale)?;
+        let architectures = architectures(ctx)?;
+        let sections = result_sections(ctx, &figures, paper_scale, &architectures)?;
 
         let mut md = String::new();
         let _ = writeln!(md, "# {}\n", ctx.params.str("title"));
@@ -196,7 +197,7 @@ impl StageKind for Report {
                 let _ = writeln!(md, "None: every run used the paper's settings.\n");
             }
         }
-        let models = models_section(ctx)?;
+        let models = models_section(&architectures);
         for section in sections.iter().chain(&models) {
             md.push_str(&section.render());
         }
@@ -225,7 +226,12 @@ impl StageKind for Report {
 }
 
 /// The result sections, in reading order.
-fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Result<Vec<Section>> {
+fn result_sections(
+    ctx: &StageContext,
+    figures: &Path,
+    paper_scale: bool,
+    architectures: &BTreeMap<String, ModelArchitecture>,
+) -> Result<Vec<Section>> {
     let mut out = Vec::new();
     for (path, eval_path) in paired(ctx, "training", "evaluation") {
         out.push(sections::training(
@@ -274,7 +280,6 @@ fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Res
     // The analyses above (and transfer below) read the trained model: if it did not train,
     // none of their claims is evidence.
     let main_model = main_model_failure(ctx)?;
-    let architectures = architectures(ctx)?;
     let ablation: Vec<(PathBuf, Option<PathBuf>)> =
         paired(ctx, "ablation_metrics", "ablation_evaluation")
             .map(|(m, e)| (m.clone(), e.cloned()))
@@ -283,7 +288,7 @@ fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Res
         let runs = paper_tables::read_runs(&ablation, ctx.input_list("ablation_models"))?;
         out.push(paper_tables::ablation_section(
             &runs,
-            &architectures,
+            architectures,
             paper_scale,
         ));
     }
@@ -292,7 +297,7 @@ fn result_sections(ctx: &StageContext, figures: &Path, paper_scale: bool) -> Res
             path,
             folder.map(|f| f.as_path()),
             figures,
-            &architectures,
+            architectures,
         )?);
     }
     let paper_transfer = ctx.params.str_list("transfer_paper_tables");
@@ -334,16 +339,12 @@ fn main_model_failure(ctx: &StageContext) -> Result<Option<String>> {
         return Ok(None);
     };
     let architecture = ModelArchitecture::read(model)?;
-    let table = Table::read(evaluation, artifacts::table::schemas::EVALUATION)?;
-    let ten = table
-        .str("crops")
-        .and_then(|crops| crops.iter().position(|c| c == "ten"))
-        .and_then(|row| table.f64("top1_error").map(|e| e[row]));
+    let (ten, _) = paper_tables::ten_crop_errors(evaluation)?;
     let run = paper_tables::Run {
         architecture: architecture.name.clone(),
         stage: stage_of(evaluation),
         train_top1: f64::NAN,
-        val_top1: ten.unwrap_or(f64::NAN),
+        val_top1: ten,
         val_top5: f64::NAN,
         classes: Some(architecture.classes),
     };
@@ -373,10 +374,9 @@ fn architectures(ctx: &StageContext) -> Result<BTreeMap<String, ModelArchitectur
 }
 
 /// One layer table per distinct architecture.
-fn models_section(ctx: &StageContext) -> Result<Option<Section>> {
-    let architectures = architectures(ctx)?;
+fn models_section(architectures: &BTreeMap<String, ModelArchitecture>) -> Option<Section> {
     if architectures.is_empty() {
-        return Ok(None);
+        return None;
     }
     let mut section = Section::new("Models", "Fig. 3", None);
     section.text(
@@ -393,7 +393,7 @@ fn models_section(ctx: &StageContext) -> Result<Option<Section>> {
         ));
         section.table(a.layer_table());
     }
-    Ok(Some(section))
+    Some(section)
 }
 
 /// What the paper has that this run does not measure.

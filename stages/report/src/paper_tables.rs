@@ -175,6 +175,20 @@ pub fn paper_table3_row(architecture: &str) -> Option<&'static Table3Row> {
     })
 }
 
+/// The 10-crop validation (top-1, top-5) errors of a `train.evaluation` table; NaN without a
+/// 10-crop row.
+pub fn ten_crop_errors(path: &Path) -> Result<(f64, f64)> {
+    let evaluation = Table::read(path, EVALUATION)?;
+    let crops = col!(evaluation, path, str "crops");
+    Ok(match crops.iter().position(|c| c == "ten") {
+        Some(row) => (
+            col!(evaluation, path, f64 "top1_error")[row],
+            col!(evaluation, path, f64 "top5_error")[row],
+        ),
+        None => (f64::NAN, f64::NAN),
+    })
+}
+
 /// Reads the sweep's (metrics, evaluation) pairs; each run's architecture comes from the
 /// model at the same position of `models` (with its class count), else from the stage name.
 pub fn read_runs(pairs: &[(PathBuf, Option<PathBuf>)], models: &[PathBuf]) -> Result<Vec<Run>> {
@@ -186,15 +200,10 @@ pub fn read_runs(pairs: &[(PathBuf, Option<PathBuf>)], models: &[PathBuf]) -> Re
             .and_then(|v| v.last())
             .copied()
             .unwrap_or(f64::NAN);
-        let (mut val_top1, mut val_top5) = (f64::NAN, f64::NAN);
-        if let Some(path) = evaluation_path {
-            let evaluation = Table::read(path, EVALUATION)?;
-            let crops = col!(evaluation, path, str "crops");
-            if let Some(row) = crops.iter().position(|c| c == "ten") {
-                val_top1 = col!(evaluation, path, f64 "top1_error")[row];
-                val_top5 = col!(evaluation, path, f64 "top5_error")[row];
-            }
-        }
+        let (val_top1, val_top5) = match evaluation_path {
+            Some(path) => ten_crop_errors(path)?,
+            None => (f64::NAN, f64::NAN),
+        };
         let stage = stage_of(metrics_path);
         let (architecture, classes) = match models.get(i) {
             Some(model) => {
@@ -213,6 +222,15 @@ pub fn read_runs(pairs: &[(PathBuf, Option<PathBuf>)], models: &[PathBuf]) -> Re
         });
     }
     Ok(runs)
+}
+
+/// The Welch difference `a − b` of two variants' validation top-1 errors over the runs that
+/// trained (missing when either has none).
+fn variant_difference(label: String, a: &Variant, b: &Variant) -> Comparison {
+    match (a.val_top1(), b.val_top1()) {
+        (Some(a), Some(b)) => Comparison::new(label, Estimate::difference(&a, &b)),
+        _ => Comparison::missing(label, "no run trained"),
+    }
 }
 
 fn cell(s: Option<Summary>) -> String {
@@ -345,27 +363,18 @@ pub fn ablation_section(
                 .minus(&paper::ZF.errors[1])
                 .value
         ));
-        claim = match (k.val_top1(), z.val_top1()) {
-            (Some(ks), Some(zs)) => claim.compare(Comparison::new(
-                format!("`{}` − `{}`", k.architecture, z.architecture),
-                Estimate::difference(&ks, &zs),
-            )),
-            _ => claim.compare(Comparison::missing(
-                "Table 2",
-                "no run of a base network trained",
-            )),
-        };
         let blockers: Vec<String> = [first_layers(k, true).err(), first_layers(z, false).err()]
             .into_iter()
             .flatten()
             .chain([k.failure_text(), z.failure_text()].into_iter().flatten())
             .collect();
-        if !blockers.is_empty() {
-            claim = claim.blocked(format!(
-                "not the paper's comparison: {}",
-                blockers.join("; ")
-            ));
-        }
+        claim = claim
+            .compare(variant_difference(
+                format!("`{}` − `{}`", k.architecture, z.architecture),
+                k,
+                z,
+            ))
+            .blocked_if("not the paper's comparison", blockers);
         section.claim(claim);
     }
 
@@ -408,29 +417,18 @@ pub fn ablation_section(
                 )
             });
             for single in [Some(no_fc), no_conv].into_iter().flatten() {
-                claim = match (no_both.val_top1(), single.val_top1()) {
-                    (Some(a), Some(b)) => claim.compare(Comparison::new(
-                        format!("vs `{}`", single.architecture),
-                        Estimate::difference(&a, &b),
-                    )),
-                    _ => claim.compare(Comparison::missing(
-                        format!("vs `{}`", single.architecture),
-                        "no run trained",
-                    )),
-                };
+                claim = claim.compare(variant_difference(
+                    format!("vs `{}`", single.architecture),
+                    no_both,
+                    single,
+                ));
             }
             let failures: Vec<String> = [Some(base), Some(no_fc), Some(no_both), no_conv]
                 .into_iter()
                 .flatten()
                 .filter_map(Variant::failure_text)
                 .collect();
-            if !failures.is_empty() {
-                claim = claim.blocked(format!(
-                    "optimisation failures, not evidence: {}",
-                    failures.join("; ")
-                ));
-            }
-            section.claim(claim);
+            section.claim(claim.blocked_if("optimisation failures, not evidence", failures));
             // Bigger middle conv layers help (Table 3, the conv3-5 widening row).
             if let Some(wide) = variants.iter().find(|v| {
                 v.architecture
@@ -453,21 +451,16 @@ pub fn ablation_section(
                         .minus(&paper::ZF_CONV_WIDE.errors[1])
                         .value
                 ));
-                claim = match (base.val_top1(), wide.val_top1()) {
-                    (Some(a), Some(b)) => claim.compare(Comparison::new(
-                        format!("`{}` − `{}`", base.architecture, wide.architecture),
-                        Estimate::difference(&a, &b),
-                    )),
-                    _ => claim.compare(Comparison::missing("width", "no run trained")),
-                };
+                claim = claim.compare(variant_difference(
+                    format!("`{}` − `{}`", base.architecture, wide.architecture),
+                    base,
+                    wide,
+                ));
                 let failures: Vec<String> = [base, wide]
                     .into_iter()
                     .filter_map(Variant::failure_text)
                     .collect();
-                if !failures.is_empty() {
-                    claim = claim.blocked(failures.join("; "));
-                }
-                section.claim(claim);
+                section.claim(claim.blocked_if("", failures));
             }
         }
         None => {
@@ -601,7 +594,7 @@ pub fn filters_section(
     };
     match (counts.get("zf"), counts.get("krizhevsky")) {
         (Some((zf_dead, _, zf_n, zf_name)), Some((k_dead, _, k_n, k_name))) => {
-            let mut claim = Claim::new(
+            let claim = Claim::new(
                 "Fig. 6 (b)-(c)",
                 "the 7x7 stride-2 conv1 has fewer dead filters than the 11x11 stride-4 one \
                  (and its layer 2 shows less aliasing)",
@@ -615,19 +608,15 @@ pub fn filters_section(
                 (*k_dead, *k_n),
                 (*zf_dead, *zf_n),
             ));
-            let blockers: Vec<String> = [layers_of(k_name, true), layers_of(zf_name, false)]
+            // Both Fig. 6 claims are about the first layers: without them, neither is measured.
+            let lacking: Vec<String> = [layers_of(k_name, true), layers_of(zf_name, false)]
                 .into_iter()
                 .flatten()
                 .collect();
-            if !blockers.is_empty() {
-                claim = claim.blocked(format!(
-                    "the models lack the first layers the claim is about: {}",
-                    blockers.join("; ")
-                ));
-            }
-            section.claim(claim);
+            let first_layers = "the models lack the first layers the claim is about";
+            section.claim(claim.blocked_if(first_layers, lacking.clone()));
             if let (Some(k), Some(z)) = (aliasing.get("krizhevsky"), aliasing.get("zf")) {
-                let mut claim = Claim::new(
+                let claim = Claim::new(
                     "Fig. 6 (d)-(e)",
                     "the 11x11 stride-4 conv1 causes aliasing artifacts (visible in its layer-2 \
                      projections); the 7x7 stride-2 conv1 avoids them",
@@ -642,17 +631,7 @@ pub fn filters_section(
                     format!("{k_name} vs {zf_name}"),
                     Estimate::difference(k, z),
                 ));
-                let blockers: Vec<String> = [layers_of(k_name, true), layers_of(zf_name, false)]
-                    .into_iter()
-                    .flatten()
-                    .collect();
-                if !blockers.is_empty() {
-                    claim = claim.blocked(format!(
-                        "the models lack the first layers the claim is about: {}",
-                        blockers.join("; ")
-                    ));
-                }
-                section.claim(claim);
+                section.claim(claim.blocked_if(first_layers, lacking));
             }
         }
         _ => {
