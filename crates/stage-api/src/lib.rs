@@ -127,7 +127,7 @@ pub const PEAK_MEMORY_LEGEND: &str = "Peak memory symbols: N input rows (images,
     stored image side (an image is S^2 3 bytes); C the network's crop side; B a batch size; K \
     classes; F a layer's feature dimension; P the model's parameters (a network holds 12 P \
     bytes: weights, gradients, momentum); A one forward pass's activations per image (~12 MB \
-    for zf at 224). Stages run as threads of one process, so stages running at once (--jobs) \
+    for zf at 224, computed from the layer shapes, not measured). Stages run as threads of one process, so stages running at once (--jobs) \
     add up; on a GPU (device: cuda) the model and activations are in GPU memory instead.";
 
 pub trait StageKind: Send + Sync {

@@ -36,7 +36,7 @@ impl StageKind for ImageNet {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "The file listing only (no image is opened), held about three times over: about 3 N (path + wnid + 50) bytes (~300 MB for ImageNet's 1.28M training files), plus the synset list and a flat val/'s ground-truth text. Grows with N files."
+        "The file listing only (no image is opened), held about three times over: about 3 N (path + wnid + 50) bytes (~300 MB for ImageNet's 1.28M training files, from the ~100 MB per copy estimated in image_files.rs, not measured), plus the synset list and a flat val/'s ground-truth text. Grows with N files."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
