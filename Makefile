@@ -1,6 +1,7 @@
 # zfnet's front door. Each target installs what it needs; logic lives in Rust.
 #   make reproduce   run the default pipeline (Fashion-MNIST) end to end
 #   make test        build and run every test (what CI runs)
+#   make paper-mini  run pipelines/paper.yaml's own graph at 224 px on dataset miniatures
 #   make bench       benchmarks against the named peers, side by side
 
 CARGO ?= cargo
@@ -8,7 +9,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: reproduce test test-aarch64 bench build data test-deps bench-deps clean
+.PHONY: reproduce paper-mini test test-aarch64 bench build data test-deps bench-deps clean
 
 # The CPU paths this machine runs besides its default (the smoke report must be the same on
 # each: see crates/engine/src/cpu/path.rs). The portable path is tested on aarch64 by
@@ -21,10 +22,19 @@ reproduce: data build
 	./target/release/zfnet run --jobs 2
 	./target/release/zfnet export --force report.report reports/default
 
+# The paper's pipeline, unchanged, on miniatures of its datasets (pipelines/paper-mini.yaml
+# says what the overlay changes: data roots and scale knobs only).
+PAPER_MINI := -f pipelines/paper.yaml --overlay pipelines/paper-mini.yaml
+paper-mini: data build
+	$(CARGO) build --release -p miniatures
+	./target/release/zfnet-miniatures --out data/paper-mini
+	./target/release/zfnet $(PAPER_MINI) run --jobs 2
+	./target/release/zfnet $(PAPER_MINI) export --force report.report reports/paper-mini
+
 build:
 	$(CARGO) build --release -p zfnet
 
-test: test-deps
+test: test-deps data
 	$(CARGO) build -p zfnet
 	$(CARGO) test --workspace
 	for path in $(OTHER_CPU_PATHS); do \

@@ -69,8 +69,24 @@ pub fn normalise_row_with_bias(row: &[f32], out: &mut [f64]) {
     out[row.len()] = 1.0;
 }
 
+/// The dot product in a fixed order (eight running sums, then a fixed tree), so that it
+/// pipelines without depending on the machine: the same bits everywhere.
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut sums = [0.0f64; 8];
+    let mut chunks_a = a.chunks_exact(8);
+    let mut chunks_b = b.chunks_exact(8);
+    for (ca, cb) in (&mut chunks_a).zip(&mut chunks_b) {
+        for lane in 0..8 {
+            sums[lane] += ca[lane] * cb[lane];
+        }
+    }
+    let mut tail = 0.0;
+    for (x, y) in chunks_a.remainder().iter().zip(chunks_b.remainder()) {
+        tail += x * y;
+    }
+    ((sums[0] + sums[4]) + (sums[2] + sums[6])) + ((sums[1] + sums[5]) + (sums[3] + sums[7])) + tail
 }
 
 /// One-vs-rest linear SVMs; returns the weight rows (classes x (dim + 1), bias last) of
@@ -123,9 +139,34 @@ pub fn train_svm(x: &[f64], labels: &[usize], classes: usize, config: &SvmConfig
         .collect()
 }
 
-/// Multinomial logistic regression by gradient descent; returns weight rows like
-/// [`train_svm`].
+/// Multinomial logistic regression by full-batch gradient descent from zero weights, with L2
+/// weight decay; returns weight rows like [`train_svm`].
+///
+/// Gradient descent from zero keeps every class's weights in the span of the training rows
+/// (each gradient is a combination of them), so when there are fewer rows than dimensions
+/// (the layer-1 probe: ~60 rows of 290,401) the descent runs on the coefficients of that
+/// combination through the rows' Gram matrix: the same iterates in exact arithmetic, at
+/// n x n instead of n x dim per class and step ([`softmax_memory_bytes`] states the memory).
+/// Which form runs depends only on the shape, so results stay deterministic.
 pub fn train_softmax(
+    x: &[f64],
+    labels: &[usize],
+    classes: usize,
+    l2: f64,
+    steps: usize,
+    learning_rate: f64,
+) -> Vec<Vec<f64>> {
+    let n = labels.len();
+    let d = x.len() / n;
+    if n < d {
+        train_softmax_gram(x, labels, classes, l2, steps, learning_rate)
+    } else {
+        train_softmax_primal(x, labels, classes, l2, steps, learning_rate)
+    }
+}
+
+/// [`train_softmax`] on the weights themselves.
+fn train_softmax_primal(
     x: &[f64],
     labels: &[usize],
     classes: usize,
@@ -140,13 +181,10 @@ pub fn train_softmax(
         let mut grad = vec![vec![0.0; d]; classes];
         for (i, row) in x.chunks(d).enumerate() {
             let scores: Vec<f64> = w.iter().map(|wk| dot(wk, row)).collect();
-            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let exps: Vec<f64> = scores.iter().map(|s| libm::exp(s - max)).collect();
-            let total: f64 = exps.iter().sum();
+            let p = softmax_residual(&scores, labels[i]);
             for k in 0..classes {
-                let p = exps[k] / total - if k == labels[i] { 1.0 } else { 0.0 };
                 for (g, xj) in grad[k].iter_mut().zip(row) {
-                    *g += p * xj / n as f64;
+                    *g += p[k] * xj / n as f64;
                 }
             }
         }
@@ -157,6 +195,81 @@ pub fn train_softmax(
         }
     }
     w
+}
+
+/// The softmax's memory beyond its input rows, in bytes: the weights and their gradient
+/// (2 x classes x dim f64) in the primal form, or the Gram matrix and coefficients
+/// (n x n + 2 x classes x n f64) plus the final weights (classes x dim) in the Gram form.
+pub fn softmax_memory_bytes(n: usize, dim: usize, classes: usize) -> u64 {
+    let (n, dim, classes) = (n as u64, dim as u64, classes as u64);
+    let words = if n < dim {
+        n * n + 2 * classes * n + classes * dim
+    } else {
+        2 * classes * dim
+    };
+    words.saturating_mul(8)
+}
+
+/// p(k | row) minus the one-hot label: the softmax loss's gradient with respect to the scores.
+fn softmax_residual(scores: &[f64], label: usize) -> Vec<f64> {
+    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = scores.iter().map(|s| libm::exp(s - max)).collect();
+    let total: f64 = exps.iter().sum();
+    exps.iter()
+        .enumerate()
+        .map(|(k, e)| e / total - if k == label { 1.0 } else { 0.0 })
+        .collect()
+}
+
+/// [`train_softmax`] on the coefficients `a` (classes x n) of `w_k = sum_i a[k][i] x_i`.
+fn train_softmax_gram(
+    x: &[f64],
+    labels: &[usize],
+    classes: usize,
+    l2: f64,
+    steps: usize,
+    learning_rate: f64,
+) -> Vec<Vec<f64>> {
+    let n = labels.len();
+    let d = x.len() / n;
+    let rows: Vec<&[f64]> = x.chunks(d).collect();
+    // Gram matrix, one fixed-order dot product per entry (the same bits for any thread count).
+    let gram: Vec<f64> = (0..n * n)
+        .into_par_iter()
+        .map(|at| {
+            let (i, j) = (at / n, at % n);
+            let (i, j) = (i.min(j), i.max(j));
+            dot(rows[i], rows[j])
+        })
+        .collect();
+    let mut a = vec![vec![0.0; n]; classes];
+    for _ in 0..steps {
+        let mut residual = vec![vec![0.0; n]; classes];
+        for i in 0..n {
+            let column = &gram[i * n..(i + 1) * n];
+            let scores: Vec<f64> = a.iter().map(|ak| dot(ak, column)).collect();
+            let p = softmax_residual(&scores, labels[i]);
+            for k in 0..classes {
+                residual[k][i] = p[k] / n as f64;
+            }
+        }
+        for (ak, rk) in a.iter_mut().zip(&residual) {
+            for (aj, rj) in ak.iter_mut().zip(rk) {
+                *aj -= learning_rate * (rj + l2 * *aj);
+            }
+        }
+    }
+    a.par_iter()
+        .map(|ak| {
+            let mut w = vec![0.0; d];
+            for (coefficient, row) in ak.iter().zip(&rows) {
+                for (wj, xj) in w.iter_mut().zip(*row) {
+                    *wj += coefficient * xj;
+                }
+            }
+            w
+        })
+        .collect()
 }
 
 /// The class with the highest score for each row.
@@ -253,5 +366,20 @@ mod tests {
         let labels = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         let predicted = [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
         assert!((mean_class_accuracy(&predicted, &labels, 2) - 0.45).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_gram_form_of_the_softmax_follows_the_same_descent_as_the_weights_themselves() {
+        // 12 rows of 40 dimensions (fewer rows than dimensions: the probe's case).
+        let (values, labels) = synthetic::clusters(3, 4, 40, 1.5, 7);
+        let x = normalised_with_bias(&values, 40);
+        let primal = train_softmax_primal(&x, &labels, 3, 1e-3, 200, 1.0);
+        let gram = train_softmax(&x, &labels, 3, 1e-3, 200, 1.0);
+        for (wp, wg) in primal.iter().zip(&gram) {
+            for (p, g) in wp.iter().zip(wg) {
+                assert!((p - g).abs() <= 1e-9 * (1.0 + p.abs()), "{p} vs {g}");
+            }
+        }
+        assert_eq!(predict(&primal, &x), predict(&gram, &x));
     }
 }

@@ -8,11 +8,13 @@
 pub mod cache;
 mod error;
 pub mod execute;
+pub mod overlay;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;
 pub mod render;
 pub mod resolve;
+pub mod suggest;
 
 pub use error::{ConfigProblem, Error, Result};
 pub use registry::Registry;
@@ -23,9 +25,11 @@ pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 use std::path::{Path, PathBuf};
 
-/// Reads, parses and resolves a pipeline file. Every problem is reported at once.
+/// Reads, parses and resolves a pipeline file, with its overlays (see [`overlay`]) applied in
+/// order. Every problem is reported at once.
 pub fn load_pipeline(
     file: &Path,
+    overlays: &[PathBuf],
     registry: &Registry,
     overrides: &[resolve::Override],
     cache_dir_override: Option<PathBuf>,
@@ -39,7 +43,18 @@ pub fn load_pipeline(
             message: format!("cannot read the pipeline file: {source} (pass another with -f)"),
         }])
     })?;
-    let raw = pipeline::parse(&text, file).map_err(|problem| Error::Config(vec![problem]))?;
+    let mut raw = pipeline::parse(&text, file).map_err(|problem| Error::Config(vec![problem]))?;
+    let mut problems = Vec::new();
+    for overlay_file in overlays {
+        let overlay_file =
+            std::path::absolute(overlay_file).unwrap_or_else(|_| overlay_file.clone());
+        if let Err(found) = overlay::apply_file(&overlay_file, &mut raw, file, registry) {
+            problems.extend(found);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Config(problems));
+    }
     let config = resolve::ResolveConfig {
         registry,
         file,

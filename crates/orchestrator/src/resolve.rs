@@ -11,6 +11,7 @@ use std::sync::Arc;
 use stage_api::{InputKind, ParamValue, Params, Resources, StageKind};
 
 use crate::pipeline::{RawInput, RawPipeline, RawStage};
+use crate::suggest::did_you_mean;
 use crate::{ConfigProblem, Registry};
 
 /// What one input of a resolved stage points at.
@@ -89,8 +90,14 @@ impl Dag {
                 .collect();
             if matches.is_empty() {
                 return Err(format!(
-                    "no stage named `{target}` in {}; stages are: {}",
+                    "no stage named `{target}` in {}{}; stages are: {}",
                     self.file.display(),
+                    did_you_mean(
+                        target,
+                        self.stages
+                            .iter()
+                            .flat_map(|stage| [stage.name.as_str(), stage.base_name.as_str()])
+                    ),
                     self.stages
                         .iter()
                         .map(|stage| stage.name.as_str())
@@ -218,10 +225,11 @@ pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<Con
             problems.at(
                 raw_stage.kind.referenced.line(),
                 format!(
-                    "stage `{}` has unknown kind `{}`; known kinds: {} (`zfnet kinds` \
+                    "stage `{}` has unknown kind `{}`{}; known kinds: {} (`zfnet kinds` \
                      describes them)",
                     raw_stage.name.value,
                     raw_stage.kind.value,
+                    did_you_mean(&raw_stage.kind.value, config.registry.names()),
                     config.registry.names().collect::<Vec<_>>().join(", ")
                 ),
             );
@@ -255,8 +263,16 @@ pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<Con
             .collect();
         if targets.is_empty() {
             problems.nowhere(format!(
-                "--set {}.{}: there is no stage `{}`",
-                override_.stage, override_.param, override_.stage
+                "--set {}.{}: there is no stage `{}`{}",
+                override_.stage,
+                override_.param,
+                override_.stage,
+                did_you_mean(
+                    &override_.stage,
+                    instances.iter().flat_map(|(instance, _)| {
+                        [instance.name.as_str(), instance.base_name.as_str()]
+                    })
+                )
             ));
         }
         for index in targets {
@@ -268,11 +284,12 @@ pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<Con
                 .find(|spec| spec.name == override_.param)
             {
                 None => problems.nowhere(format!(
-                    "--set {}.{}: kind `{}` has no param `{}`; its params: {}",
+                    "--set {}.{}: kind `{}` has no param `{}`{}; its params: {}",
                     override_.stage,
                     override_.param,
                     kind.name(),
                     override_.param,
+                    did_you_mean(&override_.param, kind.params().iter().map(|spec| spec.name)),
                     param_names(kind.as_ref())
                 )),
                 Some(spec) => match spec.check(&override_.value) {
@@ -418,8 +435,9 @@ fn expand_matrix(
         .collect();
     let unknown = |param: &str| {
         format!(
-            "stage `{name}`: kind `{}` has no param `{param}`; its params: {}",
+            "stage `{name}`: kind `{}` has no param `{param}`{}; its params: {}",
             kind.name(),
+            did_you_mean(param, specs.iter().map(|spec| spec.name)),
             param_names(kind.as_ref())
         )
     };
@@ -536,8 +554,9 @@ fn resolve_inputs(
             problems.at(
                 line,
                 format!(
-                    "stage `{name}`: kind `{}` has no input `{input_name}`; its inputs: {}",
+                    "stage `{name}`: kind `{}` has no input `{input_name}`{}; its inputs: {}",
                     instance.kind.name(),
+                    did_you_mean(input_name, specs.iter().map(|spec| spec.name)),
                     specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
                 ),
             );
@@ -625,14 +644,21 @@ fn artifact_refs(
     };
     let Some(first) = matches.first() else {
         return Err(format!(
-            "`{text}` names stage `{stage}`, which does not exist"
+            "`{text}` names stage `{stage}`, which does not exist{}",
+            did_you_mean(
+                stage,
+                instances.iter().flat_map(|(instance, _)| {
+                    [instance.name.as_str(), instance.base_name.as_str()]
+                })
+            )
         ));
     };
     let outputs = first.kind.outputs();
     if !outputs.iter().any(|spec| spec.name == output) {
         return Err(format!(
-            "`{text}`: stage `{stage}` (kind `{}`) has no output `{output}`; its outputs: {}",
+            "`{text}`: stage `{stage}` (kind `{}`) has no output `{output}`{}; its outputs: {}",
             first.kind.name(),
+            did_you_mean(output, outputs.iter().map(|spec| spec.name)),
             outputs
                 .iter()
                 .map(|s| s.name)

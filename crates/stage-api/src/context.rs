@@ -107,16 +107,94 @@ impl StageContext {
     }
 }
 
-/// A progress bar in the house style: bar, position, rate and ETA.
+/// A progress bar in the house style: bar, position, rate (three significant digits) and ETA.
 pub fn progress_bar(len: u64, message: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(
-            "{msg:32} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
+            "{msg:32} [{bar:30}] {human_pos}/{human_len} {rate} eta {eta_human}",
         )
         .expect("template is valid")
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = out.write_str(&human_rate(state.per_sec()));
+            },
+        )
+        .with_key(
+            "eta_human",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = out.write_str(&human_duration(state.eta().as_secs_f64()));
+            },
+        )
         .progress_chars("=> "),
     );
     bar.set_message(message.to_owned());
     bar
+}
+
+/// A rate as a person reads it, to three significant digits: `0.523/s`, `19.3/s`, `11.6k/s`.
+pub fn human_rate(per_second: f64) -> String {
+    if !per_second.is_finite() || per_second <= 0.0 {
+        return "-/s".to_owned();
+    }
+    let (value, suffix) = if per_second >= 1e6 {
+        (per_second / 1e6, "M")
+    } else if per_second >= 1e3 {
+        (per_second / 1e3, "k")
+    } else {
+        (per_second, "")
+    };
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else if value >= 1.0 {
+        2
+    } else {
+        3
+    };
+    format!("{value:.decimals$}{suffix}/s")
+}
+
+/// A duration as a person reads it: `42 s`, `3 min 05 s`, `2 h 10 min`, `3 d 4 h`.
+pub fn human_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "?".to_owned();
+    }
+    let total = seconds.round() as u64;
+    let (days, hours, minutes, secs) = (
+        total / 86_400,
+        total / 3600 % 24,
+        total / 60 % 60,
+        total % 60,
+    );
+    if days > 0 {
+        format!("{days} d {hours} h")
+    } else if hours > 0 {
+        format!("{hours} h {minutes:02} min")
+    } else if minutes > 0 {
+        format!("{minutes} min {secs:02} s")
+    } else {
+        format!("{secs} s")
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_durations_read_as_a_person_writes_them() {
+        assert_eq!(human_rate(11_601.2958), "11.6k/s");
+        assert_eq!(human_rate(19.27), "19.3/s");
+        assert_eq!(human_rate(0.5234), "0.523/s");
+        assert_eq!(human_rate(2_500_000.0), "2.50M/s");
+        assert_eq!(human_rate(0.0), "-/s");
+        assert_eq!(human_duration(42.4), "42 s");
+        assert_eq!(human_duration(185.0), "3 min 05 s");
+        assert_eq!(human_duration(7_800.0), "2 h 10 min");
+        assert_eq!(human_duration(273_600.0), "3 d 4 h");
+        assert_eq!(human_duration(f64::INFINITY), "?");
+    }
 }

@@ -11,7 +11,7 @@ mod error;
 mod params;
 pub mod sampling;
 
-pub use context::{StageContext, UpstreamRun, progress_bar};
+pub use context::{StageContext, UpstreamRun, human_duration, human_rate, progress_bar};
 pub use error::{Error, GpuFailure, Result};
 pub use params::{ParamSpec, ParamType, ParamValue, Params};
 

@@ -10,7 +10,7 @@ mod training;
 pub use data::{ImageSet, ImageStore};
 pub use streamed::{EpochBatches, StreamedImages};
 pub use training::{
-    Crops, EpochMetrics, Evaluation, LrSchedule, QueuedStep, StepOutcome, TrainConfig, Trained,
-    TrainingCrops, epoch_file, evaluate, evaluate_set, predict_probabilities, queue_sgd_step,
-    sgd_step, step_input, top_k_wrong, train,
+    Crops, EpochMetrics, Evaluation, LrSchedule, Progress, QueuedStep, StepOutcome, TrainConfig,
+    Trained, TrainingCrops, epoch_file, evaluate, evaluate_set, predict_probabilities,
+    queue_sgd_step, sgd_step, step_input, top_k_wrong, train,
 };

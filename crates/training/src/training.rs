@@ -133,7 +133,7 @@ pub fn train<B: Backend>(
     mean: &[f32],
     resume_dir: &Path,
     until_epoch: usize,
-    report: &mut dyn FnMut(&EpochMetrics),
+    report: &mut dyn FnMut(Progress),
 ) -> Result<Trained<B>> {
     let classes = train.class_names().len().max(val.class_names().len());
     let architecture = Architecture::resolve(&config.architecture, &config.layers, classes)
@@ -211,6 +211,7 @@ pub fn train<B: Backend>(
                 tally
                     .add(queued.finish(&network))
                     .map_err(|loss| diverged(loss, done))?;
+                report(tally.progress(epoch + 1, train.len()));
             }
             let queued = queue_sgd_step(
                 &mut network,
@@ -225,6 +226,7 @@ pub fn train<B: Backend>(
             tally
                 .add(queued.finish(&network))
                 .map_err(|loss| diverged(loss, done))?;
+            report(tally.progress(epoch + 1, train.len()));
         }
         let EpochTally {
             loss_sum,
@@ -243,7 +245,7 @@ pub fn train<B: Backend>(
             filters_renormalised: network.take_renormalised() as usize,
             seconds: started.elapsed().as_secs_f64(),
         };
-        report(&metrics);
+        report(Progress::Epoch(&metrics));
         if let LrSchedule::Plateau { patience, factor } = &config.schedule {
             if state
                 .best_val_error
@@ -409,7 +411,31 @@ struct EpochTally {
     seen: usize,
 }
 
+/// What [`train`] reports as it goes: after every SGD step, and after every epoch.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    Step {
+        /// 1-based.
+        epoch: usize,
+        /// Training images of this epoch stepped over so far, of `epoch_images`.
+        images_done: usize,
+        epoch_images: usize,
+        /// The mean training loss over this epoch's steps so far.
+        running_loss: f64,
+    },
+    Epoch(&'a EpochMetrics),
+}
+
 impl EpochTally {
+    fn progress(&self, epoch: usize, epoch_images: usize) -> Progress<'static> {
+        Progress::Step {
+            epoch,
+            images_done: self.seen,
+            epoch_images,
+            running_loss: self.loss_sum / self.seen.max(1) as f64,
+        }
+    }
+
     /// Adds one step's outcome; a non-finite loss is returned as the error.
     fn add(&mut self, outcome: StepOutcome) -> std::result::Result<(), f32> {
         if !outcome.loss.is_finite() {

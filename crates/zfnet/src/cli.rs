@@ -20,6 +20,11 @@ pub struct Cli {
         default_value = "pipeline.yaml"
     )]
     pub pipeline: PathBuf,
+    /// Apply an overlay file to the pipeline (repeatable, in order): other dataset paths and
+    /// params for the same graph, e.g. `-f pipelines/paper.yaml --overlay
+    /// pipelines/paper-mini.yaml`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub overlay: Vec<PathBuf>,
     /// Override a param: `stage.param=value` (repeatable; a swept stage's base name sets it
     /// for every instance).
     #[arg(long = "set", global = true, value_name = "STAGE.PARAM=VALUE")]

@@ -15,7 +15,7 @@ use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
 
-pub use idx::{IdxError, read_idx};
+pub use idx::{IdxError, find as find_idx, read_idx};
 
 /// The ten Fashion-MNIST classes, by label (Xiao et al. 2017), as snake_case names.
 pub const CLASS_NAMES: [&str; 10] = [

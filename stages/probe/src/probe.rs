@@ -13,7 +13,8 @@ use stage_api::{
 };
 
 use linear_models::{
-    SvmConfig, mean_class_accuracy, normalise_row_with_bias, predict, train_softmax, train_svm,
+    SvmConfig, mean_class_accuracy, normalise_row_with_bias, predict, softmax_memory_bytes,
+    train_softmax, train_svm,
 };
 
 pub struct Probe;
@@ -36,7 +37,10 @@ impl StageKind for Probe {
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
         // 3: `std` is the sample standard deviation over folds (the report's one `±`).
-        3
+        // 4: SVM and softmax dot products in a fixed 8-way order; the softmax descends
+        // through the rows' Gram matrix when there are fewer rows than dimensions (same
+        // iterates, other rounding; the layer-1 probe of 60 rows ran ~500 s, now seconds).
+        4
     }
 
     fn summary(&self) -> &'static str {
@@ -44,7 +48,7 @@ impl StageKind for Probe {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "Per fold its normalised rows and classifier weights, (rows + 3 K)(F + 1) 8 bytes, plus one ~4 MiB row group, and, when it fits beside them, every row the folds use as f32 (used F 4 bytes): checked against memory_limit_mb before anything is read (a fold that cannot fit is refused). Outside it: the ids and labels of all rows (~100 bytes a row) and the SVM's per-thread temporaries."
+        "Per fold its normalised rows and the SVM weights, (rows + K)(F + 1) 8 bytes, and the softmax's: with n train rows < F, n^2 + K (2 n + F + 1) f64 (its Gram matrix, coefficients and final weights), else 2 K (F + 1) f64; plus one ~4 MiB row group, and, when it fits beside them, every row the folds use as f32 (used F 4 bytes): checked against memory_limit_mb before anything is read (a fold that cannot fit is refused). Outside it: the ids and labels of all rows (~100 bytes a row) and the SVM's per-thread temporaries."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -79,8 +83,10 @@ impl StageKind for Probe {
                 1,
                 i64::MAX,
                 "Memory (MB of 10^6 bytes) for one fold: its normalised train and test \
-                 features and the classifiers' weights (rows + 3 x classes) x (dim + 1) x 8 \
-                 bytes, plus one row group of the artifact; a fold that needs more is refused \
+                 features and the SVM's weights (rows + classes) x (dim + 1) x 8 bytes, the \
+                 softmax's (with fewer train rows n than dimensions: n x n + classes x (2 n + \
+                 dim + 1) x 8 bytes, else 2 x classes x (dim + 1) x 8), plus one row group of \
+                 the artifact; a fold that needs more is refused \
                  before anything is read, with the numbers. The rows all folds use are read \
                  once when they fit beside that, else streamed per fold.",
             ),
@@ -162,12 +168,14 @@ impl StageKind for Probe {
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(Error::Config)?;
             let width = matrix.dim + 1;
-            // A fold holds its train and test rows normalised in f64, and the classifiers
-            // their weights (the SVM one set, the softmax two: weights and gradient).
+            // A fold holds its train and test rows normalised in f64, the SVM its weights
+            // and the softmax its own (linear_models::softmax_memory_bytes: with fewer rows
+            // than dimensions, the rows' Gram matrix and the final weights).
             let fold_bytes = |split: &stage_api::sampling::Split| {
-                ((split.train.len() + split.test.len() + 3 * classes) as u64)
+                ((split.train.len() + split.test.len() + classes) as u64)
                     .saturating_mul(width as u64)
                     .saturating_mul(8)
+                    .saturating_add(softmax_memory_bytes(split.train.len(), width, classes))
             };
             for (fold, split) in splits.iter().enumerate() {
                 let needed = fold_bytes(split).saturating_add(matrix.group_bytes());

@@ -69,7 +69,7 @@ fn probing_a_layer_larger_than_the_budget_stays_under_it_and_an_impossible_fold_
     std::fs::create_dir_all(folder.join("scratch")).unwrap();
     // 2,000 rows of 32,768 features: 262 MB of f32 (the layer), where one fold of 2 training
     // and 2 test images per class needs 40 rows (10.5 MB in f64), the classifiers' weights
-    // for 10 classes (7.9 MB) and a row group (4.3 MB).
+    // for 10 classes (SVM and softmax, 5.3 MB) and a row group (4.3 MB).
     let (rows, dim) = (2_000, 32_768);
     write_layer(&folder.join("layer1.parquet"), rows, dim);
     let layer_bytes = (rows * dim * 4) as u64;

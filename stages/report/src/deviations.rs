@@ -58,8 +58,16 @@ fn values_of(param: &str, runs: &[UpstreamRun]) -> BTreeMap<String, Vec<String>>
             values.entry(value).or_default().push(run.stage.clone());
         }
     }
+    // Beside ImageNet (the paper's training data), Caltech-101/256 and VOC 2012 are the
+    // paper's own transfer and probe sets (§5), not other training data.
+    if param == "data" && values.contains_key("imagenet") {
+        values.retain(|kind, _| !PAPER_TRANSFER_KINDS.contains(&kind.as_str()));
+    }
     values
 }
+
+/// The datasets the paper itself used beside ImageNet, for §5.
+const PAPER_TRANSFER_KINDS: [&str; 3] = ["caltech101", "caltech256", "voc2012"];
 
 fn declares_layers(params: &Value) -> bool {
     params

@@ -47,7 +47,9 @@ impl StageKind for Report {
         // model that did not train are INCONCLUSIVE, caption wording.
         // 4: Fig. 6 (d)-(e)'s aliasing claim from the filters' aliased energy.
         // 5: its white-noise reference; no seconds in the provenance summary line.
-        5
+        // 6: `caveat`; "Not measured" names every missing analysis (Table 1 among them);
+        // Caltech and VOC beside ImageNet are the paper's own §5 sets, not a data deviation.
+        6
     }
 
     fn summary(&self) -> &'static str {
@@ -61,6 +63,11 @@ impl StageKind for Report {
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::string("title", "zfnet report", "The report's title."),
+            ParamSpec::string(
+                "caveat",
+                "",
+                "A warning printed at the top of the report, before anything else (e.g. that its data are a miniature's).",
+            ),
             ParamSpec::string(
                 "dataset",
                 "",
@@ -141,6 +148,10 @@ impl StageKind for Report {
 
         let mut md = String::new();
         let _ = writeln!(md, "# {}\n", ctx.params.str("title"));
+        let caveat = ctx.params.str("caveat");
+        if !caveat.trim().is_empty() {
+            let _ = writeln!(md, "> **Read this first.** {}\n", caveat.trim());
+        }
         let _ = writeln!(
             md,
             "Reproduction of Zeiler & Fergus, *Visualizing and Understanding Convolutional \
@@ -399,6 +410,31 @@ fn models_section(architectures: &BTreeMap<String, ModelArchitecture>) -> Option
 /// What the paper has that this run does not measure.
 fn not_measured(ctx: &StageContext) -> Vec<&'static str> {
     [
+        (
+            ctx.input_list("deconv_figures").is_empty(),
+            "deconvnet projections of the top-9 activations (Fig. 2)",
+        ),
+        (
+            ctx.input_list("correspondence").is_empty(),
+            "correspondence of object parts across images (Table 1, Fig. 8: the paper's dog \
+             images with annotated eyes and nose were not published)",
+        ),
+        (
+            ctx.input_list("evolution_figures").is_empty(),
+            "feature evolution during training (Fig. 4)",
+        ),
+        (
+            ctx.input_list("invariance_curves").is_empty(),
+            "invariance to translation and scale (Fig. 5)",
+        ),
+        (
+            ctx.input_list("occlusion_checks").is_empty(),
+            "occlusion sensitivity (Fig. 7)",
+        ),
+        (
+            ctx.input_list("probe").is_empty(),
+            "per-layer linear probes (Table 7)",
+        ),
         (
             ctx.input_list("ablation_metrics").is_empty(),
             "architecture ablations (Tables 2-3)",

@@ -14,7 +14,7 @@ use stage_api::{
 };
 
 use training::{
-    Crops, EpochMetrics, ImageSet, LrSchedule, TrainConfig, TrainingCrops, epoch_file,
+    Crops, EpochMetrics, ImageSet, LrSchedule, Progress, TrainConfig, TrainingCrops, epoch_file,
     evaluate_set, train,
 };
 
@@ -326,10 +326,37 @@ impl cuda_backend::BackendTask for TrainTask<'_> {
             mean,
             excluded,
         } = self;
-        let bar = ctx.progress_bar(config.epochs as u64, "training (epochs)");
+        // One bar over every training image of every epoch: its rate is images/s, its ETA the
+        // stage's; the message gives the epoch, the running loss and the epoch's own ETA.
+        let epoch_images = train_store.len() as u64;
+        let bar = ctx.progress_bar(config.epochs as u64 * epoch_images, "training");
         let started = std::time::Instant::now();
-        let mut report = |m: &EpochMetrics| {
-            bar.inc(1);
+        let mut report = |progress: Progress| {
+            let m = match progress {
+                Progress::Step {
+                    epoch,
+                    images_done,
+                    epoch_images,
+                    running_loss,
+                } => {
+                    let done = (epoch as u64 - 1) * epoch_images as u64 + images_done as u64;
+                    bar.set_position(done);
+                    let rate = bar.per_sec();
+                    let epoch_eta = if rate > 0.0 {
+                        stage_api::human_duration(
+                            (epoch_images - images_done.min(epoch_images)) as f64 / rate,
+                        )
+                    } else {
+                        "?".to_owned()
+                    };
+                    bar.set_message(format!(
+                        "{}: epoch {epoch}/{}, loss {running_loss:.3}, epoch eta {epoch_eta}",
+                        ctx.stage_name, config.epochs
+                    ));
+                    return;
+                }
+                Progress::Epoch(m) => m,
+            };
             tracing::info!(
                 epoch = m.epoch,
                 train_loss = m.train_loss,

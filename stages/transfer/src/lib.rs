@@ -71,7 +71,9 @@ impl StageKind for Transfer {
         // 4: Fig. 9's bars are the sample standard deviation over folds.
         // 5: the scratch arm trains on the paper's ten sub-crops, on the model's own layers;
         // Fig. 9 drawn with axis titles, tick labels and a legend.
-        5
+        // 6: the softmax's dot products in a fixed 8-way order; with fewer rows than
+        // dimensions it descends through the rows' Gram matrix (same iterates, other rounding).
+        6
     }
 
     fn summary(&self) -> &'static str {

@@ -28,7 +28,13 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         .map(|text| Override::parse(text))
         .collect::<Result<_, String>>()
         .map_err(Error::Usage)?;
-    let dag = load_pipeline(&cli.pipeline, &registry, &overrides, cli.cache_dir.clone())?;
+    let dag = load_pipeline(
+        &cli.pipeline,
+        &cli.overlay,
+        &registry,
+        &overrides,
+        cli.cache_dir.clone(),
+    )?;
     match cli.command {
         Command::Run {
             stages,

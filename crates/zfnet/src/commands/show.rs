@@ -31,12 +31,22 @@ pub fn fresh_artifact(
     let (stage_name, output) = artifact
         .rsplit_once('.')
         .ok_or_else(|| Error::Usage(format!("`{artifact}`: name an artifact as stage.output")))?;
-    let stage = dag
-        .stage(stage_name)
-        .ok_or_else(|| Error::Usage(format!("no stage `{stage_name}` in the pipeline")))?;
+    let stage = dag.stage(stage_name).ok_or_else(|| {
+        Error::Usage(format!(
+            "no stage `{stage_name}` in the pipeline{}",
+            orchestrator::suggest::did_you_mean(
+                stage_name,
+                dag.stages.iter().map(|stage| stage.name.as_str())
+            )
+        ))
+    })?;
     if !stage.kind.outputs().iter().any(|spec| spec.name == output) {
         return Err(Error::Usage(format!(
-            "stage `{stage_name}` has no output `{output}`; its outputs: {}",
+            "stage `{stage_name}` has no output `{output}`{}; its outputs: {}",
+            orchestrator::suggest::did_you_mean(
+                output,
+                stage.kind.outputs().iter().map(|spec| spec.name)
+            ),
             stage
                 .kind
                 .outputs()
