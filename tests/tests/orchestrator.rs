@@ -596,3 +596,38 @@ fn pyarrow_reads_our_artifacts() {
         "10 gamma test_table c\n"
     );
 }
+
+#[test]
+fn a_stage_run_alone_reports_its_peak_memory_and_records_it_in_its_manifest() {
+    let project = Project::new(
+        "name: memory\nstages:\n  - name: big\n    kind: test_step\n    params: { allocate_mb: 300 }\n  - name: small\n    kind: test_step\n    params: { text: small }\n",
+    );
+    let alone = project.zfnet(&["run", "--jobs", "1"]);
+    let stdout = alone.ok();
+    let peak_gb = |stage: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("done       {stage} in")))
+            .unwrap_or_else(|| panic!("no done line for {stage}:\n{stdout}"));
+        let (_, after) = line
+            .split_once("peak RSS ")
+            .unwrap_or_else(|| panic!("no peak RSS in `{line}`"));
+        after.trim_end_matches(" GB").parse().unwrap()
+    };
+    // 300 MiB touched: the peak is at least that (plus the process's own), and the small
+    // stage's peak, measured from its own start, is well below it.
+    assert!(peak_gb("big") >= 0.314, "{stdout}");
+    assert!(peak_gb("small") < peak_gb("big") - 0.25, "{stdout}");
+    let manifests: Vec<String> = fs::read_dir(project.path(".zfnet/cache/runs"))
+        .unwrap()
+        .map(|entry| fs::read_to_string(entry.unwrap().path().join("manifest.json")).unwrap())
+        .collect();
+    assert!(
+        manifests.iter().all(|m| m.contains("\"peak_rss_bytes\"")),
+        "{manifests:?}"
+    );
+
+    // Beside another stage the process's peak is not one stage's: nothing is claimed.
+    let together = project.zfnet(&["run", "--force", "--jobs", "2"]);
+    assert!(!together.ok().contains("peak RSS"), "{}", together.stdout);
+}

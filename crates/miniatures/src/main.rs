@@ -59,8 +59,8 @@ fn main() -> ExitCode {
             }
             for (what, paths) in kinds {
                 match paths.as_slice() {
-                    [one] => println!("  1 {what}: {}", one.display()),
-                    many => println!("  {} {what}s, e.g. {}", many.len(), many[0].display()),
+                    [one] => println!("  1 x {what}: {}", one.display()),
+                    many => println!("  {} x {what}, e.g. {}", many.len(), many[0].display()),
                 }
             }
             for (imagenet, caltech) in &written.planted_duplicates {

@@ -56,6 +56,9 @@ pub struct Manifest {
     pub outputs: BTreeMap<String, OutputRecord>,
     pub started_unix_s: f64,
     pub duration_s: f64,
+    /// The process's peak RSS during the run, when the stage ran alone (`--jobs 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
     pub tool_version: String,
     pub summary: Vec<String>,
 }

@@ -51,6 +51,9 @@ pub enum RunEvent {
     Finished {
         stage: String,
         seconds: f64,
+        /// The process's peak resident memory while the stage ran, when it ran alone
+        /// (`--jobs 1`, Linux); an upper bound of the stage's own.
+        peak_rss_bytes: Option<u64>,
         summary: Vec<String>,
     },
     Failed {
@@ -182,6 +185,7 @@ pub fn run(
                                 keys,
                                 force,
                                 &options.build,
+                                jobs == 1,
                                 progress,
                                 observer,
                             )
@@ -217,6 +221,7 @@ pub fn run(
                     observer(&RunEvent::Finished {
                         stage: stage.name.clone(),
                         seconds: manifest.duration_s,
+                        peak_rss_bytes: manifest.peak_rss_bytes,
                         summary: manifest.summary.clone(),
                     });
                     report.executed.push(stage.name.clone());
@@ -323,6 +328,7 @@ fn run_one(
     keys: &KeyGate,
     force: bool,
     build: &str,
+    alone: bool,
     progress: &MultiProgress,
     observer: &(dyn Fn(&RunEvent) + Sync),
 ) -> Result<Outcome, String> {
@@ -416,6 +422,7 @@ fn run_one(
     let context_extras = ContextExtras {
         upstream_runs: upstream_runs(dag, cache, stage),
         build: build.to_owned(),
+        measure_peak_rss: alone,
     };
     let result = execute(
         cache,
@@ -450,6 +457,32 @@ fn run_one(
 struct ContextExtras {
     upstream_runs: Vec<UpstreamRun>,
     build: String,
+    /// The stage runs alone in the process: its peak RSS can be measured.
+    measure_peak_rss: bool,
+}
+
+/// The process's peak resident set size (Linux's VmHWM), reset at the start of a stage that
+/// runs alone: what `zfnet run --jobs 1` reports per stage and records in its manifest.
+struct PeakRss {
+    measuring: bool,
+}
+
+impl PeakRss {
+    fn start(measure: bool) -> PeakRss {
+        // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+).
+        let measuring = measure && fs::write("/proc/self/clear_refs", "5").is_ok();
+        PeakRss { measuring }
+    }
+
+    fn bytes(&self) -> Option<u64> {
+        if !self.measuring {
+            return None;
+        }
+        let status = fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    }
 }
 
 /// The recorded runs of every stage upstream of `stage` (transitively), in pipeline order.
@@ -544,12 +577,14 @@ fn execute(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
+    let peak_rss = PeakRss::start(extras.measure_peak_rss);
     let started = Instant::now();
     let span = tracing::info_span!("stage", name = %stage.name, kind = kind.name());
     let summary = span
         .in_scope(|| kind.run(&context))
         .map_err(|error| format!("{error}"))?;
     let duration_s = started.elapsed().as_secs_f64();
+    let peak_rss_bytes = peak_rss.bytes();
     fs::remove_dir_all(&scratch_dir).map_err(|e| format!("{}: {e}", scratch_dir.display()))?;
 
     let mut records = BTreeMap::new();
@@ -585,6 +620,7 @@ fn execute(
         outputs: records,
         started_unix_s,
         duration_s,
+        peak_rss_bytes,
         tool_version: TOOL_VERSION.to_owned(),
         summary: summary.lines,
     };

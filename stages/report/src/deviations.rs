@@ -224,8 +224,13 @@ mod tests {
 
     #[test]
     fn the_papers_own_settings_leave_only_the_procedures() {
+        // The paper's pipeline: ImageNet trains; Caltech-101/256 and VOC 2012 are its own §5
+        // sets (the first run of pipelines/paper.yaml listed them as other training data).
         let runs = [
             run("files", "imagenet", serde_json::json!({})),
+            run("caltech101_files", "caltech101", serde_json::json!({})),
+            run("caltech256_files", "caltech256", serde_json::json!({})),
+            run("voc_train_files", "voc2012", serde_json::json!({})),
             run("prep", "preprocess", serde_json::json!({"size": 256})),
             run("train", "train", paper_train()),
             run("ablation@arch=krizhevsky_no_fc67", "train", {
@@ -243,5 +248,12 @@ mod tests {
         let runs = [run("train", "train", declared)];
         let md = deviations(&runs, &[]).unwrap().render();
         assert!(md.contains("`zf (declared layers)` in `train`"), "{md}");
+        // Without ImageNet, Caltech is the training data: a deviation.
+        let runs = [
+            run("caltech101_files", "caltech101", serde_json::json!({})),
+            run("train", "train", paper_train()),
+        ];
+        let md = deviations(&runs, &[]).unwrap().render();
+        assert!(md.contains("`caltech101` in `caltech101_files`"), "{md}");
     }
 }

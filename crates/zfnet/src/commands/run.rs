@@ -62,9 +62,13 @@ pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: us
             RunEvent::Finished {
                 stage,
                 seconds,
+                peak_rss_bytes,
                 summary,
             } => {
                 let mut line = format!("done       {stage} in {seconds:.1}s");
+                if let Some(bytes) = peak_rss_bytes {
+                    line.push_str(&format!(", peak RSS {:.2} GB", *bytes as f64 / 1e9));
+                }
                 for summary_line in summary {
                     line.push_str(&format!("\n             {summary_line}"));
                 }
