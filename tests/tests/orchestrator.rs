@@ -612,12 +612,22 @@ fn a_stage_run_alone_reports_its_peak_memory_and_records_it_in_its_manifest() {
         let (_, after) = line
             .split_once("peak RSS ")
             .unwrap_or_else(|| panic!("no peak RSS in `{line}`"));
-        after.trim_end_matches(" GB").parse().unwrap()
+        after.split(" GB").next().unwrap().parse().unwrap()
     };
     // 300 MiB touched: the peak is at least that (plus the process's own), and the small
     // stage's peak, measured from its own start, is well below it.
     assert!(peak_gb("big") >= 0.314, "{stdout}");
     assert!(peak_gb("small") < peak_gb("big") - 0.25, "{stdout}");
+    let growth_gb = |stage: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with(&format!("done       {stage} in")))
+            .unwrap();
+        let (_, after) = line.split_once("(+").unwrap();
+        after.split(" GB").next().unwrap().parse().unwrap()
+    };
+    assert!(growth_gb("big") >= 0.30, "{stdout}");
+    assert!(growth_gb("small") < 0.05, "{stdout}");
     let manifests: Vec<String> = fs::read_dir(project.path(".zfnet/cache/runs"))
         .unwrap()
         .map(|entry| fs::read_to_string(entry.unwrap().path().join("manifest.json")).unwrap())

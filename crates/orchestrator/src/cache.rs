@@ -59,6 +59,9 @@ pub struct Manifest {
     /// The process's peak RSS during the run, when the stage ran alone (`--jobs 1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
+    /// The process's RSS when that stage started (what it held from earlier work).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_rss_bytes: Option<u64>,
     pub tool_version: String,
     pub summary: Vec<String>,
 }

@@ -54,6 +54,9 @@ pub enum RunEvent {
         /// The process's peak resident memory while the stage ran, when it ran alone
         /// (`--jobs 1`, Linux); an upper bound of the stage's own.
         peak_rss_bytes: Option<u64>,
+        /// The process's resident memory when the stage started (held from earlier work):
+        /// the stage's own peak is at least `peak - start`.
+        start_rss_bytes: Option<u64>,
         summary: Vec<String>,
     },
     Failed {
@@ -222,6 +225,7 @@ pub fn run(
                         stage: stage.name.clone(),
                         seconds: manifest.duration_s,
                         peak_rss_bytes: manifest.peak_rss_bytes,
+                        start_rss_bytes: manifest.start_rss_bytes,
                         summary: manifest.summary.clone(),
                     });
                     report.executed.push(stage.name.clone());
@@ -464,25 +468,31 @@ struct ContextExtras {
 /// The process's peak resident set size (Linux's VmHWM), reset at the start of a stage that
 /// runs alone: what `zfnet run --jobs 1` reports per stage and records in its manifest.
 struct PeakRss {
-    measuring: bool,
+    /// The RSS when the stage started (what the process held already), when measuring.
+    start: Option<u64>,
 }
 
 impl PeakRss {
     fn start(measure: bool) -> PeakRss {
         // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+).
-        let measuring = measure && fs::write("/proc/self/clear_refs", "5").is_ok();
-        PeakRss { measuring }
+        let reset = measure && fs::write("/proc/self/clear_refs", "5").is_ok();
+        PeakRss {
+            start: reset.then(|| status_bytes("VmRSS:")).flatten(),
+        }
     }
 
-    fn bytes(&self) -> Option<u64> {
-        if !self.measuring {
-            return None;
-        }
-        let status = fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        kib.checked_mul(1024)
+    /// (peak, RSS at the start), when measuring.
+    fn bytes(&self) -> Option<(u64, u64)> {
+        Some((status_bytes("VmHWM:")?, self.start?))
     }
+}
+
+/// A `kB` field of /proc/self/status, in bytes.
+fn status_bytes(field: &str) -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// The recorded runs of every stage upstream of `stage` (transitively), in pipeline order.
@@ -584,7 +594,7 @@ fn execute(
         .in_scope(|| kind.run(&context))
         .map_err(|error| format!("{error}"))?;
     let duration_s = started.elapsed().as_secs_f64();
-    let peak_rss_bytes = peak_rss.bytes();
+    let (peak_rss_bytes, start_rss_bytes) = peak_rss.bytes().unzip();
     fs::remove_dir_all(&scratch_dir).map_err(|e| format!("{}: {e}", scratch_dir.display()))?;
 
     let mut records = BTreeMap::new();
@@ -621,6 +631,7 @@ fn execute(
         started_unix_s,
         duration_s,
         peak_rss_bytes,
+        start_rss_bytes,
         tool_version: TOOL_VERSION.to_owned(),
         summary: summary.lines,
     };

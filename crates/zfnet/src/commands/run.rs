@@ -63,11 +63,16 @@ pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: us
                 stage,
                 seconds,
                 peak_rss_bytes,
+                start_rss_bytes,
                 summary,
             } => {
                 let mut line = format!("done       {stage} in {seconds:.1}s");
-                if let Some(bytes) = peak_rss_bytes {
-                    line.push_str(&format!(", peak RSS {:.2} GB", *bytes as f64 / 1e9));
+                if let (Some(peak), Some(start)) = (peak_rss_bytes, start_rss_bytes) {
+                    line.push_str(&format!(
+                        ", peak RSS {:.2} GB (+{:.2} GB over its start)",
+                        *peak as f64 / 1e9,
+                        peak.saturating_sub(*start) as f64 / 1e9
+                    ));
                 }
                 for summary_line in summary {
                     line.push_str(&format!("\n             {summary_line}"));
