@@ -21,15 +21,16 @@ pub trait BackendTask {
 /// `cuda-tf32` or `cuda-bf16` (bf16 mixed precision). A GPU device in a build without the `cuda` feature, or on a machine without
 /// a usable GPU, is an error that says so.
 pub fn run_on<T: BackendTask>(device: &str, task: T) -> Result<T::Output, CudaUnavailable> {
-    let precision = match device {
-        "cpu" => return Ok(task.run(engine::CpuBackend)),
-        "cuda" => Precision::Fp32,
-        "cuda-tf32" => Precision::Tf32,
-        "cuda-bf16" => Precision::Bf16,
-        other => {
+    use stage_api::device::Device;
+    let precision = match Device::parse(device) {
+        Some(Device::Cpu) => return Ok(task.run(engine::CpuBackend)),
+        Some(Device::Cuda) => Precision::Fp32,
+        Some(Device::CudaTf32) => Precision::Tf32,
+        Some(Device::CudaBf16) => Precision::Bf16,
+        None => {
             return Err(CudaUnavailable::Init {
-                what: format!("choosing the device `{other}`"),
-                error: "unknown device; cpu, cuda, cuda-tf32 or cuda-bf16".to_owned(),
+                what: format!("choosing the device `{device}`"),
+                error: format!("unknown device; one of {}", Device::NAMES.join(", ")),
             });
         }
     };

@@ -110,7 +110,6 @@ pub fn save_model<B: Backend>(
     write_tensors(path, provenance, &tensors, &metadata)
 }
 
-/// Reads a model file into a network on `backend`.
 /// A model file's architecture, from its header alone (no weights are read).
 pub fn read_architecture(path: &Path) -> artifacts::Result<Architecture> {
     artifacts::tensors::read_tensor_metadata(path)?
@@ -122,6 +121,7 @@ pub fn read_architecture(path: &Path) -> artifacts::Result<Architecture> {
         })
 }
 
+/// Reads a model file into a network on `backend`, with the rest of what makes it usable.
 pub fn load_model<B: Backend>(
     path: &Path,
     backend: B,

@@ -3,20 +3,70 @@
 
 use crate::{ParamSpec, Params, Resources};
 
+/// Where a stage runs the network: the one list of devices (the `device` param's choices and
+/// the backend chosen for each, in `cuda_backend::run_on`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// GPU 0 in true fp32.
+    Cuda,
+    /// GPU 0, cuDNN and cuBLAS allowed TF32 tensor cores.
+    CudaTf32,
+    /// GPU 0, bf16 multiplies with f32 master weights.
+    CudaBf16,
+}
+
+impl Device {
+    pub const ALL: [Device; 4] = [
+        Device::Cpu,
+        Device::Cuda,
+        Device::CudaTf32,
+        Device::CudaBf16,
+    ];
+    /// The names, in the order of [`Device::ALL`].
+    pub const NAMES: [&'static str; 4] = ["cpu", "cuda", "cuda-tf32", "cuda-bf16"];
+
+    /// The name the `device` param uses.
+    pub fn name(self) -> &'static str {
+        Device::NAMES[Device::ALL.iter().position(|d| *d == self).expect("in ALL")]
+    }
+
+    /// The device a `device` param names.
+    pub fn parse(name: &str) -> Option<Device> {
+        Device::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| Device::ALL[i])
+    }
+}
+
 /// `device: cpu | cuda | cuda-tf32 | cuda-bf16` (`cuda` is true fp32; `cuda-tf32` lets cuDNN
 /// and cuBLAS use TF32 tensor cores; `cuda-bf16` multiplies in bf16 with f32 master weights).
 pub fn device_param() -> ParamSpec {
     ParamSpec::choice(
         "device",
-        "cpu",
-        &["cpu", "cuda", "cuda-tf32", "cuda-bf16"],
+        Device::Cpu.name(),
+        &Device::NAMES,
         "Where the network runs: the CPU, or GPU 0 in fp32 (`cuda`), TF32 (`cuda-tf32`) or bf16 mixed precision (`cuda-bf16`); the GPU needs a build with `--features cuda`.",
     )
 }
 
 /// Whether the params ask for the GPU.
 pub fn wants_gpu(params: &Params) -> bool {
-    params.str("device") != "cpu"
+    Device::parse(params.str("device")) != Some(Device::Cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_device_name_parses_back_to_its_device() {
+        for device in Device::ALL {
+            assert_eq!(Device::parse(device.name()), Some(device));
+        }
+        assert_eq!(Device::parse("gpu"), None);
+    }
 }
 
 /// A GPU run holds the GPU token.
