@@ -103,7 +103,10 @@ fn an_overlay_that_would_change_the_graph_is_refused_with_every_problem_at_its_l
         (7, "there is no stage `a2`"),
     ] {
         assert!(
-            outcome.stderr.contains(&format!("{}", at(line))) && outcome.stderr.contains(text),
+            outcome
+                .stderr
+                .lines()
+                .any(|problem| problem.contains(&at(line)) && problem.contains(text)),
             "line {line}, `{text}`:\n{}",
             outcome.stderr
         );

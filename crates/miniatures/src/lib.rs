@@ -615,8 +615,8 @@ fn write_imagenet(
 ) -> Result<Vec<(PathBuf, Vec<u8>)>, Error> {
     let mut rng = ChaCha8Rng::seed_from_u64(2012);
     let mut mapping = String::new();
-    for class in 0..scale.imagenet_classes {
-        writeln!(mapping, "{} {}", wnid(class), CLASS_NAMES[class]).expect("string");
+    for (class, name) in CLASS_NAMES.iter().enumerate().take(scale.imagenet_classes) {
+        writeln!(mapping, "{} {name}", wnid(class)).expect("string");
     }
     writer.write("imagenet/LOC_synset_mapping.txt", mapping.as_bytes())?;
     writer.write("imagenet_flat_val/synsets.txt", mapping.as_bytes())?;

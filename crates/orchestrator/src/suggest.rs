@@ -24,8 +24,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 0..=a.len() {
         d[i * width] = i;
     }
-    for j in 0..=b.len() {
-        d[j] = j;
+    for (j, slot) in d.iter_mut().enumerate().take(width) {
+        *slot = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -186,7 +186,7 @@ mod human_tests {
 
     #[test]
     fn rates_and_durations_read_as_a_person_writes_them() {
-        assert_eq!(human_rate(11_601.2958), "11.6k/s");
+        assert_eq!(human_rate(11_601.295_8), "11.6k/s");
         assert_eq!(human_rate(19.27), "19.3/s");
         assert_eq!(human_rate(0.5234), "0.523/s");
         assert_eq!(human_rate(2_500_000.0), "2.50M/s");

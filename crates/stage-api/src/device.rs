@@ -56,6 +56,13 @@ pub fn wants_gpu(params: &Params) -> bool {
     Device::parse(params.str("device")) != Some(Device::Cpu)
 }
 
+/// A GPU run holds the GPU token.
+pub fn device_resources(params: &Params) -> Resources {
+    Resources {
+        gpu: wants_gpu(params),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,12 +73,5 @@ mod tests {
             assert_eq!(Device::parse(device.name()), Some(device));
         }
         assert_eq!(Device::parse("gpu"), None);
-    }
-}
-
-/// A GPU run holds the GPU token.
-pub fn device_resources(params: &Params) -> Resources {
-    Resources {
-        gpu: wants_gpu(params),
     }
 }
