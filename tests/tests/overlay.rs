@@ -45,7 +45,10 @@ fn an_overlay_changes_data_paths_and_params_and_renames_the_pipeline_but_keeps_t
     assert!(text.starts_with("pipeline `base-mini`: 4 stages"), "{text}");
     // The data path is the overlay's, resolved against the overlay's folder.
     assert!(
-        text.contains(&format!("{}", project.path("mini/words.txt").display())),
+        text.contains(&format!(
+            "file <- {}",
+            project.path("overlays/../mini/words.txt").display()
+        )),
         "{text}"
     );
     assert!(!text.contains("pipelines/data/words.txt"), "{text}");
@@ -79,7 +82,7 @@ fn an_overlay_that_would_change_the_graph_is_refused_with_every_problem_at_its_l
     let project = project();
     project.write(
         "overlays/bad.yaml",
-        "overlays: other.yaml\nstages:\n  nowhere: { params: { text: x } }\n  a: { params: { txet: x } }\n  b: { inputs: { upstream: a.table } }\n  sweep: { params: { rows: 5 } }\n  a2: {}\n",
+        "overlays: other.yaml\nstages:\n  nowhere: { params: { text: x } }\n  a: { params: { txet: x }, inputs: { file: ../nowhere.txt } }\n  b: { inputs: { upstream: a.table } }\n  sweep: { params: { rows: 5 } }\n  a2: {}\n",
     );
     let outcome = project.zfnet(&[
         "-f",
@@ -98,6 +101,10 @@ fn an_overlay_that_would_change_the_graph_is_refused_with_every_problem_at_its_l
             "there is no stage `nowhere` in base.yaml; an overlay cannot add stages",
         ),
         (4, "kind `test_step` has no param `txet`"),
+        (
+            4,
+            "nowhere.txt` does not exist; write the data there or point the overlay at it",
+        ),
         (5, "which an overlay cannot change (only dataset paths)"),
         (6, "`rows` is swept by its matrix"),
         (7, "there is no stage `a2`"),

@@ -118,10 +118,11 @@ impl Scale {
                 self.caltech_classes
             )));
         }
-        if self.caltech101_per_class < 4 || self.caltech256_per_class < 4 {
+        if self.caltech101_per_class < 5 || self.caltech256_per_class < 5 {
             return Err(Error::Scale(
-                "each Caltech class needs at least 4 images (one PNG or truncated file, one \
-                 planted duplicate, and images to train and test on)"
+                "each Caltech class needs at least 5 images (the PNG or truncated file is the \
+                 third or fourth, the planted duplicate the last, and images to train and \
+                 test on)"
                     .to_owned(),
             ));
         }
@@ -149,6 +150,11 @@ pub enum Error {
          nothing was changed: choose another --out folder"
     )]
     NotOurs(PathBuf),
+    #[error(
+        "{0} exists (left by an interrupted zfnet-miniatures, or not ours at all); nothing was \
+         changed: look inside and remove it, then run again"
+    )]
+    Leftover(PathBuf),
     #[error("encoding an image: {0}")]
     Encode(String),
 }
@@ -566,8 +572,12 @@ pub fn write_miniatures(source_dir: &Path, out: &Path, scale: &Scale) -> Result<
     let parent = out.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io_error(parent))?;
     let staging = parent.join(format!(".{name}.new-{}", std::process::id()));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    // Nothing is deleted that this call did not create: leftovers of a crash are refused.
+    for leftover in [&staging, &old] {
+        if leftover.exists() {
+            return Err(Error::Leftover(leftover.clone()));
+        }
     }
     let mut writer = Writer {
         root: &staging,
@@ -580,13 +590,19 @@ pub fn write_miniatures(source_dir: &Path, out: &Path, scale: &Scale) -> Result<
     }
     writer.write(MARKER, marker.as_bytes())?;
     let mut written = writer.written;
-    // Swap in: the old copy (ours, by its marker) is removed only after the new one is in place.
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    if out.exists() {
+    // Swap in: the old copy (ours, by its marker) is removed only after the new one is in
+    // place, and put back if the new one cannot be.
+    let moved_aside = out.exists();
+    if moved_aside {
         fs::rename(out, &old).map_err(io_error(out))?;
     }
-    fs::rename(&staging, out).map_err(io_error(out))?;
-    if old.exists() {
+    if let Err(error) = fs::rename(&staging, out) {
+        if moved_aside {
+            let _ = fs::rename(&old, out);
+        }
+        return Err(io_error(out)(error));
+    }
+    if moved_aside {
         fs::remove_dir_all(&old).map_err(io_error(&old))?;
     }
     let relocate = |path: &Path| out.join(path.strip_prefix(&staging).unwrap_or(path));

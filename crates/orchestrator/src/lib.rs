@@ -48,7 +48,11 @@ pub fn load_pipeline(
     for overlay_file in overlays {
         let overlay_file =
             std::path::absolute(overlay_file).unwrap_or_else(|_| overlay_file.clone());
-        if let Err(found) = overlay::apply_file(&overlay_file, &mut raw, file, registry) {
+        if let Err(found) =
+            overlay::apply_file(&overlay_file, &mut raw, file, registry, &|path: &Path| {
+                path.exists()
+            })
+        {
             problems.extend(found);
         }
     }

@@ -55,6 +55,7 @@ pub fn apply_file(
     base: &mut RawPipeline,
     base_file: &Path,
     registry: &Registry,
+    path_exists: &dyn Fn(&Path) -> bool,
 ) -> Result<(), Vec<ConfigProblem>> {
     let problem = |line: Option<u64>, message: String| ConfigProblem {
         file: overlay_file.to_path_buf(),
@@ -68,9 +69,7 @@ pub fn apply_file(
         )]
     })?;
     let overlay: RawOverlay = serde_saphyr::from_str(&text).map_err(|error| {
-        let line = error.location().map(|location| location.line());
-        let message = error.to_string();
-        let first = message.lines().next().unwrap_or("invalid YAML").trim();
+        let (line, first) = crate::pipeline::yaml_error(&error);
         vec![problem(
             line,
             format!("{first} (see the overlay format in README.md)"),
@@ -80,7 +79,15 @@ pub fn apply_file(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    apply(&overlay, &overlay_dir, base, base_file, registry).map_err(|list| {
+    apply(
+        &overlay,
+        &overlay_dir,
+        base,
+        base_file,
+        registry,
+        path_exists,
+    )
+    .map_err(|list| {
         list.into_iter()
             .map(|(line, message)| problem(line, message))
             .collect()
@@ -94,6 +101,7 @@ pub fn apply(
     base: &mut RawPipeline,
     base_file: &Path,
     registry: &Registry,
+    path_exists: &dyn Fn(&Path) -> bool,
 ) -> Result<(), Vec<(Option<u64>, String)>> {
     let mut problems = Vec::new();
     let base_name = base_file
@@ -185,6 +193,18 @@ pub fn apply(
             match input_specs.iter().find(|spec| spec.name == input) {
                 Some(spec) if spec.kind == InputKind::Path => {
                     let rebased = rebase(overlay_dir, &path.value);
+                    // Checked here, so that a missing path is reported at the overlay's line
+                    // (resolve would name the base file).
+                    if !path_exists(Path::new(&rebased)) {
+                        problems.push((
+                            line,
+                            format!(
+                                "stage `{stage_name}`, input `{input}`: path `{rebased}` does \
+                                 not exist; write the data there or point the overlay at it"
+                            ),
+                        ));
+                        continue;
+                    }
                     let spanned =
                         Spanned::new(RawInput::One(rebased), path.referenced, path.defined);
                     stage.inputs.insert(input.clone(), spanned);
@@ -227,26 +247,12 @@ fn rebase(overlay_dir: &Path, text: &str) -> String {
     if path.is_absolute() {
         text.to_owned()
     } else {
+        // Joined as `resolve` joins the base file's paths: `..` is left to the file system,
+        // so both mean the same through a symlinked folder.
         let joined = overlay_dir.join(path);
-        let absolute = std::path::absolute(&joined).unwrap_or(joined);
-        lexically_normal(&absolute).display().to_string()
+        std::path::absolute(&joined)
+            .unwrap_or(joined)
+            .display()
+            .to_string()
     }
-}
-
-/// `a/b/../c` as `a/c`, without touching the file system (the path may not exist yet).
-fn lexically_normal(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut normal = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                if !normal.pop() {
-                    normal.push(component);
-                }
-            }
-            Component::CurDir => {}
-            other => normal.push(other),
-        }
-    }
-    normal
 }

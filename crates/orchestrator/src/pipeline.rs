@@ -58,23 +58,28 @@ pub enum RawInput {
 /// Parses pipeline text; a syntax or shape error becomes one located problem.
 pub fn parse(text: &str, file: &Path) -> Result<RawPipeline, ConfigProblem> {
     serde_saphyr::from_str(text).map_err(|error| {
-        let line = error.location().map(|location| location.line());
-        let message = error.to_string();
-        // serde-saphyr prints a code snippet after the first line; keep the first line,
-        // which already says what and where.
-        let first = message.lines().next().unwrap_or("invalid YAML").trim();
-        let first = first.strip_prefix("error: ").unwrap_or(first);
-        // Drop serde-saphyr's own "line N column M: " prefix: the line is printed already.
-        let first = match first.split_once(": ") {
-            Some((place, rest)) if place.starts_with("line ") => rest,
-            _ => first,
-        };
+        let (line, first) = yaml_error(&error);
         ConfigProblem {
             file: file.to_path_buf(),
             line,
             message: format!("{first} (see the pipeline format in README.md)"),
         }
     })
+}
+
+/// A YAML error as (line, what is wrong): serde-saphyr prints a code snippet after its first
+/// line and starts that line with `error: ` and its own `line N column M: `, which a
+/// `file:line:` prefix already says.
+pub(crate) fn yaml_error(error: &serde_saphyr::Error) -> (Option<u64>, String) {
+    let line = error.location().map(|location| location.line());
+    let message = error.to_string();
+    let first = message.lines().next().unwrap_or("invalid YAML").trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first = match first.split_once(": ") {
+        Some((place, rest)) if place.starts_with("line ") => rest,
+        _ => first,
+    };
+    (line, first.to_owned())
 }
 
 /// Parses one `--set` value the way YAML would (`3` is an int, `0.1` a float, `[1, 2]` a

@@ -331,6 +331,7 @@ impl cuda_backend::BackendTask for TrainTask<'_> {
         let epoch_images = train_store.len() as u64;
         let bar = ctx.progress_bar(config.epochs as u64 * epoch_images, "training");
         let started = std::time::Instant::now();
+        let mut rate_started = false;
         let mut report = |progress: Progress| {
             let m = match progress {
                 Progress::Step {
@@ -341,6 +342,11 @@ impl cuda_backend::BackendTask for TrainTask<'_> {
                 } => {
                     let done = (epoch as u64 - 1) * epoch_images as u64 + images_done as u64;
                     bar.set_position(done);
+                    if !rate_started {
+                        // A resumed run starts past 0: that jump is not work done now.
+                        bar.reset_eta();
+                        rate_started = true;
+                    }
                     let rate = bar.per_sec();
                     let epoch_eta = if rate > 0.0 {
                         stage_api::human_duration(
