@@ -352,7 +352,7 @@ stages:
     let outcome = project.zfnet(&["status"]);
     assert_eq!(outcome.code, Some(2));
     let expected = [
-        "pipeline.yaml:4: stage `a` has unknown kind `test_stepp`",
+        "pipeline.yaml:4: stage `a` has unknown kind `test_stepp` (did you mean `test_step`?)",
         "pipeline.yaml:7: stage `b`: kind `test_step` has no param `colour`",
         "pipeline.yaml:7: stage `b`, param `rows`: expected an integer, found \"many\"",
         "pipeline.yaml:8: stage `b`, input `file`: path",
@@ -360,7 +360,7 @@ stages:
         "pipeline.yaml:8: stage `b`, input `upstream`: `nope.table` names stage `nope`, which does not exist",
         "pipeline.yaml:9: duplicate stage name `b` (first defined at line 5)",
         "the stages form a cycle: ",
-        "pipeline.yaml:19: stage `e`, input `upstream`: `d.tabel`: stage `d` (kind `test_step`) has no output `tabel`; its outputs: table",
+        "pipeline.yaml:19: stage `e`, input `upstream`: `d.tabel`: stage `d` (kind `test_step`) has no output `tabel` (did you mean `table`?); its outputs: table",
     ];
     for fragment in expected {
         assert!(
@@ -412,6 +412,15 @@ fn bad_command_line_overrides_and_stage_names_exit_2() {
         outcome
             .stderr
             .contains("kind `test_step` has no param `nope`"),
+        "{}",
+        outcome.stderr
+    );
+    // A typo gets the nearest name.
+    let outcome = project.zfnet(&["run", "--set", "a.txet=x"]);
+    assert!(
+        outcome
+            .stderr
+            .contains("has no param `txet` (did you mean `text`?)"),
         "{}",
         outcome.stderr
     );
