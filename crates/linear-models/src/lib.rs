@@ -188,11 +188,7 @@ fn train_softmax_primal(
                 }
             }
         }
-        for (wk, gk) in w.iter_mut().zip(&grad) {
-            for (wj, gj) in wk.iter_mut().zip(gk) {
-                *wj -= learning_rate * (gj + l2 * *wj);
-            }
-        }
+        descend(&mut w, &grad, learning_rate, l2);
     }
     w
 }
@@ -208,6 +204,16 @@ pub fn softmax_memory_bytes(n: usize, dim: usize, classes: usize) -> u64 {
         2 * classes * dim
     };
     words.saturating_mul(8)
+}
+
+/// One gradient step with L2 weight decay, `p -= lr (g + l2 p)`, on weights or (in the Gram
+/// form) on their coefficients: the same update in both.
+fn descend(params: &mut [Vec<f64>], gradient: &[Vec<f64>], learning_rate: f64, l2: f64) {
+    for (pk, gk) in params.iter_mut().zip(gradient) {
+        for (pj, gj) in pk.iter_mut().zip(gk) {
+            *pj -= learning_rate * (gj + l2 * *pj);
+        }
+    }
 }
 
 /// p(k | row) minus the one-hot label: the softmax loss's gradient with respect to the scores.
@@ -234,14 +240,18 @@ fn train_softmax_gram(
     let d = x.len() / n;
     let rows: Vec<&[f64]> = x.chunks(d).collect();
     // Gram matrix, one fixed-order dot product per entry (the same bits for any thread count).
-    let gram: Vec<f64> = (0..n * n)
+    // Each pair once (the upper triangle, rows in parallel), mirrored below the diagonal.
+    let upper: Vec<Vec<f64>> = (0..n)
         .into_par_iter()
-        .map(|at| {
-            let (i, j) = (at / n, at % n);
-            let (i, j) = (i.min(j), i.max(j));
-            dot(rows[i], rows[j])
-        })
+        .map(|i| (i..n).map(|j| dot(rows[i], rows[j])).collect())
         .collect();
+    let mut gram = vec![0.0; n * n];
+    for (i, row) in upper.iter().enumerate() {
+        for (offset, &value) in row.iter().enumerate() {
+            gram[i * n + i + offset] = value;
+            gram[(i + offset) * n + i] = value;
+        }
+    }
     let mut a = vec![vec![0.0; n]; classes];
     for _ in 0..steps {
         let mut residual = vec![vec![0.0; n]; classes];
@@ -253,11 +263,7 @@ fn train_softmax_gram(
                 residual[k][i] = p[k] / n as f64;
             }
         }
-        for (ak, rk) in a.iter_mut().zip(&residual) {
-            for (aj, rj) in ak.iter_mut().zip(rk) {
-                *aj -= learning_rate * (rj + l2 * *aj);
-            }
-        }
+        descend(&mut a, &residual, learning_rate, l2);
     }
     a.par_iter()
         .map(|ak| {

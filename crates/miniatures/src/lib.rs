@@ -34,29 +34,8 @@ use rand_chacha::ChaCha8Rng;
 
 pub use fashion_mnist::CLASS_NAMES;
 
-/// The PASCAL VOC classes, in the devkit's order.
-pub const VOC_CLASSES: [&str; 20] = [
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-];
+/// The PASCAL VOC classes, in the devkit's order (the `voc2012` reader's list).
+pub use artifacts::multilabels::VOC_CLASSES;
 
 /// The marker file that says a folder was written by this crate (and with which scale).
 pub const MARKER: &str = ".zfnet-miniatures";
