@@ -9,7 +9,14 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: reproduce paper-mini test test-aarch64 bench build data test-deps bench-deps clean
+.PHONY: reproduce paper-mini test test-aarch64 bench build data test-deps bench-deps slurm-local clean
+
+# The Slurm executor's tests run against a one-node cluster on this machine
+# (scripts/slurm-local.sh: Debian's Slurm and MUNGE, configured in a private folder; /etc/slurm
+# is left alone). `make test SLURM=0` skips starting it, and its tests then say SKIPPED.
+SLURM ?= 1
+SLURM_LOCAL_DIR ?= /tmp/zfnet-slurm-local
+SLURM_ENV := $(if $(filter 1,$(SLURM)),SLURM_CONF=$(SLURM_LOCAL_DIR)/slurm.conf ZFNET_REQUIRE_SLURM=1)
 
 # The CPU paths this machine runs besides its default (the smoke report must be the same on
 # each: see crates/engine/src/cpu/path.rs). The portable path is tested on aarch64 by
@@ -34,9 +41,9 @@ paper-mini: data build
 build:
 	$(CARGO) build --release -p zfnet
 
-test: test-deps data
+test: test-deps data $(if $(filter 1,$(SLURM)),slurm-local)
 	$(CARGO) build -p zfnet
-	$(CARGO) test --workspace
+	$(SLURM_ENV) $(CARGO) test --workspace
 	for path in $(OTHER_CPU_PATHS); do \
 		ZFNET_CPU=$$path $(CARGO) test -p tests --test smoke_pipeline || exit 1; \
 	done
@@ -51,6 +58,9 @@ test-aarch64:
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(AARCH64_RUNNER)" \
 	ZFNET_TEST_RUNNER="$(AARCH64_RUNNER)" \
 		$(CARGO) test -p engine --target $(AARCH64) --lib --test paths
+
+slurm-local:
+	ZFNET_SLURM_DIR=$(SLURM_LOCAL_DIR) scripts/slurm-local.sh start
 
 bench: bench-deps
 	$(CARGO) build --release -p bench

@@ -3,6 +3,8 @@
 //! The tests drive the real binary (so they can kill it mid-write and check exit codes). It is
 //! found next to the test executable's `deps/` folder; `make test` builds it first.
 
+pub mod smoke;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

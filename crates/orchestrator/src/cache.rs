@@ -9,6 +9,8 @@
 //! resume/<key>/                   checkpoints of an unfinished run, for the next attempt
 //! hash-memo.json                  stat-keyed file hashes (see `artifacts::hash`)
 //! lock                            exclusive for `run`, `gc`, `verify`; shared for `export`, `show`
+//! jobs/in-flight/<id>.json        Slurm jobs of a run in progress (`zfnet status` lists them)
+//! jobs/logs/<key>.<id>.{out,err}  each Slurm job's stdout and stderr
 //! zfnet-cache.json                the marker: this folder is a zfnet cache (written first)
 //! CACHEDIR.TAG                    the Cache Directory Tagging spec's tag (backup tools skip it)
 //! ```
@@ -62,6 +64,9 @@ pub struct Manifest {
     /// The process's RSS when that stage started (what it held from earlier work).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_rss_bytes: Option<u64>,
+    /// The Slurm job that ran the stage (`zfnet run --executor slurm`), with its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<crate::slurm::SlurmJob>,
     pub tool_version: String,
     pub summary: Vec<String>,
 }
@@ -125,6 +130,7 @@ const CACHE_LAYOUT: &[&str] = &[
     "hash-memo.json",
     "hash-memo.json.tmp",
     "lock",
+    "jobs",
     MARKER_FILE,
     CACHEDIR_TAG_FILE,
 ];

@@ -3,6 +3,10 @@
 //! The scheduler runs on the calling thread and hands ready stages to scoped worker threads.
 //! A stage whose kind asks for the GPU is only dispatched while no other GPU stage runs (the
 //! GPU token). A failed stage skips its downstream; independent branches carry on.
+//!
+//! With [`Executor::Slurm`] a worker submits its stage as a Slurm job instead and waits for it
+//! (`--jobs` caps the jobs in flight; the cluster shares out its GPUs, so there is no token).
+//! The job runs [`execute_submitted`] in `zfnet exec-stage`, which commits the entry itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -35,6 +39,18 @@ pub struct RunOptions {
     pub jobs: usize,
     /// The program, as stages see it (`StageContext::build`), e.g. `zfnet 0.1.0 (commit ..)`.
     pub build: String,
+    /// Where stage runs happen.
+    pub executor: Executor,
+}
+
+/// Where the stage runs of `zfnet run` happen.
+#[derive(Clone, Debug, Default)]
+pub enum Executor {
+    /// Worker threads of this process.
+    #[default]
+    Local,
+    /// One Slurm job each, running this command's `exec-stage`.
+    Slurm(crate::slurm::ExecCommand),
 }
 
 /// Progress of a run, reported to the caller as it happens.
@@ -48,6 +64,12 @@ pub enum RunEvent {
         stage: String,
         reason: String,
     },
+    /// A stage run was submitted to Slurm (`Started` came first).
+    Submitted {
+        stage: String,
+        job_id: String,
+        resources: String,
+    },
     Finished {
         stage: String,
         seconds: f64,
@@ -58,6 +80,8 @@ pub enum RunEvent {
         /// the stage's own peak is at least `peak - start`.
         start_rss_bytes: Option<u64>,
         summary: Vec<String>,
+        /// The Slurm job that ran it, with its node.
+        slurm_job: Option<crate::slurm::SlurmJob>,
     },
     Failed {
         stage: String,
@@ -124,6 +148,11 @@ pub fn run(
         );
     }
 
+    if matches!(options.executor, Executor::Slurm(_)) {
+        // Jobs of an earlier run that died without cancelling them (we hold the lock: that
+        // run is over). One still queued or running would commit beside this run's.
+        crate::slurm::cancel_leftover_jobs(cache.root());
+    }
     let index = Mutex::new(OutputIndex::new());
     let keys = KeyGate::default();
     let mut slots = vec![Slot::Pending; stages.len()];
@@ -135,6 +164,8 @@ pub fn run(
         .collect();
     let jobs = options.jobs.max(1);
     let mut gpu_busy = false;
+    // On a cluster, Slurm shares out the GPUs.
+    let gpu_token = matches!(options.executor, Executor::Local);
 
     std::thread::scope(|scope| {
         let (sender, receiver) = mpsc::channel::<(usize, Result<Outcome, String>)>();
@@ -165,10 +196,11 @@ pub fn run(
                     if !upstream.iter().all(|&u| slots[u] == Slot::Done) {
                         continue;
                     }
-                    if stage.resources.gpu && gpu_busy {
+                    let needs_token = gpu_token && stage.resources.gpu;
+                    if needs_token && gpu_busy {
                         continue;
                     }
-                    if stage.resources.gpu {
+                    if needs_token {
                         gpu_busy = true;
                     }
                     slots[i] = Slot::Running;
@@ -189,6 +221,7 @@ pub fn run(
                                 force,
                                 &options.build,
                                 jobs == 1,
+                                &options.executor,
                                 progress,
                                 observer,
                             )
@@ -207,7 +240,7 @@ pub fn run(
             let (i, outcome) = receiver.recv().expect("a worker is running");
             running -= 1;
             let stage = stages[i];
-            if stage.resources.gpu {
+            if gpu_token && stage.resources.gpu {
                 gpu_busy = false;
             }
             match outcome {
@@ -227,6 +260,7 @@ pub fn run(
                         peak_rss_bytes: manifest.peak_rss_bytes,
                         start_rss_bytes: manifest.start_rss_bytes,
                         summary: manifest.summary.clone(),
+                        slurm_job: manifest.slurm_job.clone(),
                     });
                     report.executed.push(stage.name.clone());
                 }
@@ -333,6 +367,7 @@ fn run_one(
     force: bool,
     build: &str,
     alone: bool,
+    executor: &Executor,
     progress: &MultiProgress,
     observer: &(dyn Fn(&RunEvent) + Sync),
 ) -> Result<Outcome, String> {
@@ -422,22 +457,33 @@ fn run_one(
         stage: stage.name.clone(),
         reason,
     });
-    let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
-    let context_extras = ContextExtras {
-        upstream_runs: upstream_runs(dag, cache, stage),
-        build: build.to_owned(),
-        measure_peak_rss: alone,
+    let result = match executor {
+        Executor::Local => {
+            let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
+            let context_extras = ContextExtras {
+                upstream_runs: upstream_runs(dag, cache, stage),
+                build: build.to_owned(),
+                measure_peak_rss: alone,
+            };
+            let result = execute(
+                cache,
+                stage,
+                &snapshot,
+                &key,
+                &inputs,
+                &temp_dir,
+                progress,
+                context_extras,
+            );
+            if result.is_err() {
+                let _ = fs::remove_dir_all(&temp_dir);
+            }
+            result
+        }
+        Executor::Slurm(command) => {
+            run_as_slurm_job(dag, cache, stage, &key, force, command, observer)
+        }
     };
-    let result = execute(
-        cache,
-        stage,
-        &snapshot,
-        &key,
-        &inputs,
-        &temp_dir,
-        progress,
-        context_extras,
-    );
     match result {
         Ok(manifest) => {
             claim.committed = true;
@@ -450,11 +496,123 @@ fn run_one(
             record_state(dag, cache, stage, &key, &inputs)?;
             Ok(Outcome::Executed(manifest))
         }
-        Err(error) => {
-            let _ = fs::remove_dir_all(&temp_dir);
-            Err(error)
-        }
+        Err(error) => Err(error),
     }
+}
+
+/// One stage run as a Slurm job: submitted, waited for, and its committed entry read back.
+fn run_as_slurm_job(
+    dag: &Dag,
+    cache: &Cache,
+    stage: &ResolvedStage,
+    key: &str,
+    force: bool,
+    command: &crate::slurm::ExecCommand,
+    observer: &(dyn Fn(&RunEvent) + Sync),
+) -> Result<Manifest, String> {
+    // The job hashes the same inputs: hand it what this process knows (the memo is only
+    // written here, under the run's lock; the job only reads it).
+    {
+        static SAVING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = SAVING.lock().unwrap_or_else(|e| e.into_inner());
+        cache.save_memo().map_err(|e| e.to_string())?;
+    }
+    let request = crate::slurm::JobRequest::for_stage(stage, &dag.executor.slurm);
+    let on_submitted = |job_id: &str| {
+        observer(&RunEvent::Submitted {
+            stage: stage.name.clone(),
+            job_id: job_id.to_owned(),
+            resources: request.describe(),
+        })
+    };
+    let job = crate::slurm::run_job(
+        command,
+        cache.root(),
+        &dag.name,
+        stage,
+        key,
+        force,
+        &request,
+        dag.executor.slurm.poll,
+        &on_submitted,
+    )?;
+    cache
+        .verified_manifest(key, &declared_outputs(stage))
+        .map_err(|problem| {
+            format!(
+                "Slurm job {} completed, but cache entry {key} is not usable ({problem:?});                  does the node see the same cache folder ({})?",
+                job.id,
+                cache.root().display()
+            )
+        })
+}
+
+/// `zfnet exec-stage`: runs one stage of `dag` in this process, as a Slurm job does, and
+/// commits its entry. Its upstream stages' entries must be committed and recorded (the
+/// submitting run does that before it submits a stage); the inputs must still hash to
+/// `expected_key`, or nothing runs. An entry that is already there and intact is kept, unless
+/// `force`. Takes no cache lock: the submitting `zfnet run` holds it.
+pub fn execute_submitted(
+    dag: &Dag,
+    cache: &Cache,
+    stage_name: &str,
+    expected_key: &str,
+    force: bool,
+    build: &str,
+    progress: &MultiProgress,
+) -> Result<Manifest, String> {
+    let stage = dag
+        .stage(stage_name)
+        .ok_or_else(|| format!("no stage `{stage_name}` in pipeline `{}`", dag.name))?;
+    let mut index = OutputIndex::new();
+    for upstream in stage.upstream() {
+        let upstream_stage = dag
+            .stage(upstream)
+            .ok_or_else(|| format!("no upstream stage `{upstream}` (a bug)"))?;
+        let state = cache.read_state(&dag.name, upstream).ok_or_else(|| {
+            format!(
+                "upstream `{upstream}` has no recorded run in {}",
+                cache.root().display()
+            )
+        })?;
+        let manifest = cache
+            .verified_manifest(&state.key, &declared_outputs(upstream_stage))
+            .map_err(|problem| {
+                format!("upstream `{upstream}`'s cache entry is not usable: {problem:?}")
+            })?;
+        index_outputs(&mut index, upstream, cache, &manifest);
+    }
+    let inputs = input_records(stage, &index, cache).map_err(|unknown| match unknown {
+        InputsUnknown::Upstream(name) => format!("upstream `{name}` has no outputs (a bug)"),
+        InputsUnknown::Unreadable { input, message } => {
+            format!("input `{input}` is unreadable: {message}")
+        }
+    })?;
+    let kind = &stage.kind;
+    let key = cache_key(kind.name(), kind.version(), &stage.params, &inputs);
+    if key != expected_key {
+        return Err(format!(
+            "the inputs of `{stage_name}` changed after it was submitted (cache key {} now,              {} when submitted); rerun `zfnet run`",
+            &key[..12.min(key.len())],
+            &expected_key[..12.min(expected_key.len())]
+        ));
+    }
+    if !force && let Ok(manifest) = cache.verified_manifest(&key, &declared_outputs(stage)) {
+        return Ok(manifest);
+    }
+    let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
+    let extras = ContextExtras {
+        upstream_runs: upstream_runs(dag, cache, stage),
+        build: build.to_owned(),
+        measure_peak_rss: true,
+    };
+    let result = execute(
+        cache, stage, &index, &key, &inputs, &temp_dir, progress, extras,
+    );
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&temp_dir);
+    }
+    result
 }
 
 /// What a stage's context carries besides its own inputs and outputs.
@@ -632,6 +790,7 @@ fn execute(
         duration_s,
         peak_rss_bytes,
         start_rss_bytes,
+        slurm_job: crate::slurm::SlurmJob::from_env(),
         tool_version: TOOL_VERSION.to_owned(),
         summary: summary.lines,
     };

@@ -14,6 +14,7 @@ pub mod plan;
 pub mod registry;
 pub mod render;
 pub mod resolve;
+pub mod slurm;
 pub mod suggest;
 
 pub use error::{ConfigProblem, Error, Result};

@@ -31,6 +31,63 @@ pub struct RawPipeline {
     #[serde(default)]
     pub cache_dir: Option<Spanned<String>>,
     pub stages: Vec<RawStage>,
+    /// Where stages run: this machine (the default) or Slurm jobs (see `crate::slurm`).
+    #[serde(default)]
+    pub executor: Option<RawExecutor>,
+}
+
+/// The `executor:` section.
+///
+/// ```yaml
+/// executor:
+///   default: slurm          # local (the default) or slurm; `zfnet run --executor` beats it
+///   slurm:
+///     defaults: { partition: gpu, account: vision, cpus: 4, memory_mb: 16384, time: "12:00:00" }
+///     stages:
+///       train: { cpus: 8, gpus: 1, time: "3-00:00:00" }   # a base name: every instance
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExecutor {
+    #[serde(default)]
+    pub default: Option<Spanned<String>>,
+    #[serde(default)]
+    pub slurm: Option<RawSlurm>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlurm {
+    #[serde(default)]
+    pub defaults: Option<Spanned<RawSlurmResources>>,
+    #[serde(default)]
+    pub stages: BTreeMap<String, Spanned<RawSlurmResources>>,
+    /// Seconds between two looks at a job's state (default 2).
+    #[serde(default)]
+    pub poll_seconds: Option<Spanned<f64>>,
+}
+
+/// What one stage's job asks Slurm for; every field optional (the defaults fill in).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlurmResources {
+    #[serde(default)]
+    pub partition: Option<String>,
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// A Slurm time limit: `minutes`, `hours:minutes:seconds`, `days-hours[:minutes]`, ...
+    #[serde(default)]
+    pub time: Option<String>,
+    /// GPUs for a stage that runs on the GPU (`device: cuda`); ignored by CPU stages.
+    #[serde(default)]
+    pub gpus: Option<u32>,
+    /// Further `sbatch` options, e.g. `["--qos=long", "--constraint=h100"]`.
+    #[serde(default)]
+    pub sbatch_args: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -155,6 +155,10 @@ pub struct StageStatus {
     /// Warnings found while assessing (a corrupted output).
     #[serde(skip)]
     pub corrupted: Option<String>,
+    /// The Slurm job of a run in progress that is running this stage, e.g.
+    /// `job 41: RUNNING on node3` (filled in by `zfnet status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm_job: Option<String>,
 }
 
 /// What changed between the last successful run of a stage and now. Pure.
@@ -231,6 +235,7 @@ pub fn assess(dag: &Dag, cache: &Cache, stages: &[&ResolvedStage]) -> Vec<StageS
             reason: String::new(),
             key: None,
             corrupted: None,
+            slurm_job: None,
         };
         match input_records(stage, &index, cache) {
             Err(InputsUnknown::Upstream(upstream)) => {

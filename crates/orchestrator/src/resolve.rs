@@ -69,6 +69,8 @@ pub struct Dag {
     /// The cache folder (absolute), from the file's `cache_dir` or the default.
     pub cache_dir: PathBuf,
     pub stages: Vec<ResolvedStage>,
+    /// Where stages run, from the `executor:` section (`crate::slurm`).
+    pub executor: crate::slurm::ExecutorConfig,
 }
 
 impl Dag {
@@ -373,11 +375,14 @@ pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<Con
         (None, Some(dir)) => base_dir.join(&dir.value),
         (None, None) => base_dir.join(".zfnet/cache"),
     };
+    let stages: Vec<ResolvedStage> = stages;
+    let executor = crate::slurm::resolve_config(raw.executor.as_ref(), &stages, config.file)?;
     Ok(Dag {
         name: raw.name.value.clone(),
         file: config.file.to_path_buf(),
         cache_dir,
         stages,
+        executor,
     })
 }
 

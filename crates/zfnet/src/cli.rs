@@ -48,9 +48,14 @@ pub enum Command {
         /// Print what would run and why; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// Stages to run at the same time.
+        /// Stages to run at the same time (with `--executor slurm`: jobs in flight).
         #[arg(short, long, default_value_t = 1)]
         jobs: usize,
+        /// Where stages run: `local` (threads of this process) or `slurm` (one `sbatch` job
+        /// per stage run, on nodes that share this folder and the cache; README "On a
+        /// cluster"). Default: the pipeline's `executor.default`, else local.
+        #[arg(long, value_enum)]
+        executor: Option<ExecutorArg>,
     },
     /// Every stage with its state: fresh, stale (and why) or missing.
     Status {
@@ -98,11 +103,31 @@ pub enum Command {
     /// Re-read every cached output (ignoring the stat memo) and evict each entry whose
     /// contents no longer match its manifest; the next `run` rebuilds them.
     Verify,
+    /// Run one stage and commit its cache entry: what a Slurm job of `run --executor slurm`
+    /// does on its node. Not for direct use.
+    #[command(hide = true)]
+    ExecStage {
+        /// The stage instance.
+        #[arg(long)]
+        stage: String,
+        /// The cache key the submitting run computed; the inputs must still give it.
+        #[arg(long)]
+        key: String,
+        /// Run even if the entry exists (the run was `--force`d).
+        #[arg(long)]
+        force: bool,
+    },
     /// List the stage kinds with their params, inputs and outputs.
     Kinds {
         /// Only this kind.
         kind: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorArg {
+    Local,
+    Slurm,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

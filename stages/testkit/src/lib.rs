@@ -53,7 +53,7 @@ impl StageKind for TestStep {
             ParamSpec::string("text", "hello", "Text written into every row."),
             ParamSpec::int("rows", 3, 0, 1_000_000, "Rows of its own to write."),
             ParamSpec::string("log", "", "File to append `start`/`end` lines to."),
-            ParamSpec::int("sleep_ms", 0, 0, 60_000, "Time to sleep while running."),
+            ParamSpec::int("sleep_ms", 0, 0, 600_000, "Time to sleep while running."),
             ParamSpec::bool("gpu", false, "Ask for the GPU token."),
             ParamSpec::bool(
                 "abort_midway",

@@ -9,12 +9,17 @@ mod verify;
 
 use show::fresh_artifact;
 
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 use orchestrator::resolve::Override;
 use orchestrator::{Dag, Error, load_pipeline};
 
-use crate::cli::{Cli, Command, DagFormatArg};
+use crate::cli::{Cli, Command, DagFormatArg, ExecutorArg};
 use crate::kinds::registry;
+use orchestrator::execute::Executor;
+use orchestrator::slurm::{ExecCommand, ExecutorKind};
 
 /// Runs the command; returns the process exit code.
 pub fn dispatch(cli: Cli) -> Result<u8> {
@@ -28,6 +33,11 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         .map(|text| Override::parse(text))
         .collect::<Result<_, String>>()
         .map_err(Error::Usage)?;
+    let cli_globals = Globals {
+        pipeline: cli.pipeline.clone(),
+        overlays: cli.overlay.clone(),
+        sets: cli.set.clone(),
+    };
     let dag = load_pipeline(
         &cli.pipeline,
         &cli.overlay,
@@ -41,7 +51,20 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             force,
             dry_run,
             jobs,
-        } => run::run(&dag, stages, force, dry_run, jobs),
+            executor,
+        } => {
+            let executor = match executor {
+                Some(ExecutorArg::Local) => ExecutorKind::Local,
+                Some(ExecutorArg::Slurm) => ExecutorKind::Slurm,
+                None => dag.executor.default,
+            };
+            let executor = match executor {
+                ExecutorKind::Local => Executor::Local,
+                ExecutorKind::Slurm => Executor::Slurm(exec_command(&cli_globals, &dag)?),
+            };
+            run::run(&dag, stages, force, dry_run, jobs, executor)
+        }
+        Command::ExecStage { stage, key, force } => run::exec_stage(&dag, &stage, &key, force),
         Command::Status { stages, json } => status::status(&dag, &stages, json),
         Command::Dag { format } => {
             let format = match format {
@@ -66,6 +89,36 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
         Command::Verify => verify::verify(&dag),
         Command::Kinds { .. } => unreachable!("handled above"),
     }
+}
+
+/// The global arguments that select the pipeline, as given.
+struct Globals {
+    pipeline: PathBuf,
+    overlays: Vec<PathBuf>,
+    sets: Vec<String>,
+}
+
+/// How a Slurm job starts this program on the same pipeline: absolute paths (the job may
+/// start elsewhere), the same overlays and `--set`s, and the resolved cache folder.
+fn exec_command(globals: &Globals, dag: &Dag) -> Result<ExecCommand> {
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let program = std::env::current_exe().context("finding this program's path for Slurm jobs")?;
+    let mut global_args: Vec<OsString> = vec!["-f".into(), absolute(&globals.pipeline).into()];
+    for overlay in &globals.overlays {
+        global_args.push("--overlay".into());
+        global_args.push(absolute(overlay).into());
+    }
+    for set in &globals.sets {
+        global_args.push("--set".into());
+        global_args.push(set.into());
+    }
+    global_args.push("--cache-dir".into());
+    global_args.push(dag.cache_dir.clone().into());
+    Ok(ExecCommand {
+        program,
+        global_args,
+        working_dir: std::env::current_dir().context("reading the working folder")?,
+    })
 }
 
 fn open_cache(dag: &Dag) -> Result<orchestrator::cache::Cache> {

@@ -2,13 +2,20 @@
 
 use anyhow::Result;
 use indicatif::{MultiProgress, ProgressDrawTarget};
-use orchestrator::execute::{RunEvent, RunOptions};
+use orchestrator::execute::{Executor, RunEvent, RunOptions};
 use orchestrator::plan::{State, assess};
 use orchestrator::{Dag, Error};
 
 use super::open_cache;
 
-pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: usize) -> Result<u8> {
+pub fn run(
+    dag: &Dag,
+    targets: Vec<String>,
+    force: bool,
+    dry_run: bool,
+    jobs: usize,
+    executor: Executor,
+) -> Result<u8> {
     let cache = open_cache(dag)?;
     if dry_run {
         let all: Vec<String> = dag.stages.iter().map(|s| s.name.clone()).collect();
@@ -39,11 +46,16 @@ pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: us
         return Ok(0);
     }
 
+    if let Executor::Slurm(_) = &executor {
+        // Ctrl-C (or a SIGTERM) cancels the jobs this run submitted.
+        orchestrator::slurm::cancel_jobs_on_interrupt(cache.root().to_path_buf());
+    }
     let options = RunOptions {
         targets,
         force,
         jobs,
         build: crate::BUILD.to_owned(),
+        executor,
     };
     let progress = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let print = |event: &RunEvent| {
@@ -59,14 +71,23 @@ pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: us
                 format!("fresh      {stage} (cached {})", &key[..12])
             }
             RunEvent::Started { stage, reason } => format!("running    {stage}: {reason}"),
+            RunEvent::Submitted {
+                stage,
+                job_id,
+                resources,
+            } => format!("submitted  {stage} as Slurm job {job_id} ({resources})"),
             RunEvent::Finished {
                 stage,
                 seconds,
                 peak_rss_bytes,
                 start_rss_bytes,
                 summary,
+                slurm_job,
             } => {
                 let mut line = format!("done       {stage} in {seconds:.1}s");
+                if let Some(job) = slurm_job {
+                    line.push_str(&format!(" (Slurm job {} on {})", job.id, job.node));
+                }
                 if let (Some(peak), Some(start)) = (peak_rss_bytes, start_rss_bytes) {
                     line.push_str(&format!(
                         ", peak RSS {:.2} GB (+{:.2} GB over its start)",
@@ -98,4 +119,29 @@ pub fn run(dag: &Dag, targets: Vec<String>, force: bool, dry_run: bool, jobs: us
     } else {
         Err(Error::StagesFailed(report.failed).into())
     }
+}
+
+/// `zfnet exec-stage`: one stage, run and committed, as a Slurm job of `run --executor slurm`.
+pub fn exec_stage(dag: &Dag, stage: &str, key: &str, force: bool) -> Result<u8> {
+    let cache = open_cache(dag)?;
+    // A job's stderr is a log file: no bars, but the tracing lines and the outcome.
+    let progress = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
+    crate::out_of_memory::stage_running(stage, true);
+    let manifest = orchestrator::execute::execute_submitted(
+        dag,
+        &cache,
+        stage,
+        key,
+        force,
+        crate::BUILD,
+        &progress,
+    )
+    .map_err(|error| anyhow::anyhow!("stage `{stage}` failed: {error}"))?;
+    crate::out_of_memory::stage_running(stage, false);
+    eprintln!(
+        "done {stage} in {:.1}s (cache entry {})",
+        manifest.duration_s,
+        &manifest.key[..12]
+    );
+    Ok(0)
 }

@@ -11,7 +11,27 @@ pub fn status(dag: &Dag, targets: &[String], json: bool) -> Result<u8> {
     let all: Vec<String> = dag.stages.iter().map(|s| s.name.clone()).collect();
     let wanted = if targets.is_empty() { &all } else { targets };
     let stages = dag.closure(wanted).map_err(Error::Usage)?;
-    let statuses = assess(dag, &cache, &stages);
+    let mut statuses = assess(dag, &cache, &stages);
+    // Stages that Slurm jobs of a run in progress are running.
+    for job in orchestrator::slurm::in_flight(cache.root()) {
+        if job.pipeline != dag.name {
+            continue;
+        }
+        if let Some(status) = statuses.iter_mut().find(|s| s.stage == job.stage) {
+            let state = match orchestrator::slurm::job_state(&job.job_id) {
+                Ok(orchestrator::slurm::JobState::Active { state, node }) => match node {
+                    Some(node) => format!("{state} on {node}"),
+                    None => state,
+                },
+                Ok(finished) => format!("{finished:?} (its run has not collected it)"),
+                Err(error) => format!("state unknown: {error}"),
+            };
+            status.slurm_job = Some(format!(
+                "Slurm job {}: {state}; submitted by {}",
+                job.job_id, job.submitter
+            ));
+        }
+    }
     for status in &statuses {
         if let Some(warning) = &status.corrupted {
             tracing::warn!("stage `{}`: {warning}", status.stage);
@@ -28,11 +48,14 @@ pub fn status(dag: &Dag, targets: &[String], json: bool) -> Result<u8> {
     } else {
         let width = statuses.iter().map(|s| s.stage.len()).max().unwrap_or(0);
         for status in &statuses {
-            let reason = if status.reason.is_empty() {
+            let mut reason = if status.reason.is_empty() {
                 String::new()
             } else {
                 format!("  ({})", status.reason)
             };
+            if let Some(job) = &status.slurm_job {
+                reason.push_str(&format!("  [{job}]"));
+            }
             println!(
                 "{:<width$}  {:<7}{reason}",
                 status.stage,

@@ -1,0 +1,950 @@
+//! Slurm as the executor: each stage run that `zfnet run` decides is needed becomes one
+//! `sbatch` job running the hidden `zfnet exec-stage`, on a node that shares the project folder
+//! and the cache (the shared-file-system assumption; README's "On a cluster").
+//!
+//! The orchestrator keeps every decision (what is stale, in which order, twins, `--jobs` as the
+//! cap on jobs in flight); Slurm only runs processes. A job commits its cache entry itself, by
+//! a rename inside the cache folder, and the orchestrator — the one process that holds the
+//! cache's lock, on the submitting host — then reads the committed manifest. No lock is taken
+//! on a compute node, so no lock has to work across nodes (flock on NFS does not reliably).
+//!
+//! Job states come from `scontrol show job` (finished jobs stay there for `MinJobAge`, 300 s by
+//! default) and, once a job has left it, from `sacct` where accounting is on. A job that Slurm
+//! ended (time limit, out of memory, node failure, cancelled, preempted) is reported as such
+//! and leaves no cache entry; a job that failed reports the tail of its stderr.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{RawExecutor, RawSlurmResources};
+use crate::{ConfigProblem, ResolvedStage};
+
+/// Where stages run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Threads of the `zfnet run` process (the default).
+    #[default]
+    Local,
+    /// One Slurm job per stage run.
+    Slurm,
+}
+
+impl ExecutorKind {
+    pub fn parse(text: &str) -> Option<ExecutorKind> {
+        match text {
+            "local" => Some(ExecutorKind::Local),
+            "slurm" => Some(ExecutorKind::Slurm),
+            _ => None,
+        }
+    }
+}
+
+/// The resolved `executor:` section.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExecutorConfig {
+    pub default: ExecutorKind,
+    pub slurm: SlurmConfig,
+}
+
+/// Resources per stage and how often to look at jobs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlurmConfig {
+    pub defaults: SlurmResources,
+    /// By base stage name (every instance of a swept stage).
+    pub stages: BTreeMap<String, SlurmResources>,
+    pub poll: Duration,
+}
+
+impl Default for SlurmConfig {
+    fn default() -> Self {
+        SlurmConfig {
+            defaults: SlurmResources::default(),
+            stages: BTreeMap::new(),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a job asks for; `None` leaves the choice to the next level (stage, defaults, zfnet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlurmResources {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub cpus: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub time: Option<String>,
+    pub gpus: Option<u32>,
+    pub sbatch_args: Vec<String>,
+}
+
+impl SlurmResources {
+    /// `self` where it says something, `fallback` elsewhere (extra arguments: both, in order).
+    fn or(&self, fallback: &SlurmResources) -> SlurmResources {
+        SlurmResources {
+            partition: self
+                .partition
+                .clone()
+                .or_else(|| fallback.partition.clone()),
+            account: self.account.clone().or_else(|| fallback.account.clone()),
+            cpus: self.cpus.or(fallback.cpus),
+            memory_mb: self.memory_mb.or(fallback.memory_mb),
+            time: self.time.clone().or_else(|| fallback.time.clone()),
+            gpus: self.gpus.or(fallback.gpus),
+            sbatch_args: fallback
+                .sbatch_args
+                .iter()
+                .chain(&self.sbatch_args)
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// CPUs a job gets when nothing says otherwise.
+pub const DEFAULT_CPUS: u32 = 2;
+/// Memory a job gets when neither the executor section nor the stage's own memory param says.
+pub const DEFAULT_MEMORY_MB: u64 = 8192;
+/// Added to a stage's `memory_limit_mb` (its data budget) for the model, buffers and the
+/// program itself.
+pub const MEMORY_HEADROOM_MB: u64 = 2048;
+
+/// `sbatch` options zfnet sets itself; `sbatch_args` may not set them.
+const MANAGED_OPTIONS: &[&str] = &[
+    "--output",
+    "--error",
+    "--job-name",
+    "--chdir",
+    "--parsable",
+    "--wrap",
+    "--array",
+    "--dependency",
+    "--wait",
+    "--cpus-per-task",
+    "--mem",
+    "--time",
+    "--gpus",
+    "--gres",
+    "--partition",
+    "--account",
+    "-o",
+    "-e",
+    "-J",
+    "-D",
+    "-a",
+    "-d",
+    "-c",
+    "-t",
+    "-p",
+    "-A",
+    "-G",
+    "-W",
+];
+
+/// Reads the `executor:` section; every problem at its line.
+pub fn resolve_config(
+    raw: Option<&RawExecutor>,
+    stages: &[ResolvedStage],
+    file: &Path,
+) -> Result<ExecutorConfig, Vec<ConfigProblem>> {
+    let mut problems = Vec::new();
+    let mut problem = |line: Option<u64>, message: String| {
+        problems.push(ConfigProblem {
+            file: file.to_path_buf(),
+            line,
+            message,
+        })
+    };
+    let mut config = ExecutorConfig::default();
+    let Some(raw) = raw else {
+        return Ok(config);
+    };
+    if let Some(default) = &raw.default {
+        match ExecutorKind::parse(&default.value) {
+            Some(kind) => config.default = kind,
+            None => problem(
+                Some(default.referenced.line()),
+                format!(
+                    "executor.default is `{}`; it must be `local` or `slurm`",
+                    default.value
+                ),
+            ),
+        }
+    }
+    if let Some(slurm) = &raw.slurm {
+        if let Some(defaults) = &slurm.defaults {
+            let line = defaults.referenced.line();
+            for message in check_resources(&defaults.value) {
+                problem(Some(line), format!("executor.slurm.defaults: {message}"));
+            }
+            config.slurm.defaults = resources(&defaults.value);
+        }
+        let base_names: BTreeSet<&str> = stages.iter().map(|s| s.base_name.as_str()).collect();
+        for (name, spec) in &slurm.stages {
+            let line = spec.referenced.line();
+            if !base_names.contains(name.as_str()) {
+                problem(
+                    Some(line),
+                    format!(
+                        "executor.slurm.stages names `{name}`, which is no stage of this \
+                         pipeline{}",
+                        crate::suggest::did_you_mean(name, base_names.iter().copied())
+                    ),
+                );
+            }
+            for message in check_resources(&spec.value) {
+                problem(
+                    Some(line),
+                    format!("executor.slurm.stages.{name}: {message}"),
+                );
+            }
+            config
+                .slurm
+                .stages
+                .insert(name.clone(), resources(&spec.value));
+        }
+        if let Some(poll) = &slurm.poll_seconds {
+            if poll.value.is_finite() && (0.05..=600.0).contains(&poll.value) {
+                config.slurm.poll = Duration::from_secs_f64(poll.value);
+            } else {
+                problem(
+                    Some(poll.referenced.line()),
+                    format!(
+                        "executor.slurm.poll_seconds is {}; give 0.05 to 600",
+                        poll.value
+                    ),
+                );
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+fn resources(raw: &RawSlurmResources) -> SlurmResources {
+    SlurmResources {
+        partition: raw.partition.clone(),
+        account: raw.account.clone(),
+        cpus: raw.cpus,
+        memory_mb: raw.memory_mb,
+        time: raw.time.clone(),
+        gpus: raw.gpus,
+        sbatch_args: raw.sbatch_args.clone(),
+    }
+}
+
+/// What is wrong with one resources block (bounded before anything is submitted).
+fn check_resources(raw: &RawSlurmResources) -> Vec<String> {
+    let mut messages = Vec::new();
+    if let Some(cpus) = raw.cpus
+        && !(1..=4096).contains(&cpus)
+    {
+        messages.push(format!("cpus is {cpus}; give 1 to 4096"));
+    }
+    if let Some(memory) = raw.memory_mb
+        && !(64..=64 * 1024 * 1024).contains(&memory)
+    {
+        messages.push(format!(
+            "memory_mb is {memory}; give 64 to 67108864 (64 TiB)"
+        ));
+    }
+    if let Some(gpus) = raw.gpus
+        && !(1..=64).contains(&gpus)
+    {
+        messages.push(format!("gpus is {gpus}; give 1 to 64"));
+    }
+    if let Some(time) = &raw.time
+        && time_limit_minutes(time).is_none()
+    {
+        messages.push(format!(
+            "time `{time}` is not a Slurm time limit (minutes, minutes:seconds, \
+             hours:minutes:seconds, days-hours, days-hours:minutes or \
+             days-hours:minutes:seconds)"
+        ));
+    }
+    for (name, value) in [("partition", &raw.partition), ("account", &raw.account)] {
+        if let Some(value) = value
+            && !is_slurm_name(value)
+        {
+            messages.push(format!(
+                "{name} `{value}` is not a Slurm name (letters, digits, `-`, `_`, `.`, `,`)"
+            ));
+        }
+    }
+    for arg in &raw.sbatch_args {
+        let option = arg.split('=').next().unwrap_or(arg);
+        if !arg.starts_with('-') {
+            messages.push(format!(
+                "sbatch_args `{arg}` is not an option (write `--name=value` as one item)"
+            ));
+        } else if MANAGED_OPTIONS.contains(&option)
+            || (option.len() > 2 && !option.starts_with("--") && {
+                // `-c4`, `-t10`: a short option with its value attached.
+                MANAGED_OPTIONS.contains(&&option[..2])
+            })
+        {
+            messages.push(format!(
+                "sbatch_args `{arg}` sets what zfnet sets itself; use the field for it \
+                 (cpus, memory_mb, time, gpus, partition, account) or leave it out"
+            ));
+        }
+    }
+    messages
+}
+
+fn is_slurm_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 200
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ','))
+}
+
+/// A Slurm time limit in minutes (rounded up), or `None` when `text` is not one. The forms are
+/// sbatch's: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`.
+pub fn time_limit_minutes(text: &str) -> Option<u64> {
+    let number = |part: &str| -> Option<u64> {
+        (!part.is_empty() && part.len() <= 6 && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let (days, rest) = match text.split_once('-') {
+        Some((days, rest)) => (Some(number(days)?), rest),
+        None => (None, text),
+    };
+    let parts: Vec<u64> = rest.split(':').map(number).collect::<Option<_>>()?;
+    let seconds = match (days, parts.as_slice()) {
+        (None, [m]) => m * 60,
+        (None, [m, s]) => m * 60 + s,
+        (None, [h, m, s]) => h * 3600 + m * 60 + s,
+        (Some(d), [h]) => d * 86400 + h * 3600,
+        (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
+        (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
+        _ => return None,
+    };
+    (seconds > 0).then_some(seconds.div_ceil(60))
+}
+
+/// What one stage's job asks for, all choices made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRequest {
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub time: Option<String>,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// GPUs, for a stage that runs on the GPU; 0 otherwise.
+    pub gpus: u32,
+    pub sbatch_args: Vec<String>,
+}
+
+impl JobRequest {
+    /// The resources of `stage`'s job: its own block, else the defaults; memory from the
+    /// stage's own data budget (`memory_limit_mb` + [`MEMORY_HEADROOM_MB`]) where it has one
+    /// and no block names a memory; a GPU stage gets `gpus` (default 1).
+    pub fn for_stage(stage: &ResolvedStage, config: &SlurmConfig) -> JobRequest {
+        let empty = SlurmResources::default();
+        let own = config.stages.get(&stage.base_name).unwrap_or(&empty);
+        let chosen = own.or(&config.defaults);
+        let stated = stage
+            .params
+            .get("memory_limit_mb")
+            .and_then(|value| match value {
+                stage_api::ParamValue::Int(mb) => u64::try_from(*mb).ok(),
+                _ => None,
+            })
+            .map(|mb| mb.saturating_add(MEMORY_HEADROOM_MB));
+        let memory_mb = own
+            .memory_mb
+            .or(stated)
+            .or(config.defaults.memory_mb)
+            .unwrap_or(DEFAULT_MEMORY_MB);
+        JobRequest {
+            cpus: chosen.cpus.unwrap_or(DEFAULT_CPUS),
+            memory_mb,
+            time: chosen.time,
+            partition: chosen.partition,
+            account: chosen.account,
+            gpus: if stage.resources.gpu {
+                chosen.gpus.unwrap_or(1)
+            } else {
+                0
+            },
+            sbatch_args: chosen.sbatch_args,
+        }
+    }
+
+    /// The `sbatch` options for this request (without the ones naming logs and the job).
+    pub fn sbatch_options(&self) -> Vec<String> {
+        let mut options = vec![
+            format!("--cpus-per-task={}", self.cpus),
+            format!("--mem={}M", self.memory_mb),
+        ];
+        if let Some(time) = &self.time {
+            options.push(format!("--time={time}"));
+        }
+        if let Some(partition) = &self.partition {
+            options.push(format!("--partition={partition}"));
+        }
+        if let Some(account) = &self.account {
+            options.push(format!("--account={account}"));
+        }
+        if self.gpus > 0 {
+            options.push(format!("--gpus={}", self.gpus));
+        }
+        options.extend(self.sbatch_args.iter().cloned());
+        options
+    }
+
+    /// One line for the user: `2 CPUs, 8192 MB, 1 GPU, 1:00:00`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![
+            format!("{} CPU{}", self.cpus, if self.cpus == 1 { "" } else { "s" }),
+            format!("{} MB", self.memory_mb),
+        ];
+        if self.gpus > 0 {
+            parts.push(format!(
+                "{} GPU{}",
+                self.gpus,
+                if self.gpus == 1 { "" } else { "s" }
+            ));
+        }
+        if let Some(time) = &self.time {
+            parts.push(format!("time limit {time}"));
+        }
+        if let Some(partition) = &self.partition {
+            parts.push(format!("partition {partition}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The Slurm job that made a cache entry, as its manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlurmJob {
+    pub id: String,
+    pub node: String,
+}
+
+impl SlurmJob {
+    /// The job this process runs in, from the variables Slurm sets (`SLURM_JOB_ID`,
+    /// `SLURMD_NODENAME`); `None` outside Slurm.
+    pub fn from_env() -> Option<SlurmJob> {
+        let id = std::env::var("SLURM_JOB_ID").ok()?;
+        let node = std::env::var("SLURMD_NODENAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default();
+        Some(SlurmJob { id, node })
+    }
+}
+
+/// Where Slurm is in a job's life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting, starting or running: not finished yet (`PENDING`, `RUNNING`, ...).
+    Active {
+        state: String,
+        node: Option<String>,
+    },
+    /// Finished by itself; `exit_code` is the program's.
+    Completed,
+    Failed {
+        exit_code: String,
+    },
+    /// Ended by Slurm or an operator: `TIMEOUT`, `OUT_OF_MEMORY`, `NODE_FAIL`, `CANCELLED`,
+    /// `PREEMPTED`, `BOOT_FAIL`, `DEADLINE`.
+    Ended {
+        state: String,
+        reason: String,
+    },
+    /// Neither `scontrol` nor `sacct` knows the job any more.
+    Unknown,
+}
+
+impl JobState {
+    /// Reads one `scontrol show job -o` line (`Key=Value` pairs).
+    pub fn from_scontrol(line: &str) -> JobState {
+        let fields: BTreeMap<&str, &str> = line
+            .split_whitespace()
+            .filter_map(|pair| pair.split_once('='))
+            .collect();
+        let state = fields.get("JobState").copied().unwrap_or("UNKNOWN");
+        let exit_code = fields.get("ExitCode").copied().unwrap_or("?").to_owned();
+        let reason = fields.get("Reason").copied().unwrap_or("None").to_owned();
+        let node = fields
+            .get("NodeList")
+            .filter(|n| **n != "(null)")
+            .map(|n| (*n).to_owned());
+        Self::classify(state, exit_code, reason, node)
+    }
+
+    fn classify(state: &str, exit_code: String, reason: String, node: Option<String>) -> Self {
+        // sacct writes `CANCELLED by 0`.
+        let state = state.split_whitespace().next().unwrap_or(state);
+        match state {
+            "COMPLETED" => JobState::Completed,
+            "FAILED" => JobState::Failed { exit_code },
+            "TIMEOUT" | "OUT_OF_MEMORY" | "NODE_FAIL" | "CANCELLED" | "PREEMPTED" | "BOOT_FAIL"
+            | "DEADLINE" | "REVOKED" => JobState::Ended {
+                state: state.to_owned(),
+                reason,
+            },
+            other => JobState::Active {
+                state: other.to_owned(),
+                node,
+            },
+        }
+    }
+}
+
+/// Asks Slurm where job `id` is.
+pub fn job_state(id: &str) -> Result<JobState, String> {
+    let output = Command::new("scontrol")
+        .args(["show", "job", "-o", id])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `scontrol` (is Slurm's client installed?): {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if output.status.success()
+        && let Some(line) = text.lines().find(|l| l.contains("JobState="))
+    {
+        return Ok(JobState::from_scontrol(line));
+    }
+    // Purged from the controller's memory (MinJobAge): ask the accounting database.
+    let accounting = Command::new("sacct")
+        .args(["-n", "-X", "-P", "-j", id, "-o", "State,ExitCode,Reason"])
+        .stdin(Stdio::null())
+        .output();
+    if let Ok(output) = accounting
+        && output.status.success()
+        && let Some(line) = String::from_utf8_lossy(&output.stdout).lines().next()
+    {
+        let mut fields = line.split('|');
+        let state = fields.next().unwrap_or("UNKNOWN").to_owned();
+        let exit_code = fields.next().unwrap_or("?").to_owned();
+        let reason = fields.next().unwrap_or("None").to_owned();
+        return Ok(JobState::classify(&state, exit_code, reason, None));
+    }
+    Ok(JobState::Unknown)
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs this process submitted: cancelled on Ctrl-C, listed for `zfnet status`.
+
+static SUBMITTED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// A job in flight, as `<cache>/jobs/in-flight/<id>.json` records it for `zfnet status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub job_id: String,
+    pub pipeline: String,
+    pub stage: String,
+    pub key: String,
+    /// The process id and host of the `zfnet run` that submitted it.
+    pub submitter: String,
+}
+
+/// The folder of job records and logs inside the cache.
+pub fn jobs_dir(cache_root: &Path) -> PathBuf {
+    cache_root.join("jobs")
+}
+
+fn in_flight_dir(cache_root: &Path) -> PathBuf {
+    jobs_dir(cache_root).join("in-flight")
+}
+
+/// Every job record of runs in progress (or killed before they could tidy up).
+pub fn in_flight(cache_root: &Path) -> Vec<InFlight> {
+    let Ok(entries) = fs::read_dir(in_flight_dir(cache_root)) else {
+        return Vec::new();
+    };
+    let mut jobs: Vec<InFlight> = entries
+        .filter_map(|entry| fs::read(entry.ok()?.path()).ok())
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .collect();
+    jobs.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    jobs
+}
+
+/// Cancels the still active jobs of earlier runs (whose in-flight records remain because the
+/// run was killed) and removes their records. Call under the cache's exclusive lock.
+pub fn cancel_leftover_jobs(cache_root: &Path) {
+    for job in in_flight(cache_root) {
+        if let Ok(JobState::Active { state, .. }) = job_state(&job.job_id) {
+            eprintln!(
+                "cancelling Slurm job {} ({state}, stage `{}`), left by an earlier run \
+                 ({}) that ended without it",
+                job.job_id, job.stage, job.submitter
+            );
+            let _ = Command::new("scancel")
+                .arg(&job.job_id)
+                .stdin(Stdio::null())
+                .status();
+        }
+        let _ = fs::remove_file(in_flight_dir(cache_root).join(format!("{}.json", job.job_id)));
+    }
+}
+
+/// Installs the SIGINT and SIGTERM handler of a Slurm run: the first signal cancels every job
+/// this process submitted (`scancel`), removes their in-flight records and exits with 130.
+pub fn cancel_jobs_on_interrupt(cache_root: PathBuf) {
+    extern "C" fn on_signal(_: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    unsafe {
+        libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as *const () as libc::sighandler_t);
+    }
+    std::thread::spawn(move || {
+        while !INTERRUPTED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ids: Vec<String> = SUBMITTED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            eprintln!("interrupted: no Slurm job of this run was in flight");
+        } else {
+            let cancelled = Command::new("scancel")
+                .args(&ids)
+                .stdin(Stdio::null())
+                .status();
+            match cancelled {
+                Ok(status) if status.success() => {
+                    eprintln!("interrupted: cancelled Slurm job(s) {}", ids.join(", "))
+                }
+                Ok(status) => eprintln!(
+                    "interrupted: `scancel {}` exited with {status}; check with squeue",
+                    ids.join(" ")
+                ),
+                Err(error) => eprintln!(
+                    "interrupted: cannot run scancel ({error}); cancel job(s) {} by hand",
+                    ids.join(", ")
+                ),
+            }
+            for id in &ids {
+                let _ = fs::remove_file(in_flight_dir(&cache_root).join(format!("{id}.json")));
+            }
+        }
+        std::process::exit(130);
+    });
+}
+
+/// How to start `zfnet exec-stage` on a node: the program and its global arguments (the same
+/// pipeline file, overlays, `--set`s and cache folder as this run), and the working folder.
+#[derive(Clone, Debug)]
+pub struct ExecCommand {
+    pub program: PathBuf,
+    pub global_args: Vec<OsString>,
+    pub working_dir: PathBuf,
+}
+
+/// One stage run, submitted and waited for. `on_submitted` hears the job id once Slurm has
+/// it. Returns when the job has finished: `Ok` when it completed (the caller then reads the
+/// committed entry), `Err` with what Slurm and the job's stderr say otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn run_job(
+    command: &ExecCommand,
+    cache_root: &Path,
+    pipeline: &str,
+    stage: &ResolvedStage,
+    key: &str,
+    force: bool,
+    request: &JobRequest,
+    poll: Duration,
+    on_submitted: &dyn Fn(&str),
+) -> Result<SlurmJob, String> {
+    let logs = jobs_dir(cache_root).join("logs");
+    fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    fs::create_dir_all(in_flight_dir(cache_root))
+        .map_err(|e| format!("{}: {e}", in_flight_dir(cache_root).display()))?;
+    // `%j` is the job id: one log pair per attempt.
+    let stdout_log = logs.join(format!("{key}.%j.out"));
+    let stderr_log = logs.join(format!("{key}.%j.err"));
+    let mut script =
+        String::from("#!/bin/sh\n# zfnet: one stage run (zfnet run --executor slurm)\nexec");
+    script.push(' ');
+    script.push_str(&shell_quote(command.program.as_os_str()));
+    for arg in &command.global_args {
+        script.push(' ');
+        script.push_str(&shell_quote(arg));
+    }
+    for arg in ["exec-stage", "--stage", &stage.name, "--key", key] {
+        script.push(' ');
+        script.push_str(&shell_quote(arg.as_ref()));
+    }
+    if force {
+        script.push_str(" --force");
+    }
+    script.push('\n');
+
+    let mut sbatch = Command::new("sbatch");
+    sbatch
+        .arg("--parsable")
+        .arg(format!("--job-name=zfnet:{}", job_name(&stage.name)))
+        .arg(format!("--output={}", stdout_log.display()))
+        .arg(format!("--error={}", stderr_log.display()))
+        .arg(format!("--chdir={}", command.working_dir.display()))
+        .args(request.sbatch_options())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = sbatch
+        .spawn()
+        .map_err(|e| format!("cannot run `sbatch` (is Slurm's client installed?): {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())
+        .map_err(|e| format!("writing the job script to sbatch: {e}"))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for sbatch: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "sbatch refused the job ({}): {}",
+            request.describe(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    // `--parsable` prints `<id>` or `<id>;<cluster>`.
+    let id = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "sbatch printed no job id: {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        ));
+    }
+    SUBMITTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone());
+    let record_path = in_flight_dir(cache_root).join(format!("{id}.json"));
+    let record = InFlight {
+        job_id: id.clone(),
+        pipeline: pipeline.to_owned(),
+        stage: stage.name.clone(),
+        key: key.to_owned(),
+        submitter: format!("pid {} on {}", std::process::id(), host_name()),
+    };
+    let _ = fs::write(
+        &record_path,
+        serde_json::to_vec_pretty(&record).expect("record serialises"),
+    );
+    on_submitted(&id);
+
+    let result = wait_for(&id, poll);
+    SUBMITTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
+    let _ = fs::remove_file(&record_path);
+    let stderr_path = logs.join(format!("{key}.{id}.err"));
+    match result {
+        JobState::Completed => Ok(SlurmJob {
+            id,
+            node: String::new(),
+        }),
+        JobState::Failed { exit_code } => Err(format!(
+            "Slurm job {id} failed (exit code {exit_code}){}",
+            stderr_tail(&stderr_path)
+        )),
+        JobState::Ended { state, reason } => Err(format!(
+            "Slurm job {id} was ended by Slurm: {}{}{}",
+            describe_end(&state, request),
+            if reason == "None" {
+                String::new()
+            } else {
+                format!(" (reason: {reason})")
+            },
+            stderr_tail(&stderr_path)
+        )),
+        JobState::Unknown => Err(format!(
+            "Slurm job {id} left the controller's memory before zfnet saw it finish, and \
+             accounting (sacct) does not know it{}",
+            stderr_tail(&stderr_path)
+        )),
+        JobState::Active { .. } => unreachable!("wait_for returns finished states"),
+    }
+}
+
+/// Polls until the job has finished. A few lost answers (a busy controller) are retried.
+fn wait_for(id: &str, poll: Duration) -> JobState {
+    let mut unknown = 0;
+    loop {
+        match job_state(id) {
+            Ok(JobState::Active { .. }) => unknown = 0,
+            Ok(JobState::Unknown) | Err(_) if unknown < 5 => unknown += 1,
+            Ok(JobState::Unknown) => return JobState::Unknown,
+            Ok(finished) => return finished,
+            Err(error) => {
+                tracing::warn!("cannot read the state of Slurm job {id}: {error}");
+                return JobState::Unknown;
+            }
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+fn describe_end(state: &str, request: &JobRequest) -> String {
+    match state {
+        "TIMEOUT" => format!(
+            "TIMEOUT, over its time limit{} (raise `time` in executor.slurm)",
+            request
+                .time
+                .as_deref()
+                .map(|t| format!(" of {t}"))
+                .unwrap_or_default()
+        ),
+        "OUT_OF_MEMORY" => format!(
+            "OUT_OF_MEMORY, over its {} MB (raise `memory_mb` in executor.slurm)",
+            request.memory_mb
+        ),
+        "NODE_FAIL" => "NODE_FAIL, its node failed (rerun to resubmit)".to_owned(),
+        "CANCELLED" => "CANCELLED (by a user or an administrator)".to_owned(),
+        "PREEMPTED" => "PREEMPTED by a job of higher priority (rerun to resubmit)".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// The last lines of a job's stderr, for a failure message.
+fn stderr_tail(path: &Path) -> String {
+    let Ok(text) = fs::read_to_string(path) else {
+        return format!("; no stderr at {}", path.display());
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return format!("; its stderr ({}) is empty", path.display());
+    }
+    let tail = &lines[lines.len().saturating_sub(12)..];
+    format!(
+        "; the end of its stderr ({}):\n    {}",
+        path.display(),
+        tail.join("\n    ")
+    )
+}
+
+/// A job name Slurm accepts: the stage name, its odd characters replaced, at most 100 bytes.
+fn job_name(stage: &str) -> String {
+    stage
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@' | '=' | ',') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect()
+}
+
+fn shell_quote(text: &std::ffi::OsStr) -> String {
+    let text = text.to_string_lossy();
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// This host's name (for the in-flight records).
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "unknown host".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slurm_time_limits_are_read_in_every_form_sbatch_accepts() {
+        assert_eq!(time_limit_minutes("30"), Some(30));
+        assert_eq!(time_limit_minutes("1:30"), Some(2));
+        assert_eq!(time_limit_minutes("2:00:00"), Some(120));
+        assert_eq!(time_limit_minutes("1-0"), Some(1440));
+        assert_eq!(time_limit_minutes("1-2:30"), Some(1590));
+        assert_eq!(time_limit_minutes("3-00:00:00"), Some(4320));
+        for bad in ["", "0", "1h", "1:2:3:4", "-5", "1-", "a-1", "1-2-3", "1.5"] {
+            assert_eq!(time_limit_minutes(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn scontrol_lines_are_read_into_states() {
+        let line = "JobId=7 JobName=x JobState=TIMEOUT Reason=TimeLimit Dependency=(null) \
+                    ExitCode=0:15 NodeList=vm";
+        assert_eq!(
+            JobState::from_scontrol(line),
+            JobState::Ended {
+                state: "TIMEOUT".to_owned(),
+                reason: "TimeLimit".to_owned()
+            }
+        );
+        let line = "JobId=8 JobState=RUNNING Reason=None ExitCode=0:0 NodeList=node3";
+        assert_eq!(
+            JobState::from_scontrol(line),
+            JobState::Active {
+                state: "RUNNING".to_owned(),
+                node: Some("node3".to_owned())
+            }
+        );
+        let line = "JobId=9 JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 NodeList=vm";
+        assert_eq!(
+            JobState::from_scontrol(line),
+            JobState::Failed {
+                exit_code: "1:0".to_owned()
+            }
+        );
+        assert_eq!(
+            JobState::from_scontrol("JobId=1 JobState=COMPLETED ExitCode=0:0"),
+            JobState::Completed
+        );
+    }
+
+    #[test]
+    fn options_that_zfnet_sets_itself_are_refused_in_sbatch_args() {
+        let raw = RawSlurmResources {
+            sbatch_args: vec![
+                "--qos=long".to_owned(),
+                "--time=10".to_owned(),
+                "-c4".to_owned(),
+                "constraint=h100".to_owned(),
+            ],
+            ..RawSlurmResources::default()
+        };
+        let messages = check_resources(&raw);
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert!(messages[0].contains("--time=10"), "{messages:?}");
+        assert!(messages[1].contains("-c4"), "{messages:?}");
+        assert!(messages[2].contains("not an option"), "{messages:?}");
+    }
+
+    #[test]
+    fn a_job_script_quotes_every_argument() {
+        assert_eq!(shell_quote("a b".as_ref()), "'a b'");
+        assert_eq!(shell_quote("it's".as_ref()), "'it'\\''s'");
+        assert_eq!(job_name("train@arch=zf small"), "train@arch=zf_small");
+    }
+}
