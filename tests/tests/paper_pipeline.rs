@@ -56,3 +56,51 @@ fn the_paper_pipeline_resolves_when_its_datasets_exist_and_names_them_when_not()
         "{text}"
     );
 }
+
+/// The commented `executor:` block of `pipelines/paper.yaml`, switched on as a cluster user
+/// would (the `# ` taken off its lines), resolves: every stage it names exists, every value
+/// is one Slurm takes, and each GPU training job would ask for a GPU.
+#[test]
+fn the_paper_pipelines_commented_slurm_block_is_valid_when_switched_on() {
+    let project = Project::new("");
+    let paper = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../pipelines/paper.yaml"
+    ))
+    .unwrap();
+    let mut in_block = false;
+    let mut switched_on = String::new();
+    let mut block_lines = 0;
+    for line in paper.lines() {
+        in_block = line.starts_with("# executor:") || (in_block && line.starts_with("#   "));
+        if in_block {
+            switched_on.push_str(&line[2..]);
+            block_lines += 1;
+        } else {
+            switched_on.push_str(line);
+        }
+        switched_on.push('\n');
+    }
+    assert!(block_lines >= 5, "the block is in paper.yaml");
+    fs::create_dir_all(project.path("pipelines")).unwrap();
+    fs::write(project.path("pipelines/paper.yaml"), switched_on).unwrap();
+    for folder in [
+        "data/imagenet/train",
+        "data/101_ObjectCategories",
+        "data/256_ObjectCategories",
+        "data/VOCdevkit/VOC2012",
+    ] {
+        fs::create_dir_all(project.path(folder)).unwrap();
+    }
+    let dry = project.zfnet(&["-f", "pipelines/paper.yaml", "run", "--dry-run"]);
+    let stdout = dry.ok();
+    let train = stdout
+        .lines()
+        .find(|line| line.starts_with("would run  train:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        train.contains("[as a Slurm job: 16 CPUs, ")
+            && train.contains("time limit 7-00:00:00, partition gpu]"),
+        "{train}"
+    );
+}

@@ -77,6 +77,26 @@ fn keys_and_hashes(
     (keys, hashes)
 }
 
+/// The report with its provenance table's last column ("ran on") removed.
+fn without_ran_on(readme: &str) -> String {
+    let mut in_runs = false;
+    let mut out = String::new();
+    for line in readme.lines() {
+        in_runs = line.starts_with("| stage | kind | seconds | cache key | ran on |")
+            || (in_runs && line.starts_with('|'));
+        if in_runs {
+            let cells = line.trim_end_matches('|');
+            let (kept, _) = cells.rsplit_once('|').unwrap();
+            out.push_str(kept);
+            out.push_str("|\n");
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// An artifact's rows as CSV, without its `seconds` column; `slurm_missing()` when it has none
 /// (then the hash difference is not explained by timings).
 fn without_seconds(project: &Project, cache: &str, artifact: &str) -> Vec<String> {
@@ -174,10 +194,16 @@ fn the_smoke_pipeline_through_slurm_gives_the_keys_and_outputs_of_a_local_run() 
                         &fs::read_to_string(project.path(&out).join("README.md")).unwrap(),
                     )
                 };
+                let slurm_report = read("slurm-cache");
+                assert!(
+                    slurm_report.contains("| stage | kind | seconds | cache key | ran on |")
+                        && slurm_report.contains("| Slurm job "),
+                    "the provenance names each run's job and node:\n{slurm_report}"
+                );
                 assert_eq!(
                     read("local-cache"),
-                    read("slurm-cache"),
-                    "the report, timings aside"
+                    without_ran_on(&slurm_report),
+                    "the report, timings and jobs aside"
                 );
             } else {
                 assert!(
@@ -414,4 +440,99 @@ fn unsafe_kill(pid: u32, signal: i32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// What each job asks Slurm for, as `run --dry-run --executor slurm` shows it: a stage's own
+/// block beats the defaults; memory comes from the stage's own budget (`memory_limit_mb` plus
+/// 2048 MB for the model and program) unless a block names one; a GPU stage gets a GPU.
+/// (No cluster needed: nothing is submitted.)
+#[test]
+fn each_job_asks_for_the_resources_its_stage_states() {
+    let project = Project::new(
+        r#"name: requests
+executor:
+  slurm:
+    defaults: { cpus: 4, memory_mb: 6000, time: "2:00:00", partition: main }
+    stages:
+      small: { cpus: 1, time: "10" }
+      gpu_step: { gpus: 2, partition: gpu }
+stages:
+  - name: small
+    kind: test_step
+  - name: gpu_step
+    kind: test_step
+    params: { gpu: true }
+  - name: files
+    kind: fashion_mnist
+    inputs: { dir: fashion }
+    params: { split: train }
+  - name: images
+    kind: preprocess
+    inputs: { images: files.images }
+    params: { size: 32 }
+  - name: train
+    kind: train
+    inputs: { train: images.images, val: images.images, mean: images.images }
+    params: { arch: zf_small, memory_limit_mb: 3000 }
+"#,
+    );
+    tests::write_fashion(&project.path("fashion"));
+    let dry = project.zfnet(&["run", "--dry-run", "--executor", "slurm"]);
+    let stdout = dry.ok();
+    let line = |stage: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("would run  {stage}:")))
+            .unwrap_or_else(|| panic!("no line for {stage}:\n{stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("small").ends_with("[as a Slurm job: 1 CPU, 6000 MB, time limit 10, partition main]"),
+        "{stdout}"
+    );
+    assert!(
+        line("gpu_step").ends_with(
+            "[as a Slurm job: 4 CPUs, 6000 MB, 2 GPUs, time limit 2:00:00, partition gpu]"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        line("train")
+            .ends_with("[as a Slurm job: 4 CPUs, 5048 MB, time limit 2:00:00, partition main]"),
+        "{stdout}"
+    );
+    // Locally, nothing about jobs.
+    let local = project.zfnet(&["run", "--dry-run"]);
+    assert!(!local.ok().contains("Slurm"), "{}", local.stdout);
+}
+
+/// Mistakes in the `executor:` section are reported together, each at its line, before
+/// anything runs.
+#[test]
+fn a_wrong_executor_section_is_reported_at_its_lines() {
+    let project = Project::new(
+        r#"name: wrong
+executor:
+  default: slurn
+  slurm:
+    defaults: { time: "1h", sbatch_args: ["--mem=4G", "--qos=long"] }
+    stages:
+      trian: { memory_mb: 10 }
+stages:
+  - name: train
+    kind: test_step
+"#,
+    );
+    let dag = project.zfnet(&["dag"]);
+    assert_eq!(dag.code, Some(2), "{}", dag.stderr);
+    for expected in [
+        "pipeline.yaml:3: executor.default is `slurn`; it must be `local` or `slurm`",
+        "pipeline.yaml:5: executor.slurm.defaults: time `1h` is not a Slurm time limit",
+        "pipeline.yaml:5: executor.slurm.defaults: sbatch_args `--mem=4G` sets what zfnet sets itself",
+        "pipeline.yaml:7: executor.slurm.stages names `trian`, which is no stage of this pipeline (did you mean `train`?)",
+        "pipeline.yaml:7: executor.slurm.stages.trian: memory_mb is 10; give 64 to",
+    ] {
+        assert!(dag.stderr.contains(expected), "{expected}\n{}", dag.stderr);
+    }
+    assert!(!dag.stderr.contains("--qos=long"), "{}", dag.stderr);
 }

@@ -681,6 +681,9 @@ fn upstream_runs(dag: &Dag, cache: &Cache, stage: &ResolvedStage) -> Vec<Upstrea
                 duration_s: manifest.duration_s,
                 started_unix_s: manifest.started_unix_s,
                 params: manifest.params,
+                ran_on: manifest
+                    .slurm_job
+                    .map(|job| format!("Slurm job {} on {}", job.id, job.node)),
             })
         })
         .collect()

@@ -46,6 +46,8 @@ pub struct UpstreamRun {
     /// The run's params, every default filled in (from its manifest): what a report compares
     /// with the paper's settings.
     pub params: serde_json::Value,
+    /// Where it ran when not in the `zfnet run` process itself, e.g. `Slurm job 41 on node3`.
+    pub ran_on: Option<String>,
 }
 
 impl StageContext {

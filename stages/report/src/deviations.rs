@@ -176,6 +176,7 @@ mod tests {
             duration_s: 1.0,
             started_unix_s: 0.0,
             params,
+            ran_on: None,
         }
     }
 

@@ -499,21 +499,39 @@ fn provenance(ctx: &StageContext) -> String {
         md,
         "In pipeline order (a stage reused from the cache shows the run that made its outputs):\n"
     );
-    let mut runs = MdTable::new(&["stage", "kind", "seconds", "cache key"]);
+    // Runs made by Slurm jobs name the job and node (a column only when there are any).
+    let any_elsewhere = ctx.upstream_runs.iter().any(|run| run.ran_on.is_some());
+    let mut header = vec!["stage", "kind", "seconds", "cache key"];
+    if any_elsewhere {
+        header.push("ran on");
+    }
+    let mut runs = MdTable::new(&header);
     for run in &ctx.upstream_runs {
-        runs.row(vec![
+        let mut row = vec![
             format!("`{}`", run.stage),
             format!("{} v{}", run.kind, run.kind_version),
             format!("{:.1}", run.duration_s),
             format!("`{}`", &run.cache_key[..run.cache_key.len().min(12)]),
-        ]);
+        ];
+        if any_elsewhere {
+            row.push(
+                run.ran_on
+                    .clone()
+                    .unwrap_or_else(|| "the `zfnet run` process".to_owned()),
+            );
+        }
+        runs.row(row);
     }
-    runs.row(vec![
+    let mut total_row = vec![
         "**all stages**".to_owned(),
         String::new(),
         format!("**{total:.1}**"),
         String::new(),
-    ]);
+    ];
+    if any_elsewhere {
+        total_row.push(String::new());
+    }
+    runs.row(total_row);
     let _ = writeln!(md, "{}", runs.render());
     let _ = writeln!(md, "The artifacts this report read:\n");
     let mut read = MdTable::new(&[

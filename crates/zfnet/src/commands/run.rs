@@ -4,6 +4,7 @@ use anyhow::Result;
 use indicatif::{MultiProgress, ProgressDrawTarget};
 use orchestrator::execute::{Executor, RunEvent, RunOptions};
 use orchestrator::plan::{State, assess};
+use orchestrator::slurm::JobRequest;
 use orchestrator::{Dag, Error};
 
 use super::open_cache;
@@ -29,13 +30,21 @@ pub fn run(
                     || targets
                         .iter()
                         .any(|t| *t == stage.name || *t == stage.base_name));
+            // Under Slurm, what each job would ask for.
+            let job = match &executor {
+                Executor::Slurm(_) => format!(
+                    " [as a Slurm job: {}]",
+                    JobRequest::for_stage(stage, &dag.executor.slurm).describe()
+                ),
+                Executor::Local => String::new(),
+            };
             if forced {
-                println!("would run  {}: forced with --force", stage.name);
+                println!("would run  {}: forced with --force{job}", stage.name);
                 would_run += 1;
             } else if status.state == State::Fresh {
                 println!("fresh      {}", stage.name);
             } else {
-                println!("would run  {}: {}", stage.name, status.reason);
+                println!("would run  {}: {}{job}", stage.name, status.reason);
                 would_run += 1;
             }
         }
