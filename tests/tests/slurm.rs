@@ -536,3 +536,106 @@ stages:
     }
     assert!(!dag.stderr.contains("--qos=long"), "{}", dag.stderr);
 }
+
+/// A sharded preprocess (`shards: 3`: a Slurm array of three tasks over thirds of the
+/// listing, then a merge job) writes exactly the bytes of one local run — images and
+/// rejects — on a Caltech-256 miniature with odd files (gray and CMYK JPEGs, a truncated one).
+#[test]
+fn a_sharded_preprocess_through_a_slurm_array_writes_the_bytes_of_one_run() {
+    if !slurm_is_up() {
+        return;
+    }
+    let project = Project::new(
+        r#"name: shards
+executor:
+  slurm:
+    poll_seconds: 0.25
+    defaults: { cpus: 1, memory_mb: 1024 }
+    stages:
+      images: { shards: 3 }
+stages:
+  - name: files
+    kind: caltech256
+    inputs: { root: data/caltech256 }
+  - name: images
+    kind: preprocess
+    inputs: { images: files.files }
+    params: { size: 48 }
+"#,
+    );
+    let fashion = Path::new("/usr/share/datasets/fashion-mnist");
+    assert!(
+        fashion.join("train-images-idx3-ubyte.gz").is_file(),
+        "Fashion-MNIST is not installed: run `make data` (make test does)"
+    );
+    miniatures::write_miniatures(fashion, &project.path("data"), &miniatures::Scale::CI).unwrap();
+
+    let local = project.zfnet(&["run", "--cache-dir", "local-cache"]);
+    local.ok();
+    let slurm = project.zfnet(&["run", "--executor", "slurm", "--cache-dir", "slurm-cache"]);
+    let stdout = slurm.ok();
+    assert!(stdout.contains("(an array of 3 shards)"), "{stdout}");
+    assert!(stdout.contains("(merging the shards of "), "{stdout}");
+    assert!(stdout.contains("merged from 3 shards"), "{stdout}");
+
+    let (local_keys, local_hashes) = keys_and_hashes(&project, "local-cache");
+    let (slurm_keys, slurm_hashes) = keys_and_hashes(&project, "slurm-cache");
+    assert_eq!(local_keys, slurm_keys);
+    let key = &local_keys["images"];
+    assert_eq!(
+        local_hashes[key], slurm_hashes[key],
+        "images and rejects, byte for byte"
+    );
+    let rejects = project.zfnet(&[
+        "show",
+        "images.rejects",
+        "--format",
+        "csv",
+        "--cache-dir",
+        "slurm-cache",
+    ]);
+    assert!(
+        rejects.ok().lines().count() >= 2,
+        "the miniature's truncated file is rejected: {}",
+        rejects.stdout
+    );
+    // The shards' partial outputs are gone once merged.
+    let leftovers: Vec<_> = fs::read_dir(project.path("slurm-cache/tmp"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `shards` only where the kind can be split, and never in the defaults.
+#[test]
+fn shards_are_refused_for_a_kind_that_cannot_be_split() {
+    let project = Project::new(
+        r#"name: unsplittable
+executor:
+  slurm:
+    defaults: { shards: 2 }
+    stages:
+      step: { shards: 4 }
+stages:
+  - name: step
+    kind: test_step
+"#,
+    );
+    let dag = project.zfnet(&["dag"]);
+    assert_eq!(dag.code, Some(2), "{}", dag.stderr);
+    assert!(
+        dag.stderr.contains(
+            "pipeline.yaml:4: executor.slurm.defaults: `shards` belongs in a stage's block"
+        ),
+        "{}",
+        dag.stderr
+    );
+    assert!(
+        dag.stderr.contains(
+            "pipeline.yaml:6: executor.slurm.stages.step: stage kind `test_step` cannot be split into shards"
+        ),
+        "{}",
+        dag.stderr
+    );
+}

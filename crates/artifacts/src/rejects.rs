@@ -7,7 +7,8 @@ use std::sync::Arc;
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 
-use crate::parquet_io::{SchemaId, write_table};
+use crate::Error;
+use crate::parquet_io::{SchemaId, expect_schema, read_all, write_table};
 use crate::{Provenance, Result};
 
 pub const REJECTS: SchemaId = SchemaId {
@@ -44,4 +45,36 @@ pub fn write_rejects(path: &Path, provenance: &Provenance, rejects: &[Reject]) -
         ],
     )?;
     write_table(path, schema, REJECTS, provenance, &[batch])
+}
+
+/// Reads a rejects artifact back, in its order.
+pub fn read_rejects(path: &Path) -> Result<Vec<Reject>> {
+    expect_schema(path, REJECTS)?;
+    let mut rejects = Vec::new();
+    for batch in read_all(path)? {
+        let mistyped = || Error::contract(path, "rejects columns are mistyped");
+        let ids = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(mistyped)?;
+        let sources = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(mistyped)?;
+        let reasons = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(mistyped)?;
+        for row in 0..batch.num_rows() {
+            rejects.push(Reject {
+                image_id: ids.value(row),
+                source: sources.value(row).to_owned(),
+                reason: reasons.value(row).to_owned(),
+            });
+        }
+    }
+    Ok(rejects)
 }

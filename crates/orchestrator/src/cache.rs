@@ -737,7 +737,7 @@ fn claim_cache_folder(root: &Path) -> Result<()> {
 }
 
 /// fsyncs every file and folder below `root` (and `root` itself).
-fn fsync_tree(root: &Path) -> Result<()> {
+pub(crate) fn fsync_tree(root: &Path) -> Result<()> {
     let metadata = fs::metadata(root).map_err(|e| Error::io(root, e))?;
     if metadata.is_file() {
         let file = fs::File::open(root).map_err(|e| Error::io(root, e))?;

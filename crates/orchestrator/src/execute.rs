@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 use std::time::{Instant, SystemTime};
@@ -474,6 +475,7 @@ fn run_one(
                 &temp_dir,
                 progress,
                 context_extras,
+                &|context| stage.kind.run(context),
             );
             if result.is_err() {
                 let _ = fs::remove_dir_all(&temp_dir);
@@ -547,17 +549,38 @@ fn run_as_slurm_job(
         })
 }
 
-/// `zfnet exec-stage`: runs one stage of `dag` in this process, as a Slurm job does, and
-/// commits its entry. Its upstream stages' entries must be committed and recorded (the
-/// submitting run does that before it submits a stage); the inputs must still hash to
-/// `expected_key`, or nothing runs. An entry that is already there and intact is kept, unless
-/// `force`. Takes no cache lock: the submitting `zfnet run` holds it.
+/// What one `zfnet exec-stage` process does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmittedWork {
+    /// The whole stage, committed.
+    Whole,
+    /// One shard of a sharded stage (a task of Slurm array job `array_job`): its partial
+    /// outputs go to `tmp/<key>.<array_job>.<index>/`, marked complete, not committed.
+    Shard {
+        shard: stage_api::Shard,
+        array_job: u64,
+    },
+    /// The shards of array job `array_job`, merged and committed (then removed).
+    Merge { count: usize, array_job: u64 },
+}
+
+/// The file a shard writes last, once its outputs are complete and synced.
+const SHARD_COMPLETE: &str = "complete";
+
+/// `zfnet exec-stage`: runs one stage of `dag` in this process (or one shard of it, or the
+/// merge of its shards), as a Slurm job does, and commits its entry. Its upstream stages'
+/// entries must be committed and recorded (the submitting run does that before it submits a
+/// stage); the inputs must still hash to `expected_key`, or nothing runs. An entry that is
+/// already there and intact is kept, unless `force`. Takes no cache lock: the submitting
+/// `zfnet run` holds it.
+#[allow(clippy::too_many_arguments)]
 pub fn execute_submitted(
     dag: &Dag,
     cache: &Cache,
     stage_name: &str,
     expected_key: &str,
     force: bool,
+    work: SubmittedWork,
     build: &str,
     progress: &MultiProgress,
 ) -> Result<Manifest, String> {
@@ -592,27 +615,141 @@ pub fn execute_submitted(
     let key = cache_key(kind.name(), kind.version(), &stage.params, &inputs);
     if key != expected_key {
         return Err(format!(
-            "the inputs of `{stage_name}` changed after it was submitted (cache key {} now,              {} when submitted); rerun `zfnet run`",
+            "the inputs of `{stage_name}` changed after it was submitted (cache key {} now, \
+             {} when submitted); rerun `zfnet run`",
             &key[..12.min(key.len())],
             &expected_key[..12.min(expected_key.len())]
         ));
     }
-    if !force && let Ok(manifest) = cache.verified_manifest(&key, &declared_outputs(stage)) {
+    if !force
+        && !matches!(work, SubmittedWork::Shard { .. })
+        && let Ok(manifest) = cache.verified_manifest(&key, &declared_outputs(stage))
+    {
         return Ok(manifest);
     }
-    let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
     let extras = ContextExtras {
         upstream_runs: upstream_runs(dag, cache, stage),
         build: build.to_owned(),
         measure_peak_rss: true,
     };
-    let result = execute(
-        cache, stage, &index, &key, &inputs, &temp_dir, progress, extras,
-    );
-    if result.is_err() {
-        let _ = fs::remove_dir_all(&temp_dir);
+    match work {
+        SubmittedWork::Whole => {
+            let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
+            let result = execute(
+                cache,
+                stage,
+                &index,
+                &key,
+                &inputs,
+                &temp_dir,
+                progress,
+                extras,
+                &|context| kind.run(context),
+            );
+            if result.is_err() {
+                let _ = fs::remove_dir_all(&temp_dir);
+            }
+            result
+        }
+        SubmittedWork::Shard { shard, array_job } => {
+            let dir = shard_dir(cache, &key, array_job, shard.index);
+            if fs::symlink_metadata(&dir).is_ok() {
+                // A requeued task: start its slice again.
+                crate::cache::remove_owned(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let context =
+                stage_context(cache, stage, &index, &key, &inputs, &dir, progress, extras)?;
+            let started = Instant::now();
+            let summary = kind.run_shard(&context, shard).map_err(|error| {
+                format!("shard {} of {}: {error}", shard.index + 1, shard.count)
+            })?;
+            for spec in kind.outputs() {
+                let path = context.output(spec.name);
+                if !path.exists() {
+                    return Err(format!(
+                        "shard {} finished without writing its output `{}` (a bug in the stage)",
+                        shard.index + 1,
+                        spec.name
+                    ));
+                }
+            }
+            let _ = fs::remove_dir_all(&context.scratch_dir);
+            let marker = dir.join(SHARD_COMPLETE);
+            fs::write(&marker, summary.lines.join("\n"))
+                .map_err(|e| format!("{}: {e}", marker.display()))?;
+            crate::cache::fsync_tree(&dir).map_err(|e| e.to_string())?;
+            // What `zfnet run` reads back is the merge's manifest; this one is the shard's log.
+            Ok(Manifest {
+                format: MANIFEST_FORMAT,
+                key: key.clone(),
+                stage: stage.name.clone(),
+                kind: kind.name().to_owned(),
+                kind_version: kind.version(),
+                params: serde_json::to_value(&stage.params).expect("params serialise"),
+                inputs: inputs.clone(),
+                outputs: BTreeMap::new(),
+                started_unix_s: 0.0,
+                duration_s: started.elapsed().as_secs_f64(),
+                peak_rss_bytes: None,
+                start_rss_bytes: None,
+                slurm_job: crate::slurm::SlurmJob::from_env(),
+                tool_version: TOOL_VERSION.to_owned(),
+                summary: summary.lines,
+            })
+        }
+        SubmittedWork::Merge { count, array_job } => {
+            let mut parts = Vec::with_capacity(count);
+            for shard_index in 0..count {
+                let dir = shard_dir(cache, &key, array_job, shard_index);
+                if !dir.join(SHARD_COMPLETE).exists() {
+                    return Err(format!(
+                        "shard {} of {count} (task {array_job}_{shard_index}) did not complete: \
+                         {} has no `{SHARD_COMPLETE}` marker",
+                        shard_index + 1,
+                        dir.display()
+                    ));
+                }
+                let outputs_dir = dir.join("outputs");
+                parts.push(
+                    kind.outputs()
+                        .iter()
+                        .map(|spec| (spec.name.to_owned(), outputs_dir.join(spec.file_name)))
+                        .collect::<BTreeMap<String, PathBuf>>(),
+                );
+            }
+            let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
+            let result = execute(
+                cache,
+                stage,
+                &index,
+                &key,
+                &inputs,
+                &temp_dir,
+                progress,
+                extras,
+                &|context| kind.merge_shards(context, &parts),
+            );
+            if result.is_err() {
+                let _ = fs::remove_dir_all(&temp_dir);
+            } else {
+                for shard_index in 0..count {
+                    let _ =
+                        crate::cache::remove_owned(&shard_dir(cache, &key, array_job, shard_index));
+                }
+            }
+            result
+        }
     }
-    result
+}
+
+/// Where shard `index` of array job `array_job` writes: a temporary folder of the cache
+/// (`tmp/<key>.<job>.<index>`), deleted by the merge or by the next run.
+fn shard_dir(cache: &Cache, key: &str, array_job: u64, index: usize) -> PathBuf {
+    cache
+        .root()
+        .join("tmp")
+        .join(format!("{key}.{array_job}.{index}"))
 }
 
 /// What a stage's context carries besides its own inputs and outputs.
@@ -690,7 +827,7 @@ fn upstream_runs(dag: &Dag, cache: &Cache, stage: &ResolvedStage) -> Vec<Upstrea
 }
 
 #[allow(clippy::too_many_arguments)]
-fn execute(
+fn stage_context(
     cache: &Cache,
     stage: &ResolvedStage,
     index: &OutputIndex,
@@ -699,7 +836,7 @@ fn execute(
     temp_dir: &std::path::Path,
     progress: &MultiProgress,
     extras: ContextExtras,
-) -> Result<Manifest, String> {
+) -> Result<StageContext, String> {
     let kind = &stage.kind;
     let outputs_dir = temp_dir.join("outputs");
     let scratch_dir = temp_dir.join("scratch");
@@ -744,15 +881,35 @@ fn execute(
         upstream_runs: extras.upstream_runs,
         build: extras.build,
     };
+    Ok(context)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    cache: &Cache,
+    stage: &ResolvedStage,
+    index: &OutputIndex,
+    key: &str,
+    inputs: &BTreeMap<String, Vec<crate::cache::InputRecord>>,
+    temp_dir: &std::path::Path,
+    progress: &MultiProgress,
+    extras: ContextExtras,
+    work: &dyn Fn(&StageContext) -> stage_api::Result<stage_api::RunSummary>,
+) -> Result<Manifest, String> {
+    let kind = &stage.kind;
+    let measure_peak_rss = extras.measure_peak_rss;
+    let context = stage_context(cache, stage, index, key, inputs, temp_dir, progress, extras)?;
+    let scratch_dir = context.scratch_dir.clone();
+    let output_specs = kind.outputs();
     let started_unix_s = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    let peak_rss = PeakRss::start(extras.measure_peak_rss);
+    let peak_rss = PeakRss::start(measure_peak_rss);
     let started = Instant::now();
     let span = tracing::info_span!("stage", name = %stage.name, kind = kind.name());
     let summary = span
-        .in_scope(|| kind.run(&context))
+        .in_scope(|| work(&context))
         .map_err(|error| format!("{error}"))?;
     let duration_s = started.elapsed().as_secs_f64();
     let (peak_rss_bytes, start_rss_bytes) = peak_rss.bytes().unzip();

@@ -84,6 +84,7 @@ pub struct SlurmResources {
     pub time: Option<String>,
     pub gpus: Option<u32>,
     pub sbatch_args: Vec<String>,
+    pub shards: Option<u32>,
 }
 
 impl SlurmResources {
@@ -99,6 +100,7 @@ impl SlurmResources {
             memory_mb: self.memory_mb.or(fallback.memory_mb),
             time: self.time.clone().or_else(|| fallback.time.clone()),
             gpus: self.gpus.or(fallback.gpus),
+            shards: self.shards.or(fallback.shards),
             sbatch_args: fallback
                 .sbatch_args
                 .iter()
@@ -116,6 +118,8 @@ pub const DEFAULT_MEMORY_MB: u64 = 8192;
 /// Added to a stage's `memory_limit_mb` (its data budget) for the model, buffers and the
 /// program itself.
 pub const MEMORY_HEADROOM_MB: u64 = 2048;
+/// The most shards one stage is split into (Slurm's default `MaxArraySize` is 1001).
+pub const MAX_SHARDS: u32 = 1000;
 
 /// `sbatch` options zfnet sets itself; `sbatch_args` may not set them.
 const MANAGED_OPTIONS: &[&str] = &[
@@ -185,6 +189,14 @@ pub fn resolve_config(
             for message in check_resources(&defaults.value) {
                 problem(Some(line), format!("executor.slurm.defaults: {message}"));
             }
+            if defaults.value.shards.is_some() {
+                problem(
+                    Some(line),
+                    "executor.slurm.defaults: `shards` belongs in a stage's block (only some \
+                     kinds can be split)"
+                        .to_owned(),
+                );
+            }
             config.slurm.defaults = resources(&defaults.value);
         }
         let base_names: BTreeSet<&str> = stages.iter().map(|s| s.base_name.as_str()).collect();
@@ -204,6 +216,19 @@ pub fn resolve_config(
                 problem(
                     Some(line),
                     format!("executor.slurm.stages.{name}: {message}"),
+                );
+            }
+            if spec.value.shards.is_some_and(|n| n > 1)
+                && let Some(stage) = stages.iter().find(|s| s.base_name == *name)
+                && !stage.kind.shardable()
+            {
+                problem(
+                    Some(line),
+                    format!(
+                        "executor.slurm.stages.{name}: stage kind `{}` cannot be split into \
+                         shards (`preprocess` can); remove `shards`",
+                        stage.kind.name()
+                    ),
                 );
             }
             config
@@ -241,6 +266,7 @@ fn resources(raw: &RawSlurmResources) -> SlurmResources {
         time: raw.time.clone(),
         gpus: raw.gpus,
         sbatch_args: raw.sbatch_args.clone(),
+        shards: raw.shards,
     }
 }
 
@@ -258,6 +284,11 @@ fn check_resources(raw: &RawSlurmResources) -> Vec<String> {
         messages.push(format!(
             "memory_mb is {memory}; give 64 to 67108864 (64 TiB)"
         ));
+    }
+    if let Some(shards) = raw.shards
+        && !(1..=MAX_SHARDS).contains(&shards)
+    {
+        messages.push(format!("shards is {shards}; give 1 to {MAX_SHARDS}"));
     }
     if let Some(gpus) = raw.gpus
         && !(1..=64).contains(&gpus)
@@ -347,6 +378,8 @@ pub struct JobRequest {
     /// GPUs, for a stage that runs on the GPU; 0 otherwise.
     pub gpus: u32,
     pub sbatch_args: Vec<String>,
+    /// Array tasks the stage is split into (1: one job, no merge).
+    pub shards: u32,
 }
 
 impl JobRequest {
@@ -382,6 +415,7 @@ impl JobRequest {
                 0
             },
             sbatch_args: chosen.sbatch_args,
+            shards: own.shards.unwrap_or(1).max(1),
         }
     }
 
@@ -426,7 +460,12 @@ impl JobRequest {
         if let Some(partition) = &self.partition {
             parts.push(format!("partition {partition}"));
         }
-        parts.join(", ")
+        let each = parts.join(", ");
+        if self.shards > 1 {
+            format!("{} shards then a merge, each {each}", self.shards)
+        } else {
+            each
+        }
     }
 }
 
@@ -489,6 +528,18 @@ impl JobState {
         Self::classify(state, exit_code, reason, node)
     }
 
+    /// The state of a job made of several (an array's tasks): active while any is, else the
+    /// first that did not complete, else completed.
+    pub fn of_all(states: Vec<JobState>) -> JobState {
+        if let Some(active) = states.iter().find(|s| matches!(s, JobState::Active { .. })) {
+            return active.clone();
+        }
+        states
+            .into_iter()
+            .find(|s| *s != JobState::Completed)
+            .unwrap_or(JobState::Completed)
+    }
+
     fn classify(state: &str, exit_code: String, reason: String, node: Option<String>) -> Self {
         // sacct writes `CANCELLED by 0`.
         let state = state.split_whitespace().next().unwrap_or(state);
@@ -516,10 +567,14 @@ pub fn job_state(id: &str) -> Result<JobState, String> {
         .output()
         .map_err(|e| format!("cannot run `scontrol` (is Slurm's client installed?): {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout);
-    if output.status.success()
-        && let Some(line) = text.lines().find(|l| l.contains("JobState="))
-    {
-        return Ok(JobState::from_scontrol(line));
+    let states: Vec<JobState> = text
+        .lines()
+        .filter(|l| l.contains("JobState="))
+        .map(JobState::from_scontrol)
+        .collect();
+    if output.status.success() && !states.is_empty() {
+        // An array job has one line per task (pending ones folded into one).
+        return Ok(JobState::of_all(states));
     }
     // Purged from the controller's memory (MinJobAge): ask the accounting database.
     let accounting = Command::new("sacct")
@@ -528,13 +583,21 @@ pub fn job_state(id: &str) -> Result<JobState, String> {
         .output();
     if let Ok(output) = accounting
         && output.status.success()
-        && let Some(line) = String::from_utf8_lossy(&output.stdout).lines().next()
     {
-        let mut fields = line.split('|');
-        let state = fields.next().unwrap_or("UNKNOWN").to_owned();
-        let exit_code = fields.next().unwrap_or("?").to_owned();
-        let reason = fields.next().unwrap_or("None").to_owned();
-        return Ok(JobState::classify(&state, exit_code, reason, None));
+        let states: Vec<JobState> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let mut fields = line.split('|');
+                let state = fields.next().unwrap_or("UNKNOWN").to_owned();
+                let exit_code = fields.next().unwrap_or("?").to_owned();
+                let reason = fields.next().unwrap_or("None").to_owned();
+                JobState::classify(&state, exit_code, reason, None)
+            })
+            .collect();
+        if !states.is_empty() {
+            return Ok(JobState::of_all(states));
+        }
     }
     Ok(JobState::Unknown)
 }
@@ -656,9 +719,10 @@ pub struct ExecCommand {
     pub working_dir: PathBuf,
 }
 
-/// One stage run, submitted and waited for. `on_submitted` hears the job id once Slurm has
-/// it. Returns when the job has finished: `Ok` when it completed (the caller then reads the
-/// committed entry), `Err` with what Slurm and the job's stderr say otherwise.
+/// One stage run, submitted and waited for: one job, or (`request.shards > 1`) an array of
+/// shards and then a job that merges them. `on_submitted` hears each job id once Slurm has
+/// it. Returns when the last job has finished: `Ok` when it completed (the caller then reads
+/// the committed entry), `Err` with what Slurm and the job's stderr say otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn run_job(
     command: &ExecCommand,
@@ -671,123 +735,200 @@ pub fn run_job(
     poll: Duration,
     on_submitted: &dyn Fn(&str),
 ) -> Result<SlurmJob, String> {
-    let logs = jobs_dir(cache_root).join("logs");
-    fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
-    fs::create_dir_all(in_flight_dir(cache_root))
-        .map_err(|e| format!("{}: {e}", in_flight_dir(cache_root).display()))?;
-    // `%j` is the job id: one log pair per attempt.
-    let stdout_log = logs.join(format!("{key}.%j.out"));
-    let stderr_log = logs.join(format!("{key}.%j.err"));
-    let mut script =
-        String::from("#!/bin/sh\n# zfnet: one stage run (zfnet run --executor slurm)\nexec");
-    script.push(' ');
-    script.push_str(&shell_quote(command.program.as_os_str()));
-    for arg in &command.global_args {
-        script.push(' ');
-        script.push_str(&shell_quote(arg));
-    }
-    for arg in ["exec-stage", "--stage", &stage.name, "--key", key] {
-        script.push(' ');
-        script.push_str(&shell_quote(arg.as_ref()));
-    }
-    if force {
-        script.push_str(" --force");
-    }
-    script.push('\n');
-
-    let mut sbatch = Command::new("sbatch");
-    sbatch
-        .arg("--parsable")
-        .arg(format!("--job-name=zfnet:{}", job_name(&stage.name)))
-        .arg(format!("--output={}", stdout_log.display()))
-        .arg(format!("--error={}", stderr_log.display()))
-        .arg(format!("--chdir={}", command.working_dir.display()))
-        .args(request.sbatch_options())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = sbatch
-        .spawn()
-        .map_err(|e| format!("cannot run `sbatch` (is Slurm's client installed?): {e}"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(script.as_bytes())
-        .map_err(|e| format!("writing the job script to sbatch: {e}"))?;
-    let output = child
-        .wait_with_output()
-        .map_err(|e| format!("waiting for sbatch: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "sbatch refused the job ({}): {}",
-            request.describe(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    // `--parsable` prints `<id>` or `<id>;<cluster>`.
-    let id = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "sbatch printed no job id: {:?}",
-            String::from_utf8_lossy(&output.stdout)
-        ));
-    }
-    SUBMITTED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id.clone());
-    let record_path = in_flight_dir(cache_root).join(format!("{id}.json"));
-    let record = InFlight {
-        job_id: id.clone(),
-        pipeline: pipeline.to_owned(),
-        stage: stage.name.clone(),
-        key: key.to_owned(),
-        submitter: format!("pid {} on {}", std::process::id(), host_name()),
+    let job = Job {
+        command,
+        cache_root,
+        pipeline,
+        stage,
+        key,
+        request,
+        poll,
     };
-    let _ = fs::write(
-        &record_path,
-        serde_json::to_vec_pretty(&record).expect("record serialises"),
-    );
-    on_submitted(&id);
-
-    let result = wait_for(&id, poll);
-    SUBMITTED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&id);
-    let _ = fs::remove_file(&record_path);
-    let stderr_path = logs.join(format!("{key}.{id}.err"));
-    match result {
-        JobState::Completed => Ok(SlurmJob {
+    let force_arg: &[&str] = if force { &["--force"] } else { &[] };
+    if request.shards <= 1 {
+        let id = job.submit(force_arg, None)?;
+        on_submitted(&id);
+        job.finish(&id)?;
+        return Ok(SlurmJob {
             id,
             node: String::new(),
-        }),
-        JobState::Failed { exit_code } => Err(format!(
-            "Slurm job {id} failed (exit code {exit_code}){}",
-            stderr_tail(&stderr_path)
-        )),
-        JobState::Ended { state, reason } => Err(format!(
-            "Slurm job {id} was ended by Slurm: {}{}{}",
-            describe_end(&state, request),
-            if reason == "None" {
-                String::new()
+        });
+    }
+    let count = request.shards.to_string();
+    let mut shard_args = vec![
+        "--shard-count",
+        &count,
+        "--shard-index",
+        "$SLURM_ARRAY_TASK_ID",
+    ];
+    shard_args.extend(force_arg);
+    let array = job.submit(&shard_args, Some(request.shards))?;
+    on_submitted(&format!("{array} (an array of {} shards)", request.shards));
+    job.finish(&array)?;
+    let mut merge_args = vec!["--shard-count", &count, "--merge-shards", &array];
+    merge_args.extend(force_arg);
+    let merge = job.submit(&merge_args, None)?;
+    on_submitted(&format!("{merge} (merging the shards of {array})"));
+    job.finish(&merge)?;
+    Ok(SlurmJob {
+        id: merge,
+        node: String::new(),
+    })
+}
+
+/// One stage's jobs: what they run and where they log.
+struct Job<'a> {
+    command: &'a ExecCommand,
+    cache_root: &'a Path,
+    pipeline: &'a str,
+    stage: &'a ResolvedStage,
+    key: &'a str,
+    request: &'a JobRequest,
+    poll: Duration,
+}
+
+impl Job<'_> {
+    fn logs(&self) -> PathBuf {
+        jobs_dir(self.cache_root).join("logs")
+    }
+
+    /// Submits `zfnet exec-stage` with `extra` arguments (`$SLURM_ARRAY_TASK_ID` is left to
+    /// the shell), as an array of `array` tasks when given; returns the job id.
+    fn submit(&self, extra: &[&str], array: Option<u32>) -> Result<String, String> {
+        let logs = self.logs();
+        fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+        let in_flight = in_flight_dir(self.cache_root);
+        fs::create_dir_all(&in_flight).map_err(|e| format!("{}: {e}", in_flight.display()))?;
+        // `%j` is the job id, `%A_%a` an array's id and task: one log pair per attempt.
+        let stem = match array {
+            Some(_) => format!("{}.%A_%a", self.key),
+            None => format!("{}.%j", self.key),
+        };
+        let mut script =
+            String::from("#!/bin/sh\n# zfnet: one stage run (zfnet run --executor slurm)\nexec");
+        script.push(' ');
+        script.push_str(&shell_quote(self.command.program.as_os_str()));
+        for arg in &self.command.global_args {
+            script.push(' ');
+            script.push_str(&shell_quote(arg));
+        }
+        for arg in ["exec-stage", "--stage", &self.stage.name, "--key", self.key] {
+            script.push(' ');
+            script.push_str(&shell_quote(arg.as_ref()));
+        }
+        for arg in extra {
+            script.push(' ');
+            if *arg == "$SLURM_ARRAY_TASK_ID" {
+                script.push_str("\"$SLURM_ARRAY_TASK_ID\"");
             } else {
-                format!(" (reason: {reason})")
-            },
-            stderr_tail(&stderr_path)
-        )),
-        JobState::Unknown => Err(format!(
-            "Slurm job {id} left the controller's memory before zfnet saw it finish, and \
-             accounting (sacct) does not know it{}",
-            stderr_tail(&stderr_path)
-        )),
-        JobState::Active { .. } => unreachable!("wait_for returns finished states"),
+                script.push_str(&shell_quote(arg.as_ref()));
+            }
+        }
+        script.push('\n');
+
+        let mut sbatch = Command::new("sbatch");
+        sbatch
+            .arg("--parsable")
+            .arg(format!("--job-name=zfnet:{}", job_name(&self.stage.name)))
+            .arg(format!(
+                "--output={}",
+                logs.join(format!("{stem}.out")).display()
+            ))
+            .arg(format!(
+                "--error={}",
+                logs.join(format!("{stem}.err")).display()
+            ))
+            .arg(format!("--chdir={}", self.command.working_dir.display()))
+            .args(self.request.sbatch_options());
+        if let Some(tasks) = array {
+            sbatch.arg(format!("--array=0-{}", tasks - 1));
+        }
+        sbatch
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = sbatch
+            .spawn()
+            .map_err(|e| format!("cannot run `sbatch` (is Slurm's client installed?): {e}"))?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(script.as_bytes())
+            .map_err(|e| format!("writing the job script to sbatch: {e}"))?;
+        let output = child
+            .wait_with_output()
+            .map_err(|e| format!("waiting for sbatch: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "sbatch refused the job ({}): {}",
+                self.request.describe(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        // `--parsable` prints `<id>` or `<id>;<cluster>`.
+        let id = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "sbatch printed no job id: {:?}",
+                String::from_utf8_lossy(&output.stdout)
+            ));
+        }
+        SUBMITTED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone());
+        let record = InFlight {
+            job_id: id.clone(),
+            pipeline: self.pipeline.to_owned(),
+            stage: self.stage.name.clone(),
+            key: self.key.to_owned(),
+            submitter: format!("pid {} on {}", std::process::id(), host_name()),
+        };
+        let _ = fs::write(
+            in_flight.join(format!("{id}.json")),
+            serde_json::to_vec_pretty(&record).expect("record serialises"),
+        );
+        Ok(id)
+    }
+
+    /// Waits for job `id` and says how it ended.
+    fn finish(&self, id: &str) -> Result<(), String> {
+        let result = wait_for(id, self.poll);
+        SUBMITTED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        let _ = fs::remove_file(in_flight_dir(self.cache_root).join(format!("{id}.json")));
+        let stderr = || stderr_tail(&self.logs(), self.key, id);
+        match result {
+            JobState::Completed => Ok(()),
+            JobState::Failed { exit_code } => Err(format!(
+                "Slurm job {id} failed (exit code {exit_code}){}",
+                stderr()
+            )),
+            JobState::Ended { state, reason } => Err(format!(
+                "Slurm job {id} was ended by Slurm: {}{}{}",
+                describe_end(&state, self.request),
+                if reason == "None" {
+                    String::new()
+                } else {
+                    format!(" (reason: {reason})")
+                },
+                stderr()
+            )),
+            JobState::Unknown => Err(format!(
+                "Slurm job {id} left the controller's memory before zfnet saw it finish, and \
+                 accounting (sacct) does not know it{}",
+                stderr()
+            )),
+            JobState::Active { .. } => unreachable!("wait_for returns finished states"),
+        }
     }
 }
 
@@ -830,21 +971,40 @@ fn describe_end(state: &str, request: &JobRequest) -> String {
     }
 }
 
-/// The last lines of a job's stderr, for a failure message.
-fn stderr_tail(path: &Path) -> String {
-    let Ok(text) = fs::read_to_string(path) else {
-        return format!("; no stderr at {}", path.display());
-    };
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() {
-        return format!("; its stderr ({}) is empty", path.display());
+/// The last lines of a job's stderr (for an array, of the first task that wrote any), for a
+/// failure message.
+fn stderr_tail(logs: &Path, key: &str, id: &str) -> String {
+    let single = logs.join(format!("{key}.{id}.err"));
+    let mut candidates = vec![single.clone()];
+    if let Ok(entries) = fs::read_dir(logs) {
+        let prefix = format!("{key}.{id}_");
+        let mut tasks: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".err"))
+            })
+            .collect();
+        tasks.sort();
+        candidates.extend(tasks);
     }
-    let tail = &lines[lines.len().saturating_sub(12)..];
-    format!(
-        "; the end of its stderr ({}):\n    {}",
-        path.display(),
-        tail.join("\n    ")
-    )
+    for path in &candidates {
+        let Ok(text) = fs::read_to_string(path) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let tail = &lines[lines.len().saturating_sub(12)..];
+        return format!(
+            "; the end of its stderr ({}):\n    {}",
+            path.display(),
+            tail.join("\n    ")
+        );
+    }
+    format!("; its stderr ({}) is empty or missing", single.display())
 }
 
 /// A job name Slurm accepts: the stage name, its odd characters replaced, at most 100 bytes.

@@ -107,6 +107,22 @@ pub struct Resources {
     pub gpu: bool,
 }
 
+/// One slice of a sharded run: shard `index` of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The rows of `n` this shard does: `index * n / count .. (index + 1) * n / count` (every
+    /// row in exactly one shard, in order; sizes differ by at most one).
+    pub fn range(&self, n: usize) -> std::ops::Range<usize> {
+        let at = |i: usize| (i as u128 * n as u128 / self.count.max(1) as u128) as usize;
+        at(self.index)..at(self.index + 1)
+    }
+}
+
 /// What a finished run reports: lines for the user, shown after the run and kept in the
 /// cache manifest.
 #[derive(Clone, Debug, Default)]
@@ -156,4 +172,56 @@ pub trait StageKind: Send + Sync {
     }
     /// Does the work, writing every declared output under `ctx.output(...)`.
     fn run(&self, ctx: &StageContext) -> Result<RunSummary>;
+    /// Whether a run can be split into shards, each over a slice of the input's rows, whose
+    /// partial outputs [`StageKind::merge_shards`] joins into exactly the bytes one `run`
+    /// writes (`zfnet run --executor slurm` runs them as a Slurm array).
+    fn shardable(&self) -> bool {
+        false
+    }
+    /// Does shard `shard` of the work: the same as `run` on the rows of `shard.range(n)`,
+    /// writing partial outputs under `ctx.output(...)`.
+    fn run_shard(&self, _ctx: &StageContext, _shard: Shard) -> Result<RunSummary> {
+        Err(Error::Config(format!(
+            "stage kind `{}` cannot run in shards",
+            self.name()
+        )))
+    }
+    /// Joins the shards' partial outputs (`parts[i]`: output name -> path, shard i's) into
+    /// `ctx.output(...)`: byte for byte what `run` writes.
+    fn merge_shards(
+        &self,
+        _ctx: &StageContext,
+        _parts: &[std::collections::BTreeMap<String, std::path::PathBuf>],
+    ) -> Result<RunSummary> {
+        Err(Error::Config(format!(
+            "stage kind `{}` cannot merge shards",
+            self.name()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Shard;
+
+    /// Every row falls in exactly one shard, in order, and the shards' sizes differ by at most
+    /// one — for any row count, including fewer rows than shards.
+    #[test]
+    fn shards_cover_every_row_once_in_order() {
+        for n in [0usize, 1, 2, 7, 100, 1_281_167] {
+            for count in [1usize, 2, 3, 8, 64] {
+                let ranges: Vec<_> = (0..count)
+                    .map(|index| Shard { index, count }.range(n))
+                    .collect();
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[count - 1].end, n);
+                for pair in ranges.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start, "n {n}, count {count}");
+                }
+                let sizes: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
+                let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(max - min <= 1, "n {n}, count {count}: {sizes:?}");
+            }
+        }
+    }
 }

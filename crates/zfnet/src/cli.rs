@@ -116,6 +116,15 @@ pub enum Command {
         /// Run even if the entry exists (the run was `--force`d).
         #[arg(long)]
         force: bool,
+        /// The stage is split into this many shards (a Slurm array).
+        #[arg(long, requires = "shard_work")]
+        shard_count: Option<usize>,
+        /// Run this shard (0-based) only: partial outputs, not committed.
+        #[arg(long, group = "shard_work", requires = "shard_count")]
+        shard_index: Option<usize>,
+        /// Merge the shards written by this array job, and commit.
+        #[arg(long, group = "shard_work", requires = "shard_count")]
+        merge_shards: Option<u64>,
     },
     /// List the stage kinds with their params, inputs and outputs.
     Kinds {

@@ -8,16 +8,17 @@
 //! `rejects` artifact with its reason; `accepted + rejected == files seen` always holds.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use artifacts::image_files::{IMAGE_FILES, ImageFile, read_image_files};
 use artifacts::images::{IMAGES, ImageRecord, ImagesReader, ImagesWriter};
 use artifacts::parquet_io::read_header;
-use artifacts::rejects::{Reject, write_rejects};
+use artifacts::rejects::{Reject, read_rejects, write_rejects};
 use imaging::{DecodeLimits, RgbImage, ShortSideResizer, decode_rgb};
 use rayon::prelude::*;
 use stage_api::{
-    Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, Shard, StageContext, StageKind,
 };
 
 /// Images decoded in parallel before being written in order.
@@ -84,87 +85,176 @@ impl StageKind for Preprocess {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        let input = ctx.input("images");
-        let size = ctx.params.int("size") as u32;
-        let limits = DecodeLimits {
-            max_side: ctx.params.int("max_side") as u32,
-            ..DecodeLimits::default()
-        };
-        let header = read_header(input)?;
+        preprocess(ctx, None)
+    }
+
+    fn shardable(&self) -> bool {
+        true
+    }
+
+    fn run_shard(&self, ctx: &StageContext, shard: Shard) -> Result<RunSummary> {
+        preprocess(ctx, Some(shard))
+    }
+
+    /// The shards' images pushed, in shard order, through one writer (its row groups fall
+    /// where one run's do), and their rejects concatenated: the bytes of one run.
+    fn merge_shards(
+        &self,
+        ctx: &StageContext,
+        parts: &[BTreeMap<String, PathBuf>],
+    ) -> Result<RunSummary> {
         let mut writer = ImagesWriter::create(ctx.output("images"), &ctx.provenance)?;
         let mut rejects = Vec::new();
-        let started = std::time::Instant::now();
-        let seen = if header.schema == IMAGE_FILES.name {
-            let files = read_image_files(input)?;
-            let bar = ctx.progress_bar(files.len() as u64, "decoding and resizing");
-            for chunk in files.chunks(CHUNK) {
-                let results: Vec<Result<ImageRecord, Reject>> = chunk
-                    .par_iter()
-                    .map_init(ShortSideResizer::default, |resizer, file| {
-                        load_file(file, size, limits, resizer)
-                    })
-                    .collect();
-                write_results(results, &mut writer, &mut rejects)?;
-                bar.inc(chunk.len() as u64);
+        let bar = ctx.progress_bar(parts.len() as u64, "merging shards");
+        for part in parts {
+            let path = |name: &str| {
+                part.get(name).ok_or_else(|| {
+                    Error::Config(format!(
+                        "a shard of `{}` lacks its `{name}` output",
+                        ctx.stage_name
+                    ))
+                })
+            };
+            for chunk in ImagesReader::open(path("images")?, CHUNK)? {
+                for image in chunk? {
+                    writer.push(image)?;
+                }
             }
-            bar.finish_and_clear();
-            files.len()
-        } else if header.schema == IMAGES.name {
-            let bar = ctx.progress_bar(header.num_rows, "resizing");
-            let mut seen = 0;
-            for chunk in ImagesReader::open(input, CHUNK)? {
-                let chunk = chunk?;
-                seen += chunk.len();
-                let results: Vec<Result<ImageRecord, Reject>> = chunk
-                    .into_par_iter()
-                    .map_init(ShortSideResizer::default, |resizer, image| {
-                        Ok(resize_record(image, size, resizer))
-                    })
-                    .collect();
-                bar.inc(results.len() as u64);
-                write_results(results, &mut writer, &mut rejects)?;
-            }
-            bar.finish_and_clear();
-            seen
-        } else {
-            return Err(Error::input(
-                input,
-                format!(
-                    "expected an `image_files` or `images` artifact, found `{}`; wire a \
-                     dataset reader's output into `preprocess.images`",
-                    header.schema
-                ),
-            ));
-        };
+            rejects.extend(read_rejects(path("rejects")?)?);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
         let accepted = writer.finish()? as usize;
         write_rejects(ctx.output("rejects"), &ctx.provenance, &rejects)?;
-        assert_eq!(
-            accepted + rejects.len(),
-            seen,
-            "every file is accepted or rejected"
-        );
-        let seconds = started.elapsed().as_secs_f64();
-        tracing::info!(
-            accepted,
-            rejected = rejects.len(),
-            images_per_s = seen as f64 / seconds.max(1e-9),
-            "preprocessed"
-        );
-        let mut summary = RunSummary::default().line(format!(
-            "accepted {accepted}, rejected {} of {seen} files ({size}x{size}, {:.0} images/s)",
+        let size = ctx.params.int("size");
+        Ok(summarise(
+            format!(
+                "accepted {accepted}, rejected {} of {} files ({size}x{size}, merged from {} shards)",
+                rejects.len(),
+                accepted + rejects.len(),
+                parts.len()
+            ),
+            &rejects,
+        ))
+    }
+}
+
+/// One run, or one shard's slice of it (the rows of `shard.range(n)`).
+fn preprocess(ctx: &StageContext, shard: Option<Shard>) -> Result<RunSummary> {
+    let input = ctx.input("images");
+    let size = ctx.params.int("size") as u32;
+    let limits = DecodeLimits {
+        max_side: ctx.params.int("max_side") as u32,
+        ..DecodeLimits::default()
+    };
+    let header = read_header(input)?;
+    let mut writer = ImagesWriter::create(ctx.output("images"), &ctx.provenance)?;
+    let mut rejects = Vec::new();
+    let started = std::time::Instant::now();
+    let seen = if header.schema == IMAGE_FILES.name {
+        let all = read_image_files(input)?;
+        let files = match shard {
+            Some(shard) => &all[shard.range(all.len())],
+            None => &all[..],
+        };
+        let bar = ctx.progress_bar(files.len() as u64, "decoding and resizing");
+        for chunk in files.chunks(CHUNK) {
+            let results: Vec<Result<ImageRecord, Reject>> = chunk
+                .par_iter()
+                .map_init(ShortSideResizer::default, |resizer, file| {
+                    load_file(file, size, limits, resizer)
+                })
+                .collect();
+            write_results(results, &mut writer, &mut rejects)?;
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        files.len()
+    } else if header.schema == IMAGES.name {
+        let rows = match shard {
+            Some(shard) => shard.range(header.num_rows as usize),
+            None => 0..header.num_rows as usize,
+        };
+        let bar = ctx.progress_bar(rows.len() as u64, "resizing");
+        let mut row = 0;
+        let mut seen = 0;
+        for chunk in ImagesReader::open(input, CHUNK)? {
+            let chunk = chunk?;
+            let chunk_rows = row..row + chunk.len();
+            row += chunk.len();
+            if chunk_rows.end <= rows.start {
+                continue;
+            }
+            if chunk_rows.start >= rows.end {
+                break;
+            }
+            let mine: Vec<ImageRecord> = chunk
+                .into_iter()
+                .zip(chunk_rows)
+                .filter(|(_, r)| rows.contains(r))
+                .map(|(image, _)| image)
+                .collect();
+            seen += mine.len();
+            let results: Vec<Result<ImageRecord, Reject>> = mine
+                .into_par_iter()
+                .map_init(ShortSideResizer::default, |resizer, image| {
+                    Ok(resize_record(image, size, resizer))
+                })
+                .collect();
+            bar.inc(results.len() as u64);
+            write_results(results, &mut writer, &mut rejects)?;
+        }
+        bar.finish_and_clear();
+        seen
+    } else {
+        return Err(Error::input(
+            input,
+            format!(
+                "expected an `image_files` or `images` artifact, found `{}`; wire a \
+                 dataset reader's output into `preprocess.images`",
+                header.schema
+            ),
+        ));
+    };
+    let accepted = writer.finish()? as usize;
+    write_rejects(ctx.output("rejects"), &ctx.provenance, &rejects)?;
+    assert_eq!(
+        accepted + rejects.len(),
+        seen,
+        "every file is accepted or rejected"
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        accepted,
+        rejected = rejects.len(),
+        images_per_s = seen as f64 / seconds.max(1e-9),
+        "preprocessed"
+    );
+    let shard_note = shard
+        .map(|s| format!(", shard {} of {}", s.index + 1, s.count))
+        .unwrap_or_default();
+    Ok(summarise(
+        format!(
+            "accepted {accepted}, rejected {} of {seen} files ({size}x{size}, {:.0} images/s{shard_note})",
             rejects.len(),
             seen as f64 / seconds.max(1e-9)
-        ));
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        for reject in &rejects {
-            let kind = reject.reason.split(':').next().unwrap_or("").to_owned();
-            *reasons.entry(kind).or_default() += 1;
-        }
-        for (reason, count) in reasons {
-            summary = summary.line(format!("rejected {count}: {reason}"));
-        }
-        Ok(summary)
+        ),
+        &rejects,
+    ))
+}
+
+/// The summary: its first line, then the rejects counted by reason.
+fn summarise(first: String, rejects: &[Reject]) -> RunSummary {
+    let mut summary = RunSummary::default().line(first);
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for reject in rejects {
+        let kind = reject.reason.split(':').next().unwrap_or("").to_owned();
+        *reasons.entry(kind).or_default() += 1;
     }
+    for (reason, count) in reasons {
+        summary = summary.line(format!("rejected {count}: {reason}"));
+    }
+    summary
 }
 
 fn write_results(

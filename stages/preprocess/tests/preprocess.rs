@@ -207,3 +207,69 @@ fn the_centre_square_survives_a_landscape_image() {
     let centre = &pixels[(8 * 16 + 8) * 3..][..3];
     assert_eq!(centre, &[0, 255, 0]);
 }
+
+/// Runs `kind` in `count` shards into `out/shard-<i>`, then merges them into `out`.
+fn run_sharded(input: &Path, out: &Path, size: i64, count: usize) -> Vec<String> {
+    let kind = Preprocess;
+    let context = |dir: &Path| {
+        fs::create_dir_all(dir).unwrap();
+        StageContext::for_tests(
+            Params::defaults_with(&kind.params(), &[("size", ParamValue::Int(size))]),
+            BTreeMap::from([("images".to_owned(), vec![input.to_path_buf()])]),
+            BTreeMap::from([
+                ("images".to_owned(), dir.join("images")),
+                ("rejects".to_owned(), dir.join("rejects.parquet")),
+            ]),
+            dir.to_path_buf(),
+        )
+    };
+    let mut parts = Vec::new();
+    for index in 0..count {
+        let ctx = context(&out.join(format!("shard-{index}")));
+        kind.run_shard(&ctx, stage_api::Shard { index, count })
+            .unwrap();
+        parts.push(ctx.outputs.clone());
+    }
+    kind.merge_shards(&context(out), &parts).unwrap().lines
+}
+
+/// The bytes of a run's two outputs, hashed.
+fn output_hashes(out: &Path) -> (String, String) {
+    let memo = HashMemo::in_memory();
+    (
+        memo.hash_path(&out.join("images")).unwrap().to_string(),
+        memo.hash_path(&out.join("rejects.parquet")).unwrap().to_string(),
+    )
+}
+
+/// A preprocess split into shards (what a Slurm array runs) and merged writes the bytes of
+/// one run, for a listing with bad files and for a decoded artifact spanning several
+/// chunks, whatever the number of shards (more shards than files included).
+#[test]
+fn shards_merged_give_the_bytes_of_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let listing = dataset(dir.path());
+    let whole = dir.path().join("whole");
+    run(&listing, &whole, 48, 2);
+    for count in [1, 2, 3, 16] {
+        let out = dir.path().join(format!("listing-{count}"));
+        let lines = run_sharded(&listing, &out, 48, count);
+        assert!(
+            lines[0].starts_with(&format!(
+                "accepted 4, rejected 6 of 10 files (48x48, merged from {count} shards)"
+            )),
+            "{lines:?}"
+        );
+        assert_eq!(output_hashes(&out), output_hashes(&whole), "{count} shards");
+    }
+
+    let decoded = dir.path().join("decoded");
+    artifacts::images::write_noise_images(&decoded, 700, 0, 10, 7).unwrap();
+    let whole = dir.path().join("decoded-whole");
+    run(&decoded, &whole, 24, 2);
+    for count in [2, 3, 5] {
+        let out = dir.path().join(format!("decoded-{count}"));
+        run_sharded(&decoded, &out, 24, count);
+        assert_eq!(output_hashes(&out), output_hashes(&whole), "{count} shards");
+    }
+}

@@ -18,7 +18,7 @@ use orchestrator::{Dag, Error, load_pipeline};
 
 use crate::cli::{Cli, Command, DagFormatArg, ExecutorArg};
 use crate::kinds::registry;
-use orchestrator::execute::Executor;
+use orchestrator::execute::{Executor, SubmittedWork};
 use orchestrator::slurm::{ExecCommand, ExecutorKind};
 
 /// Runs the command; returns the process exit code.
@@ -64,7 +64,40 @@ pub fn dispatch(cli: Cli) -> Result<u8> {
             };
             run::run(&dag, stages, force, dry_run, jobs, executor)
         }
-        Command::ExecStage { stage, key, force } => run::exec_stage(&dag, &stage, &key, force),
+        Command::ExecStage {
+            stage,
+            key,
+            force,
+            shard_count,
+            shard_index,
+            merge_shards,
+        } => {
+            let work = match (shard_count, shard_index, merge_shards) {
+                (Some(count), Some(index), None) if index < count => SubmittedWork::Shard {
+                    shard: stage_api::Shard { index, count },
+                    array_job: std::env::var("SLURM_ARRAY_JOB_ID")
+                        .ok()
+                        .and_then(|id| id.parse().ok())
+                        .ok_or_else(|| {
+                            Error::Usage(
+                                "--shard-index runs inside a Slurm array task \
+                                 (SLURM_ARRAY_JOB_ID is not set)"
+                                    .to_owned(),
+                            )
+                        })?,
+                },
+                (Some(count), None, Some(array_job)) => SubmittedWork::Merge { count, array_job },
+                (None, None, None) => SubmittedWork::Whole,
+                _ => {
+                    return Err(Error::Usage(
+                        "give --shard-count with --shard-index (below it) or --merge-shards"
+                            .to_owned(),
+                    )
+                    .into());
+                }
+            };
+            run::exec_stage(&dag, &stage, &key, force, work)
+        }
         Command::Status { stages, json } => status::status(&dag, &stages, json),
         Command::Dag { format } => {
             let format = match format {

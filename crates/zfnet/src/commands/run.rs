@@ -131,7 +131,13 @@ pub fn run(
 }
 
 /// `zfnet exec-stage`: one stage, run and committed, as a Slurm job of `run --executor slurm`.
-pub fn exec_stage(dag: &Dag, stage: &str, key: &str, force: bool) -> Result<u8> {
+pub fn exec_stage(
+    dag: &Dag,
+    stage: &str,
+    key: &str,
+    force: bool,
+    work: orchestrator::execute::SubmittedWork,
+) -> Result<u8> {
     let cache = open_cache(dag)?;
     // A job's stderr is a log file: no bars, but the tracing lines and the outcome.
     let progress = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
@@ -142,15 +148,25 @@ pub fn exec_stage(dag: &Dag, stage: &str, key: &str, force: bool) -> Result<u8> 
         stage,
         key,
         force,
+        work,
         crate::BUILD,
         &progress,
     )
     .map_err(|error| anyhow::anyhow!("stage `{stage}` failed: {error}"))?;
     crate::out_of_memory::stage_running(stage, false);
+    let what = match work {
+        orchestrator::execute::SubmittedWork::Shard { shard, .. } => {
+            format!("shard {} of {} of {stage}", shard.index + 1, shard.count)
+        }
+        _ => stage.to_owned(),
+    };
     eprintln!(
-        "done {stage} in {:.1}s (cache entry {})",
+        "done {what} in {:.1}s (cache entry {})",
         manifest.duration_s,
         &manifest.key[..12]
     );
+    for line in &manifest.summary {
+        eprintln!("  {line}");
+    }
     Ok(0)
 }
