@@ -9,6 +9,8 @@
 //! resume/<key>/                   checkpoints of an unfinished run, for the next attempt
 //! hash-memo.json                  stat-keyed file hashes (see `artifacts::hash`)
 //! lock                            exclusive for `run`, `gc`, `verify`; shared for `export`, `show`
+//! lock.owner                      the exclusive holder's host, pid and heartbeat (O_EXCL: works
+//!                                 between hosts on NFS, where flock may not)
 //! jobs/in-flight/<id>.json        Slurm jobs of a run in progress (`zfnet status` lists them)
 //! jobs/logs/<key>.<id>.{out,err}  each Slurm job's stdout and stderr
 //! zfnet-cache.json                the marker: this folder is a zfnet cache (written first)
@@ -28,6 +30,8 @@ use std::fs;
 use std::io::{Read, Seek, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use artifacts::{ContentHash, HashMemo};
 use serde::{Deserialize, Serialize};
@@ -130,6 +134,7 @@ const CACHE_LAYOUT: &[&str] = &[
     "hash-memo.json",
     "hash-memo.json.tmp",
     "lock",
+    "lock.owner",
     "jobs",
     MARKER_FILE,
     CACHEDIR_TAG_FILE,
@@ -197,15 +202,157 @@ pub enum LockMode {
 pub struct CacheLock {
     file: fs::File,
     mode: LockMode,
+    /// The exclusive holder's `lock.owner`, kept fresh by a heartbeat thread.
+    owner: Option<OwnerFile>,
 }
 
 impl Drop for CacheLock {
     fn drop(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            owner.release();
+        }
         if self.mode == LockMode::Exclusive {
             // Nobody holds the cache after us: leave no stale holder line behind.
             let _ = self.file.set_len(0);
         }
     }
+}
+
+/// How often an exclusive holder refreshes `lock.owner`, and how old a heartbeat from another
+/// host must be before the file is taken for a dead holder's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockTiming {
+    pub heartbeat: Duration,
+    pub stale_after: Duration,
+}
+
+impl Default for LockTiming {
+    fn default() -> Self {
+        LockTiming {
+            heartbeat: Duration::from_secs(10),
+            stale_after: Duration::from_secs(90),
+        }
+    }
+}
+
+/// What `lock.owner` says: who holds the cache exclusively, and when it last said so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOwner {
+    pub host: String,
+    pub pid: u32,
+    pub command: String,
+    pub heartbeat_unix_s: u64,
+}
+
+impl LockOwner {
+    fn describe(&self) -> String {
+        format!(
+            "`zfnet {}` (pid {} on host {})",
+            self.command, self.pid, self.host
+        )
+    }
+}
+
+/// The `lock.owner` file this process created, with its heartbeat thread.
+struct OwnerFile {
+    path: PathBuf,
+    me: LockOwner,
+    stop: std::sync::Arc<(Mutex<bool>, Condvar)>,
+    heartbeat: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OwnerFile {
+    /// Stops the heartbeat and removes the file, if it is still ours.
+    fn release(mut self) {
+        {
+            let (stopped, wake) = &*self.stop;
+            *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            wake.notify_all();
+        }
+        if let Some(thread) = self.heartbeat.take() {
+            let _ = thread.join();
+        }
+        if read_owner(&self.path).is_some_and(|owner| same_holder(&owner, &self.me)) {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn same_holder(a: &LockOwner, b: &LockOwner) -> bool {
+    a.host == b.host && a.pid == b.pid
+}
+
+fn read_owner(path: &Path) -> Option<LockOwner> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// This machine's host name, as lock owners and Slurm job records name it.
+pub fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".to_owned())
+}
+
+/// Keeps `me` fresh in `path` until released; stops (with a warning) if another holder has
+/// taken the file over.
+fn start_heartbeat(path: PathBuf, me: LockOwner, timing: LockTiming) -> OwnerFile {
+    let stop = std::sync::Arc::new((Mutex::new(false), Condvar::new()));
+    let thread = {
+        let (path, mut me, stop) = (path.clone(), me.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (stopped, wake) = &*stop;
+            let mut guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let (next, _) = wake
+                    .wait_timeout(guard, timing.heartbeat)
+                    .unwrap_or_else(|e| e.into_inner());
+                guard = next;
+                if *guard {
+                    return;
+                }
+                match read_owner(&path) {
+                    Some(owner) if same_holder(&owner, &me) => {
+                        me.heartbeat_unix_s = unix_now();
+                        if let Err(error) = write_owner(&path, &me) {
+                            tracing::warn!("cannot refresh {}: {error}", path.display());
+                        }
+                    }
+                    other => {
+                        tracing::warn!(
+                            "{} was taken over by {:?}; this process no longer holds the cache \
+                             lock (was its heartbeat stalled?)",
+                            path.display(),
+                            other.map(|o| o.describe())
+                        );
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    OwnerFile {
+        path,
+        me,
+        stop,
+        heartbeat: Some(thread),
+    }
+}
+
+/// Writes `owner` over `path` atomically (a temporary file renamed over it).
+fn write_owner(path: &Path, owner: &LockOwner) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("owner.{}.tmp", owner.pid));
+    fs::write(
+        &temporary,
+        serde_json::to_vec(owner).expect("owner serialises"),
+    )?;
+    fs::rename(&temporary, path)
 }
 
 /// The cache folder and its hash memo.
@@ -250,6 +397,23 @@ impl Cache {
     /// for, while another zfnet process holds it in a conflicting mode. An exclusive holder
     /// writes `pid <n> zfnet <command>` into the lock file for waiters to read.
     pub fn lock(&self, mode: LockMode, command: &str) -> Result<CacheLock> {
+        self.lock_with(mode, command, LockTiming::default())
+    }
+
+    /// [`Cache::lock`] with the heartbeat timing given (tests shorten it).
+    ///
+    /// Two layers: `flock` on `lock` excludes processes on this host (and wherever the file
+    /// system honours it), and the exclusive holder also creates `lock.owner` with `O_EXCL`
+    /// (which NFS honours between hosts, unlike flock), naming its host and pid and refreshed
+    /// every `timing.heartbeat`. A `lock.owner` left by this host is stale once we hold the
+    /// flock; one from another host is stale when its heartbeat is older than
+    /// `timing.stale_after`. Shared holders wait while another host's live owner is there.
+    pub fn lock_with(
+        &self,
+        mode: LockMode,
+        command: &str,
+        timing: LockTiming,
+    ) -> Result<CacheLock> {
         let path = self.root.join("lock");
         let mut file = fs::OpenOptions::new()
             .create(true)
@@ -296,7 +460,85 @@ impl Cache {
                 .and_then(|()| file.write_all(line.as_bytes()))
                 .map_err(|e| Error::io(&path, e))?;
         }
-        Ok(CacheLock { file, mode })
+        let owner = self.claim_owner_file(mode, command, timing)?;
+        Ok(CacheLock { file, mode, owner })
+    }
+
+    /// The cross-host layer of [`Cache::lock_with`].
+    fn claim_owner_file(
+        &self,
+        mode: LockMode,
+        command: &str,
+        timing: LockTiming,
+    ) -> Result<Option<OwnerFile>> {
+        let path = self.root.join("lock.owner");
+        let me = LockOwner {
+            host: host_name(),
+            pid: std::process::id(),
+            command: command.to_owned(),
+            heartbeat_unix_s: unix_now(),
+        };
+        let mut told = false;
+        loop {
+            if mode == LockMode::Exclusive {
+                match fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                {
+                    Ok(mut created) => {
+                        created
+                            .write_all(&serde_json::to_vec(&me).expect("owner serialises"))
+                            .and_then(|()| created.sync_all())
+                            .map_err(|e| Error::io(&path, e))?;
+                        return Ok(Some(start_heartbeat(path, me, timing)));
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(error) => return Err(Error::io(&path, error)),
+                }
+            }
+            let holder = read_owner(&path);
+            let age = |owner: &LockOwner| unix_now().saturating_sub(owner.heartbeat_unix_s);
+            let stale = match &holder {
+                None if mode == LockMode::Shared => return Ok(None),
+                // Being written, or garbled: judged by the file's age.
+                None => fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|elapsed| elapsed > timing.stale_after),
+                // This host's holders are excluded by the flock we hold.
+                Some(owner) if owner.host == me.host => true,
+                Some(owner) => age(owner) > timing.stale_after.as_secs(),
+            };
+            if stale {
+                if mode == LockMode::Shared {
+                    return Ok(None);
+                }
+                if let Some(owner) = &holder {
+                    eprintln!(
+                        "zfnet {command}: taking over the cache lock of {}, which is gone (last \
+                         heartbeat {} s ago)",
+                        owner.describe(),
+                        age(owner)
+                    );
+                }
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            if !told {
+                let who = holder
+                    .as_ref()
+                    .map(LockOwner::describe)
+                    .unwrap_or_else(|| "another zfnet process".to_owned());
+                eprintln!(
+                    "zfnet {command}: waiting for {who} to release the cache {}",
+                    self.root.display()
+                );
+                told = true;
+            }
+            std::thread::sleep(timing.heartbeat.min(Duration::from_secs(1)));
+        }
     }
 
     pub fn entry_dir(&self, key: &str) -> PathBuf {
@@ -753,4 +995,106 @@ pub(crate) fn fsync_tree(root: &Path) -> Result<()> {
 fn fsync_dir(dir: &Path) -> Result<()> {
     let handle = fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
     handle.sync_all().map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick() -> LockTiming {
+        LockTiming {
+            heartbeat: Duration::from_millis(100),
+            stale_after: Duration::from_secs(2),
+        }
+    }
+
+    /// The exclusive holder names itself in `lock.owner` (host, pid, command), keeps its
+    /// heartbeat fresh while it holds the lock, and removes the file when it lets go.
+    #[test]
+    fn the_exclusive_holder_names_itself_refreshes_its_heartbeat_and_leaves_no_owner_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let owner_path = cache.root().join("lock.owner");
+        let lock = cache
+            .lock_with(LockMode::Exclusive, "run", quick())
+            .unwrap();
+        let first = read_owner(&owner_path).unwrap();
+        assert_eq!(first.pid, std::process::id());
+        assert_eq!(first.host, host_name());
+        assert_eq!(first.command, "run");
+        // Backdate it; the heartbeat must bring it forward.
+        write_owner(
+            &owner_path,
+            &LockOwner {
+                heartbeat_unix_s: 1,
+                ..first.clone()
+            },
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(read_owner(&owner_path).unwrap().heartbeat_unix_s >= first.heartbeat_unix_s);
+        drop(lock);
+        assert!(!owner_path.exists());
+        // A shared holder writes none.
+        let shared = cache.lock_with(LockMode::Shared, "show", quick()).unwrap();
+        assert!(!owner_path.exists());
+        drop(shared);
+    }
+
+    /// A holder on another host (a shared cache on NFS, where flock may not exclude) is waited
+    /// for while its heartbeat is fresh, and its file taken over once the heartbeat is older
+    /// than `stale_after` (the holder died with its node). One left by this host — a killed
+    /// process — is taken over at once: the flock we hold says it is gone.
+    #[test]
+    fn another_hosts_live_holder_is_waited_for_and_a_dead_ones_file_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let owner_path = cache.root().join("lock.owner");
+        let elsewhere = LockOwner {
+            host: "login2.cluster".to_owned(),
+            pid: 4242,
+            command: "run".to_owned(),
+            heartbeat_unix_s: unix_now(),
+        };
+        write_owner(&owner_path, &elsewhere).unwrap();
+        let started = std::time::Instant::now();
+        let lock = cache.lock_with(LockMode::Exclusive, "gc", quick()).unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2),
+            "took the lock of a live holder on another host after {waited:?}"
+        );
+        assert_eq!(read_owner(&owner_path).unwrap().pid, std::process::id());
+        drop(lock);
+
+        let killed_here = LockOwner {
+            host: host_name(),
+            pid: 999_999,
+            command: "run".to_owned(),
+            heartbeat_unix_s: unix_now(),
+        };
+        write_owner(&owner_path, &killed_here).unwrap();
+        let started = std::time::Instant::now();
+        let lock = cache
+            .lock_with(LockMode::Exclusive, "run", quick())
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(lock);
+
+        // A reader waits for another host's live writer too.
+        write_owner(
+            &owner_path,
+            &LockOwner {
+                heartbeat_unix_s: unix_now(),
+                ..elsewhere
+            },
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let shared = cache
+            .lock_with(LockMode::Shared, "export", quick())
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(2));
+        drop(shared);
+    }
 }

@@ -6,7 +6,8 @@
 //! cap on jobs in flight); Slurm only runs processes. A job commits its cache entry itself, by
 //! a rename inside the cache folder, and the orchestrator — the one process that holds the
 //! cache's lock, on the submitting host — then reads the committed manifest. No lock is taken
-//! on a compute node, so no lock has to work across nodes (flock on NFS does not reliably).
+//! on a compute node; the submitting host's lock holds against other hosts through
+//! `lock.owner` (created with O_EXCL, with a heartbeat: see `Cache::lock_with`).
 //!
 //! Job states come from `scontrol show job` (finished jobs stay there for `MinJobAge`, 300 s by
 //! default) and, once a job has left it, from `sacct` where accounting is on. A job that Slurm
@@ -888,7 +889,11 @@ impl Job<'_> {
             pipeline: self.pipeline.to_owned(),
             stage: self.stage.name.clone(),
             key: self.key.to_owned(),
-            submitter: format!("pid {} on {}", std::process::id(), host_name()),
+            submitter: format!(
+                "pid {} on {}",
+                std::process::id(),
+                crate::cache::host_name()
+            ),
         };
         let _ = fs::write(
             in_flight.join(format!("{id}.json")),
@@ -1025,13 +1030,6 @@ fn job_name(stage: &str) -> String {
 fn shell_quote(text: &std::ffi::OsStr) -> String {
     let text = text.to_string_lossy();
     format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-/// This host's name (for the in-flight records).
-pub fn host_name() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_else(|_| "unknown host".to_owned())
 }
 
 #[cfg(test)]

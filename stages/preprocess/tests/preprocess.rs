@@ -238,7 +238,9 @@ fn output_hashes(out: &Path) -> (String, String) {
     let memo = HashMemo::in_memory();
     (
         memo.hash_path(&out.join("images")).unwrap().to_string(),
-        memo.hash_path(&out.join("rejects.parquet")).unwrap().to_string(),
+        memo.hash_path(&out.join("rejects.parquet"))
+            .unwrap()
+            .to_string(),
     )
 }
 
