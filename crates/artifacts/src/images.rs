@@ -259,6 +259,83 @@ impl Iterator for ImagesReader {
     }
 }
 
+/// Streams the images of rows `range` of an `images` artifact, in order, in chunks of at most
+/// `chunk`, reading only the row groups that hold them (a shard of a sharded stage reads its
+/// slice, not everything before it).
+pub struct ImagesRangeReader {
+    groups: ImageGroups,
+    range: std::ops::Range<usize>,
+    next_group: usize,
+    first_row_of_next: usize,
+    pending: std::collections::VecDeque<ImageRecord>,
+    chunk: usize,
+}
+
+impl ImagesRangeReader {
+    pub fn open(path: &Path, range: std::ops::Range<usize>, chunk: usize) -> Result<Self> {
+        Ok(ImagesRangeReader {
+            groups: ImageGroups::open(path)?,
+            range,
+            next_group: 0,
+            first_row_of_next: 0,
+            pending: std::collections::VecDeque::new(),
+            chunk: chunk.max(1),
+        })
+    }
+
+    /// Rows per part file of the artifact, in order: where a whole-artifact
+    /// [`ImagesReader`]'s chunks break (at every `chunk` rows within a part, and at each
+    /// part's end).
+    pub fn part_rows(path: &Path) -> Result<Vec<usize>> {
+        let groups = ImageGroups::open(path)?;
+        let mut parts: Vec<(std::path::PathBuf, usize)> = Vec::new();
+        for group in &groups.groups {
+            match parts.last_mut() {
+                Some((part, rows)) if *part == group.part => *rows += group.rows,
+                _ => parts.push((group.part.clone(), group.rows)),
+            }
+        }
+        Ok(parts.into_iter().map(|(_, rows)| rows).collect())
+    }
+}
+
+impl Iterator for ImagesRangeReader {
+    type Item = Result<Vec<ImageRecord>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pending.len() < self.chunk && self.next_group < self.groups.groups.len() {
+            let group = self.next_group;
+            let rows =
+                self.first_row_of_next..self.first_row_of_next + self.groups.groups[group].rows;
+            self.next_group += 1;
+            self.first_row_of_next = rows.end;
+            if rows.end <= self.range.start {
+                continue;
+            }
+            if rows.start >= self.range.end {
+                self.next_group = self.groups.groups.len();
+                break;
+            }
+            let images = match self.groups.read(group) {
+                Ok(images) => images,
+                Err(error) => return Some(Err(error)),
+            };
+            self.pending.extend(
+                images
+                    .into_iter()
+                    .zip(rows)
+                    .filter(|(_, row)| self.range.contains(row))
+                    .map(|(image, _)| image),
+            );
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        let take = self.chunk.min(self.pending.len());
+        Some(Ok(self.pending.drain(..take).collect()))
+    }
+}
+
 /// An image's row without its pixels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageMeta {
@@ -508,6 +585,34 @@ mod tests {
     /// Row groups are sized by bytes as well as by count: with a 100-byte bound, 18-byte
     /// images make groups of 6 (before, a group always held 256 images whatever their size:
     /// 12.8 GB at 4096x4096, past the 32-bit binary offsets of one batch).
+    #[test]
+    fn a_range_of_rows_reads_exactly_those_images_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images");
+        write_noise_images(&path, 700, 100, 10, 3).unwrap();
+        let all: Vec<i64> = read_images(&path)
+            .unwrap()
+            .iter()
+            .map(|i| i.image_id)
+            .collect();
+        for range in [0..700, 0..1, 255..257, 300..650, 699..700, 700..700] {
+            let chunks: Vec<Vec<ImageRecord>> = ImagesRangeReader::open(&path, range.clone(), 64)
+                .unwrap()
+                .collect::<Result<_>>()
+                .unwrap();
+            assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= 64));
+            let ids: Vec<i64> = chunks.iter().flatten().map(|i| i.image_id).collect();
+            assert_eq!(ids, all[range.clone()], "{range:?}");
+        }
+        assert_eq!(
+            ImagesRangeReader::part_rows(&path)
+                .unwrap()
+                .iter()
+                .sum::<usize>(),
+            700
+        );
+    }
+
     #[test]
     fn large_images_make_smaller_row_groups() {
         let dir = tempfile::tempdir().unwrap();

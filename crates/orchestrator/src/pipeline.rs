@@ -85,7 +85,7 @@ pub struct RawSlurmResources {
     /// GPUs for a stage that runs on the GPU (`device: cuda`); ignored by CPU stages.
     #[serde(default)]
     pub gpus: Option<u32>,
-    /// Split a stage whose kind can (`preprocess`) into this many Slurm array tasks, each
+    /// Split a stage whose kind can (`preprocess`, `extract`) into this many Slurm array tasks, each
     /// over a slice of the input, merged by one more job into the bytes one run writes.
     #[serde(default)]
     pub shards: Option<u32>,

@@ -227,7 +227,7 @@ pub fn resolve_config(
                     Some(line),
                     format!(
                         "executor.slurm.stages.{name}: stage kind `{}` cannot be split into \
-                         shards (`preprocess` can); remove `shards`",
+                         shards (`preprocess` and `extract` can); remove `shards`",
                         stage.kind.name()
                     ),
                 );

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use artifacts::image_files::{IMAGE_FILES, ImageFile, read_image_files};
-use artifacts::images::{IMAGES, ImageRecord, ImagesReader, ImagesWriter};
+use artifacts::images::{IMAGES, ImageRecord, ImagesRangeReader, ImagesReader, ImagesWriter};
 use artifacts::parquet_io::read_header;
 use artifacts::rejects::{Reject, read_rejects, write_rejects};
 use imaging::{DecodeLimits, RgbImage, ShortSideResizer, decode_rgb};
@@ -176,26 +176,16 @@ fn preprocess(ctx: &StageContext, shard: Option<Shard>) -> Result<RunSummary> {
             None => 0..header.num_rows as usize,
         };
         let bar = ctx.progress_bar(rows.len() as u64, "resizing");
-        let mut row = 0;
+        let chunks: Box<dyn Iterator<Item = artifacts::Result<Vec<ImageRecord>>>> = match shard {
+            // A shard reads only the row groups of its slice.
+            Some(_) => Box::new(ImagesRangeReader::open(input, rows, CHUNK)?),
+            None => Box::new(ImagesReader::open(input, CHUNK)?),
+        };
         let mut seen = 0;
-        for chunk in ImagesReader::open(input, CHUNK)? {
+        for chunk in chunks {
             let chunk = chunk?;
-            let chunk_rows = row..row + chunk.len();
-            row += chunk.len();
-            if chunk_rows.end <= rows.start {
-                continue;
-            }
-            if chunk_rows.start >= rows.end {
-                break;
-            }
-            let mine: Vec<ImageRecord> = chunk
-                .into_iter()
-                .zip(chunk_rows)
-                .filter(|(_, r)| rows.contains(r))
-                .map(|(image, _)| image)
-                .collect();
-            seen += mine.len();
-            let results: Vec<Result<ImageRecord, Reject>> = mine
+            seen += chunk.len();
+            let results: Vec<Result<ImageRecord, Reject>> = chunk
                 .into_par_iter()
                 .map_init(ShortSideResizer::default, |resizer, image| {
                     Ok(resize_record(image, size, resizer))

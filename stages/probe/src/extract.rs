@@ -6,13 +6,16 @@
 //! are the rectified fc6 and fc7 outputs; all from the centre crop, without dropout. Each
 //! layer's vector is flattened CHW.
 
-use artifacts::features::FeaturesWriter;
-use artifacts::images::ImagesReader;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use artifacts::features::{FeatureRows, FeaturesWriter};
+use artifacts::images::{ImagesRangeReader, ImagesReader};
 use engine::weights::load_model;
 use engine::{Backend, Mode, Network, Op};
 use stage_api::{
-    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
-    StageKind,
+    Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, Shard,
+    StageContext, StageKind,
 };
 
 pub struct Extract;
@@ -101,12 +104,138 @@ impl StageKind for Extract {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
-        cuda_backend::run_stage(self, ctx)
+        cuda_backend::run_stage(&ExtractRows(None), ctx)
+    }
+
+    fn shardable(&self) -> bool {
+        true
+    }
+
+    fn run_shard(&self, ctx: &StageContext, shard: Shard) -> Result<RunSummary> {
+        cuda_backend::run_stage(&ExtractRows(Some(shard)), ctx)
+    }
+
+    /// Each layer's rows from the shards, in order, pushed through one writer in the chunks
+    /// one run pushes (`batch_size` rows, breaking at each part of the images artifact): the
+    /// bytes of one run, as each image's features do not depend on its batch on the CPU.
+    fn merge_shards(
+        &self,
+        ctx: &StageContext,
+        parts: &[BTreeMap<String, PathBuf>],
+    ) -> Result<RunSummary> {
+        let batch = ctx.params.usize("batch_size");
+        // The chunk sizes of one run: `ImagesReader` breaks at every `batch` rows of a part.
+        let mut schedule = Vec::new();
+        for rows in ImagesRangeReader::part_rows(ctx.input("images"))? {
+            let mut left = rows;
+            while left > 0 {
+                schedule.push(left.min(batch));
+                left -= left.min(batch);
+            }
+        }
+        let folders: Vec<&PathBuf> = parts
+            .iter()
+            .map(|part| {
+                part.get("features").ok_or_else(|| {
+                    Error::Config(format!(
+                        "a shard of `{}` lacks its features",
+                        ctx.stage_name
+                    ))
+                })
+            })
+            .collect::<Result<_>>()?;
+        let Some(first) = folders.first() else {
+            return Err(Error::Config("no shards to merge".to_owned()));
+        };
+        let mut layers: Vec<String> = std::fs::read_dir(first)
+            .map_err(|e| Error::io(first, e))?
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("layer") && name.ends_with(".parquet"))
+            .collect();
+        layers.sort();
+        let folder = ctx.output("features");
+        std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+        let mut count = 0;
+        let mut dims = Vec::new();
+        for layer in &layers {
+            let stem = layer.trim_end_matches(".parquet");
+            let mut writer = None;
+            let mut dim = 0;
+            let (mut ids, mut labels, mut values) = (Vec::new(), Vec::new(), Vec::new());
+            let mut chunks = schedule.iter();
+            let mut due = chunks.next().copied().unwrap_or(usize::MAX);
+            let mut rows = 0;
+            for folder in &folders {
+                let part = FeatureRows::open(&folder.join(layer))?;
+                if writer.is_none() {
+                    dim = part.dim;
+                    writer = Some(FeaturesWriter::create(
+                        &ctx.output("features").join(layer),
+                        &ctx.provenance,
+                        stem,
+                        dim,
+                    )?);
+                }
+                let writer = writer.as_mut().expect("created above");
+                if part.dim != dim {
+                    return Err(Error::Config(format!(
+                        "the shards of `{}` disagree on {stem}'s dimension",
+                        ctx.stage_name
+                    )));
+                }
+                let mut failure = None;
+                part.for_each_row(
+                    |_| true,
+                    |row, row_values| {
+                        if failure.is_some() {
+                            return;
+                        }
+                        ids.push(part.image_ids[row]);
+                        labels.push(part.labels[row]);
+                        values.extend_from_slice(row_values);
+                        if ids.len() == due {
+                            if let Err(error) = writer.push(&ids, &labels, &values) {
+                                failure = Some(error);
+                            }
+                            rows += ids.len();
+                            ids.clear();
+                            labels.clear();
+                            values.clear();
+                            due = chunks.next().copied().unwrap_or(usize::MAX);
+                        }
+                    },
+                )?;
+                if let Some(error) = failure {
+                    return Err(error.into());
+                }
+            }
+            if !ids.is_empty() {
+                rows += ids.len();
+                writer
+                    .as_mut()
+                    .expect("a shard was read")
+                    .push(&ids, &labels, &values)?;
+            }
+            if let Some(writer) = writer {
+                writer.finish()?;
+            }
+            count = rows;
+            dims.push(format!("{}: {dim}", stem.trim_start_matches("layer")));
+        }
+        Ok(RunSummary::default().line(format!(
+            "{count} images; feature dims by layer {} (merged from {} shards)",
+            dims.join(", "),
+            parts.len()
+        )))
     }
 }
 
+/// The extraction of every image, or of one shard's slice.
+struct ExtractRows(Option<Shard>);
+
 /// The extraction, on the backend the `device` param picked.
-impl cuda_backend::StageBody for Extract {
+impl cuda_backend::StageBody for ExtractRows {
     fn run_on_backend<B: Backend>(&self, ctx: &StageContext, backend: B) -> Result<RunSummary> {
         let (network, info) = load_model(ctx.input("model"), backend)?;
         let layers: Vec<usize> = ctx
@@ -139,10 +268,25 @@ impl cuda_backend::StageBody for Extract {
             )?);
         }
         let crop = network.architecture.input_size;
-        let reader = ImagesReader::open(ctx.input("images"), ctx.params.usize("batch_size"))?;
-        let bar = ctx.progress_bar(reader.num_images, "extracting features");
+        let batch_size = ctx.params.usize("batch_size");
+        let reader = ImagesReader::open(ctx.input("images"), batch_size)?;
+        let (total, chunks): (u64, Box<dyn Iterator<Item = artifacts::Result<_>>>) = match self.0 {
+            None => (reader.num_images, Box::new(reader)),
+            Some(shard) => {
+                let rows = shard.range(reader.num_images as usize);
+                (
+                    rows.len() as u64,
+                    Box::new(ImagesRangeReader::open(
+                        ctx.input("images"),
+                        rows,
+                        batch_size,
+                    )?),
+                )
+            }
+        };
+        let bar = ctx.progress_bar(total, "extracting features");
         let mut count = 0;
-        for chunk in reader {
+        for chunk in chunks {
             let chunk = chunk?;
             let mut input = vec![0.0f32; chunk.len() * network.input_len()];
             for (image, out) in chunk.iter().zip(input.chunks_mut(network.input_len())) {

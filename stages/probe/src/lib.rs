@@ -8,6 +8,7 @@
 mod extract;
 mod probe;
 
+pub use extract::Extract;
 pub use probe::Probe;
 
 use std::sync::Arc;
