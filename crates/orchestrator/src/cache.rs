@@ -308,14 +308,16 @@ fn start_heartbeat(path: PathBuf, me: LockOwner, timing: LockTiming) -> OwnerFil
         let (path, mut me, stop) = (path.clone(), me.clone(), std::sync::Arc::clone(&stop));
         std::thread::spawn(move || {
             let (stopped, wake) = &*stop;
-            let mut guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
             loop {
-                let (next, _) = wake
-                    .wait_timeout(guard, timing.heartbeat)
-                    .unwrap_or_else(|e| e.into_inner());
-                guard = next;
-                if *guard {
-                    return;
+                {
+                    // The file I/O below runs without the mutex: releasing never waits on it.
+                    let guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+                    let (guard, _) = wake
+                        .wait_timeout_while(guard, timing.heartbeat, |stopped| !*stopped)
+                        .unwrap_or_else(|e| e.into_inner());
+                    if *guard {
+                        return;
+                    }
                 }
                 match read_owner(&path) {
                     Some(owner) if same_holder(&owner, &me) => {
@@ -508,7 +510,12 @@ impl Cache {
                     .and_then(|t| t.elapsed().ok())
                     .is_none_or(|elapsed| elapsed > timing.stale_after),
                 // This host's holders are excluded by the flock we hold.
-                Some(owner) if owner.host == me.host => true,
+                // ... when its process is gone too (a host name can be shared by containers).
+                Some(owner) if owner.host == me.host => {
+                    owner.pid == me.pid
+                        || !Path::new("/proc").join(owner.pid.to_string()).exists()
+                        || age(owner) > timing.stale_after.as_secs()
+                }
                 Some(owner) => age(owner) > timing.stale_after.as_secs(),
             };
             if stale {
