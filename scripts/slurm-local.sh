@@ -95,7 +95,7 @@ start() {
     export SLURM_CONF=$CONF
     running slurmctld || $SUDO env SLURM_CONF="$CONF" /usr/sbin/slurmctld -f "$CONF"
     running slurmd || $SUDO env SLURM_CONF="$CONF" /usr/sbin/slurmd -f "$CONF"
-    # Wait until the node takes jobs (about ten seconds on a 2-core machine).
+    # Wait until the node takes jobs (under a second here once installed; up to 60 s allowed).
     for _ in $(seq 1 60); do
         if sinfo -h -N -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
             log "one-node cluster up ($(hostname -s), $(nproc) CPUs); SLURM_CONF=$CONF"

@@ -373,12 +373,7 @@ fn run_one(
     observer: &(dyn Fn(&RunEvent) + Sync),
 ) -> Result<Outcome, String> {
     let snapshot = index.lock().expect("index lock").clone();
-    let inputs = input_records(stage, &snapshot, cache).map_err(|unknown| match unknown {
-        InputsUnknown::Upstream(name) => format!("upstream `{name}` has no outputs (a bug)"),
-        InputsUnknown::Unreadable { input, message } => {
-            format!("input `{input}` is unreadable: {message}")
-        }
-    })?;
+    let inputs = input_records(stage, &snapshot, cache).map_err(describe_unknown)?;
     let kind = &stage.kind;
     let key = cache_key(kind.name(), kind.version(), &stage.params, &inputs);
     let previous = cache.read_state(&dag.name, &stage.name);
@@ -460,27 +455,21 @@ fn run_one(
     });
     let result = match executor {
         Executor::Local => {
-            let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
             let context_extras = ContextExtras {
                 upstream_runs: upstream_runs(dag, cache, stage),
                 build: build.to_owned(),
                 measure_peak_rss: alone,
             };
-            let result = execute(
+            execute(
                 cache,
                 stage,
                 &snapshot,
                 &key,
                 &inputs,
-                &temp_dir,
                 progress,
                 context_extras,
                 &|context| stage.kind.run(context),
-            );
-            if result.is_err() {
-                let _ = fs::remove_dir_all(&temp_dir);
-            }
-            result
+            )
         }
         Executor::Slurm(command) => {
             run_as_slurm_job(dag, cache, stage, &key, force, command, observer)
@@ -605,12 +594,7 @@ pub fn execute_submitted(
             })?;
         index_outputs(&mut index, upstream, cache, &manifest);
     }
-    let inputs = input_records(stage, &index, cache).map_err(|unknown| match unknown {
-        InputsUnknown::Upstream(name) => format!("upstream `{name}` has no outputs (a bug)"),
-        InputsUnknown::Unreadable { input, message } => {
-            format!("input `{input}` is unreadable: {message}")
-        }
-    })?;
+    let inputs = input_records(stage, &index, cache).map_err(describe_unknown)?;
     let kind = &stage.kind;
     let key = cache_key(kind.name(), kind.version(), &stage.params, &inputs);
     if key != expected_key {
@@ -633,24 +617,16 @@ pub fn execute_submitted(
         measure_peak_rss: true,
     };
     match work {
-        SubmittedWork::Whole => {
-            let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
-            let result = execute(
-                cache,
-                stage,
-                &index,
-                &key,
-                &inputs,
-                &temp_dir,
-                progress,
-                extras,
-                &|context| kind.run(context),
-            );
-            if result.is_err() {
-                let _ = fs::remove_dir_all(&temp_dir);
-            }
-            result
-        }
+        SubmittedWork::Whole => execute(
+            cache,
+            stage,
+            &index,
+            &key,
+            &inputs,
+            progress,
+            extras,
+            &|context| kind.run(context),
+        ),
         SubmittedWork::Shard { shard, array_job } => {
             let dir = shard_dir(cache, &key, array_job, shard.index);
             if fs::symlink_metadata(&dir).is_ok() {
@@ -718,21 +694,17 @@ pub fn execute_submitted(
                         .collect::<BTreeMap<String, PathBuf>>(),
                 );
             }
-            let temp_dir = cache.new_temp_dir(&key).map_err(|e| e.to_string())?;
             let result = execute(
                 cache,
                 stage,
                 &index,
                 &key,
                 &inputs,
-                &temp_dir,
                 progress,
                 extras,
                 &|context| kind.merge_shards(context, &parts),
             );
-            if result.is_err() {
-                let _ = fs::remove_dir_all(&temp_dir);
-            } else {
+            if result.is_ok() {
                 for shard_index in 0..count {
                     let _ =
                         crate::cache::remove_owned(&shard_dir(cache, &key, array_job, shard_index));
@@ -750,6 +722,16 @@ fn shard_dir(cache: &Cache, key: &str, array_job: u64, index: usize) -> PathBuf 
         .root()
         .join("tmp")
         .join(format!("{key}.{array_job}.{index}"))
+}
+
+/// Why a stage's inputs cannot be known, for its failure line.
+fn describe_unknown(unknown: InputsUnknown) -> String {
+    match unknown {
+        InputsUnknown::Upstream(name) => format!("upstream `{name}` has no outputs (a bug)"),
+        InputsUnknown::Unreadable { input, message } => {
+            format!("input `{input}` is unreadable: {message}")
+        }
+    }
 }
 
 /// What a stage's context carries besides its own inputs and outputs.
@@ -884,8 +866,31 @@ fn stage_context(
     Ok(context)
 }
 
+/// Runs `work` (the stage, or the merge of its shards) in a fresh temporary folder of the
+/// cache and commits the outputs; the folder is removed if it fails.
 #[allow(clippy::too_many_arguments)]
 fn execute(
+    cache: &Cache,
+    stage: &ResolvedStage,
+    index: &OutputIndex,
+    key: &str,
+    inputs: &BTreeMap<String, Vec<crate::cache::InputRecord>>,
+    progress: &MultiProgress,
+    extras: ContextExtras,
+    work: &dyn Fn(&StageContext) -> stage_api::Result<stage_api::RunSummary>,
+) -> Result<Manifest, String> {
+    let temp_dir = cache.new_temp_dir(key).map_err(|e| e.to_string())?;
+    let result = execute_in(
+        cache, stage, index, key, inputs, &temp_dir, progress, extras, work,
+    );
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&temp_dir);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute_in(
     cache: &Cache,
     stage: &ResolvedStage,
     index: &OutputIndex,
