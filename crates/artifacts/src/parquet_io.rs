@@ -12,7 +12,10 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
@@ -347,25 +350,55 @@ impl Iterator for TableReader {
     }
 }
 
-/// One row group of one part of an artifact: the unit a reader can fetch on its own.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One row group of one part of an artifact: the unit a reader can fetch on its own. It
+/// carries its part's parsed footer, so that reading a group does not parse the footer again
+/// (an artifact of many groups read group by group would otherwise parse it once per group).
+#[derive(Clone, Debug)]
 pub struct RowGroupRef {
     pub part: PathBuf,
     /// Index of the row group within its part.
     pub index: usize,
     pub rows: usize,
+    footer: ArrowReaderMetadata,
+}
+
+impl PartialEq for RowGroupRef {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.part, self.index, self.rows) == (&other.part, other.index, other.rows)
+    }
+}
+
+impl Eq for RowGroupRef {}
+
+impl RowGroupRef {
+    /// A reader of this group's part from its parsed footer.
+    fn builder(&self) -> Result<ParquetRecordBatchReaderBuilder<fs::File>> {
+        let file = fs::File::open(&self.part).map_err(|e| Error::io(&self.part, e))?;
+        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file,
+            self.footer.clone(),
+        ))
+    }
 }
 
 /// Every row group of an artifact, parts in name order (the order [`TableReader`] reads).
 pub fn row_groups(path: &Path) -> Result<Vec<RowGroupRef>> {
     let mut groups = Vec::new();
     for part in part_files(path)? {
-        let builder = open_builder(&part)?;
-        for (index, group) in builder.metadata().row_groups().iter().enumerate() {
+        let file = fs::File::open(&part).map_err(|e| Error::io(&part, e))?;
+        let footer =
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|source| {
+                Error::Parquet {
+                    path: part.clone(),
+                    source,
+                }
+            })?;
+        for (index, group) in footer.metadata().row_groups().iter().enumerate() {
             groups.push(RowGroupRef {
                 part: part.clone(),
                 index,
                 rows: group.num_rows() as usize,
+                footer: footer.clone(),
             });
         }
     }
@@ -375,8 +408,8 @@ pub fn row_groups(path: &Path) -> Result<Vec<RowGroupRef>> {
 /// Reads one row group, only the named columns when `columns` is given (so that labels can
 /// be read without the pixels beside them).
 pub fn read_row_group(group: &RowGroupRef, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>> {
-    let builder = open_builder(&group.part)?;
-    let mut builder = builder
+    let mut builder = group
+        .builder()?
         .with_row_groups(vec![group.index])
         .with_batch_size(group.rows.max(1));
     if let Some(columns) = columns {

@@ -5,10 +5,12 @@
 //! 500x375 JPEGs) against Pillow, in one process and in a pool of one process per core;
 //! `engine` (training and inference steps) against onnxruntime and the machine's SGEMM rate;
 //! `dedup` (blocked normalised correlations) against numpy; `svm` (one-vs-rest linear SVM)
-//! against scikit-learn's LinearSVC; `top9` (the deconvnet's scan).
+//! against scikit-learn's LinearSVC; `gram` (the probe's kernel form: Gram matrix of f64 rows)
+//! against numpy's `x @ x.T`; `top9` (the deconvnet's scan).
 
 mod dedup;
 mod engine;
+mod gram;
 mod preprocess;
 mod svm;
 mod top9;
@@ -37,6 +39,9 @@ fn main() -> Result<()> {
     }
     if wants("svm") {
         svm::run()?;
+    }
+    if wants("gram") {
+        gram::run()?;
     }
     if wants("top9") {
         let after = which.iter().position(|w| w == "top9").map_or(0, |i| i + 1);

@@ -10,7 +10,13 @@
 //! Both are deterministic: the coordinate order comes from a seeded RNG, classes are solved
 //! independently (in parallel), sums run in a fixed order.
 
+pub mod kernel;
 pub mod synthetic;
+
+pub use kernel::{
+    SymmetricMatrix, dot_products, kernel_fold_bytes, predict_kernel, train_softmax_kernel,
+    train_svm_kernel,
+};
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -86,7 +92,12 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     for (x, y) in chunks_a.remainder().iter().zip(chunks_b.remainder()) {
         tail += x * y;
     }
-    ((sums[0] + sums[4]) + (sums[2] + sums[6])) + ((sums[1] + sums[5]) + (sums[3] + sums[7])) + tail
+    reduce8(&sums) + tail
+}
+
+/// [`dot`]'s eight running sums added by its fixed tree.
+fn reduce8(sums: &[f64; 8]) -> f64 {
+    ((sums[0] + sums[4]) + (sums[2] + sums[6])) + ((sums[1] + sums[5]) + (sums[3] + sums[7]))
 }
 
 /// One-vs-rest linear SVMs; returns the weight rows (classes x (dim + 1), bias last) of
@@ -239,32 +250,15 @@ fn train_softmax_gram(
     let n = labels.len();
     let d = x.len() / n;
     let rows: Vec<&[f64]> = x.chunks(d).collect();
-    // Gram matrix, one fixed-order dot product per entry (the same bits for any thread count).
-    // Each pair once (the upper triangle, rows in parallel), mirrored below the diagonal.
-    let upper: Vec<Vec<f64>> = (0..n)
-        .into_par_iter()
-        .map(|i| (i..n).map(|j| dot(rows[i], rows[j])).collect())
-        .collect();
-    let mut gram = vec![0.0; n * n];
-    for (i, row) in upper.iter().enumerate() {
-        for (offset, &value) in row.iter().enumerate() {
-            gram[i * n + i + offset] = value;
-            gram[(i + offset) * n + i] = value;
+    // Gram matrix, each entry dot's fixed-order sum (the same bits for any thread count or
+    // blocking), each pair once and mirrored below the diagonal.
+    let mut gram = dot_products(x, x, d, true);
+    for i in 0..n {
+        for j in 0..i {
+            gram[i * n + j] = gram[j * n + i];
         }
     }
-    let mut a = vec![vec![0.0; n]; classes];
-    for _ in 0..steps {
-        let mut residual = vec![vec![0.0; n]; classes];
-        for i in 0..n {
-            let column = &gram[i * n..(i + 1) * n];
-            let scores: Vec<f64> = a.iter().map(|ak| dot(ak, column)).collect();
-            let p = softmax_residual(&scores, labels[i]);
-            for k in 0..classes {
-                residual[k][i] = p[k] / n as f64;
-            }
-        }
-        descend(&mut a, &residual, learning_rate, l2);
-    }
+    let a = softmax_coefficients(&gram, labels, classes, l2, steps, learning_rate);
     a.par_iter()
         .map(|ak| {
             let mut w = vec![0.0; d];
@@ -276,6 +270,39 @@ fn train_softmax_gram(
             w
         })
         .collect()
+}
+
+/// The softmax's descent on the coefficients `a` (classes x n) of `w_k = sum_i a[k][i] x_i`,
+/// through the rows' Gram matrix (n x n, row-major).
+fn softmax_coefficients(
+    gram: &[f64],
+    labels: &[usize],
+    classes: usize,
+    l2: f64,
+    steps: usize,
+    learning_rate: f64,
+) -> Vec<Vec<f64>> {
+    let n = labels.len();
+    let mut a = vec![vec![0.0; n]; classes];
+    for _ in 0..steps {
+        // Each row's residual on its own (rows in parallel; the same operations either way).
+        let by_row: Vec<Vec<f64>> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let column = &gram[i * n..(i + 1) * n];
+                let scores: Vec<f64> = a.iter().map(|ak| dot(ak, column)).collect();
+                softmax_residual(&scores, labels[i])
+            })
+            .collect();
+        let mut residual = vec![vec![0.0; n]; classes];
+        for (i, p) in by_row.iter().enumerate() {
+            for k in 0..classes {
+                residual[k][i] = p[k] / n as f64;
+            }
+        }
+        descend(&mut a, &residual, learning_rate, l2);
+    }
+    a
 }
 
 /// The class with the highest score for each row.

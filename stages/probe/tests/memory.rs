@@ -1,7 +1,8 @@
-//! The probe's memory is bounded by what one fold needs, not by the size of the layer: it
-//! reads only the rows its folds use, once when they fit the budget, else streamed per fold
-//! (issue #16). One test per
-//! binary, since it reads this process's peak RSS.
+//! The probe's memory is bounded by its budget, not by the size of the layer (issue #16): a
+//! layer with more dimensions than used rows is probed in the kernel form, from blocks of rows
+//! as large as the budget allows (the same table for any block size); otherwise it reads only
+//! the rows its folds use, once when they fit the budget, else streamed per fold. One test
+//! per binary, since it reads this process's peak RSS.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,21 +62,31 @@ fn context(
     )
 }
 
+/// Runs the probe with peak-RSS tracking; returns the bytes the peak grew by and the summary.
+fn run_measured(ctx: &StageContext) -> (u64, Vec<String>) {
+    // Peak RSS from here on (Linux: writing 5 to clear_refs resets VmHWM to VmRSS).
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
+    let (_, before) = resident_bytes();
+    let summary = probe::Probe.run(ctx).expect("the probe runs");
+    let (peak, _) = resident_bytes();
+    (peak.saturating_sub(before), summary.lines)
+}
+
 #[test]
-fn probing_a_layer_larger_than_the_budget_stays_under_it_and_an_impossible_fold_is_refused() {
+fn probing_a_layer_larger_than_the_budget_stays_under_it_and_an_impossible_one_is_refused() {
     use stage_api::ParamValue::Int;
+    const MB: u64 = 1_000_000;
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("features");
     std::fs::create_dir_all(folder.join("scratch")).unwrap();
     // 2,000 rows of 32,768 features: 262 MB of f32 (the layer), where one fold of 2 training
-    // and 2 test images per class needs 40 rows (10.5 MB in f64), the classifiers' weights
-    // for 10 classes (SVM and softmax, 5.3 MB) and a row group (4.3 MB).
+    // and 2 test images per class uses 40 rows: fewer than the dimensions, so the kernel
+    // form (the Gram matrix of the used rows, from blocks of at most 40 rows: 21 MB in f64).
     let (rows, dim) = (2_000, 32_768);
     write_layer(&folder.join("layer1.parquet"), rows, dim);
     let layer_bytes = (rows * dim * 4) as u64;
 
     let budget_mb: u64 = 64;
-    const MB: u64 = 1_000_000;
     let overrides = [
         ("n_train_per_class", Int(2)),
         ("max_test_per_class", Int(2)),
@@ -84,40 +95,76 @@ fn probing_a_layer_larger_than_the_budget_stays_under_it_and_an_impossible_fold_
         ("memory_limit_mb", Int(budget_mb as i64)),
     ];
     let ctx = context(&folder, dir.path().join("table7.parquet"), &overrides);
-    // Peak RSS from here on (Linux: writing 5 to clear_refs resets VmHWM to VmRSS).
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
-    let (_, before) = resident_bytes();
-    probe::Probe.run(&ctx).expect("the probe runs");
-    let (peak, _) = resident_bytes();
-    let grown = peak.saturating_sub(before);
+    let (grown, lines) = run_measured(&ctx);
     assert!(
         grown < budget_mb * MB,
         "peak RSS grew by {} MB while probing a {} MB layer (budget {budget_mb} MB)",
         grown / MB,
         layer_bytes / MB
     );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("kernel form (Gram matrix of 40 rows, 1 block")),
+        "{lines:?}"
+    );
 
-    // A budget below one fold's need is refused up front, with the numbers.
+    // A budget below the smallest blocks is refused up front, with the numbers.
     let mut tight = overrides.to_vec();
     tight[4] = ("memory_limit_mb", Int(4));
     let ctx = context(&folder, dir.path().join("tight.parquet"), &tight);
     let error = probe::Probe.run(&ctx).unwrap_err().to_string();
     assert!(
-        error.contains("MB for fold 0: 40 train and test rows of 32769 normalised features"),
+        error.contains("MB in the kernel form: the Gram matrix of the 40 rows its folds use"),
         "{error}"
     );
+    assert!(error.contains("16-row blocks of 32769 features"), "{error}");
     assert!(error.contains("memory_limit_mb is 4"), "{error}");
 
-    // Three folds: with room for every fold's rows they are read once; with 30 MB (one fold
-    // and a row group, not all three folds' ~100 rows besides) each fold streams its rows.
-    // The same table either way.
+    // Three folds (~120 used rows): with 1,024 MB the Gram matrix comes from one block; with
+    // 32 MB from blocks of ~28 rows, and the peak stays under those 32 MB. The same table.
     let mut folds3 = overrides.to_vec();
     folds3[2] = ("folds", Int(3));
-    let results = [(30, "streamed per fold"), (1024, "read once")].map(|(budget, mode)| {
+    let results = [(32, "blocks of up to"), (1024, "1 block of")].map(|(budget, mode)| {
         folds3[4] = ("memory_limit_mb", Int(budget));
         let output = dir.path().join(format!("folds3_{budget}.parquet"));
+        let (grown, lines) = run_measured(&context(&folder, output.clone(), &folds3));
+        assert!(
+            lines.iter().any(|line| line.contains(mode)),
+            "{budget} MB: {lines:?}"
+        );
+        assert!(
+            grown < budget as u64 * MB,
+            "{budget} MB: peak RSS grew by {} MB",
+            grown / MB
+        );
+        std::fs::read(output).unwrap()
+    });
+    assert!(
+        results[0] == results[1],
+        "the kernel form's table does not depend on the block size"
+    );
+
+    // A layer with more used rows than dimensions is probed on the rows themselves: read
+    // once when every fold's rows fit beside one fold (1,024 MB), else streamed per fold
+    // (20 MB: one fold of 600 rows, 1.5 MB, and a row group's reading, 16.8 MB, not the
+    // ~1,400 used rows besides). The same table.
+    let narrow = dir.path().join("narrow");
+    std::fs::create_dir_all(narrow.join("scratch")).unwrap();
+    write_layer(&narrow.join("layer6.parquet"), 4_000, 300);
+    let primal = [
+        ("n_train_per_class", Int(30)),
+        ("max_test_per_class", Int(30)),
+        ("folds", Int(3)),
+        ("softmax_steps", Int(5)),
+        ("memory_limit_mb", Int(0)),
+    ];
+    let results = [(20, "streamed per fold"), (1024, "read once")].map(|(budget, mode)| {
+        let mut params = primal.to_vec();
+        params[4] = ("memory_limit_mb", Int(budget));
+        let output = dir.path().join(format!("primal_{budget}.parquet"));
         let summary = probe::Probe
-            .run(&context(&folder, output.clone(), &folds3))
+            .run(&context(&narrow, output.clone(), &params))
             .expect("the probe runs");
         assert!(
             summary.lines.iter().any(|line| line.contains(mode)),
@@ -129,5 +176,19 @@ fn probing_a_layer_larger_than_the_budget_stays_under_it_and_an_impossible_fold_
     assert!(
         results[0] == results[1],
         "streamed and read-once folds give the same table"
+    );
+    let mut params = primal.to_vec();
+    params[4] = ("memory_limit_mb", Int(1));
+    let error = probe::Probe
+        .run(&context(
+            &narrow,
+            dir.path().join("primal_1.parquet"),
+            &params,
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("MB for fold 0: 600 train and test rows of 301 normalised features"),
+        "{error}"
     );
 }
