@@ -6,7 +6,8 @@
 #   scripts/slurm-local.sh env     print `export SLURM_CONF=...` for a shell that should use it
 #
 # Everything it writes lives in one private folder ($ZFNET_SLURM_DIR, default
-# /tmp/zfnet-slurm-local): its slurm.conf, state, logs and pid files. /etc/slurm is left alone,
+# /tmp/zfnet-slurm-local, refused unless this user made it): its slurm.conf, state, logs and
+# pid files. /etc/slurm is left alone,
 # so a machine that already belongs to a real cluster keeps its configuration; clients reach
 # this cluster only through SLURM_CONF. Needs root (or sudo) for the install and the daemons,
 # as Slurm's own daemons do; no systemd needed.
@@ -51,6 +52,14 @@ write_conf() {
     cpus=$(nproc)
     # What the node offers for scheduling: the machine's memory less 1 GiB for the daemons.
     memory_mb=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024))
+    # The daemons run as root from this folder: use it only if this user made it (a folder
+    # under /tmp that someone else created, or a link, could point them anywhere).
+    if [ -L "$DIR" ] || { [ -e "$DIR" ] && [ "$(stat -c %u "$DIR")" != "$(id -u)" ]; }; then
+        log "$DIR exists and is a link or another user's (owner: $(stat -c %U "$DIR")); \
+refusing to run root daemons from it. Set ZFNET_SLURM_DIR to a folder of your own"
+        exit 1
+    fi
+    mkdir -p -m 700 "$DIR"
     mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
     cat >"$CONF.new" <<EOF
 # Written by zfnet's scripts/slurm-local.sh: a one-node test cluster.
@@ -79,7 +88,8 @@ InactiveLimit=0
 # Jobs over their time limit are ended at the next check (every 30 s here).
 OverTimeLimit=0
 NodeName=$host CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+# A week at most: the tests ask for more to see a job that can never start.
+PartitionName=debug Nodes=$host Default=YES MaxTime=7-00:00:00 State=UP
 EOF
     mv "$CONF.new" "$CONF"
 }
@@ -93,7 +103,12 @@ start() {
     start_munge
     write_conf
     export SLURM_CONF=$CONF
-    running slurmctld || $SUDO env SLURM_CONF="$CONF" /usr/sbin/slurmctld -f "$CONF"
+    if running slurmctld; then
+        # Already up (an earlier start): let it read the configuration just written.
+        $SUDO env SLURM_CONF="$CONF" scontrol reconfigure >/dev/null 2>&1 || true
+    else
+        $SUDO env SLURM_CONF="$CONF" /usr/sbin/slurmctld -f "$CONF"
+    fi
     running slurmd || $SUDO env SLURM_CONF="$CONF" /usr/sbin/slurmd -f "$CONF"
     # Wait until the node takes jobs (under a second here once installed; up to 60 s allowed).
     for _ in $(seq 1 60); do

@@ -364,6 +364,45 @@ fn a_job_over_its_time_limit_is_reported_as_ended_by_slurm_and_leaves_no_entry()
     assert_eq!(slow_entries, 0, "no entry for the stage Slurm ended");
 }
 
+/// A job Slurm will never start (here: a time limit above the partition's week, so it pends
+/// with `PartitionTimeLimit`) is cancelled and reported with what to change, not polled for
+/// ever.
+#[test]
+fn a_job_that_can_never_start_is_cancelled_and_named_for_why() {
+    if !slurm_is_up() {
+        return;
+    }
+    let project =
+        Project::new(&STEPS.replace(r#"slow: { time: "1" }"#, r#"slow: { time: "8-00:00:00" }"#));
+    let started = Instant::now();
+    let run = project.zfnet(&["run", "--executor", "slurm", "slow"]);
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "given up at once, not after {:?}",
+        started.elapsed()
+    );
+    // Slurm 22.05 says PartitionConfig here, later versions PartitionTimeLimit.
+    assert!(
+        run.stdout.contains(": Slurm will never start it: ")
+            && run.stdout.contains("(reason: Partition")
+            && run.stdout.contains("zfnet cancelled it"),
+        "{}",
+        run.stdout
+    );
+    let id = run
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("FAILED     slow: Slurm job "))
+        .and_then(|rest| rest.split(':').next())
+        .expect("the job id in the message");
+    let state = job_state(id);
+    assert!(
+        state.is_empty() || state == "CANCELLED",
+        "job {id} left in state {state}"
+    );
+}
+
 /// Ctrl-C on a Slurm run cancels the jobs it submitted (`scancel`): nothing keeps running on
 /// the cluster, no entry is made; `zfnet status` showed the job while it ran.
 #[test]
@@ -415,6 +454,11 @@ fn interrupting_a_slurm_run_cancels_its_jobs() {
             .contains(&format!("interrupted: cancelled Slurm job(s) {job_id}")),
         "{}",
         outcome.stderr
+    );
+    // The run's lock owner file went with it (another host would otherwise wait 90 s).
+    assert!(
+        !project.path(".zfnet/cache/lock.owner").exists(),
+        "lock.owner left behind"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while job_state(&job_id) != "CANCELLED" {

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -253,10 +253,11 @@ impl LockOwner {
     }
 }
 
-/// The `lock.owner` file this process created, with its heartbeat thread.
+/// The `lock.owner` file this process created (identified by its inode: a file put in its
+/// place by a takeover is not ours), with its heartbeat thread.
 struct OwnerFile {
     path: PathBuf,
-    me: LockOwner,
+    inode: u64,
     stop: std::sync::Arc<(Mutex<bool>, Condvar)>,
     heartbeat: Option<std::thread::JoinHandle<()>>,
 }
@@ -272,14 +273,64 @@ impl OwnerFile {
         if let Some(thread) = self.heartbeat.take() {
             let _ = thread.join();
         }
-        if read_owner(&self.path).is_some_and(|owner| same_holder(&owner, &self.me)) {
-            let _ = fs::remove_file(&self.path);
-        }
+        HELD_OWNER_FILES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(path, inode)| (path, *inode) != (&self.path, self.inode));
+        remove_owner_file_if(&self.path, |aside| inode_of(aside) == Some(self.inode));
     }
 }
 
-fn same_holder(a: &LockOwner, b: &LockOwner) -> bool {
-    a.host == b.host && a.pid == b.pid
+/// The owner files this process holds, for an exit that runs no destructors (the Slurm
+/// interrupt handler's): see [`release_owner_files`].
+static HELD_OWNER_FILES: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
+
+/// Removes every `lock.owner` this process still holds, so that another host does not wait
+/// for a heartbeat that stopped. For a process about to exit without unwinding.
+pub fn release_owner_files() {
+    let held = std::mem::take(&mut *HELD_OWNER_FILES.lock().unwrap_or_else(|e| e.into_inner()));
+    for (path, inode) in held {
+        remove_owner_file_if(&path, |aside| inode_of(aside) == Some(inode));
+    }
+}
+
+fn inode_of(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| m.ino())
+}
+
+/// Removes the owner file at `path` only if it is the one `is_it` recognises: renamed aside
+/// first (a rename is atomic, so of two processes removing the same stale file only one gets
+/// it), checked there, and put back with a hard link (which never replaces a file) when it
+/// was another. Says whether it removed it.
+fn remove_owner_file_if(path: &Path, is_it: impl Fn(&Path) -> bool) -> bool {
+    let unique = format!(
+        "lock.owner.aside.{}.{}",
+        host_name()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            })
+            .collect::<String>(),
+        std::process::id()
+    );
+    let aside = path.with_file_name(unique);
+    if fs::rename(path, &aside).is_err() {
+        return false;
+    }
+    if is_it(&aside) {
+        let _ = fs::remove_file(&aside);
+        return true;
+    }
+    if let Err(error) = fs::hard_link(&aside, path) {
+        // Someone created a new owner file meanwhile: the one we moved is its holder's loss,
+        // which its heartbeat notices (the holder then stops).
+        tracing::warn!("cannot put {} back: {error}", path.display());
+    }
+    let _ = fs::remove_file(&aside);
+    false
 }
 
 fn read_owner(path: &Path) -> Option<LockOwner> {
@@ -300,12 +351,27 @@ pub fn host_name() -> String {
         .unwrap_or_else(|_| "unknown-host".to_owned())
 }
 
-/// Keeps `me` fresh in `path` until released; stops (with a warning) if another holder has
-/// taken the file over.
-fn start_heartbeat(path: PathBuf, me: LockOwner, timing: LockTiming) -> OwnerFile {
+/// Keeps `me` fresh in `file` (the owner file just created at `path`) until released. The
+/// heartbeat writes through the open file, in place: if a takeover has moved the file away,
+/// the write lands in the moved file, never in the new holder's. When `path` is no longer
+/// this file, the heartbeat sets `lost` (checked before each commit and submission) and
+/// stops.
+fn start_heartbeat(
+    path: PathBuf,
+    file: fs::File,
+    me: LockOwner,
+    timing: LockTiming,
+    lost: std::sync::Arc<AtomicBool>,
+) -> Result<OwnerFile> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let inode = file.metadata().map_err(|e| Error::io(&path, e))?.ino();
+    HELD_OWNER_FILES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((path.clone(), inode));
     let stop = std::sync::Arc::new((Mutex::new(false), Condvar::new()));
     let thread = {
-        let (path, mut me, stop) = (path.clone(), me.clone(), std::sync::Arc::clone(&stop));
+        let (path, mut me, stop) = (path.clone(), me, std::sync::Arc::clone(&stop));
         std::thread::spawn(move || {
             let (stopped, wake) = &*stop;
             loop {
@@ -319,42 +385,35 @@ fn start_heartbeat(path: PathBuf, me: LockOwner, timing: LockTiming) -> OwnerFil
                         return;
                     }
                 }
-                match read_owner(&path) {
-                    Some(owner) if same_holder(&owner, &me) => {
-                        me.heartbeat_unix_s = unix_now();
-                        if let Err(error) = write_owner(&path, &me) {
-                            tracing::warn!("cannot refresh {}: {error}", path.display());
-                        }
-                    }
-                    other => {
-                        tracing::warn!(
-                            "{} was taken over by {:?}; this process no longer holds the cache \
-                             lock (was its heartbeat stalled?)",
-                            path.display(),
-                            other.map(|o| o.describe())
-                        );
-                        return;
-                    }
+                if inode_of(&path) != Some(inode) {
+                    lost.store(true, Ordering::SeqCst);
+                    tracing::warn!(
+                        "{} was taken over by {:?}; this process no longer holds the cache \
+                         lock (was its heartbeat stalled?) and will not commit or submit",
+                        path.display(),
+                        read_owner(&path).map(|o| o.describe())
+                    );
+                    return;
+                }
+                me.heartbeat_unix_s = unix_now();
+                let bytes = serde_json::to_vec(&me).expect("owner serialises");
+                // Written over the old content, then cut to length: never an empty file.
+                let written = file
+                    .write_all_at(&bytes, 0)
+                    .and_then(|()| file.set_len(bytes.len() as u64))
+                    .and_then(|()| file.sync_data());
+                if let Err(error) = written {
+                    tracing::warn!("cannot refresh {}: {error}", path.display());
                 }
             }
         })
     };
-    OwnerFile {
+    Ok(OwnerFile {
         path,
-        me,
+        inode,
         stop,
         heartbeat: Some(thread),
-    }
-}
-
-/// Writes `owner` over `path` atomically (a temporary file renamed over it).
-fn write_owner(path: &Path, owner: &LockOwner) -> std::io::Result<()> {
-    let temporary = path.with_extension(format!("owner.{}.tmp", owner.pid));
-    fs::write(
-        &temporary,
-        serde_json::to_vec(owner).expect("owner serialises"),
-    )?;
-    fs::rename(&temporary, path)
+    })
 }
 
 /// The cache folder and its hash memo.
@@ -362,6 +421,8 @@ pub struct Cache {
     root: PathBuf,
     memo: HashMemo,
     temp_counter: AtomicU64,
+    /// Set when the exclusive lock this process held was taken over (see [`Cache::lock_lost`]).
+    lock_lost: std::sync::Arc<AtomicBool>,
 }
 
 impl Cache {
@@ -379,6 +440,7 @@ impl Cache {
             memo: HashMemo::load(&root.join("hash-memo.json")),
             root,
             temp_counter: AtomicU64::new(0),
+            lock_lost: std::sync::Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -481,9 +543,13 @@ impl Cache {
             heartbeat_unix_s: unix_now(),
         };
         let mut told = false;
+        // The holder's file as last read, and when (by this machine's clock) it last changed:
+        // a holder is judged by whether its heartbeat moves, never by its clock against ours.
+        let mut seen: Option<(Vec<u8>, std::time::Instant)> = None;
         loop {
             if mode == LockMode::Exclusive {
                 match fs::OpenOptions::new()
+                    .read(true)
                     .write(true)
                     .create_new(true)
                     .open(&path)
@@ -493,44 +559,67 @@ impl Cache {
                             .write_all(&serde_json::to_vec(&me).expect("owner serialises"))
                             .and_then(|()| created.sync_all())
                             .map_err(|e| Error::io(&path, e))?;
-                        return Ok(Some(start_heartbeat(path, me, timing)));
+                        self.lock_lost.store(false, Ordering::SeqCst);
+                        return start_heartbeat(
+                            path,
+                            created,
+                            me,
+                            timing,
+                            std::sync::Arc::clone(&self.lock_lost),
+                        )
+                        .map(Some);
                     }
                     Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(error) => return Err(Error::io(&path, error)),
                 }
             }
-            let holder = read_owner(&path);
-            let age = |owner: &LockOwner| unix_now().saturating_sub(owner.heartbeat_unix_s);
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    if mode == LockMode::Shared {
+                        return Ok(None);
+                    }
+                    continue;
+                }
+                Err(error) => return Err(Error::io(&path, error)),
+            };
+            if seen.as_ref().is_none_or(|(before, _)| *before != bytes) {
+                seen = Some((bytes.clone(), std::time::Instant::now()));
+            }
+            let unchanged_for = seen.as_ref().map_or(Duration::ZERO, |(_, at)| at.elapsed());
+            let holder: Option<LockOwner> = serde_json::from_slice(&bytes).ok();
             let stale = match &holder {
-                None if mode == LockMode::Shared => return Ok(None),
-                // Being written, or garbled: judged by the file's age.
-                None => fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_none_or(|elapsed| elapsed > timing.stale_after),
-                // This host's holders are excluded by the flock we hold.
-                // ... when its process is gone too (a host name can be shared by containers).
+                // This host's holders are excluded by the flock we hold: one whose process is
+                // gone is stale at once (a host name can be shared by containers, so the pid
+                // must be gone too).
                 Some(owner) if owner.host == me.host => {
                     owner.pid == me.pid
                         || !Path::new("/proc").join(owner.pid.to_string()).exists()
-                        || age(owner) > timing.stale_after.as_secs()
+                        || unchanged_for > timing.stale_after
                 }
-                Some(owner) => age(owner) > timing.stale_after.as_secs(),
+                // Another host's, or a garbled file: stale once it has not changed for
+                // `stale_after`.
+                _ => unchanged_for > timing.stale_after,
             };
             if stale {
                 if mode == LockMode::Shared {
                     return Ok(None);
                 }
-                if let Some(owner) = &holder {
+                let who = holder
+                    .as_ref()
+                    .map(LockOwner::describe)
+                    .unwrap_or_else(|| "an unreadable holder".to_owned());
+                // Only the very file judged stale is removed: a holder that refreshed it or
+                // took it meanwhile keeps it.
+                if remove_owner_file_if(&path, |aside| fs::read(aside).ok() == Some(bytes.clone()))
+                {
                     eprintln!(
-                        "zfnet {command}: taking over the cache lock of {}, which is gone (last \
-                         heartbeat {} s ago)",
-                        owner.describe(),
-                        age(owner)
+                        "zfnet {command}: taking over the cache lock of {who}, which is gone \
+                         (its heartbeat has not moved for {} s)",
+                        unchanged_for.as_secs()
                     );
                 }
-                let _ = fs::remove_file(&path);
+                seen = None;
                 continue;
             }
             if !told {
@@ -546,6 +635,13 @@ impl Cache {
             }
             std::thread::sleep(timing.heartbeat.min(Duration::from_secs(1)));
         }
+    }
+
+    /// Whether this process's exclusive lock was taken over by another (its heartbeat
+    /// stalled past `stale_after`, e.g. a suspended process): it must then neither commit nor
+    /// submit, since another run may be writing the same cache.
+    pub fn lock_lost(&self) -> bool {
+        self.lock_lost.load(Ordering::SeqCst)
     }
 
     pub fn entry_dir(&self, key: &str) -> PathBuf {
@@ -749,6 +845,11 @@ impl Cache {
     /// Commits a finished run: writes its manifest into `temp_dir`, fsyncs everything and
     /// renames the folder to `runs/<key>`, replacing an older entry (a `--force` rerun).
     pub fn commit(&self, temp_dir: &Path, manifest: &Manifest) -> Result<()> {
+        if self.lock_lost() {
+            return Err(Error::LockLost {
+                path: self.root.join("lock.owner"),
+            });
+        }
         let manifest_path = temp_dir.join("manifest.json");
         let bytes = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
         fs::write(&manifest_path, bytes).map_err(|e| Error::io(&manifest_path, e))?;
@@ -1008,6 +1109,12 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Writes an owner file in place (a holder's heartbeat does so; a new inode would be a
+    /// takeover).
+    fn write_owner(path: &Path, owner: &LockOwner) -> std::io::Result<()> {
+        fs::write(path, serde_json::to_vec(owner).expect("owner serialises"))
+    }
+
     fn quick() -> LockTiming {
         LockTiming {
             heartbeat: Duration::from_millis(100),
@@ -1103,5 +1210,118 @@ mod tests {
             .unwrap();
         assert!(started.elapsed() >= Duration::from_secs(2));
         drop(shared);
+    }
+
+    /// A holder whose owner file was taken over (its heartbeat stalled past `stale_after`,
+    /// and another host removed and replaced the file) learns it from its next heartbeat:
+    /// it commits nothing more, and on release leaves the new holder's file alone.
+    #[test]
+    fn a_holder_whose_lock_was_taken_over_commits_nothing_and_leaves_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let owner_path = cache.root().join("lock.owner");
+        let lock = cache
+            .lock_with(LockMode::Exclusive, "run", quick())
+            .unwrap();
+        assert!(!cache.lock_lost());
+        // The other host's takeover: the file moved aside and removed, its own created.
+        fs::rename(&owner_path, dir.path().join("moved")).unwrap();
+        let usurper = LockOwner {
+            host: "login2.cluster".to_owned(),
+            pid: 4242,
+            command: "run".to_owned(),
+            heartbeat_unix_s: unix_now(),
+        };
+        write_owner(&owner_path, &usurper).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(cache.lock_lost());
+        // Our heartbeat wrote into the moved file, never into the new holder's.
+        assert_eq!(read_owner(&owner_path).unwrap(), usurper);
+        let temp = cache.new_temp_dir("x").unwrap();
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            key: "x".to_owned(),
+            stage: "s".to_owned(),
+            kind: "k".to_owned(),
+            kind_version: 1,
+            params: serde_json::Value::Null,
+            inputs: BTreeMap::new(),
+            outputs: BTreeMap::new(),
+            started_unix_s: 0.0,
+            duration_s: 0.0,
+            peak_rss_bytes: None,
+            start_rss_bytes: None,
+            slurm_job: None,
+            tool_version: String::new(),
+            summary: Vec::new(),
+        };
+        let error = cache.commit(&temp, &manifest).unwrap_err();
+        assert!(matches!(error, Error::LockLost { .. }), "{error}");
+        drop(lock);
+        assert_eq!(read_owner(&owner_path).unwrap(), usurper);
+    }
+
+    /// Another host's holder is judged by whether its file changes, by this host's clock:
+    /// one whose clock is far behind (an ancient `heartbeat_unix_s`) but whose heartbeat moves
+    /// is waited for; once it stops, its file is taken over after `stale_after`.
+    #[test]
+    fn a_live_holder_with_a_skewed_clock_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let owner_path = cache.root().join("lock.owner");
+        let beating = {
+            let owner_path = owner_path.clone();
+            std::thread::spawn(move || {
+                for beat in 0..30 {
+                    let skewed = LockOwner {
+                        host: "login2.cluster".to_owned(),
+                        pid: 4242,
+                        command: "run".to_owned(),
+                        heartbeat_unix_s: 1 + beat,
+                    };
+                    write_owner(&owner_path, &skewed).unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let lock = cache
+            .lock_with(LockMode::Exclusive, "run", quick())
+            .unwrap();
+        let waited = started.elapsed();
+        beating.join().unwrap();
+        // 3 s of heartbeats, then 2 s of silence.
+        assert!(
+            waited >= Duration::from_millis(4500),
+            "took a live holder's lock after {waited:?}"
+        );
+        assert_eq!(read_owner(&owner_path).unwrap().pid, std::process::id());
+        drop(lock);
+    }
+
+    /// The removal used for takeovers and releases removes only the file it was meant for.
+    #[test]
+    fn an_owner_file_is_removed_only_when_it_is_the_one_meant() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock.owner");
+        fs::write(&path, b"theirs").unwrap();
+        assert!(!remove_owner_file_if(&path, |aside| fs::read(aside)
+            .unwrap()
+            == b"stale"));
+        assert_eq!(fs::read(&path).unwrap(), b"theirs");
+        assert!(remove_owner_file_if(&path, |aside| fs::read(aside)
+            .unwrap()
+            == b"theirs"));
+        assert!(!path.exists());
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing left aside"
+        );
+        assert!(
+            !remove_owner_file_if(&path, |_| true),
+            "no file, nothing removed"
+        );
     }
 }

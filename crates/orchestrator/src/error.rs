@@ -52,6 +52,14 @@ pub enum Error {
          it as its own on first use)"
     )]
     NotACache { path: PathBuf, found: String },
+    /// Another process took over the cache lock this one held (after its heartbeat in `path`
+    /// stalled): nothing more is committed or submitted.
+    #[error(
+        "{path} was taken over by another zfnet process while this one held the cache lock \
+         (was this process suspended, or its file system unreachable, for longer than the \
+         lock's 90 s?): stopping without committing. Rerun once the other run is over"
+    )]
+    LockLost { path: PathBuf },
 }
 
 impl Error {

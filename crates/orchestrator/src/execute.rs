@@ -14,7 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use artifacts::{HashMemo, Provenance};
 use indicatif::MultiProgress;
@@ -141,18 +141,17 @@ pub fn run(
     };
 
     let _lock = cache.lock(LockMode::Exclusive, "run")?;
+    // Slurm jobs of an earlier run that died without cancelling them (we hold the lock: that
+    // run is over), whatever this run's executor: one still queued or running would write in
+    // the temporary folder and commit beside this run. Cancelled and waited for before the
+    // temporary folder is cleaned.
+    crate::slurm::cancel_leftover_jobs(cache.root());
     let leftover = cache.clean_temp()?;
     if leftover > 0 {
         tracing::info!(
             bytes = leftover,
             "removed temporary files of interrupted runs"
         );
-    }
-
-    if matches!(options.executor, Executor::Slurm(_)) {
-        // Jobs of an earlier run that died without cancelling them (we hold the lock: that
-        // run is over). One still queued or running would commit beside this run's.
-        crate::slurm::cancel_leftover_jobs(cache.root());
     }
     let index = Mutex::new(OutputIndex::new());
     let keys = KeyGate::default();
@@ -501,6 +500,12 @@ fn run_as_slurm_job(
     command: &crate::slurm::ExecCommand,
     observer: &(dyn Fn(&RunEvent) + Sync),
 ) -> Result<Manifest, String> {
+    if cache.lock_lost() {
+        return Err(crate::Error::LockLost {
+            path: cache.root().join("lock.owner"),
+        }
+        .to_string());
+    }
     // The job hashes the same inputs: hand it what this process knows (the memo is only
     // written here, under the run's lock; the job only reads it).
     {
@@ -527,6 +532,17 @@ fn run_as_slurm_job(
         dag.executor.slurm.poll,
         &on_submitted,
     )?;
+    // The entry was committed on another node: on NFS this host may still have cached that
+    // `runs/<key>` did not exist (a negative lookup, kept up to `acdirmax`, 60 s by default).
+    // Listing the folder revalidates it; retried for up to a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = std::fs::read_dir(cache.root().join("runs")).map(|entries| entries.count());
+        if cache.entry_dir(key).join("manifest.json").exists() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
     cache
         .verified_manifest(key, &declared_outputs(stage))
         .map_err(|problem| {

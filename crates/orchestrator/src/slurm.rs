@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -140,6 +141,11 @@ const MANAGED_OPTIONS: &[&str] = &[
     "--gres",
     "--partition",
     "--account",
+    // Other ways of asking for memory or GPUs, which sbatch refuses beside --mem / --gpus.
+    "--mem-per-cpu",
+    "--mem-per-gpu",
+    "--gpus-per-node",
+    "--gpus-per-task",
     "-o",
     "-e",
     "-J",
@@ -320,12 +326,7 @@ fn check_resources(raw: &RawSlurmResources) -> Vec<String> {
             messages.push(format!(
                 "sbatch_args `{arg}` is not an option (write `--name=value` as one item)"
             ));
-        } else if MANAGED_OPTIONS.contains(&option)
-            || (option.len() > 2 && !option.starts_with("--") && {
-                // `-c4`, `-t10`: a short option with its value attached.
-                MANAGED_OPTIONS.contains(&&option[..2])
-            })
-        {
+        } else if is_managed_option(option) {
             messages.push(format!(
                 "sbatch_args `{arg}` sets what zfnet sets itself; use the field for it \
                  (cpus, memory_mb, time, gpus, partition, account) or leave it out"
@@ -333,6 +334,23 @@ fn check_resources(raw: &RawSlurmResources) -> Vec<String> {
         }
     }
     messages
+}
+
+/// Whether an `sbatch_args` option sets what zfnet sets itself: a managed option, a short one
+/// with its value attached (`-c4`, `-t10`), or an abbreviation of a managed long option
+/// (sbatch, through getopt_long, accepts `--tim=10` for `--time=10`).
+fn is_managed_option(option: &str) -> bool {
+    if MANAGED_OPTIONS.contains(&option) {
+        return true;
+    }
+    if let Some(name) = option.strip_prefix("--") {
+        return name.len() >= 2
+            && MANAGED_OPTIONS
+                .iter()
+                .filter_map(|managed| managed.strip_prefix("--"))
+                .any(|managed| managed.starts_with(name));
+    }
+    option.len() > 2 && MANAGED_OPTIONS.contains(&&option[..2])
 }
 
 fn is_slurm_name(text: &str) -> bool {
@@ -496,6 +514,8 @@ pub enum JobState {
     Active {
         state: String,
         node: Option<String>,
+        /// Why it waits (`Reason=`), `None` when it does not.
+        reason: String,
     },
     /// Finished by itself; `exit_code` is the program's.
     Completed,
@@ -529,6 +549,45 @@ impl JobState {
         Self::classify(state, exit_code, reason, node)
     }
 
+    /// Why an active job will never start or finish by itself, if so: a held or
+    /// special-exit state, or a pending reason that waiting cannot clear (a limit of the
+    /// partition, an account or QOS the controller refuses, a dependency that can no longer be
+    /// met). Such a job would otherwise be polled for ever.
+    pub fn never_runs(&self) -> Option<String> {
+        let JobState::Active { state, reason, .. } = self else {
+            return None;
+        };
+        match state.as_str() {
+            "REQUEUE_HOLD" | "SPECIAL_EXIT" => {
+                return Some(format!(
+                    "Slurm will not run it: it is held in state {state} (reason: {reason})"
+                ));
+            }
+            "PENDING" => {}
+            _ => return None,
+        }
+        let what = match reason.as_str() {
+            "PartitionTimeLimit" => "its time limit is above the partition's (lower `time`)",
+            "PartitionNodeLimit" => "it asks for more nodes than the partition allows",
+            "PartitionConfig" => {
+                "the partition's limits do not allow what it asks for (time, cpus, memory_mb \
+                 or gpus)"
+            }
+            "DependencyNeverSatisfied" => "a job it depends on failed",
+            "InvalidAccount" => "the controller refuses its account (check `account`)",
+            "InvalidQOS" => "the controller refuses its QOS",
+            "BadConstraints" => "no node has what it asks for (cpus, memory_mb, gpus)",
+            "AssocMaxWallDurationPerJobLimit" | "QOSMaxWallDurationPerJobLimit" => {
+                "its time limit is above what its account or QOS allows (lower `time`)"
+            }
+            // Resources, Priority, limits on jobs at once, ...: waiting clears them.
+            _ => return None,
+        };
+        Some(format!(
+            "Slurm will never start it: {what} (reason: {reason})"
+        ))
+    }
+
     /// The state of a job made of several (an array's tasks): active while any is, else the
     /// first that did not complete, else completed.
     pub fn of_all(states: Vec<JobState>) -> JobState {
@@ -555,12 +614,14 @@ impl JobState {
             other => JobState::Active {
                 state: other.to_owned(),
                 node,
+                reason,
             },
         }
     }
 }
 
-/// Asks Slurm where job `id` is.
+/// Asks Slurm where job `id` is. `Ok(Unknown)` only when the controller answered that it no
+/// longer knows the job (and accounting does not either); `Err` when it could not be asked.
 pub fn job_state(id: &str) -> Result<JobState, String> {
     let output = Command::new("scontrol")
         .args(["show", "job", "-o", id])
@@ -577,6 +638,7 @@ pub fn job_state(id: &str) -> Result<JobState, String> {
         // An array job has one line per task (pending ones folded into one).
         return Ok(JobState::of_all(states));
     }
+    let complaint = String::from_utf8_lossy(&output.stderr).trim().to_owned();
     // Purged from the controller's memory (MinJobAge): ask the accounting database.
     let accounting = Command::new("sacct")
         .args(["-n", "-X", "-P", "-j", id, "-o", "State,ExitCode,Reason"])
@@ -600,7 +662,11 @@ pub fn job_state(id: &str) -> Result<JobState, String> {
             return Ok(JobState::of_all(states));
         }
     }
-    Ok(JobState::Unknown)
+    if complaint.contains("Invalid job id") {
+        Ok(JobState::Unknown)
+    } else {
+        Err(format!("`scontrol show job {id}` failed: {complaint}"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -643,21 +709,58 @@ pub fn in_flight(cache_root: &Path) -> Vec<InFlight> {
 }
 
 /// Cancels the still active jobs of earlier runs (whose in-flight records remain because the
-/// run was killed) and removes their records. Call under the cache's exclusive lock.
+/// run was killed) and removes their records; a record whose job cannot be asked about (the
+/// controller does not answer) is kept for the next run. Call under the cache's exclusive
+/// lock, before anything in the cache that such a job may write is touched.
 pub fn cancel_leftover_jobs(cache_root: &Path) {
     for job in in_flight(cache_root) {
-        if let Ok(JobState::Active { state, .. }) = job_state(&job.job_id) {
-            eprintln!(
-                "cancelling Slurm job {} ({state}, stage `{}`), left by an earlier run \
-                 ({}) that ended without it",
-                job.job_id, job.stage, job.submitter
-            );
-            let _ = Command::new("scancel")
-                .arg(&job.job_id)
-                .stdin(Stdio::null())
-                .status();
+        match job_state(&job.job_id) {
+            Ok(JobState::Active { state, .. }) => {
+                eprintln!(
+                    "cancelling Slurm job {} ({state}, stage `{}`), left by an earlier run \
+                     ({}) that ended without it",
+                    job.job_id, job.stage, job.submitter
+                );
+                if let Err(error) = scancel(&job.job_id) {
+                    eprintln!("warning: {error}; its record stays for the next run");
+                    continue;
+                }
+                // Its processes may still be writing: wait until Slurm has ended it.
+                let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                while matches!(job_state(&job.job_id), Ok(JobState::Active { .. }))
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                eprintln!(
+                    "warning: Slurm job {} (stage `{}`, left by {}) may still run: {error}; \
+                     its record stays in {} until the controller answers",
+                    job.job_id,
+                    job.stage,
+                    job.submitter,
+                    in_flight_dir(cache_root).display()
+                );
+                continue;
+            }
         }
         let _ = fs::remove_file(in_flight_dir(cache_root).join(format!("{}.json", job.job_id)));
+    }
+}
+
+/// `scancel` of one job; says whether it ran and succeeded.
+fn scancel(id: &str) -> Result<(), String> {
+    match Command::new("scancel")
+        .arg(id)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .status()
+    {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("`scancel {id}` exited with {status}")),
+        Err(error) => Err(format!("cannot run scancel: {error}")),
     }
 }
 
@@ -677,6 +780,7 @@ pub fn cancel_jobs_on_interrupt(cache_root: PathBuf) {
         while !INTERRUPTED.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Waits for a submission in progress to record its id.
         let ids: Vec<String> = SUBMITTED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -689,6 +793,7 @@ pub fn cancel_jobs_on_interrupt(cache_root: PathBuf) {
             let cancelled = Command::new("scancel")
                 .args(&ids)
                 .stdin(Stdio::null())
+                .process_group(0)
                 .status();
             match cancelled {
                 Ok(status) if status.success() => {
@@ -707,6 +812,8 @@ pub fn cancel_jobs_on_interrupt(cache_root: PathBuf) {
                 let _ = fs::remove_file(in_flight_dir(&cache_root).join(format!("{id}.json")));
             }
         }
+        // The lock's owner file, so that another host does not wait for a dead heartbeat.
+        crate::cache::release_owner_files();
         std::process::exit(130);
     });
 }
@@ -827,6 +934,13 @@ impl Job<'_> {
         }
         script.push('\n');
 
+        // Held until the id is recorded: the interrupt handler takes this lock before it reads
+        // the ids, so a job accepted by the controller is never left out of its scancel, and
+        // nothing is submitted once it has run.
+        let mut submitted = SUBMITTED.lock().unwrap_or_else(|e| e.into_inner());
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err("interrupted: not submitting".to_owned());
+        }
         let mut sbatch = Command::new("sbatch");
         sbatch
             .arg("--parsable")
@@ -844,10 +958,13 @@ impl Job<'_> {
         if let Some(tasks) = array {
             sbatch.arg(format!("--array=0-{}", tasks - 1));
         }
+        // Its own process group: a Ctrl-C at the terminal reaches this process only, which
+        // lets sbatch finish and report the id it got.
         sbatch
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .process_group(0);
         let mut child = sbatch
             .spawn()
             .map_err(|e| format!("cannot run `sbatch` (is Slurm's client installed?): {e}"))?;
@@ -880,10 +997,8 @@ impl Job<'_> {
                 String::from_utf8_lossy(&output.stdout)
             ));
         }
-        SUBMITTED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.clone());
+        submitted.insert(id.clone());
+        drop(submitted);
         let record = InFlight {
             job_id: id.clone(),
             pipeline: self.pipeline.to_owned(),
@@ -904,12 +1019,44 @@ impl Job<'_> {
 
     /// Waits for job `id` and says how it ended.
     fn finish(&self, id: &str) -> Result<(), String> {
-        let result = wait_for(id, self.poll);
+        let waited = wait_for(id, self.poll);
         SUBMITTED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        let _ = fs::remove_file(in_flight_dir(self.cache_root).join(format!("{id}.json")));
+        let record = in_flight_dir(self.cache_root).join(format!("{id}.json"));
+        let result = match waited {
+            Waited::Finished(state) => state,
+            Waited::NeverRuns(why) => {
+                let cancelled = scancel(id);
+                let _ = fs::remove_file(&record);
+                return Err(format!(
+                    "Slurm job {id}: {why}; {}",
+                    match cancelled {
+                        Ok(()) => "zfnet cancelled it".to_owned(),
+                        Err(error) => format!("cancelling it failed ({error}): scancel {id}"),
+                    }
+                ));
+            }
+            Waited::Unreachable(error) => {
+                // The job may still run: keep its record, so that the next run cancels it.
+                let cancelled = scancel(id);
+                return Err(format!(
+                    "lost contact with the Slurm controller about job {id} for {} min \
+                     ({error}); {}",
+                    CONTROLLER_PATIENCE.as_secs() / 60,
+                    match cancelled {
+                        Ok(()) => "zfnet cancelled it".to_owned(),
+                        Err(problem) => format!(
+                            "cancelling it failed too ({problem}); its record stays in {} and \
+                             the next run cancels it if it still runs",
+                            record.display()
+                        ),
+                    }
+                ));
+            }
+        };
+        let _ = fs::remove_file(&record);
         let stderr = || stderr_tail(&self.logs(), self.key, id);
         match result {
             JobState::Completed => Ok(()),
@@ -937,18 +1084,47 @@ impl Job<'_> {
     }
 }
 
-/// Polls until the job has finished. A few lost answers (a busy controller) are retried.
-fn wait_for(id: &str, poll: Duration) -> JobState {
+/// How long a controller that does not answer is waited for before the run gives up on a job.
+const CONTROLLER_PATIENCE: Duration = Duration::from_secs(600);
+
+/// How waiting for a job ended.
+enum Waited {
+    /// In a final state (or, `Unknown`, forgotten by the controller: it no longer runs).
+    Finished(JobState),
+    /// Still pending or held, for a reason waiting cannot clear.
+    NeverRuns(String),
+    /// The controller did not answer for [`CONTROLLER_PATIENCE`]; the job may still run.
+    Unreachable(String),
+}
+
+/// Polls until the job has finished. A job the controller says it no longer knows five times
+/// in a row has ended; a controller that cannot be asked is waited for up to
+/// [`CONTROLLER_PATIENCE`]; a job that can never start is given up at once.
+fn wait_for(id: &str, poll: Duration) -> Waited {
     let mut unknown = 0;
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         match job_state(id) {
-            Ok(JobState::Active { .. }) => unknown = 0,
-            Ok(JobState::Unknown) | Err(_) if unknown < 5 => unknown += 1,
-            Ok(JobState::Unknown) => return JobState::Unknown,
-            Ok(finished) => return finished,
+            Ok(active @ JobState::Active { .. }) => {
+                unknown = 0;
+                unreachable_since = None;
+                if let Some(why) = active.never_runs() {
+                    return Waited::NeverRuns(why);
+                }
+            }
+            Ok(JobState::Unknown) if unknown < 5 => {
+                unknown += 1;
+                unreachable_since = None;
+            }
+            Ok(finished) => return Waited::Finished(finished),
             Err(error) => {
-                tracing::warn!("cannot read the state of Slurm job {id}: {error}");
-                return JobState::Unknown;
+                let since = *unreachable_since.get_or_insert_with(|| {
+                    tracing::warn!("cannot read the state of Slurm job {id}: {error}; retrying");
+                    std::time::Instant::now()
+                });
+                if since.elapsed() >= CONTROLLER_PATIENCE {
+                    return Waited::Unreachable(error);
+                }
             }
         }
         std::thread::sleep(poll);
@@ -1065,7 +1241,8 @@ mod tests {
             JobState::from_scontrol(line),
             JobState::Active {
                 state: "RUNNING".to_owned(),
-                node: Some("node3".to_owned())
+                node: Some("node3".to_owned()),
+                reason: "None".to_owned(),
             }
         );
         let line = "JobId=9 JobState=FAILED Reason=NonZeroExitCode ExitCode=1:0 NodeList=vm";
@@ -1082,6 +1259,63 @@ mod tests {
     }
 
     #[test]
+    fn jobs_slurm_ends_are_told_apart_and_named_with_the_field_to_change() {
+        let request = JobRequest {
+            cpus: 1,
+            memory_mb: 4096,
+            time: Some("10".to_owned()),
+            partition: None,
+            account: None,
+            gpus: 0,
+            sbatch_args: Vec::new(),
+            shards: 1,
+        };
+        for (line, state, advice) in [
+            (
+                "JobId=3 JobState=OUT_OF_MEMORY Reason=OutOfMemory ExitCode=0:125",
+                "OUT_OF_MEMORY",
+                "over its 4096 MB (raise `memory_mb`",
+            ),
+            (
+                "JobId=4 JobState=NODE_FAIL Reason=NodeDown ExitCode=0:0",
+                "NODE_FAIL",
+                "its node failed (rerun to resubmit)",
+            ),
+            (
+                "JobId=5 JobState=TIMEOUT Reason=TimeLimit ExitCode=0:15",
+                "TIMEOUT",
+                "over its time limit of 10 (raise `time`",
+            ),
+            (
+                "JobId=6 JobState=PREEMPTED Reason=None ExitCode=0:15",
+                "PREEMPTED",
+                "rerun to resubmit",
+            ),
+        ] {
+            let JobState::Ended { state: read, .. } = JobState::from_scontrol(line) else {
+                panic!("{line}: not read as ended by Slurm");
+            };
+            assert_eq!(read, state);
+            let message = describe_end(&read, &request);
+            assert!(message.contains(advice), "{state}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_job_that_can_never_start_is_recognised_and_one_that_waits_is_not() {
+        let never = |line: &str| JobState::from_scontrol(line).never_runs();
+        let message = never("JobId=1 JobState=PENDING Reason=PartitionTimeLimit").unwrap();
+        assert!(message.contains("lower `time`"), "{message}");
+        assert!(never("JobId=1 JobState=PENDING Reason=DependencyNeverSatisfied").is_some());
+        assert!(never("JobId=1 JobState=PENDING Reason=InvalidAccount").is_some());
+        assert!(never("JobId=1 JobState=REQUEUE_HOLD Reason=JobHeldAdmin").is_some());
+        assert!(never("JobId=1 JobState=PENDING Reason=Resources").is_none());
+        assert!(never("JobId=1 JobState=PENDING Reason=Priority").is_none());
+        assert!(never("JobId=1 JobState=RUNNING Reason=None NodeList=vm").is_none());
+        assert!(never("JobId=1 JobState=COMPLETED Reason=None").is_none());
+    }
+
+    #[test]
     fn options_that_zfnet_sets_itself_are_refused_in_sbatch_args() {
         let raw = RawSlurmResources {
             sbatch_args: vec![
@@ -1089,14 +1323,23 @@ mod tests {
                 "--time=10".to_owned(),
                 "-c4".to_owned(),
                 "constraint=h100".to_owned(),
+                "--tim=10".to_owned(),
+                "--mem-per-cpu=4G".to_owned(),
+                "--part=gpu".to_owned(),
+                "--constraint=h100".to_owned(),
+                "--exclusive".to_owned(),
             ],
             ..RawSlurmResources::default()
         };
         let messages = check_resources(&raw);
-        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages.len(), 6, "{messages:?}");
         assert!(messages[0].contains("--time=10"), "{messages:?}");
         assert!(messages[1].contains("-c4"), "{messages:?}");
         assert!(messages[2].contains("not an option"), "{messages:?}");
+        // Abbreviations of managed long options, and the other ways of asking for memory.
+        assert!(messages[3].contains("--tim=10"), "{messages:?}");
+        assert!(messages[4].contains("--mem-per-cpu=4G"), "{messages:?}");
+        assert!(messages[5].contains("--part=gpu"), "{messages:?}");
     }
 
     #[test]

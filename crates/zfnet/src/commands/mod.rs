@@ -135,7 +135,9 @@ struct Globals {
 /// start elsewhere), the same overlays and `--set`s, and the resolved cache folder.
 fn exec_command(globals: &Globals, dag: &Dag) -> Result<ExecCommand> {
     let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let program = std::env::current_exe().context("finding this program's path for Slurm jobs")?;
+    let program = job_program(
+        std::env::current_exe().context("finding this program's path for Slurm jobs")?,
+    )?;
     let mut global_args: Vec<OsString> = vec!["-f".into(), absolute(&globals.pipeline).into()];
     for overlay in &globals.overlays {
         global_args.push("--overlay".into());
@@ -152,6 +154,33 @@ fn exec_command(globals: &Globals, dag: &Dag) -> Result<ExecCommand> {
         global_args,
         working_dir: std::env::current_dir().context("reading the working folder")?,
     })
+}
+
+/// The program a Slurm job starts: this one's path. Linux names a program whose file was
+/// replaced since it started (a rebuild) `<path> (deleted)`; the jobs then run the new build at
+/// `<path>`, which is told (every job re-derives its stage's key and refuses to run on another),
+/// or, with no file left there, nothing can run.
+fn job_program(exe: PathBuf) -> Result<PathBuf> {
+    let Some(text) = exe.to_str() else {
+        return Ok(exe);
+    };
+    let Some(path) = text.strip_suffix(" (deleted)") else {
+        return Ok(exe);
+    };
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        anyhow::bail!(
+            "this program's file {} was deleted since it started, so Slurm jobs cannot start \
+             it: rerun with the program as it is now",
+            path.display()
+        );
+    }
+    eprintln!(
+        "warning: {} was replaced since this run started (a rebuild?); Slurm jobs run the new \
+         file, and refuse a stage whose cache key it derives differently",
+        path.display()
+    );
+    Ok(path)
 }
 
 fn open_cache(dag: &Dag) -> Result<orchestrator::cache::Cache> {
@@ -202,4 +231,22 @@ fn describe_kinds(registry: &orchestrator::Registry, only: Option<&str>) -> Resu
         .into());
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuilt_program_is_started_from_its_path_and_a_deleted_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("zfnet");
+        std::fs::write(&program, "new build").unwrap();
+        let deleted = PathBuf::from(format!("{} (deleted)", program.display()));
+        assert_eq!(job_program(deleted.clone()).unwrap(), program);
+        assert_eq!(job_program(program.clone()).unwrap(), program);
+        std::fs::remove_file(&program).unwrap();
+        let error = job_program(deleted).unwrap_err().to_string();
+        assert!(error.contains("was deleted since it started"), "{error}");
+    }
 }

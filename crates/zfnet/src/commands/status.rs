@@ -19,8 +19,13 @@ pub fn status(dag: &Dag, targets: &[String], json: bool) -> Result<u8> {
         }
         if let Some(status) = statuses.iter_mut().find(|s| s.stage == job.stage) {
             let state = match orchestrator::slurm::job_state(&job.job_id) {
-                Ok(orchestrator::slurm::JobState::Active { state, node }) => match node {
+                Ok(orchestrator::slurm::JobState::Active {
+                    state,
+                    node,
+                    reason,
+                }) => match node {
                     Some(node) => format!("{state} on {node}"),
+                    None if reason != "None" => format!("{state} ({reason})"),
                     None => state,
                 },
                 Ok(finished) => format!("{finished:?} (its run has not collected it)"),
