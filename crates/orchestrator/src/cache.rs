@@ -11,6 +11,8 @@
 //! lock                            exclusive for `run`, `gc`, `verify`; shared for `export`, `show`
 //! lock.owner                      the exclusive holder's host, pid and heartbeat (O_EXCL: works
 //!                                 between hosts on NFS, where flock may not)
+//! lock.reader.<host>.<pid>        each shared holder's, the same way: writers wait for another
+//!                                 host's live readers
 //! jobs/in-flight/<id>.json        Slurm jobs of a run in progress (`zfnet status` lists them)
 //! jobs/logs/<key>.<id>.{out,err}  each Slurm job's stdout and stderr
 //! zfnet-cache.json                the marker: this folder is a zfnet cache (written first)
@@ -294,6 +296,43 @@ pub fn release_owner_files() {
     }
 }
 
+/// The files in which readers on any host announce themselves: `lock.reader.<host>.<pid>`.
+const READER_PREFIX: &str = "lock.reader.";
+
+/// A host name as a file name's part.
+fn file_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Creates the owner (or reader) file `path` with `O_EXCL` and writes `me` into it; `None`
+/// when it exists.
+fn create_owner_file(path: &Path, me: &LockOwner) -> Result<Option<fs::File>> {
+    match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(mut created) => {
+            created
+                .write_all(&serde_json::to_vec(me).expect("owner serialises"))
+                .and_then(|()| created.sync_all())
+                .map_err(|e| Error::io(path, e))?;
+            Ok(Some(created))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+        Err(error) => Err(Error::io(path, error)),
+    }
+}
+
 fn inode_of(path: &Path) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     fs::symlink_metadata(path).ok().map(|m| m.ino())
@@ -306,14 +345,7 @@ fn inode_of(path: &Path) -> Option<u64> {
 fn remove_owner_file_if(path: &Path, is_it: impl Fn(&Path) -> bool) -> bool {
     let unique = format!(
         "lock.owner.aside.{}.{}",
-        host_name()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            })
-            .collect::<String>(),
+        file_safe(&host_name()),
         std::process::id()
     );
     let aside = path.with_file_name(unique);
@@ -546,38 +578,51 @@ impl Cache {
         // The holder's file as last read, and when (by this machine's clock) it last changed:
         // a holder is judged by whether its heartbeat moves, never by its clock against ours.
         let mut seen: Option<(Vec<u8>, std::time::Instant)> = None;
+        // A reader announces itself in its own file before it looks for a writer (and
+        // withdraws while one is live); a writer creates `lock.owner` before it looks for
+        // readers. Of a reader and a writer on two hosts starting together, at least one sees
+        // the other.
+        let reader_path =
+            self.root
+                .join(format!("{READER_PREFIX}{}.{}", file_safe(&me.host), me.pid));
+        let mut reader: Option<fs::File> = None;
         loop {
             if mode == LockMode::Exclusive {
-                match fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                {
-                    Ok(mut created) => {
-                        created
-                            .write_all(&serde_json::to_vec(&me).expect("owner serialises"))
-                            .and_then(|()| created.sync_all())
-                            .map_err(|e| Error::io(&path, e))?;
-                        self.lock_lost.store(false, Ordering::SeqCst);
-                        return start_heartbeat(
-                            path,
-                            created,
-                            me,
-                            timing,
-                            std::sync::Arc::clone(&self.lock_lost),
-                        )
-                        .map(Some);
-                    }
-                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(error) => return Err(Error::io(&path, error)),
+                if let Some(created) = create_owner_file(&path, &me)? {
+                    self.lock_lost.store(false, Ordering::SeqCst);
+                    let owner = start_heartbeat(
+                        path,
+                        created,
+                        me.clone(),
+                        timing,
+                        std::sync::Arc::clone(&self.lock_lost),
+                    )?;
+                    self.wait_for_other_hosts_readers(&me, command, timing);
+                    return Ok(Some(owner));
                 }
+            } else if reader.is_none() {
+                // A file of this host and pid is a dead process's: ours now.
+                let _ = fs::remove_file(&reader_path);
+                reader = create_owner_file(&reader_path, &me)?;
             }
+            let shared_go = |reader: Option<fs::File>| -> Result<Option<OwnerFile>> {
+                match reader {
+                    Some(file) => start_heartbeat(
+                        reader_path.clone(),
+                        file,
+                        me.clone(),
+                        timing,
+                        std::sync::Arc::new(AtomicBool::new(false)),
+                    )
+                    .map(Some),
+                    None => Ok(None),
+                }
+            };
             let bytes = match fs::read(&path) {
                 Ok(bytes) => bytes,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                     if mode == LockMode::Shared {
-                        return Ok(None);
+                        return shared_go(reader.take());
                     }
                     continue;
                 }
@@ -603,7 +648,7 @@ impl Cache {
             };
             if stale {
                 if mode == LockMode::Shared {
-                    return Ok(None);
+                    return shared_go(reader.take());
                 }
                 let who = holder
                     .as_ref()
@@ -622,6 +667,10 @@ impl Cache {
                 seen = None;
                 continue;
             }
+            if reader.take().is_some() {
+                // A live writer: withdraw, so that it does not wait for this reader.
+                let _ = fs::remove_file(&reader_path);
+            }
             if !told {
                 let who = holder
                     .as_ref()
@@ -629,6 +678,64 @@ impl Cache {
                     .unwrap_or_else(|| "another zfnet process".to_owned());
                 eprintln!(
                     "zfnet {command}: waiting for {who} to release the cache {}",
+                    self.root.display()
+                );
+                told = true;
+            }
+            std::thread::sleep(timing.heartbeat.min(Duration::from_secs(1)));
+        }
+    }
+
+    /// Waits while a reader on another host (`export`, `show`: flock may not reach it) is
+    /// live; a reader file that has not changed for `stale_after` (by this host's clock) is a
+    /// dead reader's and is removed. This host's readers are excluded by the flock held.
+    fn wait_for_other_hosts_readers(&self, me: &LockOwner, command: &str, timing: LockTiming) {
+        let mut seen: BTreeMap<PathBuf, (Vec<u8>, std::time::Instant)> = BTreeMap::new();
+        let mut told = false;
+        loop {
+            let mut live = Vec::new();
+            let readers = fs::read_dir(&self.root)
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|path| {
+                    path.file_name()
+                        .and_then(|name| name.to_str())
+                        .is_some_and(|name| name.starts_with(READER_PREFIX))
+                });
+            for path in readers {
+                let Ok(bytes) = fs::read(&path) else {
+                    continue;
+                };
+                let holder: Option<LockOwner> = serde_json::from_slice(&bytes).ok();
+                if holder.as_ref().is_some_and(|h| h.host == me.host) {
+                    continue;
+                }
+                let entry = seen
+                    .entry(path.clone())
+                    .or_insert_with(|| (bytes.clone(), std::time::Instant::now()));
+                if entry.0 != bytes {
+                    *entry = (bytes.clone(), std::time::Instant::now());
+                }
+                if entry.1.elapsed() > timing.stale_after {
+                    remove_owner_file_if(&path, |aside| {
+                        fs::read(aside).ok() == Some(bytes.clone())
+                    });
+                    continue;
+                }
+                live.push(
+                    holder
+                        .map(|h| h.describe())
+                        .unwrap_or_else(|| path.display().to_string()),
+                );
+            }
+            if live.is_empty() {
+                return;
+            }
+            if !told {
+                eprintln!(
+                    "zfnet {command}: waiting for {} reading the cache {} on another host",
+                    live.join(", "),
                     self.root.display()
                 );
                 told = true;
@@ -1149,10 +1256,17 @@ mod tests {
         assert!(read_owner(&owner_path).unwrap().heartbeat_unix_s >= first.heartbeat_unix_s);
         drop(lock);
         assert!(!owner_path.exists());
-        // A shared holder writes none.
+        // A shared holder writes no owner file, but a reader file of its own, gone with it.
+        let reader_path = cache.root().join(format!(
+            "lock.reader.{}.{}",
+            file_safe(&host_name()),
+            std::process::id()
+        ));
         let shared = cache.lock_with(LockMode::Shared, "show", quick()).unwrap();
         assert!(!owner_path.exists());
+        assert_eq!(read_owner(&reader_path).unwrap().command, "show");
         drop(shared);
+        assert!(!reader_path.exists());
     }
 
     /// A holder on another host (a shared cache on NFS, where flock may not exclude) is waited
@@ -1323,5 +1437,42 @@ mod tests {
             !remove_owner_file_if(&path, |_| true),
             "no file, nothing removed"
         );
+    }
+
+    /// A reader on another host (`export` beside a `gc` there, on a shared cache where flock
+    /// does not reach) is waited for while its heartbeat moves; its file is removed once it
+    /// has stopped for `stale_after`.
+    #[test]
+    fn a_writer_waits_for_another_hosts_live_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let reader_path = cache.root().join("lock.reader.login2_cluster.4242");
+        let reading = {
+            let reader_path = reader_path.clone();
+            std::thread::spawn(move || {
+                for beat in 0..20 {
+                    let reader = LockOwner {
+                        host: "login2.cluster".to_owned(),
+                        pid: 4242,
+                        command: "export".to_owned(),
+                        heartbeat_unix_s: unix_now() + beat,
+                    };
+                    write_owner(&reader_path, &reader).unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let lock = cache.lock_with(LockMode::Exclusive, "gc", quick()).unwrap();
+        let waited = started.elapsed();
+        reading.join().unwrap();
+        // 2 s of heartbeats, then 2 s of silence.
+        assert!(
+            waited >= Duration::from_millis(3500),
+            "wrote beside a live reader after {waited:?}"
+        );
+        assert!(!reader_path.exists(), "the dead reader's file is removed");
+        drop(lock);
     }
 }
