@@ -119,3 +119,52 @@ fn an_overlay_that_would_change_the_graph_is_refused_with_every_problem_at_its_l
         );
     }
 }
+
+/// An overlay may say where stages run: its `executor:` section replaces the base file's
+/// whole (a cluster's partitions kept beside the shared pipeline), and its mistakes are
+/// reported at the overlay's lines.
+#[test]
+fn an_overlay_sets_where_stages_run_and_its_mistakes_are_its_own() {
+    let project = project();
+    project.write(
+        "overlays/cluster.yaml",
+        "overlays: base.yaml\nexecutor:\n  slurm:\n    defaults: { partition: cpu, cpus: 2 }\n    stages:\n      b: { partition: gpu, time: \"2:00:00\" }\n",
+    );
+    let dry = project.zfnet(&[
+        "-f",
+        "pipelines/base.yaml",
+        "--overlay",
+        "overlays/cluster.yaml",
+        "run",
+        "--dry-run",
+        "--executor",
+        "slurm",
+    ]);
+    let text = dry.ok();
+    assert!(text.contains("partition cpu"), "{text}");
+    assert!(text.contains("partition gpu"), "{text}");
+    assert!(text.contains("time limit 2:00:00"), "{text}");
+
+    project.write(
+        "overlays/wrong.yaml",
+        "overlays: base.yaml\nexecutor:\n  slurm:\n    stages:\n      bb: { cpus: 2 }\n",
+    );
+    let wrong = project.zfnet(&[
+        "-f",
+        "pipelines/base.yaml",
+        "--overlay",
+        "overlays/wrong.yaml",
+        "dag",
+    ]);
+    assert_eq!(wrong.code, Some(2), "{}", wrong.stderr);
+    assert!(
+        wrong.stderr.contains("overlays/wrong.yaml:5:"),
+        "reported at the overlay's line: {}",
+        wrong.stderr
+    );
+    assert!(
+        wrong.stderr.contains("did you mean `b`"),
+        "{}",
+        wrong.stderr
+    );
+}

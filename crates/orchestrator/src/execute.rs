@@ -569,6 +569,20 @@ pub enum SubmittedWork {
     Merge { count: usize, array_job: u64 },
 }
 
+/// What one `zfnet exec-stage` process did.
+#[derive(Clone, Debug)]
+pub enum SubmittedOutcome {
+    /// The stage's cache entry: committed by this process, or found fresh.
+    Committed(Box<Manifest>),
+    /// One shard's partial outputs, written and marked complete; no entry (the merge job
+    /// commits one).
+    ShardDone {
+        key: String,
+        seconds: f64,
+        summary: Vec<String>,
+    },
+}
+
 /// The file a shard writes last, once its outputs are complete and synced.
 const SHARD_COMPLETE: &str = "complete";
 
@@ -588,7 +602,7 @@ pub fn execute_submitted(
     work: SubmittedWork,
     build: &str,
     progress: &MultiProgress,
-) -> Result<Manifest, String> {
+) -> Result<SubmittedOutcome, String> {
     let stage = dag
         .stage(stage_name)
         .ok_or_else(|| format!("no stage `{stage_name}` in pipeline `{}`", dag.name))?;
@@ -625,7 +639,7 @@ pub fn execute_submitted(
         && !matches!(work, SubmittedWork::Shard { .. })
         && let Ok(manifest) = cache.verified_manifest(&key, &declared_outputs(stage))
     {
-        return Ok(manifest);
+        return Ok(SubmittedOutcome::Committed(Box::new(manifest)));
     }
     let extras = ContextExtras {
         upstream_runs: upstream_runs(dag, cache, stage),
@@ -642,7 +656,8 @@ pub fn execute_submitted(
             progress,
             extras,
             &|context| kind.run(context),
-        ),
+        )
+        .map(|manifest| SubmittedOutcome::Committed(Box::new(manifest))),
         SubmittedWork::Shard { shard, array_job } => {
             let dir = shard_dir(cache, &key, array_job, shard.index);
             if fs::symlink_metadata(&dir).is_ok() {
@@ -671,22 +686,9 @@ pub fn execute_submitted(
             fs::write(&marker, summary.lines.join("\n"))
                 .map_err(|e| format!("{}: {e}", marker.display()))?;
             crate::cache::fsync_tree(&dir).map_err(|e| e.to_string())?;
-            // What `zfnet run` reads back is the merge's manifest; this one is the shard's log.
-            Ok(Manifest {
-                format: MANIFEST_FORMAT,
+            Ok(SubmittedOutcome::ShardDone {
                 key: key.clone(),
-                stage: stage.name.clone(),
-                kind: kind.name().to_owned(),
-                kind_version: kind.version(),
-                params: serde_json::to_value(&stage.params).expect("params serialise"),
-                inputs: inputs.clone(),
-                outputs: BTreeMap::new(),
-                started_unix_s: 0.0,
-                duration_s: started.elapsed().as_secs_f64(),
-                peak_rss_bytes: None,
-                start_rss_bytes: None,
-                slurm_job: crate::slurm::SlurmJob::from_env(),
-                tool_version: TOOL_VERSION.to_owned(),
+                seconds: started.elapsed().as_secs_f64(),
                 summary: summary.lines,
             })
         }
@@ -726,7 +728,7 @@ pub fn execute_submitted(
                         crate::cache::remove_owned(&shard_dir(cache, &key, array_job, shard_index));
                 }
             }
-            result
+            result.map(|manifest| SubmittedOutcome::Committed(Box::new(manifest)))
         }
     }
 }

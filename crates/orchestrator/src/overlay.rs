@@ -1,9 +1,11 @@
 //! Overlays: run a pipeline's own graph with other data and a smaller scale.
 //!
 //! An overlay file names stages of a base pipeline and changes only their params and their
-//! dataset paths; it can rename the pipeline (so its state and report are kept apart) and move
-//! its cache. It cannot add, remove or rewire a stage, change a kind or a `matrix:`, so what
-//! runs is the base file's graph — `make paper-mini` runs `pipelines/paper.yaml` this way.
+//! dataset paths; it can rename the pipeline (so its state and report are kept apart), move
+//! its cache and say where stages run (an `executor:` section, which replaces the base file's
+//! whole: a cluster's partitions and accounts kept beside the shared pipeline). It cannot add,
+//! remove or rewire a stage, change a kind or a `matrix:`, so what runs is the base file's
+//! graph — `make paper-mini` runs `pipelines/paper.yaml` this way.
 //!
 //! ```yaml
 //! overlays: paper.yaml          # the base pipeline this overlay was written for
@@ -38,6 +40,9 @@ pub struct RawOverlay {
     pub cache_dir: Option<Spanned<String>>,
     #[serde(default)]
     pub stages: BTreeMap<String, Spanned<StageOverlay>>,
+    /// Replaces the base file's `executor:` section (checked at this file's lines).
+    #[serde(default)]
+    pub executor: Option<crate::pipeline::RawExecutor>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,8 +95,13 @@ pub fn apply_file(
     .map_err(|list| {
         list.into_iter()
             .map(|(line, message)| problem(line, message))
-            .collect()
-    })
+            .collect::<Vec<_>>()
+    })?;
+    if let Some(executor) = overlay.executor {
+        base.executor = Some(executor);
+        base.executor_file = Some(overlay_file.to_path_buf());
+    }
+    Ok(())
 }
 
 /// Applies a parsed overlay; problems are (overlay line, message).

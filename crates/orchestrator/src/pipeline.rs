@@ -34,6 +34,10 @@ pub struct RawPipeline {
     /// Where stages run: this machine (the default) or Slurm jobs (see `crate::slurm`).
     #[serde(default)]
     pub executor: Option<RawExecutor>,
+    /// The file the `executor:` section came from when an overlay replaced it (its lines are
+    /// that file's); `None`: the pipeline file's own.
+    #[serde(skip)]
+    pub executor_file: Option<std::path::PathBuf>,
 }
 
 /// The `executor:` section.

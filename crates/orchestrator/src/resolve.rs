@@ -376,7 +376,11 @@ pub fn resolve(raw: &RawPipeline, config: &ResolveConfig) -> Result<Dag, Vec<Con
         (None, None) => base_dir.join(".zfnet/cache"),
     };
     let stages: Vec<ResolvedStage> = stages;
-    let executor = crate::slurm::resolve_config(raw.executor.as_ref(), &stages, config.file)?;
+    let executor = crate::slurm::resolve_config(
+        raw.executor.as_ref(),
+        &stages,
+        raw.executor_file.as_deref().unwrap_or(config.file),
+    )?;
     Ok(Dag {
         name: raw.name.value.clone(),
         file: config.file.to_path_buf(),

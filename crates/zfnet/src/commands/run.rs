@@ -142,7 +142,7 @@ pub fn exec_stage(
     // A job's stderr is a log file: no bars, but the tracing lines and the outcome.
     let progress = MultiProgress::with_draw_target(ProgressDrawTarget::hidden());
     crate::out_of_memory::stage_running(stage, true);
-    let manifest = orchestrator::execute::execute_submitted(
+    let outcome = orchestrator::execute::execute_submitted(
         dag,
         &cache,
         stage,
@@ -154,18 +154,34 @@ pub fn exec_stage(
     )
     .map_err(|error| anyhow::anyhow!("stage `{stage}` failed: {error}"))?;
     crate::out_of_memory::stage_running(stage, false);
-    let what = match work {
-        orchestrator::execute::SubmittedWork::Shard { shard, .. } => {
-            format!("shard {} of {} of {stage}", shard.index + 1, shard.count)
+    let (what, seconds, summary) = match outcome {
+        orchestrator::execute::SubmittedOutcome::Committed(manifest) => (
+            format!("{stage} (cache entry {})", &manifest.key[..12]),
+            manifest.duration_s,
+            manifest.summary,
+        ),
+        orchestrator::execute::SubmittedOutcome::ShardDone {
+            key,
+            seconds,
+            summary,
+        } => {
+            let orchestrator::execute::SubmittedWork::Shard { shard, .. } = work else {
+                unreachable!("only a shard task ends with a shard done")
+            };
+            (
+                format!(
+                    "shard {} of {} of {stage} (for cache entry {})",
+                    shard.index + 1,
+                    shard.count,
+                    &key[..12]
+                ),
+                seconds,
+                summary,
+            )
         }
-        _ => stage.to_owned(),
     };
-    eprintln!(
-        "done {what} in {:.1}s (cache entry {})",
-        manifest.duration_s,
-        &manifest.key[..12]
-    );
-    for line in &manifest.summary {
+    eprintln!("done {what} in {seconds:.1}s");
+    for line in &summary {
         eprintln!("  {line}");
     }
     Ok(0)
