@@ -87,6 +87,11 @@ KillWait=5
 InactiveLimit=0
 # Jobs over their time limit are ended at the next check (every 30 s here).
 OverTimeLimit=0
+# Jobs over their memory are killed (OUT_OF_MEMORY) by sampling their processes each second:
+# no cgroup plugin needed, as a test cluster without systemd has none.
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 NodeName=$host CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
 # A week at most: the tests ask for more to see a job that can never start.
 PartitionName=debug Nodes=$host Default=YES MaxTime=7-00:00:00 State=UP
@@ -127,6 +132,11 @@ stop() {
     for daemon in slurmd slurmctld; do
         if running "$daemon"; then
             $SUDO kill "$(cat "$DIR/$daemon.pid")"
+            # Until it has saved its state and gone (a start right after must not find it).
+            for _ in $(seq 1 100); do
+                running "$daemon" || break
+                sleep 0.1
+            done
         fi
     done
 }

@@ -364,6 +364,42 @@ fn a_job_over_its_time_limit_is_reported_as_ended_by_slurm_and_leaves_no_entry()
     assert_eq!(slow_entries, 0, "no entry for the stage Slurm ended");
 }
 
+/// A job over its memory is ended by Slurm and reported as out of memory, with the field to
+/// raise, leaving no entry. (The local cluster enforces memory by sampling, jobacct_gather's
+/// OverMemoryKill, where Slurm marks the job FAILED and its step's stderr says why; with
+/// cgroups the state is OUT_OF_MEMORY, which the unit tests cover.)
+#[test]
+fn a_job_over_its_memory_is_reported_as_out_of_memory_and_leaves_no_entry() {
+    if !slurm_is_up() {
+        return;
+    }
+    let project = Project::new(&STEPS.replace(
+        r#"slow: { time: "1" }"#,
+        r#"slow: { time: "1", memory_mb: 256 }"#,
+    ));
+    let run = project.zfnet(&[
+        "run",
+        "--executor",
+        "slurm",
+        "--set",
+        "slow.allocate_mb=700",
+        "--set",
+        "slow.sleep_ms=20000",
+        "slow",
+    ]);
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "was ended by Slurm: OUT_OF_MEMORY, over its 256 MB (raise `memory_mb` in \
+             executor.slurm)"
+        ),
+        "{}",
+        run.stdout
+    );
+    let status = project.zfnet(&["status", "slow"]);
+    assert!(status.stdout.contains("missing"), "{}", status.stdout);
+}
+
 /// A job Slurm will never start (here: a time limit above the partition's week, so it pends
 /// with `PartitionTimeLimit`) is cancelled and reported with what to change, not polled for
 /// ever.

@@ -1060,6 +1060,14 @@ impl Job<'_> {
         let stderr = || stderr_tail(&self.logs(), self.key, id);
         match result {
             JobState::Completed => Ok(()),
+            // Where memory is enforced by sampling (jobacct_gather's OverMemoryKill, no
+            // cgroups), Slurm marks the job FAILED; its step says why in the job's stderr.
+            JobState::Failed { exit_code } if killed_for_memory(&stderr()) => Err(format!(
+                "Slurm job {id} was ended by Slurm: {} (slurmstepd: exceeded the job's memory \
+                 limit; exit code {exit_code}){}",
+                describe_end("OUT_OF_MEMORY", self.request),
+                stderr()
+            )),
             JobState::Failed { exit_code } => Err(format!(
                 "Slurm job {id} failed (exit code {exit_code}){}",
                 stderr()
@@ -1129,6 +1137,11 @@ fn wait_for(id: &str, poll: Duration) -> Waited {
         }
         std::thread::sleep(poll);
     }
+}
+
+/// Whether a failed job's stderr says Slurm killed it for its memory.
+fn killed_for_memory(stderr: &str) -> bool {
+    stderr.contains("Exceeded job memory limit") || stderr.contains("exceeded memory limit")
 }
 
 fn describe_end(state: &str, request: &JobRequest) -> String {

@@ -45,7 +45,7 @@ impl StageKind for TestStep {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "Touches allocate_mb MiB (allocate_mb x 2^20 bytes, freed before writing), then holds its upstream tables and `rows` copies of `text`, twice while writing. Test-only."
+        "Touches allocate_mb MiB (allocate_mb x 2^20 bytes, held through sleep_ms, freed before writing), then holds its upstream tables and `rows` copies of `text`, twice while writing. Test-only."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -104,10 +104,12 @@ impl StageKind for TestStep {
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
         let params = &ctx.params;
         log_line(params.str("log"), &format!("start {}", ctx.stage_name))?;
-        std::thread::sleep(Duration::from_millis(params.int("sleep_ms") as u64));
+        // Allocated and touched first, held through the sleep (so that a sampler of the
+        // process's memory, as Slurm's jobacct_gather, sees it), then freed.
         let allocate_bytes = (params.int("allocate_mb") as usize).saturating_mul(1 << 20);
         let touched = vec![1u8; allocate_bytes];
         std::hint::black_box(&touched);
+        std::thread::sleep(Duration::from_millis(params.int("sleep_ms") as u64));
         drop(touched);
         if params.bool("fail") {
             return Err(Error::Config("asked to fail".to_owned()));
