@@ -55,9 +55,10 @@ pub fn images_schema() -> SchemaRef {
 
 /// Images per row group: 256 images of 256x256x3 are 50 MB, the most a reader holds at once.
 const IMAGES_PER_GROUP: usize = 256;
-/// Pixel bytes per row group, at most (plus one image): larger images make smaller groups, so
+/// Pixel bytes per row group, at most (an image larger than that alone makes a group of its
+/// own): larger images make smaller groups, so
 /// that a reader's memory stays bounded and a batch's binary offsets (32-bit) never overflow.
-/// At the largest `preprocess` size, 4096x4096x3 (50 MB an image), a group holds 6 images.
+/// At the largest `preprocess` size, 4096x4096x3 (50 MB an image), a group holds 5 images.
 pub const MAX_GROUP_PIXEL_BYTES: usize = 256 << 20;
 /// Images per part file (about 3 GB at 256x256x3).
 const IMAGES_PER_PART: usize = 16384;
@@ -99,9 +100,14 @@ impl ImagesWriter {
             Some(image.pixels.len()),
             pixel_bytes(image.height, image.width, image.channels)
         );
+        // A group ends before an image that would take it past `group_bytes` of pixels (one
+        // image larger than that makes a group of its own).
+        if !self.pending.is_empty() && self.pending_bytes + image.pixels.len() > self.group_bytes {
+            self.flush()?;
+        }
         self.pending_bytes += image.pixels.len();
         self.pending.push(image);
-        if self.pending.len() >= IMAGES_PER_GROUP || self.pending_bytes >= self.group_bytes {
+        if self.pending.len() >= IMAGES_PER_GROUP {
             self.flush()?;
         }
         Ok(())
@@ -120,7 +126,11 @@ impl ImagesWriter {
         let batch = images_to_batch(&self.pending)?;
         self.pending.clear();
         self.pending_bytes = 0;
-        self.inner.write(&batch)
+        self.inner.write(&batch)?;
+        // One flush, one row group: Parquet's writer would otherwise keep adding batches to
+        // its group until its own limits, which count compressed bytes (a group of smooth
+        // 4096x4096 images compresses far below 256 MiB, and a reader would hold all of it).
+        self.inner.end_group()
     }
 }
 
@@ -625,9 +635,10 @@ mod tests {
         }
         writer.finish().unwrap();
         let groups = ImageGroups::open(&path).unwrap();
+        // 18 bytes of pixels an image: 5 make 90, a sixth would pass the 100.
         assert_eq!(
             groups.groups.iter().map(|g| g.rows).collect::<Vec<_>>(),
-            vec![6, 6, 6, 2]
+            vec![5, 5, 5, 5]
         );
         assert_eq!(read_images(&path).unwrap(), originals);
     }

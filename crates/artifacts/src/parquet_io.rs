@@ -126,6 +126,18 @@ impl TableWriter {
         Ok(())
     }
 
+    /// Ends the current row group, so that the next rows start another (the groups readers
+    /// fetch one at a time); nothing to do when none is open.
+    pub fn end_group(&mut self) -> Result<()> {
+        if let Some(writer) = self.current.as_mut() {
+            writer.flush().map_err(|source| Error::Parquet {
+                path: self.current_path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Closes the last part and returns the number of rows written. An artifact with no rows
     /// still gets one (empty) file, so readers always find its schema.
     pub fn finish(mut self) -> Result<u64> {

@@ -2,9 +2,10 @@
 //! to 256, crop the centre 256x256".
 //!
 //! Reads either an `image_files` listing (decoding each file strictly, see `imaging::decode`)
-//! or an `images` artifact (already decoded, e.g. Fashion-MNIST). Works in chunks of
-//! [`CHUNK`] images decoded in parallel and written in input order, so memory is bounded and
-//! the output is byte-identical for any thread count. A file that cannot be used goes to the
+//! or an `images` artifact (already decoded, e.g. Fashion-MNIST). Works in chunks of at most
+//! [`CHUNK`] images and [`CHUNK_BYTES`] of results ([`chunk_images`]), decoded in parallel and
+//! written in input order, so memory is bounded at any size S and the output is byte-identical
+//! for any thread count (the writer groups rows by its own rule, whatever the chunks). A file that cannot be used goes to the
 //! `rejects` artifact with its reason; `accepted + rejected == files seen` always holds.
 
 use std::collections::BTreeMap;
@@ -21,8 +22,18 @@ use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, Shard, StageContext, StageKind,
 };
 
-/// Images decoded in parallel before being written in order.
+/// Images decoded in parallel before being written in order, at most.
 pub const CHUNK: usize = 256;
+
+/// The most bytes of results a chunk holds (256 images at S = 256 are 50 MB; at S = 4,096 one
+/// image is 50 MB, so a chunk there is 5 images, not 256 = 12.9 GB).
+pub const CHUNK_BYTES: usize = 256 << 20;
+
+/// Images in a chunk at size `size`: as many as [`CHUNK_BYTES`] holds, from 1 to [`CHUNK`].
+pub fn chunk_images(size: u32) -> usize {
+    let image_bytes = (size as usize).pow(2) * 3;
+    (CHUNK_BYTES / image_bytes.max(1)).clamp(1, CHUNK)
+}
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![Arc::new(Preprocess)]
@@ -44,7 +55,7 @@ impl StageKind for Preprocess {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "A chunk of 256 results (256 S^2 3 bytes: 50 MB at S = 256), an images writer (up to 3 such groups), and per thread one decoded file (capped at 64 Mpx, 192 MiB) with resize buffers; plus the listing and the rejects, which grow with N (~100 bytes a file)."
+        "A chunk of min(256, 256 MiB / (3 S^2)) results, at most 256 MiB (50 MB at S = 256; 5 images at S = 4096), an images writer (up to 3 such groups), and per thread one decoded file (capped at 64 Mpx, 192 MiB) with resize buffers; plus the listing and the rejects, which grow with N (~100 bytes a file)."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -115,7 +126,8 @@ impl StageKind for Preprocess {
                     ))
                 })
             };
-            for chunk in ImagesReader::open(path("images")?, CHUNK)? {
+            let chunk = chunk_images(ctx.params.int("size") as u32);
+            for chunk in ImagesReader::open(path("images")?, chunk)? {
                 for image in chunk? {
                     writer.push(image)?;
                 }
@@ -158,7 +170,7 @@ fn preprocess(ctx: &StageContext, shard: Option<Shard>) -> Result<RunSummary> {
             None => &all[..],
         };
         let bar = ctx.progress_bar(files.len() as u64, "decoding and resizing");
-        for chunk in files.chunks(CHUNK) {
+        for chunk in files.chunks(chunk_images(size)) {
             let results: Vec<Result<ImageRecord, Reject>> = chunk
                 .par_iter()
                 .map_init(ShortSideResizer::default, |resizer, file| {
@@ -178,8 +190,8 @@ fn preprocess(ctx: &StageContext, shard: Option<Shard>) -> Result<RunSummary> {
         let bar = ctx.progress_bar(rows.len() as u64, "resizing");
         let chunks: Box<dyn Iterator<Item = artifacts::Result<Vec<ImageRecord>>>> = match shard {
             // A shard reads only the row groups of its slice.
-            Some(_) => Box::new(ImagesRangeReader::open(input, rows, CHUNK)?),
-            None => Box::new(ImagesReader::open(input, CHUNK)?),
+            Some(_) => Box::new(ImagesRangeReader::open(input, rows, chunk_images(size))?),
+            None => Box::new(ImagesReader::open(input, chunk_images(size))?),
         };
         let mut seen = 0;
         for chunk in chunks {
