@@ -262,6 +262,9 @@ struct OwnerFile {
     inode: u64,
     stop: std::sync::Arc<(Mutex<bool>, Condvar)>,
     heartbeat: Option<std::thread::JoinHandle<()>>,
+    /// The cache's record of the owner file it holds (for [`Cache::commit`]'s check), cleared
+    /// on release; `None` for a reader's file.
+    held_by_cache: Option<std::sync::Arc<AtomicU64>>,
 }
 
 impl OwnerFile {
@@ -275,11 +278,17 @@ impl OwnerFile {
         if let Some(thread) = self.heartbeat.take() {
             let _ = thread.join();
         }
+        if let Some(held) = &self.held_by_cache {
+            held.store(0, Ordering::SeqCst);
+        }
         HELD_OWNER_FILES
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(path, inode)| (path, *inode) != (&self.path, self.inode));
-        remove_owner_file_if(&self.path, |aside| inode_of(aside) == Some(self.inode));
+        // Only a file that is still ours is removed (a lost lock's path is another's).
+        if current_inode(&self.path).ok().flatten() == Some(self.inode) {
+            remove_owner_file_if(&self.path, |aside| inode_of(aside) == Some(self.inode));
+        }
     }
 }
 
@@ -338,15 +347,30 @@ fn inode_of(path: &Path) -> Option<u64> {
     fs::symlink_metadata(path).ok().map(|m| m.ino())
 }
 
+/// The inode of the file at `path` now: opened and then stat'ed through the descriptor, as an
+/// open revalidates the name on NFS where a stat of the path may answer from a cache (for up
+/// to a minute). `Ok(None)`: no file there; `Err`: the question could not be answered (an I/O
+/// error, a timeout), which says nothing about who holds the lock.
+fn current_inode(path: &Path) -> std::io::Result<Option<u64>> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::File::open(path) {
+        Ok(file) => Ok(Some(file.metadata()?.ino())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Removes the owner file at `path` only if it is the one `is_it` recognises: renamed aside
 /// first (a rename is atomic, so of two processes removing the same stale file only one gets
 /// it), checked there, and put back with a hard link (which never replaces a file) when it
 /// was another. Says whether it removed it.
 fn remove_owner_file_if(path: &Path, is_it: impl Fn(&Path) -> bool) -> bool {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let unique = format!(
-        "lock.owner.aside.{}.{}",
+        "lock.owner.aside.{}.{}.{}",
         file_safe(&host_name()),
-        std::process::id()
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
     );
     let aside = path.with_file_name(unique);
     if fs::rename(path, &aside).is_err() {
@@ -406,6 +430,7 @@ fn start_heartbeat(
         let (path, mut me, stop) = (path.clone(), me, std::sync::Arc::clone(&stop));
         std::thread::spawn(move || {
             let (stopped, wake) = &*stop;
+            let mut missing = 0;
             loop {
                 {
                     // The file I/O below runs without the mutex: releasing never waits on it.
@@ -417,15 +442,29 @@ fn start_heartbeat(
                         return;
                     }
                 }
-                if inode_of(&path) != Some(inode) {
-                    lost.store(true, Ordering::SeqCst);
-                    tracing::warn!(
-                        "{} was taken over by {:?}; this process no longer holds the cache \
-                         lock (was its heartbeat stalled?) and will not commit or submit",
-                        path.display(),
-                        read_owner(&path).map(|o| o.describe())
-                    );
-                    return;
+                // Lost when another file holds the path, or none twice in a row (a taker
+                // that misjudged us moves the file aside for a moment before it puts it back);
+                // an unanswered question is asked again at the next beat.
+                match current_inode(&path) {
+                    Ok(Some(current)) if current == inode => missing = 0,
+                    Ok(None) if missing == 0 => {
+                        missing += 1;
+                        continue;
+                    }
+                    Ok(_) => {
+                        lost.store(true, Ordering::SeqCst);
+                        tracing::warn!(
+                            "{} was taken over by {:?}; this process no longer holds the cache \
+                             lock (was its heartbeat stalled?) and will not commit or submit",
+                            path.display(),
+                            read_owner(&path).map(|o| o.describe())
+                        );
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!("cannot check {}: {error}; retrying", path.display());
+                        continue;
+                    }
                 }
                 me.heartbeat_unix_s = unix_now();
                 let bytes = serde_json::to_vec(&me).expect("owner serialises");
@@ -445,6 +484,7 @@ fn start_heartbeat(
         inode,
         stop,
         heartbeat: Some(thread),
+        held_by_cache: None,
     })
 }
 
@@ -455,6 +495,8 @@ pub struct Cache {
     temp_counter: AtomicU64,
     /// Set when the exclusive lock this process held was taken over (see [`Cache::lock_lost`]).
     lock_lost: std::sync::Arc<AtomicBool>,
+    /// The inode of the `lock.owner` this process holds (0: none), checked at each commit.
+    owner_inode: std::sync::Arc<AtomicU64>,
 }
 
 impl Cache {
@@ -473,6 +515,7 @@ impl Cache {
             root,
             temp_counter: AtomicU64::new(0),
             lock_lost: std::sync::Arc::new(AtomicBool::new(false)),
+            owner_inode: std::sync::Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -590,13 +633,15 @@ impl Cache {
             if mode == LockMode::Exclusive {
                 if let Some(created) = create_owner_file(&path, &me)? {
                     self.lock_lost.store(false, Ordering::SeqCst);
-                    let owner = start_heartbeat(
+                    let mut owner = start_heartbeat(
                         path,
                         created,
                         me.clone(),
                         timing,
                         std::sync::Arc::clone(&self.lock_lost),
                     )?;
+                    self.owner_inode.store(owner.inode, Ordering::SeqCst);
+                    owner.held_by_cache = Some(std::sync::Arc::clone(&self.owner_inode));
                     self.wait_for_other_hosts_readers(&me, command, timing);
                     return Ok(Some(owner));
                 }
@@ -655,8 +700,11 @@ impl Cache {
                     .map(LockOwner::describe)
                     .unwrap_or_else(|| "an unreadable holder".to_owned());
                 // Only the very file judged stale is removed: a holder that refreshed it or
-                // took it meanwhile keeps it.
-                if remove_owner_file_if(&path, |aside| fs::read(aside).ok() == Some(bytes.clone()))
+                // took it meanwhile keeps it (read again just before, then checked aside).
+                if fs::read(&path).ok() == Some(bytes.clone())
+                    && remove_owner_file_if(&path, |aside| {
+                        fs::read(aside).ok() == Some(bytes.clone())
+                    })
                 {
                     eprintln!(
                         "zfnet {command}: taking over the cache lock of {who}, which is gone \
@@ -708,7 +756,12 @@ impl Cache {
                     continue;
                 };
                 let holder: Option<LockOwner> = serde_json::from_slice(&bytes).ok();
-                if holder.as_ref().is_some_and(|h| h.host == me.host) {
+                // This host's reader whose process is gone (killed before it could tidy up):
+                // the exclusive flock we hold says no reader of this host is live.
+                if let Some(reader) = holder.as_ref().filter(|h| h.host == me.host)
+                    && !Path::new("/proc").join(reader.pid.to_string()).exists()
+                {
+                    let _ = fs::remove_file(&path);
                     continue;
                 }
                 let entry = seen
@@ -748,7 +801,20 @@ impl Cache {
     /// stalled past `stale_after`, e.g. a suspended process): it must then neither commit nor
     /// submit, since another run may be writing the same cache.
     pub fn lock_lost(&self) -> bool {
-        self.lock_lost.load(Ordering::SeqCst)
+        if self.lock_lost.load(Ordering::SeqCst) {
+            return true;
+        }
+        // Asked of the file itself too, not only of the heartbeat's last look: a holder
+        // resumed after a suspension must not commit in the seconds before its next beat.
+        let held = self.owner_inode.load(Ordering::SeqCst);
+        if held != 0
+            && let Ok(current) = current_inode(&self.root.join("lock.owner"))
+            && current != Some(held)
+        {
+            self.lock_lost.store(true, Ordering::SeqCst);
+            return true;
+        }
+        false
     }
 
     pub fn entry_dir(&self, key: &str) -> PathBuf {
@@ -1473,6 +1539,46 @@ mod tests {
             "wrote beside a live reader after {waited:?}"
         );
         assert!(!reader_path.exists(), "the dead reader's file is removed");
+        drop(lock);
+    }
+
+    /// A moment without the owner file (a taker that misjudged this holder moves it aside and
+    /// puts it back) is not a lost lock; a reader file of this host whose process is gone is
+    /// removed by the next writer at once.
+    #[test]
+    fn a_moment_without_the_owner_file_is_not_a_takeover_and_dead_local_readers_are_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&dir.path().join("cache")).unwrap();
+        let owner_path = cache.root().join("lock.owner");
+        let lock = cache
+            .lock_with(LockMode::Exclusive, "run", quick())
+            .unwrap();
+        let aside = dir.path().join("aside");
+        fs::rename(&owner_path, &aside).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        fs::rename(&aside, &owner_path).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(!cache.lock_lost());
+        drop(lock);
+        assert!(!owner_path.exists());
+
+        let dead_reader = cache
+            .root()
+            .join(format!("lock.reader.{}.999999", file_safe(&host_name())));
+        write_owner(
+            &dead_reader,
+            &LockOwner {
+                host: host_name(),
+                pid: 999_999,
+                command: "export".to_owned(),
+                heartbeat_unix_s: unix_now(),
+            },
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let lock = cache.lock_with(LockMode::Exclusive, "gc", quick()).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!dead_reader.exists());
         drop(lock);
     }
 }

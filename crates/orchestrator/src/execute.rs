@@ -145,13 +145,14 @@ pub fn run(
     // run is over), whatever this run's executor: one still queued or running would write in
     // the temporary folder and commit beside this run. Cancelled and waited for before the
     // temporary folder is cleaned.
-    crate::slurm::cancel_leftover_jobs(cache.root());
-    let leftover = cache.clean_temp()?;
-    if leftover > 0 {
-        tracing::info!(
-            bytes = leftover,
-            "removed temporary files of interrupted runs"
-        );
+    if crate::slurm::cancel_leftover_jobs(cache.root()) {
+        let leftover = cache.clean_temp()?;
+        if leftover > 0 {
+            tracing::info!(
+                bytes = leftover,
+                "removed temporary files of interrupted runs"
+            );
+        }
     }
     let index = Mutex::new(OutputIndex::new());
     let keys = KeyGate::default();

@@ -146,6 +146,12 @@ const MANAGED_OPTIONS: &[&str] = &[
     "--mem-per-gpu",
     "--gpus-per-node",
     "--gpus-per-task",
+    "--gpus-per-socket",
+    "--cpus-per-gpu",
+    "--tres-per-task",
+    // A job zfnet submits must be able to start: no holds.
+    "--hold",
+    "-H",
     "-o",
     "-e",
     "-J",
@@ -350,7 +356,10 @@ fn is_managed_option(option: &str) -> bool {
                 .filter_map(|managed| managed.strip_prefix("--"))
                 .any(|managed| managed.starts_with(name));
     }
-    option.len() > 2 && MANAGED_OPTIONS.contains(&&option[..2])
+    option.len() > 2
+        && option
+            .get(..2)
+            .is_some_and(|short| MANAGED_OPTIONS.contains(&short))
 }
 
 fn is_slurm_name(text: &str) -> bool {
@@ -709,45 +718,68 @@ pub fn in_flight(cache_root: &Path) -> Vec<InFlight> {
 }
 
 /// Cancels the still active jobs of earlier runs (whose in-flight records remain because the
-/// run was killed) and removes their records; a record whose job cannot be asked about (the
-/// controller does not answer) is kept for the next run. Call under the cache's exclusive
-/// lock, before anything in the cache that such a job may write is touched.
-pub fn cancel_leftover_jobs(cache_root: &Path) {
+/// run was killed), waits for Slurm to end them, and removes their records. A record is
+/// removed only once its job is known to have ended; the others stay for the next run, and
+/// the answer is `false`: a job may still be writing in the cache's temporary folder, which
+/// must then be left alone. Call under the cache's exclusive lock, before anything in the
+/// cache such a job may write is touched.
+pub fn cancel_leftover_jobs(cache_root: &Path) -> bool {
+    let mut all_ended = true;
     for job in in_flight(cache_root) {
-        match job_state(&job.job_id) {
+        let ended = match job_state(&job.job_id) {
             Ok(JobState::Active { state, .. }) => {
                 eprintln!(
                     "cancelling Slurm job {} ({state}, stage `{}`), left by an earlier run \
                      ({}) that ended without it",
                     job.job_id, job.stage, job.submitter
                 );
-                if let Err(error) = scancel(&job.job_id) {
-                    eprintln!("warning: {error}; its record stays for the next run");
-                    continue;
-                }
-                // Its processes may still be writing: wait until Slurm has ended it.
-                let deadline = std::time::Instant::now() + Duration::from_secs(120);
-                while matches!(job_state(&job.job_id), Ok(JobState::Active { .. }))
-                    && std::time::Instant::now() < deadline
-                {
-                    std::thread::sleep(Duration::from_millis(500));
+                match scancel(&job.job_id) {
+                    Ok(()) => {
+                        // Its processes may still be writing: wait until Slurm has ended it.
+                        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                        loop {
+                            match job_state(&job.job_id) {
+                                Ok(JobState::Active { .. }) | Err(_)
+                                    if std::time::Instant::now() < deadline =>
+                                {
+                                    std::thread::sleep(Duration::from_millis(500));
+                                }
+                                Ok(JobState::Active { .. }) | Err(_) => break false,
+                                Ok(_) => break true,
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        eprintln!("warning: {error}");
+                        false
+                    }
                 }
             }
-            Ok(_) => {}
+            Ok(_) => true,
             Err(error) => {
                 eprintln!(
-                    "warning: Slurm job {} (stage `{}`, left by {}) may still run: {error}; \
-                     its record stays in {} until the controller answers",
-                    job.job_id,
-                    job.stage,
-                    job.submitter,
-                    in_flight_dir(cache_root).display()
+                    "warning: cannot read the state of Slurm job {}: {error}",
+                    job.job_id
                 );
-                continue;
+                false
             }
+        };
+        if ended {
+            let _ = fs::remove_file(in_flight_dir(cache_root).join(format!("{}.json", job.job_id)));
+        } else {
+            all_ended = false;
+            eprintln!(
+                "warning: Slurm job {} (stage `{}`, left by {}) may still run; its record \
+                 stays in {} for the next run, and the cache's temporary folder is left as it \
+                 is",
+                job.job_id,
+                job.stage,
+                job.submitter,
+                in_flight_dir(cache_root).display()
+            );
         }
-        let _ = fs::remove_file(in_flight_dir(cache_root).join(format!("{}.json", job.job_id)));
     }
+    all_ended
 }
 
 /// `scancel` of one job; says whether it ran and succeeded.
@@ -767,10 +799,16 @@ fn scancel(id: &str) -> Result<(), String> {
 /// Installs the SIGINT and SIGTERM handler of a Slurm run: the first signal cancels every job
 /// this process submitted (`scancel`), removes their in-flight records and exits with 130.
 pub fn cancel_jobs_on_interrupt(cache_root: PathBuf) {
-    extern "C" fn on_signal(_: libc::c_int) {
+    extern "C" fn on_signal(signal: libc::c_int) {
         INTERRUPTED.store(true, Ordering::SeqCst);
+        // A second Ctrl-C ends the process at once (while the first waits for a hung sbatch,
+        // say). signal() is async-signal-safe.
+        // SAFETY: restoring the default action of the signal being handled.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
     }
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    // SAFETY: the handler stores to an atomic and calls signal(), both async-signal-safe.
     let handler: extern "C" fn(libc::c_int) = on_signal;
     unsafe {
         libc::signal(libc::SIGINT, handler as *const () as libc::sighandler_t);
@@ -1029,7 +1067,10 @@ impl Job<'_> {
             Waited::Finished(state) => state,
             Waited::NeverRuns(why) => {
                 let cancelled = scancel(id);
-                let _ = fs::remove_file(&record);
+                if cancelled.is_ok() {
+                    // Otherwise kept: a job released later would run with no record to cancel.
+                    let _ = fs::remove_file(&record);
+                }
                 return Err(format!(
                     "Slurm job {id}: {why}; {}",
                     match cancelled {
@@ -1062,12 +1103,14 @@ impl Job<'_> {
             JobState::Completed => Ok(()),
             // Where memory is enforced by sampling (jobacct_gather's OverMemoryKill, no
             // cgroups), Slurm marks the job FAILED; its step says why in the job's stderr.
-            JobState::Failed { exit_code } if killed_for_memory(&stderr()) => Err(format!(
-                "Slurm job {id} was ended by Slurm: {} (slurmstepd: exceeded the job's memory \
+            JobState::Failed { exit_code } if killed_for_memory(&self.logs(), self.key, id) => {
+                Err(format!(
+                    "Slurm job {id} was ended by Slurm: {} (slurmstepd: exceeded the job's memory \
                  limit; exit code {exit_code}){}",
-                describe_end("OUT_OF_MEMORY", self.request),
-                stderr()
-            )),
+                    describe_end("OUT_OF_MEMORY", self.request),
+                    stderr()
+                ))
+            }
             JobState::Failed { exit_code } => Err(format!(
                 "Slurm job {id} failed (exit code {exit_code}){}",
                 stderr()
@@ -1110,6 +1153,7 @@ enum Waited {
 /// [`CONTROLLER_PATIENCE`]; a job that can never start is given up at once.
 fn wait_for(id: &str, poll: Duration) -> Waited {
     let mut unknown = 0;
+    let mut told_held = false;
     let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         match job_state(id) {
@@ -1118,6 +1162,17 @@ fn wait_for(id: &str, poll: Duration) -> Waited {
                 unreachable_since = None;
                 if let Some(why) = active.never_runs() {
                     return Waited::NeverRuns(why);
+                }
+                // A hold a user or an administrator placed (and may lift): said once, waited.
+                if let JobState::Active { reason, .. } = &active
+                    && reason.starts_with("JobHeld")
+                    && !told_held
+                {
+                    eprintln!(
+                        "Slurm job {id} is held ({reason}); it waits until released \
+                         (scontrol release {id}), or Ctrl-C cancels the run"
+                    );
+                    told_held = true;
                 }
             }
             Ok(JobState::Unknown) if unknown < 5 => {
@@ -1139,9 +1194,26 @@ fn wait_for(id: &str, poll: Duration) -> Waited {
     }
 }
 
-/// Whether a failed job's stderr says Slurm killed it for its memory.
-fn killed_for_memory(stderr: &str) -> bool {
-    stderr.contains("Exceeded job memory limit") || stderr.contains("exceeded memory limit")
+/// Whether a failed job's stderr (any task's, for an array) says Slurm killed it for its
+/// memory.
+fn killed_for_memory(logs: &Path, key: &str, id: &str) -> bool {
+    let (single, task_prefix) = (format!("{key}.{id}.err"), format!("{key}.{id}_"));
+    fs::read_dir(logs)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| {
+                    name == single || (name.starts_with(&task_prefix) && name.ends_with(".err"))
+                })
+        })
+        .any(|path| {
+            fs::read_to_string(path).is_ok_and(|text| {
+                text.contains("Exceeded job memory limit") || text.contains("exceeded memory limit")
+            })
+        })
 }
 
 fn describe_end(state: &str, request: &JobRequest) -> String {

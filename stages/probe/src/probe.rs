@@ -499,14 +499,18 @@ impl LayerProbe<'_> {
         let mut gram = SymmetricMatrix::zeros(n);
         for (at, first) in blocks.iter().enumerate() {
             let rows_a = load(first)?;
-            let products = dot_products(&rows_a, &rows_a, width, true);
-            for i in 0..first.len() {
-                for j in i..first.len() {
-                    gram.set(
-                        first.start + i,
-                        first.start + j,
-                        products[i * first.len() + j],
-                    );
+            {
+                // Dropped before the next block is read: two blocks and one block of products
+                // at a time, as stated.
+                let products = dot_products(&rows_a, &rows_a, width, true);
+                for i in 0..first.len() {
+                    for j in i..first.len() {
+                        gram.set(
+                            first.start + i,
+                            first.start + j,
+                            products[i * first.len() + j],
+                        );
+                    }
                 }
             }
             gram_bar.inc(1);
