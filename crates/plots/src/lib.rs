@@ -42,6 +42,8 @@ pub struct Panel {
     pub x_range: (f64, f64),
     pub y_range: (f64, f64),
     pub series: Vec<Series>,
+    /// Ticks on the x axis at whole numbers only (epochs, counts): no `1.5` epoch.
+    pub x_integer: bool,
 }
 
 /// A grid of panels with one legend (the series labels of the first panel) below.
@@ -212,9 +214,23 @@ fn draw_panel<DB: DrawingBackend>(
                 .to_owned()
         }
     };
-    mesh.x_label_formatter(&number)
-        .y_label_formatter(&number)
-        .draw()?;
+    let whole = |v: &f64| {
+        if (v - v.round()).abs() < 1e-9 {
+            format!("{}", v.round() as i64)
+        } else {
+            String::new()
+        }
+    };
+    if panel.x_integer {
+        // As many ticks as whole numbers in the range (plotters then steps by 1), at most 12.
+        let whole_numbers =
+            (panel.x_range.1.floor() - panel.x_range.0.ceil()).max(0.0) as usize + 1;
+        mesh.x_labels(whole_numbers.clamp(2, 12))
+            .x_label_formatter(&whole);
+    } else {
+        mesh.x_label_formatter(&number);
+    }
+    mesh.y_label_formatter(&number).draw()?;
     for series in &panel.series {
         let colour = RGBColor(series.colour[0], series.colour[1], series.colour[2]);
         chart.draw_series(LineSeries::new(
@@ -268,6 +284,7 @@ mod tests {
                     error_bars: None,
                 },
             ],
+            x_integer: false,
         }
     }
 

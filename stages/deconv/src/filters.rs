@@ -150,7 +150,8 @@ impl StageKind for Conv1Filters {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
         // 3: each filter's aliased energy (schema filter_comparison v2).
         // 4: the same, computed as a separable transform (last bits may differ).
-        4
+        // 5: figures labelled: each block's map and its patches, each filter's number.
+        5
     }
 
     fn summary(&self) -> &'static str {

@@ -44,7 +44,8 @@ impl StageKind for DeconvTop9 {
 
     fn version(&self) -> u32 {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
-        2
+        // 3: figures labelled: each block's map and its patches, each filter's number.
+        3
     }
 
     fn summary(&self) -> &'static str {

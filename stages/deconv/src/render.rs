@@ -16,6 +16,9 @@ use crate::scan::{Hit, network_input};
 
 const BACKGROUND: Rgb<u8> = Rgb([24, 24, 24]);
 const GAP: u32 = 4;
+/// A line of labels above tiles, and its colour.
+const LABEL_H: u32 = 16;
+const LABEL_COLOUR: [u8; 3] = [230, 230, 230];
 
 /// Reads the images at `rows` (artifact positions) of an images artifact.
 pub fn read_rows(path: &Path, rows: &[usize]) -> Result<BTreeMap<usize, ImageRecord>> {
@@ -131,7 +134,8 @@ pub fn top_k_figure<B: Backend>(
     let k = layer_hits.iter().map(|h| h.rank + 1).max().unwrap_or(1);
     let side = (k as f64).sqrt().ceil() as u32;
     let block_w = 2 * side * tile + 3 * GAP + (side - 1);
-    let block_h = side * tile + (side - 1);
+    // Each block under a line naming its map, over the projections and over the patches.
+    let block_h = LABEL_H + side * tile + (side - 1);
     let per_row = 3u32;
     let rows_of_blocks = (maps.len() as u32).div_ceil(per_row).max(1);
     let mut canvas = RgbImage::from_pixel(
@@ -139,11 +143,23 @@ pub fn top_k_figure<B: Backend>(
         rows_of_blocks * (block_h + GAP) + GAP,
         BACKGROUND,
     );
+    let label = |canvas: &mut RgbImage, text: &str, x: u32, y: u32| {
+        plots::draw_text(canvas, text, (x as i32, y as i32), 13, LABEL_COLOUR)
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))
+    };
     for (block, &map) in maps.iter().enumerate() {
-        let (bx, by) = (
+        let (bx, label_y) = (
             GAP + (block as u32 % per_row) * (block_w + GAP),
             GAP + (block as u32 / per_row) * (block_h + GAP),
         );
+        label(&mut canvas, &format!("map {map}"), bx, label_y)?;
+        label(
+            &mut canvas,
+            "patches",
+            bx + side * (tile + 1) + 2 * GAP,
+            label_y,
+        )?;
+        let by = label_y + LABEL_H;
         for (hit, (projection_tile, patch_tile)) in
             layer_hits.iter().zip(&tiles).filter(|(h, _)| h.map == map)
         {
@@ -199,7 +215,7 @@ pub fn evolution_figure(
         }
     }
     let label = |canvas: &mut RgbImage, text: &str, x: u32, y: u32| {
-        plots::draw_text(canvas, text, (x as i32, y as i32), 12, [230, 230, 230])
+        plots::draw_text(canvas, text, (x as i32, y as i32), 12, LABEL_COLOUR)
             .map_err(|e| Error::io(path, std::io::Error::other(e)))
     };
     // Column labels are short (the epoch number), centred over their column.
@@ -234,8 +250,9 @@ pub fn filters_figure<B: Backend>(
     let tile = k as u32 * scale;
     let columns = (filters as f64).sqrt().ceil() as u32;
     let rows = (filters as u32).div_ceil(columns);
-    let mut canvas =
-        RgbImage::from_pixel(columns * (tile + 2) + 2, rows * (tile + 2) + 2, BACKGROUND);
+    // Each tile under its filter's number.
+    let cell_h = LABEL_H + tile + 2;
+    let mut canvas = RgbImage::from_pixel(columns * (tile + 2) + 2, rows * cell_h + 2, BACKGROUND);
     for f in 0..filters {
         let weights = &all_weights[f * channels * k * k..(f + 1) * channels * k * k];
         let (lo, hi) = weights
@@ -251,9 +268,17 @@ pub fn filters_figure<B: Backend>(
         });
         let (x, y) = (
             2 + (f as u32 % columns) * (tile + 2),
-            2 + (f as u32 / columns) * (tile + 2),
+            2 + (f as u32 / columns) * cell_h,
         );
-        image::imageops::replace(&mut canvas, &image, x as i64, y as i64);
+        plots::draw_text(
+            &mut canvas,
+            &f.to_string(),
+            (x as i32, y as i32),
+            13,
+            LABEL_COLOUR,
+        )
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+        image::imageops::replace(&mut canvas, &image, x as i64, (y + LABEL_H) as i64);
     }
     canvas
         .save(path)

@@ -353,6 +353,7 @@ fn plot(rows: &Curves, legend: &[(i64, String)], path: &Path) -> Result<()> {
                 },
                 y_range,
                 series,
+                x_integer: false,
             });
         }
     }

@@ -49,7 +49,8 @@ impl StageKind for Report {
         // 5: its white-noise reference; no seconds in the provenance summary line.
         // 6: `caveat`; "Not measured" names every missing analysis (Table 1 among them);
         // Caltech and VOC beside ImageNet are the paper's own §5 sets, not a data deviation.
-        6
+        // 7: the training curves' epoch axis ticks at whole epochs only.
+        7
     }
 
     fn summary(&self) -> &'static str {

@@ -173,6 +173,7 @@ fn training_curves(
                 x_range,
                 y_range: plots::padded_range(all(errors, 100.0), true),
                 series: series(errors, 100.0),
+                x_integer: true,
             },
             plots::Panel {
                 title: "loss".to_owned(),
@@ -181,6 +182,7 @@ fn training_curves(
                 x_range,
                 y_range: plots::padded_range(all(losses, 1.0), true),
                 series: series(losses, 1.0),
+                x_integer: true,
             },
         ],
         columns: 2,
@@ -199,9 +201,11 @@ pub fn deconv_projections(folder: &Path, figures: &Path) -> Result<Section> {
         .map_or_else(|| "deconv".to_owned(), |p| stage_of(&p));
     let mut section = Section::new("Deconvnet projections", "§4, Fig. 2", Some(stage.clone()));
     section.text(
-        "For each layer, a random subset of feature maps; for each map, its 9 strongest \
-         activations over the scanned images, projected to pixels by the deconvnet (left, grey \
-         = 0) beside the image patch under the unit's receptive field (right).",
+        "For each layer, a random subset of feature maps, each block labelled with its map's \
+         index; for each map, its 9 strongest activations over the scanned images, projected \
+         to pixels by the deconvnet (left, grey = 0) beside the image patch under the unit's \
+         receptive field (right, `patches`). The conv1 filters are numbered in the model's \
+         order.",
     );
     for (name, target) in copy_figures(folder, &stage, figures)? {
         let caption = name

@@ -578,6 +578,7 @@ fn plot_fig9(rows: &Rows, path: &Path) -> Result<()> {
             x_range: (0.0, x_max * 1.05),
             y_range: (0.0, 100.0),
             series,
+            x_integer: false,
         }],
         columns: 1,
         panel_size: (560, 380),
