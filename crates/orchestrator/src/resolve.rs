@@ -132,14 +132,19 @@ pub struct Override {
 }
 
 impl Override {
-    /// Parses `stage.param=value`.
+    /// Parses `stage.param=value`, where `stage` may be a matrix instance's name, which holds
+    /// `=` and `.` itself (`train@lr=0.5.epochs=3`): the stage ends at the first `.` that is
+    /// followed by a param name and `=`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (target, value) = text
-            .split_once('=')
-            .ok_or_else(|| format!("--set `{text}`: expected stage.param=value"))?;
-        let (stage, param) = target
-            .rsplit_once('.')
-            .ok_or_else(|| format!("--set `{text}`: expected stage.param=value"))?;
+        let is_param_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let split = text.match_indices('.').find_map(|(dot, _)| {
+            let rest = &text[dot + 1..];
+            let name_len = rest.find(|c: char| !is_param_char(c))?;
+            (name_len > 0 && rest[name_len..].starts_with('=') && dot > 0)
+                .then(|| (&text[..dot], &rest[..name_len], &rest[name_len + 1..]))
+        });
+        let (stage, param, value) =
+            split.ok_or_else(|| format!("--set `{text}`: expected stage.param=value"))?;
         Ok(Override {
             stage: stage.to_owned(),
             param: param.to_owned(),
@@ -758,5 +763,270 @@ fn topological_order(stages: &[ResolvedStage]) -> Result<Vec<usize>, Vec<String>
             return Err(cycle);
         }
         path.push(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each rule of `resolve` on a pipeline written here, with two small kinds made for the
+    //! tests and no file system (paths exist when the test says so).
+
+    use stage_api::{InputSpec, OutputSpec, ParamSpec, RunSummary, StageContext};
+
+    use super::*;
+
+    /// `source` (a dataset path in, a table out) and `step` (a table in, a table out).
+    struct Fake {
+        name: &'static str,
+        reads_path: bool,
+    }
+
+    impl StageKind for Fake {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn summary(&self) -> &'static str {
+            "a kind for resolve's tests"
+        }
+        fn peak_memory(&self) -> &'static str {
+            "nothing"
+        }
+        fn params(&self) -> Vec<ParamSpec> {
+            vec![
+                ParamSpec::int("rows", 3, 1, 100, "rows"),
+                ParamSpec::string("text", "hi", "text"),
+            ]
+        }
+        fn inputs(&self) -> Vec<InputSpec> {
+            if self.reads_path {
+                vec![InputSpec::path("root", "a folder")]
+            } else {
+                vec![InputSpec::artifact("table", "a table")]
+            }
+        }
+        fn outputs(&self) -> Vec<OutputSpec> {
+            vec![OutputSpec::new("table", "table.parquet", "rows")]
+        }
+        fn run(&self, _: &StageContext) -> stage_api::Result<RunSummary> {
+            unreachable!("resolve never runs a stage")
+        }
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::new();
+        registry.register(Arc::new(Fake {
+            name: "source",
+            reads_path: true,
+        }));
+        registry.register(Arc::new(Fake {
+            name: "step",
+            reads_path: false,
+        }));
+        registry
+    }
+
+    /// Resolves `yaml` as `/project/pipeline.yaml`, where only `/project/data` exists.
+    fn resolve_text(yaml: &str, overrides: &[&str]) -> Result<Dag, Vec<ConfigProblem>> {
+        let file = Path::new("/project/pipeline.yaml");
+        let raw = crate::pipeline::parse(yaml, file).map_err(|problem| vec![problem])?;
+        let overrides: Vec<Override> = overrides
+            .iter()
+            .map(|text| Override::parse(text).unwrap())
+            .collect();
+        let registry = registry();
+        resolve(
+            &raw,
+            &ResolveConfig {
+                registry: &registry,
+                file,
+                overrides: &overrides,
+                cache_dir_override: None,
+                path_exists: &|path: &Path| path == Path::new("/project/data"),
+            },
+        )
+    }
+
+    fn problems(yaml: &str) -> Vec<(Option<u64>, String)> {
+        match resolve_text(yaml, &[]) {
+            Ok(_) => panic!("resolved a pipeline with mistakes"),
+            Err(list) => list.into_iter().map(|p| (p.line, p.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn stages_come_out_in_dependency_order_with_their_inputs_resolved() {
+        let dag = resolve_text(
+            "name: p\nstages:\n  - name: b\n    kind: step\n    inputs: { table: a.table }\n  - name: a\n    kind: source\n    inputs: { root: data }\n",
+            &[],
+        )
+        .unwrap();
+        let names: Vec<&str> = dag.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(
+            dag.stages[1].inputs["table"],
+            vec![InputRef::Artifact {
+                stage: "a".to_owned(),
+                output: "table".to_owned()
+            }]
+        );
+        assert_eq!(
+            dag.stages[0].inputs["root"],
+            vec![InputRef::Path(PathBuf::from("/project/data"))]
+        );
+        assert_eq!(dag.cache_dir, PathBuf::from("/project/.zfnet/cache"));
+        assert_eq!(dag.stages[0].params.int("rows"), 3, "defaults filled in");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_once_each_at_its_line() {
+        let found = problems(
+            "name: p\nstages:\n  - name: a\n    kind: sorce\n  - name: b\n    kind: step\n    params: { rows: 1000, colour: red }\n    inputs: { table: a.tabel }\n  - name: b\n    kind: step\n    inputs: { table: nowhere.table }\n  - name: c\n    kind: source\n    inputs: { root: missing }\n  - name: d\n    kind: step\n",
+        );
+        let at = |line: u64, text: &str| {
+            assert!(
+                found
+                    .iter()
+                    .any(|(l, message)| *l == Some(line) && message.contains(text)),
+                "no problem at line {line} saying `{text}` in {found:#?}"
+            )
+        };
+        // Each at the line of what is wrong: the kind, the param, the input, the name.
+        at(4, "unknown kind `sorce` (did you mean `source`?)");
+        at(7, "param `rows`: 1000 is outside the allowed range 1..=100");
+        at(7, "no param `colour`");
+        at(8, "`a.tabel` names stage `a`, which does not exist");
+        at(9, "duplicate stage name `b` (first defined at line 5)");
+        at(14, "path `/project/missing` does not exist");
+        at(15, "required input `table` is missing");
+        assert_eq!(found.len(), 7, "{found:#?}");
+        let lines: Vec<Option<u64>> = found.iter().map(|(line, _)| *line).collect();
+        let mut sorted = lines.clone();
+        sorted.sort();
+        assert_eq!(lines, sorted, "in line order");
+    }
+
+    #[test]
+    fn a_cycle_is_named_stage_by_stage() {
+        let found = problems(
+            "name: p\nstages:\n  - name: a\n    kind: step\n    inputs: { table: b.table }\n  - name: b\n    kind: step\n    inputs: { table: a.table }\n",
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].1.starts_with("the stages form a cycle: "),
+            "{found:?}"
+        );
+        assert!(
+            found[0].1.contains("a -> b") || found[0].1.contains("b -> a"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_matrix_makes_one_instance_per_combination_and_its_bounds_hold() {
+        let dag = resolve_text(
+            "name: p\nstages:\n  - name: a\n    kind: source\n    inputs: { root: data }\n    matrix: { rows: [1, 2], text: [p, q] }\n",
+            &[],
+        )
+        .unwrap();
+        let names: Vec<&str> = dag.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "a@rows=1,text=p",
+                "a@rows=1,text=q",
+                "a@rows=2,text=p",
+                "a@rows=2,text=q"
+            ]
+        );
+        assert!(dag.stages.iter().all(|s| s.base_name == "a"));
+
+        let values: Vec<String> = (1..=20).map(|v| v.to_string()).collect();
+        let big = format!(
+            "name: p\nstages:\n  - name: a\n    kind: source\n    inputs: {{ root: data }}\n    matrix: {{ rows: [{0}], text: [{0}] }}\n",
+            values.join(", ")
+        );
+        let found = problems(&big);
+        assert!(
+            found[0].1.contains("its matrix expands to 400 instances")
+                && found[0].1.contains(&MAX_MATRIX_INSTANCES.to_string()),
+            "{found:?}"
+        );
+        let found = problems(
+            "name: p\nstages:\n  - name: a\n    kind: source\n    inputs: { root: data }\n    matrix: { rows: [] }\n",
+        );
+        assert!(
+            found[0].1.contains("matrix `rows` lists no values"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn set_overrides_reach_every_instance_or_one_and_mistakes_are_named() {
+        let yaml = "name: p\nstages:\n  - name: a\n    kind: source\n    inputs: { root: data }\n    matrix: { text: [p, q] }\n";
+        let dag = resolve_text(yaml, &["a.rows=7"]).unwrap();
+        assert!(dag.stages.iter().all(|s| s.params.int("rows") == 7));
+        let dag = resolve_text(yaml, &["a@text=q.rows=9"]).unwrap();
+        let rows: Vec<i64> = dag.stages.iter().map(|s| s.params.int("rows")).collect();
+        assert_eq!(rows, [3, 9]);
+        let Err(found) = resolve_text(yaml, &["b.rows=1", "a.row=1", "a.rows=0"]) else {
+            panic!("resolved with wrong overrides");
+        };
+        let messages: Vec<&str> = found.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("--set b.rows: there is no stage `b`")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m
+                .contains("--set a.row: kind `source` has no param `row` (did you mean `rows`?)")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.starts_with("--set a.rows: ")),
+            "{messages:?}"
+        );
+        assert!(
+            found.iter().all(|p| p.line.is_none()),
+            "a --set has no line"
+        );
+    }
+
+    #[test]
+    fn a_set_names_a_stage_or_a_matrix_instance_whose_name_holds_dots_and_equals() {
+        let parse = |text: &str| {
+            let o = Override::parse(text).unwrap();
+            (o.stage, o.param, o.value)
+        };
+        assert_eq!(
+            parse("train.epochs=3"),
+            ("train".into(), "epochs".into(), serde_json::json!(3))
+        );
+        assert_eq!(
+            parse("train@lr=0.5.epochs=3"),
+            ("train@lr=0.5".into(), "epochs".into(), serde_json::json!(3))
+        );
+        assert_eq!(
+            parse("a.text=x.y=z"),
+            ("a".into(), "text".into(), serde_json::json!("x.y=z"))
+        );
+        for wrong in ["train", "train=3", ".epochs=3", "train.=3"] {
+            assert!(Override::parse(wrong).is_err(), "{wrong}");
+        }
+    }
+
+    #[test]
+    fn a_stage_name_that_cannot_be_a_file_name_is_refused() {
+        let long = "x".repeat(MAX_STAGE_NAME_BYTES + 1);
+        for name in [long.as_str(), "a/b", "a b"] {
+            let found = problems(&format!(
+                "name: p\nstages:\n  - name: \"{name}\"\n    kind: source\n    inputs: {{ root: data }}\n"
+            ));
+            assert_eq!(found[0].0, Some(3), "{name}: {found:?}");
+        }
     }
 }
