@@ -5,8 +5,9 @@
 //! down to `size` x `size` (so that a one-pixel shift barely moves it); the normalised
 //! correlation of two images is then the dot product of their vectors. Queries (the transfer
 //! target set) are held in memory; references (the pre-training set) stream through in blocks,
-//! and each block's correlations with all queries are screened in bf16 (AVX-512 BF16) or by an
-//! f32 GEMM, within a proven error margin, and the candidates recomputed exactly (`screen`) —
+//! and each block's correlations with all queries are screened in bf16 (AVX-512 BF16, when
+//! timed faster than the f32 screen on this CPU) or by an f32 GEMM, within a proven error
+//! margin, and the candidates recomputed exactly (`screen`) —
 //! the full queries x references matrix is never materialised. Pairs above `threshold` are the
 //! overlaps; the referenced images go to a removal manifest that `train` reads (`exclude`).
 
@@ -84,7 +85,9 @@ pub fn find_overlaps(
     block: usize,
 ) -> Result<(Vec<Match>, usize)> {
     let query_matrix = query_matrix(queries);
-    let screen = screen::CpuScreen::new(&query_matrix, size * size, screen::bf16_available());
+    let use_bf16 =
+        screen::bf16_available() && screen::bf16_is_faster(&query_matrix, size * size, threshold);
+    let screen = screen::CpuScreen::new(&query_matrix, size * size, use_bf16);
     find_overlaps_with(&screen, queries, references, size, threshold, block)
 }
 

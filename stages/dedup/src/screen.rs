@@ -46,6 +46,41 @@ pub fn bf16_available() -> bool {
     }
 }
 
+/// Whether the bf16 screen beats the f32 one on this CPU, timed on the queries themselves
+/// (up to 1,024 of them against up to 2,048, best of two each). Which one runs never changes
+/// the pairs found (every candidate is decided in f64), only the time: on `zfnet-bench
+/// dedup`'s workload the bf16 screen took 0.84-0.89 s against the f32 GEMM's 1.82-1.97 s on an
+/// AMD EPYC, and 1.59-1.64 s against 1.11-1.20 s on an Intel Xeon, both with AVX-512 BF16
+/// (BENCHMARKS.md), so the CPU decides.
+pub fn bf16_is_faster(queries: &[f32], dim: usize, threshold: f32) -> bool {
+    let rows = queries.len() / dim.max(1);
+    if rows == 0 {
+        return false;
+    }
+    let sample = &queries[..rows.min(1024) * dim];
+    let references = &queries[..rows.min(2048) * dim];
+    let time = |use_bf16: bool| {
+        let screen = CpuScreen::new(sample, dim, use_bf16);
+        (0..2)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                std::hint::black_box(pairs_at_least(&screen, sample, references, dim, threshold));
+                started.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    };
+    let (bf16, f32) = (time(true), time(false));
+    let faster = bf16 < f32;
+    tracing::info!(
+        bf16_ms = bf16.as_secs_f64() * 1e3,
+        f32_ms = f32.as_secs_f64() * 1e3,
+        "dedup screens timed on this CPU: {} chosen",
+        if faster { "bf16" } else { "f32" }
+    );
+    faster
+}
+
 /// f32 -> bf16, rounding to nearest, ties to even (no NaNs here: the vectors are finite).
 fn to_bf16(value: f32) -> u16 {
     let bits = value.to_bits();
