@@ -12,12 +12,9 @@
 //! bit-for-bit [`crate::dot`] of its two rows: the same numbers however the rows are blocked,
 //! so a caller may split the rows by its memory budget without changing a result.
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::{SvmConfig, dot, reduce8, softmax_coefficients};
+use crate::{SvmConfig, dot, dual_coordinate_descent, reduce8, softmax_coefficients};
 
 /// Columns of a tile: a multiple of [`crate::dot`]'s 8 lanes, so that tiling keeps each
 /// lane's order of additions.
@@ -273,46 +270,29 @@ pub fn train_svm_kernel(
 ) -> Vec<Vec<f64>> {
     let n = labels.len();
     assert_eq!(gram.len(), n * n, "an n x n Gram matrix");
+    let q: Vec<f64> = (0..n).map(|i| gram[i * n + i]).collect();
     (0..classes)
         .into_par_iter()
         .map(|class| {
-            let y: Vec<f64> = labels
-                .iter()
-                .map(|&l| if l == class { 1.0 } else { -1.0 })
-                .collect();
             let mut decision = vec![0.0; n];
-            let mut alpha = vec![0.0; n];
-            let mut order: Vec<usize> = (0..n).collect();
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(config.seed ^ (class as u64).wrapping_mul(0x9E37_79B9));
-            for _ in 0..config.max_passes {
-                order.shuffle(&mut rng);
-                let (mut max_pg, mut min_pg) = (f64::NEG_INFINITY, f64::INFINITY);
-                for &i in &order {
-                    let g = y[i] * decision[i] - 1.0;
-                    let pg = if alpha[i] == 0.0 {
-                        g.min(0.0)
-                    } else if alpha[i] == config.c {
-                        g.max(0.0)
-                    } else {
-                        g
-                    };
-                    max_pg = max_pg.max(pg);
-                    min_pg = min_pg.min(pg);
-                    if pg != 0.0 {
-                        let old = alpha[i];
-                        alpha[i] = (alpha[i] - g / gram[i * n + i]).clamp(0.0, config.c);
-                        let step = (alpha[i] - old) * y[i];
-                        for (f, k) in decision.iter_mut().zip(&gram[i * n..(i + 1) * n]) {
-                            *f += step * k;
-                        }
+            let alpha = dual_coordinate_descent(
+                labels,
+                class,
+                config,
+                &q,
+                &mut decision,
+                |decision, i| decision[i],
+                |decision, i, step| {
+                    for (f, k) in decision.iter_mut().zip(&gram[i * n..(i + 1) * n]) {
+                        *f += step * k;
                     }
-                }
-                if max_pg - min_pg < config.tolerance {
-                    break;
-                }
-            }
-            alpha.iter().zip(&y).map(|(a, y)| a * y).collect()
+                },
+            );
+            alpha
+                .iter()
+                .zip(labels)
+                .map(|(a, &l)| if l == class { *a } else { -a })
+                .collect()
         })
         .collect()
 }
@@ -512,6 +492,37 @@ mod tests {
         }
     }
 
+    /// The weights that per-class `coefficients` of the training rows stand for are `weights`
+    /// (within 1e-9), and both classify the test rows alike.
+    fn assert_same_classifier(
+        weights: &[Vec<f64>],
+        coefficients: &[Vec<f64>],
+        x_train: &[f64],
+        x_test: &[f64],
+        cross: &[f64],
+        n_test: usize,
+    ) {
+        let width = weights[0].len();
+        for (w, c) in weights.iter().zip(coefficients) {
+            for (j, wj) in w.iter().enumerate() {
+                let from_c: f64 = c
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ci)| ci * x_train[i * width + j])
+                    .sum();
+                assert!(
+                    (wj - from_c).abs() < 1e-9,
+                    "width {width}: {wj} vs {from_c}"
+                );
+            }
+        }
+        assert_eq!(
+            predict(weights, x_test),
+            predict_kernel(coefficients, cross, n_test),
+            "width {width}"
+        );
+    }
+
     #[test]
     fn the_kernel_svm_takes_the_primal_solvers_steps() {
         // More dimensions than rows (the kernel form's case) and fewer.
@@ -531,24 +542,7 @@ mod tests {
             let weights = train_svm(&x_train, &labels, 3, &config);
             let coefficients = train_svm_kernel(&gram, &labels, 3, &config);
             // The weights the coefficients stand for are the primal solver's.
-            for (w, beta) in weights.iter().zip(&coefficients) {
-                for (j, wj) in w.iter().enumerate() {
-                    let from_beta: f64 = beta
-                        .iter()
-                        .enumerate()
-                        .map(|(i, b)| b * x_train[i * (dim + 1) + j])
-                        .sum();
-                    assert!(
-                        (wj - from_beta).abs() < 1e-9,
-                        "dim {dim}: {wj} vs {from_beta}"
-                    );
-                }
-            }
-            assert_eq!(
-                predict(&weights, &x_test),
-                predict_kernel(&coefficients, &cross, n_test),
-                "dim {dim}"
-            );
+            assert_same_classifier(&weights, &coefficients, &x_train, &x_test, &cross, n_test);
         }
     }
 
@@ -565,21 +559,7 @@ mod tests {
             } = problem(dim);
             let weights = train_softmax(&x_train, &labels, 3, 1e-3, 150, 1.0);
             let coefficients = train_softmax_kernel(&gram, &labels, 3, 1e-3, 150, 1.0);
-            for (w, a) in weights.iter().zip(&coefficients) {
-                for (j, wj) in w.iter().enumerate() {
-                    let from_a: f64 = a
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| c * x_train[i * (dim + 1) + j])
-                        .sum();
-                    assert!((wj - from_a).abs() < 1e-9, "dim {dim}: {wj} vs {from_a}");
-                }
-            }
-            assert_eq!(
-                predict(&weights, &x_test),
-                predict_kernel(&coefficients, &cross, n_test),
-                "dim {dim}"
-            );
+            assert_same_classifier(&weights, &coefficients, &x_train, &x_test, &cross, n_test);
         }
     }
 }

@@ -109,45 +109,71 @@ pub fn train_svm(x: &[f64], labels: &[usize], classes: usize, config: &SvmConfig
     (0..classes)
         .into_par_iter()
         .map(|class| {
-            let y: Vec<f64> = labels
-                .iter()
-                .map(|&l| if l == class { 1.0 } else { -1.0 })
-                .collect();
             let mut w = vec![0.0; d];
-            let mut alpha = vec![0.0; rows.len()];
-            let mut order: Vec<usize> = (0..rows.len()).collect();
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(config.seed ^ (class as u64).wrapping_mul(0x9E37_79B9));
-            for _ in 0..config.max_passes {
-                order.shuffle(&mut rng);
-                let (mut max_pg, mut min_pg) = (f64::NEG_INFINITY, f64::INFINITY);
-                for &i in &order {
-                    let g = y[i] * dot(&w, rows[i]) - 1.0;
-                    let pg = if alpha[i] == 0.0 {
-                        g.min(0.0)
-                    } else if alpha[i] == config.c {
-                        g.max(0.0)
-                    } else {
-                        g
-                    };
-                    max_pg = max_pg.max(pg);
-                    min_pg = min_pg.min(pg);
-                    if pg != 0.0 {
-                        let old = alpha[i];
-                        alpha[i] = (alpha[i] - g / q[i]).clamp(0.0, config.c);
-                        let step = (alpha[i] - old) * y[i];
-                        for (wj, xj) in w.iter_mut().zip(rows[i]) {
-                            *wj += step * xj;
-                        }
+            dual_coordinate_descent(
+                labels,
+                class,
+                config,
+                &q,
+                &mut w,
+                |w, i| dot(w, rows[i]),
+                |w, i, step| {
+                    for (wj, xj) in w.iter_mut().zip(rows[i]) {
+                        *wj += step * xj;
                     }
-                }
-                if max_pg - min_pg < config.tolerance {
-                    break;
-                }
-            }
+                },
+            );
             w
         })
         .collect()
+}
+
+/// liblinear's dual coordinate descent for the SVM of `class` against the rest (Hsieh et al.
+/// 2008), on a model `state` that both forms keep their own way: `decision(state, i)` is row
+/// i's decision value, `add(state, i, step)` adds `step` times row i to the weights, `q[i]`
+/// is row i's squared norm. The coordinate order comes from the seeded RNG; returns alpha.
+pub(crate) fn dual_coordinate_descent<S>(
+    labels: &[usize],
+    class: usize,
+    config: &SvmConfig,
+    q: &[f64],
+    state: &mut S,
+    decision: impl Fn(&S, usize) -> f64,
+    add: impl Fn(&mut S, usize, f64),
+) -> Vec<f64> {
+    let n = labels.len();
+    let y: Vec<f64> = labels
+        .iter()
+        .map(|&l| if l == class { 1.0 } else { -1.0 })
+        .collect();
+    let mut alpha = vec![0.0; n];
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (class as u64).wrapping_mul(0x9E37_79B9));
+    for _ in 0..config.max_passes {
+        order.shuffle(&mut rng);
+        let (mut max_pg, mut min_pg) = (f64::NEG_INFINITY, f64::INFINITY);
+        for &i in &order {
+            let g = y[i] * decision(state, i) - 1.0;
+            let pg = if alpha[i] == 0.0 {
+                g.min(0.0)
+            } else if alpha[i] == config.c {
+                g.max(0.0)
+            } else {
+                g
+            };
+            max_pg = max_pg.max(pg);
+            min_pg = min_pg.min(pg);
+            if pg != 0.0 {
+                let old = alpha[i];
+                alpha[i] = (alpha[i] - g / q[i]).clamp(0.0, config.c);
+                add(state, i, (alpha[i] - old) * y[i]);
+            }
+        }
+        if max_pg - min_pg < config.tolerance {
+            break;
+        }
+    }
+    alpha
 }
 
 /// Multinomial logistic regression by full-batch gradient descent from zero weights, with L2
