@@ -308,6 +308,19 @@ pub fn release_owner_files() {
 /// The files in which readers on any host announce themselves: `lock.reader.<host>.<pid>`.
 const READER_PREFIX: &str = "lock.reader.";
 
+/// The entries of `dir` whose (UTF-8) names `keep` accepts, in name order; none when `dir`
+/// cannot be read.
+pub(crate) fn files_named(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(&keep))
+        .collect();
+    files.sort();
+    files
+}
+
 /// A host name as a file name's part.
 fn file_safe(text: &str) -> String {
     text.chars()
@@ -742,16 +755,7 @@ impl Cache {
         let mut told = false;
         loop {
             let mut live = Vec::new();
-            let readers = fs::read_dir(&self.root)
-                .into_iter()
-                .flatten()
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|path| {
-                    path.file_name()
-                        .and_then(|name| name.to_str())
-                        .is_some_and(|name| name.starts_with(READER_PREFIX))
-                });
-            for path in readers {
+            for path in files_named(&self.root, |name| name.starts_with(READER_PREFIX)) {
                 let Ok(bytes) = fs::read(&path) else {
                     continue;
                 };

@@ -761,36 +761,6 @@ struct ContextExtras {
     measure_peak_rss: bool,
 }
 
-/// The process's peak resident set size (Linux's VmHWM), reset at the start of a stage that
-/// runs alone: what `zfnet run --jobs 1` reports per stage and records in its manifest.
-struct PeakRss {
-    /// The RSS when the stage started (what the process held already), when measuring.
-    start: Option<u64>,
-}
-
-impl PeakRss {
-    fn start(measure: bool) -> PeakRss {
-        // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+).
-        let reset = measure && fs::write("/proc/self/clear_refs", "5").is_ok();
-        PeakRss {
-            start: reset.then(|| status_bytes("VmRSS:")).flatten(),
-        }
-    }
-
-    /// (peak, RSS at the start), when measuring.
-    fn bytes(&self) -> Option<(u64, u64)> {
-        Some((status_bytes("VmHWM:")?, self.start?))
-    }
-}
-
-/// A `kB` field of /proc/self/status, in bytes.
-fn status_bytes(field: &str) -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with(field))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
 /// The recorded runs of every stage upstream of `stage` (transitively), in pipeline order.
 /// Each has a state record by now: its run (or reuse) finished before this one started.
 fn upstream_runs(dag: &Dag, cache: &Cache, stage: &ResolvedStage) -> Vec<UpstreamRun> {
@@ -929,7 +899,7 @@ fn execute_in(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    let peak_rss = PeakRss::start(measure_peak_rss);
+    let peak_rss = stage_api::memory::PeakRss::start(measure_peak_rss);
     let started = Instant::now();
     let span = tracing::info_span!("stage", name = %stage.name, kind = kind.name());
     let summary = span

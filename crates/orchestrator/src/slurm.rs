@@ -1197,23 +1197,22 @@ fn wait_for(id: &str, poll: Duration) -> Waited {
 /// Whether a failed job's stderr (any task's, for an array) says Slurm killed it for its
 /// memory.
 fn killed_for_memory(logs: &Path, key: &str, id: &str) -> bool {
-    let (single, task_prefix) = (format!("{key}.{id}.err"), format!("{key}.{id}_"));
-    fs::read_dir(logs)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| {
-            path.file_name()
-                .and_then(|name| name.to_str())
-                .is_some_and(|name| {
-                    name == single || (name.starts_with(&task_prefix) && name.ends_with(".err"))
-                })
+    stderr_files(logs, key, id).into_iter().any(|path| {
+        fs::read_to_string(path).is_ok_and(|text| {
+            text.contains("Exceeded job memory limit") || text.contains("exceeded memory limit")
         })
-        .any(|path| {
-            fs::read_to_string(path).is_ok_and(|text| {
-                text.contains("Exceeded job memory limit") || text.contains("exceeded memory limit")
-            })
-        })
+    })
+}
+
+/// A job's stderr files: `<key>.<id>.err`, then an array's `<key>.<id>_<task>.err` in order.
+fn stderr_files(logs: &Path, key: &str, id: &str) -> Vec<PathBuf> {
+    let single = format!("{key}.{id}.err");
+    let task_prefix = format!("{key}.{id}_");
+    let mut files = vec![logs.join(&single)];
+    files.extend(crate::cache::files_named(logs, |name| {
+        name.starts_with(&task_prefix) && name.ends_with(".err")
+    }));
+    files
 }
 
 fn describe_end(state: &str, request: &JobRequest) -> String {
@@ -1240,21 +1239,7 @@ fn describe_end(state: &str, request: &JobRequest) -> String {
 /// The last lines of a job's stderr (for an array, of the first task that wrote any), for a
 /// failure message.
 fn stderr_tail(logs: &Path, key: &str, id: &str) -> String {
-    let single = logs.join(format!("{key}.{id}.err"));
-    let mut candidates = vec![single.clone()];
-    if let Ok(entries) = fs::read_dir(logs) {
-        let prefix = format!("{key}.{id}_");
-        let mut tasks: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".err"))
-            })
-            .collect();
-        tasks.sort();
-        candidates.extend(tasks);
-    }
+    let candidates = stderr_files(logs, key, id);
     for path in &candidates {
         let Ok(text) = fs::read_to_string(path) else {
             continue;
@@ -1270,7 +1255,10 @@ fn stderr_tail(logs: &Path, key: &str, id: &str) -> String {
             tail.join("\n    ")
         );
     }
-    format!("; its stderr ({}) is empty or missing", single.display())
+    format!(
+        "; its stderr ({}) is empty or missing",
+        candidates[0].display()
+    )
 }
 
 /// A job name Slurm accepts: the stage name, its odd characters replaced, at most 100 bytes.

@@ -8,6 +8,7 @@
 mod context;
 pub mod device;
 mod error;
+pub mod memory;
 mod params;
 pub mod sampling;
 

@@ -14,21 +14,6 @@ use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use preprocess::Preprocess;
 use stage_api::{ParamValue, Params, StageContext, StageKind};
 
-/// Peak and current resident set of this process, in bytes.
-fn resident_bytes() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .expect("a kB field")
-            * 1024
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 #[test]
 fn images_come_out_4096_square_in_bounded_groups_and_bounded_memory() {
     const SIZE: u32 = 4096;
@@ -78,14 +63,15 @@ fn images_come_out_4096_square_in_bounded_groups_and_bounded_memory() {
         ]),
         out.clone(),
     );
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
-    let (_, before) = resident_bytes();
+    let peak = stage_api::memory::PeakRss::start(true);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
         .build()
         .unwrap();
     let lines = pool.install(|| Preprocess.run(&ctx)).unwrap().lines;
-    let (peak, _) = resident_bytes();
+    let grown = peak
+        .grown()
+        .expect("the peak RSS is measurable here (Linux)");
     assert!(
         lines[0].starts_with(&format!(
             "accepted {FILES}, rejected 0 of {FILES} files (4096x4096"
@@ -95,7 +81,6 @@ fn images_come_out_4096_square_in_bounded_groups_and_bounded_memory() {
     // What the kind states: a chunk of at most 256 MiB of results, a writer of up to three
     // 256 MiB groups, and per thread a decoded file with its resize buffers (here ~0.1 GB
     // each). All 24 results at once would be 1.2 GB on their own.
-    let grown = peak.saturating_sub(before);
     eprintln!("peak RSS grew by {} MB", grown >> 20);
     let stated = (256 << 20) * 4 + 2 * (200 << 20);
     assert!(

@@ -11,21 +11,6 @@ use artifacts::Provenance;
 use artifacts::features::FeaturesWriter;
 use stage_api::{Params, StageContext, StageKind};
 
-/// Peak and current resident set of this process, in bytes, from /proc/self/status.
-fn resident_bytes() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .expect("a kB field")
-            * 1024
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 /// Writes `rows` rows of `dim` pseudo-random features (labels cycling over 10 classes) a few
 /// rows at a time, so that writing holds little memory itself.
 fn write_layer(path: &Path, rows: usize, dim: usize) {
@@ -64,12 +49,12 @@ fn context(
 
 /// Runs the probe with peak-RSS tracking; returns the bytes the peak grew by and the summary.
 fn run_measured(ctx: &StageContext) -> (u64, Vec<String>) {
-    // Peak RSS from here on (Linux: writing 5 to clear_refs resets VmHWM to VmRSS).
-    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
-    let (_, before) = resident_bytes();
+    let peak = stage_api::memory::PeakRss::start(true);
     let summary = probe::Probe.run(ctx).expect("the probe runs");
-    let (peak, _) = resident_bytes();
-    (peak.saturating_sub(before), summary.lines)
+    let grown = peak
+        .grown()
+        .expect("the peak RSS is measurable here (Linux)");
+    (grown, summary.lines)
 }
 
 #[test]
