@@ -420,6 +420,38 @@ pub fn host_name() -> String {
         .unwrap_or_else(|_| "unknown-host".to_owned())
 }
 
+/// What a heartbeat concludes from one look at its owner file's path.
+#[derive(Debug, PartialEq)]
+enum Holding {
+    Yes,
+    /// Not sure yet: the path is missing for the first time (a taker that misjudged this
+    /// holder moves the file aside for a moment before it puts it back), or the look failed.
+    Unsure(Option<String>),
+    /// Another file holds the path, or none did twice in a row.
+    Lost,
+}
+
+/// One heartbeat's judgement: `current` is the inode at the path now, `inode` ours, `missing`
+/// how many looks in a row found no file (updated).
+fn judge_owner_file(
+    current: std::io::Result<Option<u64>>,
+    inode: u64,
+    missing: &mut u32,
+) -> Holding {
+    match current {
+        Ok(Some(current)) if current == inode => {
+            *missing = 0;
+            Holding::Yes
+        }
+        Ok(None) if *missing == 0 => {
+            *missing += 1;
+            Holding::Unsure(None)
+        }
+        Ok(_) => Holding::Lost,
+        Err(error) => Holding::Unsure(Some(error.to_string())),
+    }
+}
+
 /// Keeps `me` fresh in `file` (the owner file just created at `path`) until released. The
 /// heartbeat writes through the open file, in place: if a takeover has moved the file away,
 /// the write lands in the moved file, never in the new holder's. When `path` is no longer
@@ -455,16 +487,15 @@ fn start_heartbeat(
                         return;
                     }
                 }
-                // Lost when another file holds the path, or none twice in a row (a taker
-                // that misjudged us moves the file aside for a moment before it puts it back);
-                // an unanswered question is asked again at the next beat.
-                match current_inode(&path) {
-                    Ok(Some(current)) if current == inode => missing = 0,
-                    Ok(None) if missing == 0 => {
-                        missing += 1;
+                match judge_owner_file(current_inode(&path), inode, &mut missing) {
+                    Holding::Yes => {}
+                    Holding::Unsure(why) => {
+                        if let Some(error) = why {
+                            tracing::warn!("cannot check {}: {error}; retrying", path.display());
+                        }
                         continue;
                     }
-                    Ok(_) => {
+                    Holding::Lost => {
                         lost.store(true, Ordering::SeqCst);
                         tracing::warn!(
                             "{} was taken over by {:?}; this process no longer holds the cache \
@@ -473,10 +504,6 @@ fn start_heartbeat(
                             read_owner(&path).map(|o| o.describe())
                         );
                         return;
-                    }
-                    Err(error) => {
-                        tracing::warn!("cannot check {}: {error}; retrying", path.display());
-                        continue;
                     }
                 }
                 me.heartbeat_unix_s = unix_now();
@@ -1292,6 +1319,32 @@ mod tests {
         fs::write(path, serde_json::to_vec(owner).expect("owner serialises"))
     }
 
+    /// A holder on another host: `login2.cluster`, pid 4242.
+    fn elsewhere(command: &str, heartbeat_unix_s: u64) -> LockOwner {
+        LockOwner {
+            host: "login2.cluster".to_owned(),
+            pid: 4242,
+            command: command.to_owned(),
+            heartbeat_unix_s,
+        }
+    }
+
+    /// Another host's live holder of `path`: `beats` heartbeats 100 ms apart (from
+    /// `first_unix_s`, a second a beat), written in place; then silence.
+    fn beat_elsewhere(
+        path: PathBuf,
+        command: &'static str,
+        first_unix_s: u64,
+        beats: u64,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            for beat in 0..beats {
+                write_owner(&path, &elsewhere(command, first_unix_s + beat)).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    }
+
     fn quick() -> LockTiming {
         LockTiming {
             heartbeat: Duration::from_millis(100),
@@ -1348,12 +1401,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(&dir.path().join("cache")).unwrap();
         let owner_path = cache.root().join("lock.owner");
-        let elsewhere = LockOwner {
-            host: "login2.cluster".to_owned(),
-            pid: 4242,
-            command: "run".to_owned(),
-            heartbeat_unix_s: unix_now(),
-        };
+        let elsewhere = elsewhere("run", unix_now());
         write_owner(&owner_path, &elsewhere).unwrap();
         let started = std::time::Instant::now();
         let lock = cache.lock_with(LockMode::Exclusive, "gc", quick()).unwrap();
@@ -1410,12 +1458,7 @@ mod tests {
         assert!(!cache.lock_lost());
         // The other host's takeover: the file moved aside and removed, its own created.
         fs::rename(&owner_path, dir.path().join("moved")).unwrap();
-        let usurper = LockOwner {
-            host: "login2.cluster".to_owned(),
-            pid: 4242,
-            command: "run".to_owned(),
-            heartbeat_unix_s: unix_now(),
-        };
+        let usurper = elsewhere("run", unix_now());
         write_owner(&owner_path, &usurper).unwrap();
         std::thread::sleep(Duration::from_millis(400));
         assert!(cache.lock_lost());
@@ -1453,21 +1496,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(&dir.path().join("cache")).unwrap();
         let owner_path = cache.root().join("lock.owner");
-        let beating = {
-            let owner_path = owner_path.clone();
-            std::thread::spawn(move || {
-                for beat in 0..30 {
-                    let skewed = LockOwner {
-                        host: "login2.cluster".to_owned(),
-                        pid: 4242,
-                        command: "run".to_owned(),
-                        heartbeat_unix_s: 1 + beat,
-                    };
-                    write_owner(&owner_path, &skewed).unwrap();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-        };
+        // Its clock is far behind (heartbeats from 1 s after the epoch), but it beats.
+        let beating = beat_elsewhere(owner_path.clone(), "run", 1, 30);
         std::thread::sleep(Duration::from_millis(50));
         let started = std::time::Instant::now();
         let lock = cache
@@ -1517,21 +1547,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(&dir.path().join("cache")).unwrap();
         let reader_path = cache.root().join("lock.reader.login2_cluster.4242");
-        let reading = {
-            let reader_path = reader_path.clone();
-            std::thread::spawn(move || {
-                for beat in 0..20 {
-                    let reader = LockOwner {
-                        host: "login2.cluster".to_owned(),
-                        pid: 4242,
-                        command: "export".to_owned(),
-                        heartbeat_unix_s: unix_now() + beat,
-                    };
-                    write_owner(&reader_path, &reader).unwrap();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-        };
+        let reading = beat_elsewhere(reader_path.clone(), "export", unix_now(), 20);
         std::thread::sleep(Duration::from_millis(50));
         let started = std::time::Instant::now();
         let lock = cache.lock_with(LockMode::Exclusive, "gc", quick()).unwrap();
@@ -1584,5 +1600,37 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(!dead_reader.exists());
         drop(lock);
+    }
+
+    /// The heartbeat's judgement, look by look: one miss is forgiven, two in a row or another
+    /// file are a takeover, a look that fails decides nothing.
+    #[test]
+    fn a_heartbeat_forgives_one_missing_look_but_not_two_or_another_file() {
+        let mut missing = 0;
+        assert_eq!(judge_owner_file(Ok(Some(7)), 7, &mut missing), Holding::Yes);
+        assert_eq!(
+            judge_owner_file(Ok(None), 7, &mut missing),
+            Holding::Unsure(None)
+        );
+        assert_eq!(judge_owner_file(Ok(Some(7)), 7, &mut missing), Holding::Yes);
+        assert_eq!(
+            missing, 0,
+            "a look that finds the file starts the count again"
+        );
+        assert_eq!(
+            judge_owner_file(Ok(None), 7, &mut missing),
+            Holding::Unsure(None)
+        );
+        assert_eq!(judge_owner_file(Ok(None), 7, &mut missing), Holding::Lost);
+        let mut missing = 0;
+        assert_eq!(
+            judge_owner_file(Ok(Some(8)), 7, &mut missing),
+            Holding::Lost
+        );
+        let stale = std::io::Error::other("stale file handle");
+        assert!(matches!(
+            judge_owner_file(Err(stale), 7, &mut missing),
+            Holding::Unsure(Some(_))
+        ));
     }
 }
