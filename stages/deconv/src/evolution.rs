@@ -56,7 +56,7 @@ impl StageKind for FeatureEvolution {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "Two networks (the final model and the epoch's, 24 P bytes), one scan batch (batch_size images and their activations), the winning images, one forward and projection of a layer's maps_per_layer hits, and the figure's tiles. Does not grow with N."
+        "Two networks (the final model and the epoch's, 24 P bytes), one scan batch (batch_size images and their activations), the winning images, a layer's maps_per_layer hits projected batch_size at a time, and the figure's tiles. Does not grow with N."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -171,7 +171,15 @@ impl cuda_backend::StageBody for FeatureEvolution {
                 if first {
                     row_labels.extend(hits.iter().map(|h| format!("layer {layer}, map {}", h.map)));
                 }
-                let tiles = hit_tiles(&network, &info, &images, layer, &hits, tile)?;
+                let tiles = hit_tiles(
+                    &network,
+                    &info,
+                    &images,
+                    layer,
+                    &hits,
+                    tile,
+                    ctx.params.usize("batch_size"),
+                )?;
                 column.extend(tiles.into_iter().map(|(projection, _)| projection));
             }
             table.extend(scan.hits.into_iter().map(|hit| (*epoch, hit)));

@@ -159,7 +159,7 @@ impl StageKind for Conv1Filters {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "One model at a time (12 P bytes, ~20 P while loading); with images, a layer-2 scan in batches of 64 and one forward and projection of all layer2_maps x 9 hits together ((layer2_maps 9)(A + 3 C^2 4) bytes: 72 images by default)."
+        "One model at a time (12 P bytes, ~20 P while loading); with images, a layer-2 scan in batches of 64, the layer2_maps x 9 winning images (S^2 3 bytes each), their tiles, and their forward and projection 64 at a time (64 (A + 3 C^2 4) bytes). Does not grow with N."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -299,6 +299,9 @@ impl StageKind for Conv1Filters {
     }
 }
 
+/// Images per forward pass of the layer-2 scan and of the projections.
+const SCAN_BATCH: usize = 64;
+
 /// Fig. 6 (d)/(e) for one model: its layer-2 top-9 projections beside their patches.
 /// Returns how many images were scanned.
 fn layer2_figure(ctx: &StageContext, model: &Path, images: &Path, out: &Path) -> Result<usize> {
@@ -317,7 +320,7 @@ fn layer2_figure(ctx: &StageContext, model: &Path, images: &Path, out: &Path) ->
         &maps,
         ScanConfig {
             top_k: 9,
-            batch_size: 64,
+            batch_size: SCAN_BATCH,
             limit: ctx.params.optional_int("max_images").map(|m| m as usize),
             checkpoint: None,
             checkpoint_every: std::time::Duration::ZERO,
@@ -334,6 +337,7 @@ fn layer2_figure(ctx: &StageContext, model: &Path, images: &Path, out: &Path) ->
         &maps[&2],
         &scan.hits,
         ctx.params.usize("tile") as u32,
+        SCAN_BATCH,
         out,
     )?;
     Ok(scan.n_images)

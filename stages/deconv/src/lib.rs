@@ -53,7 +53,7 @@ impl StageKind for DeconvTop9 {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "The model (12 P bytes); the scan holds one batch of batch_size images and its activations (A B bytes); then per layer one forward and projection of all maps_per_layer x top_k hits together ((maps top_k)(A + 3 C^2 4) bytes: 81 images ~1 GB for zf at the defaults; maps_per_layer 0, every map, can need tens of GB)."
+        "The model (12 P bytes); the scan holds one batch of batch_size images and its activations (A B bytes); then the winners' images, read once for all layers (at most layers x maps x top_k images of S^2 3 bytes: 405 at the defaults, ~80 MB at S = 256), and per layer its tiles (maps top_k 2 tile^2 3 bytes) and the figure, with the hits projected batch_size at a time (B (A + 3 C^2 4) bytes). Grows with maps_per_layer x top_k (maps_per_layer 0, every map: 12,384 images at S = 256 for zf, 2.4 GB), not with N."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -198,7 +198,15 @@ impl cuda_backend::StageBody for DeconvTop9 {
         for (layer, layer_maps) in &maps {
             let path = figures.join(format!("layer{layer}.png"));
             render::top_k_figure(
-                &network, &info, &images, *layer, layer_maps, &scan.hits, tile, &path,
+                &network,
+                &info,
+                &images,
+                *layer,
+                layer_maps,
+                &scan.hits,
+                tile,
+                ctx.params.usize("batch_size"),
+                &path,
             )?;
         }
         // Fig. 6: the conv1 filters and their RMS.

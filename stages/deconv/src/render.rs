@@ -58,7 +58,10 @@ fn tile_from<F: Fn(usize, usize, usize) -> u8>(
 
 /// For hits of one layer: each hit's deconvnet projection and its image patch, both cropped to
 /// the unit's receptive field and scaled to `tile` x `tile`. `images` holds the hits' images
-/// by row ([`read_rows`], read once for all layers).
+/// by row ([`read_rows`], read once for all layers). The hits go through the network
+/// `batch_size` at a time, so the forward pass and the projection hold at most that many
+/// images' activations whatever the number of hits (an image's projection does not depend on
+/// the batch it is in: the same tiles for any `batch_size`).
 pub fn hit_tiles<B: Backend>(
     network: &Network<B>,
     info: &ModelInfo,
@@ -66,7 +69,24 @@ pub fn hit_tiles<B: Backend>(
     layer: usize,
     hits: &[&Hit],
     tile: u32,
+    batch_size: usize,
 ) -> Result<Vec<(RgbImage, RgbImage)>> {
+    let mut tiles = Vec::with_capacity(hits.len());
+    for batch in hits.chunks(batch_size.max(1)) {
+        tiles.extend(batch_tiles(network, info, images, layer, batch, tile));
+    }
+    Ok(tiles)
+}
+
+/// [`hit_tiles`] for one batch of hits: one forward pass and one projection.
+fn batch_tiles<B: Backend>(
+    network: &Network<B>,
+    info: &ModelInfo,
+    images: &BTreeMap<usize, ImageRecord>,
+    layer: usize,
+    hits: &[&Hit],
+    tile: u32,
+) -> Vec<(RgbImage, RgbImage)> {
     let op = feature_op(network, layer).expect("layer checked");
     let crop_size = network.architecture.input_size;
     let per_image = network.input_len();
@@ -114,7 +134,7 @@ pub fn hit_tiles<B: Backend>(
         });
         tiles.push((projection_tile, patch_tile));
     }
-    Ok(tiles)
+    tiles
 }
 
 /// Fig. 2 for one layer: per feature map, its top-k projections (left) and patches (right).
@@ -127,10 +147,11 @@ pub fn top_k_figure<B: Backend>(
     maps: &[usize],
     hits: &[Hit],
     tile: u32,
+    batch_size: usize,
     path: &Path,
 ) -> Result<()> {
     let layer_hits: Vec<&Hit> = hits.iter().filter(|h| h.layer == layer).collect();
-    let tiles = hit_tiles(network, info, images, layer, &layer_hits, tile)?;
+    let tiles = hit_tiles(network, info, images, layer, &layer_hits, tile, batch_size)?;
     let k = layer_hits.iter().map(|h| h.rank + 1).max().unwrap_or(1);
     let side = (k as f64).sqrt().ceil() as u32;
     let block_w = 2 * side * tile + 3 * GAP + (side - 1);
@@ -283,4 +304,63 @@ pub fn filters_figure<B: Backend>(
     canvas
         .save(path)
         .map_err(|e| Error::io(path, std::io::Error::other(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use engine::{Architecture, CpuBackend};
+
+    use super::*;
+    use crate::scan::{ScanConfig, chosen_maps, scan_top_k};
+
+    /// The figure step projects its hits `batch_size` at a time (its memory bounded by the
+    /// batch, not by maps x top-k): the tiles are the same bits whatever the batch.
+    #[test]
+    fn hit_tiles_do_not_depend_on_how_many_hits_go_through_the_network_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images");
+        artifacts::images::write_noise_images(&path, 20, 100, 1, 3).unwrap();
+        let network = Network::new(
+            CpuBackend,
+            Architecture::from_name("zf_small", 3).unwrap(),
+            0.03,
+            4,
+        );
+        let info = ModelInfo {
+            architecture: network.architecture.clone(),
+            image_size: 32,
+            class_names: Vec::new(),
+            mean: vec![115.0; 32 * 32 * 3],
+        };
+        let maps = chosen_maps(&network, &[2, 4], 3, 2).unwrap();
+        let config = ScanConfig {
+            top_k: 5,
+            batch_size: 8,
+            limit: None,
+            checkpoint: None,
+            checkpoint_every: std::time::Duration::ZERO,
+        };
+        let hidden = |_| indicatif::ProgressBar::hidden();
+        let scan = scan_top_k(&network, &info, &path, &maps, config, &hidden).unwrap();
+        let rows: Vec<usize> = scan.hits.iter().map(|h| h.row).collect();
+        let images = read_rows(&path, &rows).unwrap();
+        for layer in [2, 4] {
+            let hits: Vec<&Hit> = scan.hits.iter().filter(|h| h.layer == layer).collect();
+            assert_eq!(hits.len(), 15, "3 maps x top 5");
+            let tiles = |batch| hit_tiles(&network, &info, &images, layer, &hits, 16, batch);
+            let whole = tiles(1_000).unwrap();
+            assert!(
+                whole
+                    .iter()
+                    .any(|(p, _)| p.pixels().any(|px| px.0 != [128; 3])),
+                "the projections are not blank"
+            );
+            for batch in [1, 4, 15] {
+                assert!(
+                    tiles(batch).unwrap() == whole,
+                    "layer {layer}, batch {batch}"
+                );
+            }
+        }
+    }
 }

@@ -15,7 +15,7 @@ mod invariance;
 
 use std::sync::Arc;
 
-use artifacts::images::{ImageRecord, ImagesReader};
+use artifacts::images::{ImageGroups, ImageRecord};
 use artifacts::table::schemas::{OCCLUSION_CHECKS, OCCLUSION_MAPS};
 use artifacts::table::{Column, Table};
 use engine::deconv::{feature_op, project};
@@ -74,7 +74,7 @@ impl StageKind for Occlusion {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "The model (12 P bytes); while choosing, the first n_images of every class (K n_images S^2 3 bytes); then per image one forward of batch_size occluded copies (B (3 C^2 4 + A) bytes, A a forward pass's activations per image) and ~32 bytes per occluder position."
+        "The model (12 P bytes); while choosing, every row's label and id (~60 bytes a row, pixels not read), then one row group (up to 256 images) at a time and the n_images chosen images (n_images S^2 3 bytes); then per image one forward of batch_size occluded copies (B (3 C^2 4 + A) bytes, A a forward pass's activations per image) and ~32 bytes per occluder position."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -306,22 +306,27 @@ pub fn covering_split(result: &ImageResult, occluder: usize) -> CoveringSplit {
 }
 
 /// The first image of each class in turn (class 0, 1, ..., then the second of each), `n` in all.
+/// Chosen from the rows' labels alone (a few bytes a row); then only the row groups holding a
+/// chosen image are read, so memory holds one group and the `n` images, not every class's.
 fn choose_images(path: &std::path::Path, n: usize, info: &ModelInfo) -> Result<Vec<ImageRecord>> {
-    let mut by_class: std::collections::BTreeMap<i32, Vec<ImageRecord>> = Default::default();
-    for chunk in ImagesReader::open(path, 512)? {
-        for image in chunk? {
-            if image.width as usize != info.image_size {
+    let groups = ImageGroups::open(path)?;
+    let metadata = groups.metadata()?;
+    // (group, row in group) of each class's first `n` images, in artifact order.
+    let mut by_class: std::collections::BTreeMap<i32, Vec<(usize, usize)>> = Default::default();
+    for (group, rows) in metadata.iter().enumerate() {
+        for (row, meta) in rows.iter().enumerate() {
+            if meta.width as usize != info.image_size {
                 return Err(Error::input(
                     path,
                     format!(
                         "image {} is {} px wide; the model expects {}",
-                        image.image_id, image.width, info.image_size
+                        meta.image_id, meta.width, info.image_size
                     ),
                 ));
             }
-            let list = by_class.entry(image.label).or_default();
+            let list = by_class.entry(meta.label).or_default();
             if list.len() < n {
-                list.push(image);
+                list.push((group, row));
             }
         }
     }
@@ -329,13 +334,25 @@ fn choose_images(path: &std::path::Path, n: usize, info: &ModelInfo) -> Result<V
     for round in 0..n {
         for list in by_class.values() {
             if chosen.len() < n
-                && let Some(image) = list.get(round)
+                && let Some(&at) = list.get(round)
             {
-                chosen.push(image.clone());
+                chosen.push(at);
             }
         }
     }
-    Ok(chosen)
+    let mut images: std::collections::BTreeMap<(usize, usize), ImageRecord> = Default::default();
+    let wanted_groups: std::collections::BTreeSet<usize> = chosen.iter().map(|&(g, _)| g).collect();
+    for group in wanted_groups {
+        for (row, image) in groups.read(group)?.into_iter().enumerate() {
+            if chosen.contains(&(group, row)) {
+                images.insert((group, row), image);
+            }
+        }
+    }
+    Ok(chosen
+        .iter()
+        .map(|at| images.remove(at).expect("every chosen row was read"))
+        .collect())
 }
 
 fn input_of(image: &ImageRecord, info: &ModelInfo, crop: usize) -> Vec<f32> {
@@ -476,5 +493,52 @@ pub fn occlude<B: Backend>(
         unoccluded_activation: totals[map],
         projection,
         peak: (peak_at / crop, peak_at % crop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The images are chosen from the labels alone and read group by group: the first of each
+    /// class in turn, then the second of each, exactly as reading every image would choose,
+    /// across row groups (256 images each).
+    #[test]
+    fn the_first_images_of_each_class_in_turn_are_chosen_across_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("images");
+        artifacts::images::write_noise_images(&path, 600, 1000, 7, 3).unwrap();
+        assert!(ImageGroups::open(&path).unwrap().groups.len() > 1);
+        let info = ModelInfo {
+            architecture: engine::Architecture::from_name("zf_small", 7).unwrap(),
+            image_size: 32,
+            class_names: Vec::new(),
+            mean: Vec::new(),
+        };
+        let all = artifacts::images::read_images(&path).unwrap();
+        for n in [1, 9, 200] {
+            let mut expected = Vec::new();
+            for round in 0..n {
+                for class in 0..7 {
+                    if let Some(image) = all.iter().filter(|i| i.label == class).nth(round)
+                        && expected.len() < n
+                    {
+                        expected.push(image.clone());
+                    }
+                }
+            }
+            let chosen = choose_images(&path, n, &info).unwrap();
+            assert_eq!(chosen.len(), n);
+            assert!(chosen == expected, "n = {n}");
+        }
+        let wrong = ModelInfo {
+            image_size: 64,
+            ..info
+        };
+        let error = choose_images(&path, 3, &wrong).unwrap_err().to_string();
+        assert!(
+            error.contains("is 32 px wide; the model expects 64"),
+            "{error}"
+        );
     }
 }
