@@ -524,7 +524,7 @@ fn unsafe_kill(pid: u32, signal: i32) {
 
 /// What each job asks Slurm for, as `run --dry-run --executor slurm` shows it: a stage's own
 /// block beats the defaults; memory comes from the stage's own budget (`memory_limit_mb` plus
-/// 2048 MB for the model and program) unless a block names one; a GPU stage gets a GPU.
+/// 2048 MB for what the budget leaves out) unless a block names one; a GPU stage gets a GPU.
 /// (No cluster needed: nothing is submitted.)
 #[test]
 fn each_job_asks_for_the_resources_its_stage_states() {

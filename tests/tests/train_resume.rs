@@ -120,13 +120,14 @@ fn a_training_run_killed_after_an_epoch_resumes_and_matches_an_uninterrupted_run
     );
 }
 
-/// A training set over `memory_limit_mb` is streamed from its artifact (ImageNet's case),
-/// through the binary, and says so; a kill and resume still gives the uninterrupted model.
+/// A streamed training set (`stream_images`: the path a set over `memory_limit_mb` takes, as
+/// ImageNet's does) runs through the binary and says so; a kill and resume still gives the
+/// uninterrupted model.
 #[test]
 fn a_streamed_training_run_resumes_and_matches_an_uninterrupted_run() {
     let streamed = PIPELINE.replace(
         "seed: 5 }",
-        "seed: 5, memory_limit_mb: 0, shuffle_buffer: 64 }",
+        "seed: 5, stream_images: true, shuffle_buffer: 64 }",
     );
     let make = || {
         let project = Project::new(&streamed);

@@ -22,4 +22,4 @@ pub mod weights;
 pub use arch::Architecture;
 pub use backend::{Backend, CpuBackend};
 pub use cpu::lrn;
-pub use network::{Activations, Mode, Network, Op, Param, UpdateConfig};
+pub use network::{Activations, Mode, Network, Op, Param, Plan, UpdateConfig};

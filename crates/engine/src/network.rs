@@ -88,42 +88,36 @@ pub enum Mode {
     Eval,
 }
 
-pub struct Network<B: Backend> {
-    pub backend: B,
-    pub architecture: Architecture,
-    pub ops: Vec<Op>,
-    pub params: Vec<Param<B>>,
-    /// Per-op output shape (C, H, W); fc outputs are (units, 1, 1).
-    pub shapes: Vec<(usize, usize, usize)>,
-    pub lrn: LrnConfig,
-    /// Filters renormalised by [`Network::update`] since the last
-    /// [`Network::take_renormalised`].
-    renormalised: B::Counter,
+/// A parameter's name and shape, before any value exists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamShape {
+    pub name: String,
+    /// [K, C, k, k] for conv, [out, in] for linear.
+    pub shape: Vec<usize>,
+    pub bias_len: usize,
 }
 
-impl<B: Backend> Network<B> {
-    /// Builds the plan and initialises weights as in §3: N(0, init_std^2) weights ("all
-    /// weights initialised to 1e-2"), zero biases. `seed` keys the initialisation stream.
-    pub fn new(backend: B, architecture: Architecture, init_std: f64, seed: u64) -> Self {
-        use rand_distr::{Distribution, Normal};
+/// An architecture's layer plan: every op with its geometry, its output shape and the
+/// parameters it owns, computed from the layer list alone (no buffer is allocated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    /// Per-op output shape (C, H, W); fc outputs are (units, 1, 1).
+    pub shapes: Vec<(usize, usize, usize)>,
+    pub params: Vec<ParamShape>,
+}
+
+impl Plan {
+    pub fn of(architecture: &Architecture) -> Plan {
         let mut ops = Vec::new();
         let mut params = Vec::new();
         let mut shapes = Vec::new();
         let (mut c, mut h, mut w) = (3, architecture.input_size, architecture.input_size);
-        let normal = Normal::new(0.0, init_std).expect("finite std");
         let mut new_param = |name: &str, shape: Vec<usize>, bias_len: usize| {
-            let len: usize = shape.iter().product();
-            let mut rng = rng_for(&[seed, purpose::INIT, params.len() as u64]);
-            let values: Vec<f32> = (0..len).map(|_| normal.sample(&mut rng) as f32).collect();
-            params.push(Param {
+            params.push(ParamShape {
                 name: name.to_owned(),
                 shape,
-                weight: backend.upload(&values),
-                bias: backend.zeros(bias_len),
-                weight_grad: backend.zeros(len),
-                bias_grad: backend.zeros(bias_len),
-                weight_velocity: backend.zeros(len),
-                bias_velocity: backend.zeros(bias_len),
+                bias_len,
             });
             params.len() - 1
         };
@@ -180,6 +174,100 @@ impl<B: Backend> Network<B> {
             ops.push(op);
             shapes.push((c, h, w));
         }
+        Plan {
+            ops,
+            shapes,
+            params,
+        }
+    }
+
+    /// Weights and biases.
+    pub fn parameters(&self) -> usize {
+        self.params
+            .iter()
+            .map(|p| p.shape.iter().product::<usize>() + p.bias_len)
+            .sum()
+    }
+
+    /// Bytes the network holds on its backend: every parameter's value, gradient and
+    /// momentum in f32 (the legend's 12 P).
+    pub fn model_bytes(&self) -> u64 {
+        12 * self.parameters() as u64
+    }
+
+    /// Bytes one image takes in a training step, computed from the shapes (an estimate, not
+    /// a measurement): what the forward pass keeps (the input, every op's output, a pooling
+    /// switch per pooled output, the LRN scales, the dropout masks) plus the backward pass's
+    /// two largest gradients alive at once, 4 bytes a value.
+    pub fn training_bytes_per_image(&self) -> u64 {
+        let input = self.ops.first().map_or(0, |op| match op {
+            Op::Conv { geometry, .. } => geometry.in_channels * geometry.in_h * geometry.in_w,
+            Op::Linear { n_in, .. } => *n_in,
+            _ => 0,
+        });
+        let sizes: Vec<usize> = self.shapes.iter().map(|&(c, h, w)| c * h * w).collect();
+        let kept: usize = self
+            .ops
+            .iter()
+            .zip(&sizes)
+            .map(|(op, &size)| match op {
+                // The conv or fc output is rectified in place and moved to the ReLU's slot.
+                Op::Relu => 0,
+                Op::MaxPool { .. } | Op::Lrn { .. } | Op::Dropout { .. } => 2 * size,
+                _ => size,
+            })
+            .sum();
+        let mut largest = sizes.clone();
+        largest.push(input);
+        largest.sort_unstable_by(|a, b| b.cmp(a));
+        let gradients: usize = largest.iter().take(2).sum();
+        4 * (input + kept + gradients) as u64
+    }
+}
+
+pub struct Network<B: Backend> {
+    pub backend: B,
+    pub architecture: Architecture,
+    pub ops: Vec<Op>,
+    pub params: Vec<Param<B>>,
+    /// Per-op output shape (C, H, W); fc outputs are (units, 1, 1).
+    pub shapes: Vec<(usize, usize, usize)>,
+    pub lrn: LrnConfig,
+    /// Filters renormalised by [`Network::update`] since the last
+    /// [`Network::take_renormalised`].
+    renormalised: B::Counter,
+}
+
+impl<B: Backend> Network<B> {
+    /// Builds the plan and initialises weights as in §3: N(0, init_std^2) weights ("all
+    /// weights initialised to 1e-2"), zero biases. `seed` keys the initialisation stream.
+    pub fn new(backend: B, architecture: Architecture, init_std: f64, seed: u64) -> Self {
+        use rand_distr::{Distribution, Normal};
+        let Plan {
+            ops,
+            shapes,
+            params: specs,
+        } = Plan::of(&architecture);
+        let normal = Normal::new(0.0, init_std).expect("finite std");
+        let params = specs
+            .into_iter()
+            .enumerate()
+            .map(|(index, spec)| {
+                let len: usize = spec.shape.iter().product();
+                let mut rng = rng_for(&[seed, purpose::INIT, index as u64]);
+                let values: Vec<f32> = (0..len).map(|_| normal.sample(&mut rng) as f32).collect();
+                Param {
+                    name: spec.name,
+                    shape: spec.shape,
+                    weight: backend.upload(&values),
+                    bias: backend.zeros(spec.bias_len),
+                    weight_grad: backend.zeros(len),
+                    bias_grad: backend.zeros(spec.bias_len),
+                    weight_velocity: backend.zeros(len),
+                    bias_velocity: backend.zeros(spec.bias_len),
+                }
+            })
+            .collect();
         Network {
             renormalised: backend.counter(),
             backend,

@@ -215,3 +215,40 @@ fn the_56_pixel_nets_have_the_papers_first_layers_and_meet_at_conv3_like_the_ful
         vec![13, 6, 6, 3, 3, 3, 3, 1]
     );
 }
+
+/// What the stages budget for a network (`train`'s memory_limit_mb) is computed from the layer
+/// plan alone: the same parameters the built network holds, and, for the full ZF net, the
+/// parameter count its layer sizes give (conv1 96x3x7x7 ... fc8 1000x4096, with biases).
+#[test]
+fn the_plan_counts_the_parameters_the_network_holds_without_building_it() {
+    for name in ["zf_small", "zf_56_no_conv34", "krizhevsky_small_fc1024"] {
+        let architecture = Architecture::from_name(name, 7).unwrap();
+        let net = Network::new(CpuBackend, architecture.clone(), 0.01, 0);
+        let held: usize = net
+            .params
+            .iter()
+            .map(|p| p.weight.len() + p.bias.len())
+            .sum();
+        let plan = engine::Plan::of(&architecture);
+        assert_eq!(plan.parameters(), held, "{name}");
+        assert_eq!(plan.shapes, net.shapes, "{name}");
+        assert_eq!(plan.ops, net.ops, "{name}");
+    }
+    let zf = engine::Plan::of(&Architecture::from_name("zf", 1000).unwrap());
+    let conv = 96 * 3 * 49 + 256 * 96 * 25 + 384 * 256 * 9 + 384 * 384 * 9 + 256 * 384 * 9;
+    let fc = 4096 * 9216 + 4096 * 4096 + 1000 * 4096;
+    let biases = 96 + 256 + 384 + 384 + 256 + 4096 + 4096 + 1000;
+    assert_eq!(zf.parameters(), conv + fc + biases);
+    assert_eq!(zf.model_bytes(), 12 * (conv + fc + biases) as u64);
+    // conv1's 96x110x110 output alone is 4.6 MB an image; everything kept is a few times that.
+    let per_image = zf.training_bytes_per_image();
+    assert!(
+        (10_000_000..40_000_000).contains(&per_image),
+        "{per_image} bytes an image"
+    );
+    eprintln!(
+        "zf at 224: {} parameters, {:.1} MB a training image",
+        zf.parameters(),
+        per_image as f64 / 1e6
+    );
+}

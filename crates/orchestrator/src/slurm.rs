@@ -117,8 +117,9 @@ impl SlurmResources {
 pub const DEFAULT_CPUS: u32 = 2;
 /// Memory a job gets when neither the executor section nor the stage's own memory param says.
 pub const DEFAULT_MEMORY_MB: u64 = 8192;
-/// Added to a stage's `memory_limit_mb` (its data budget) for the model, buffers and the
-/// program itself.
+/// Added to a stage's `memory_limit_mb` (its budget: data and, for `train` on the CPU, the
+/// model and a batch's activations) for what the budget leaves out (buffers, per-thread
+/// temporaries, the program itself).
 pub const MEMORY_HEADROOM_MB: u64 = 2048;
 /// The most shards one stage is split into (Slurm's default `MaxArraySize` is 1001).
 pub const MAX_SHARDS: u32 = 1000;

@@ -199,12 +199,15 @@ impl ImageSet {
         Ok((train_set, val_set))
     }
 
-    /// Pixel bytes this set holds in memory: the whole set, or its shuffle buffer.
+    /// Pixel bytes this set holds in memory: the whole set, or its shuffle buffer (at most
+    /// the set).
     pub fn resident_bytes(&self) -> u64 {
         let image_bytes = (self.image_size() * self.image_size() * 3) as u64;
         match self {
             ImageSet::InMemory(store) => store.pixels.len() as u64,
-            ImageSet::Streamed(set) => image_bytes.saturating_mul(set.shuffle_buffer as u64),
+            ImageSet::Streamed(set) => {
+                image_bytes.saturating_mul(set.shuffle_buffer.min(set.len()) as u64)
+            }
         }
     }
 

@@ -77,7 +77,9 @@ impl StageKind for Train {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
         // 3: `crops` (the paper's ten sub-crops by default), `layers`, weight decay 0 by
         // default (the paper states none).
-        3
+        // 4: memory_limit_mb covers the model and a batch's activations (a set near the
+        // budget may now be streamed); `stream_images`.
+        4
     }
 
     fn summary(&self) -> &'static str {
@@ -85,7 +87,7 @@ impl StageKind for Train {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "Training images held whole when N S^2 3 bytes fit memory_limit_mb (validation gets what is left), else streamed with shuffle_buffer images and a few row groups; plus the model (12 P bytes: weights, gradients, momentum), one batch's activations (~18 MB an image for zf at 224, batch_size images) and N_val K 4 bytes of validation probabilities. The budget counts pixels once: a growing buffer, the copy `exclude` makes, the model and the activations are outside it."
+        "On the CPU the model (12 P bytes: weights, gradients, momentum) and one batch's activations (B times what the forward pass keeps and two gradients, from the layer shapes: 21 MB an image for zf at 224) come first; the training images are held whole when N S^2 3 bytes fit what memory_limit_mb leaves (validation gets what is left after them), else streamed with shuffle_buffer images and a few row groups. A run whose network and shuffle buffers pass the budget is refused before any image is read. Outside the budget: N_val K 4 bytes of validation probabilities, a growing buffer, the copy `exclude` makes, the next batch being prepared, and per-thread temporaries."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -187,12 +189,20 @@ impl StageKind for Train {
             ParamSpec::int(
                 "memory_limit_mb",
                 16_384,
-                0,
+                1,
                 i64::MAX,
-                "One budget for the training and validation sets together (the validation set \
-                 gets what the training set leaves): a set whose pixels exceed it is streamed from \
-                 their artifact (row groups in a seeded random order through a shuffle buffer) \
-                 instead of held in memory: ImageNet at 256x256 is 252 GB.",
+                "One budget for the training and validation sets and, on the CPU, the model and \
+                 one batch's activations: the sets get what the network leaves (the validation \
+                 set what the training set leaves of that); a set whose pixels exceed its share is \
+                 streamed from its artifact (row groups in a seeded random order through a \
+                 shuffle buffer) instead of held in memory: ImageNet at 256x256 is 252 GB. A run \
+                 whose network and shuffle buffers pass it is refused before reading any image.",
+            ),
+            ParamSpec::bool(
+                "stream_images",
+                false,
+                "Stream both sets from their artifacts even when they fit memory_limit_mb (the \
+                 path ImageNet takes, to try it on small data).",
             ),
             ParamSpec::int(
                 "shuffle_buffer",
@@ -265,12 +275,12 @@ impl StageKind for Train {
         let config = Train::config(&ctx.params);
         let memory_limit = ctx.params.int("memory_limit_mb") as u64 * 1_000_000;
         let shuffle_buffer = ctx.params.int("shuffle_buffer") as usize;
-        // One budget for both sets: the validation set gets what the training set leaves.
-        let (mut train_store, val_store) = ImageSet::open_pair(
-            ctx.input("train"),
-            ctx.input("val"),
+        let (mut train_store, val_store) = open_under_budget(
+            ctx,
+            &config,
             memory_limit,
             shuffle_buffer,
+            !stage_api::device::wants_gpu(&ctx.params),
         )?;
         let mut ids = std::collections::BTreeSet::new();
         for path in ctx.input_list("exclude") {
@@ -302,6 +312,98 @@ impl StageKind for Train {
         cuda_backend::run_on(ctx.params.str("device"), task)
             .map_err(|e| Error::Config(e.to_string()))?
     }
+}
+
+/// The model and one batch's activations on the CPU (on a GPU they are in its memory): what
+/// `memory_limit_mb` holds besides the images, for a `classes`-way classifier.
+fn network_bytes(config: &TrainConfig, classes: usize) -> Result<(u64, u64)> {
+    let architecture = Architecture::resolve(&config.architecture, &config.layers, classes)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let plan = engine::Plan::of(&architecture);
+    Ok((
+        plan.model_bytes(),
+        (config.batch_size as u64).saturating_mul(plan.training_bytes_per_image()),
+    ))
+}
+
+/// Opens the training and validation sets under `memory_limit` bytes together with the
+/// network (on the CPU): the sets' pixels get what the model and one batch's activations
+/// leave (the validation set what the training set leaves of that), and a run whose
+/// network and shuffle buffers alone pass the budget is refused before any image is read.
+/// The classifier's size is known once the sets' classes are: where it tips the total over
+/// the budget, the sets are opened again under what it leaves.
+fn open_under_budget(
+    ctx: &StageContext,
+    config: &TrainConfig,
+    memory_limit: u64,
+    shuffle_buffer: usize,
+    on_cpu: bool,
+) -> Result<(ImageSet, ImageSet)> {
+    const MB: f64 = 1e6;
+    let network = |classes| -> Result<u64> {
+        Ok(if on_cpu {
+            let (model, batch) = network_bytes(config, classes)?;
+            model + batch
+        } else {
+            0
+        })
+    };
+    let refuse = |classes: usize, sets: u64| -> Error {
+        let (model, batch) = network_bytes(config, classes).unwrap_or_default();
+        let images = if sets > 0 {
+            format!(
+                " and the images' least ({:.0} MB: the sets' shuffle buffers of {shuffle_buffer} \
+                 images, or a set held whole)",
+                sets as f64 / MB
+            )
+        } else {
+            String::new()
+        };
+        Error::Config(format!(
+            "memory_limit_mb is {:.0}, but the model ({:.0} MB: weights, gradients and \
+             momentum), one batch's activations ({:.0} MB for batch_size {}, computed from the \
+             layer shapes){images} need {:.0} MB on the CPU: raise memory_limit_mb, or lower \
+             batch_size or shuffle_buffer",
+            memory_limit as f64 / MB,
+            model as f64 / MB,
+            batch as f64 / MB,
+            config.batch_size,
+            (model + batch + sets) as f64 / MB
+        ))
+    };
+    let stream = ctx.params.bool("stream_images");
+    let open = |reserved: u64| {
+        ImageSet::open_pair(
+            ctx.input("train"),
+            ctx.input("val"),
+            if stream {
+                0
+            } else {
+                memory_limit.saturating_sub(reserved)
+            },
+            shuffle_buffer,
+        )
+    };
+    // A 2-way classifier first (the smallest); the classes come with the sets.
+    let smallest = network(2)?;
+    if smallest > memory_limit {
+        return Err(refuse(2, 0));
+    }
+    let (mut train, mut val) = open(smallest)?;
+    let classes = train.class_names().len().max(val.class_names().len());
+    let reserved = network(classes)?;
+    let total =
+        |train: &ImageSet, val: &ImageSet| train.resident_bytes() + val.resident_bytes() + reserved;
+    if total(&train, &val) > memory_limit && !(train.is_streamed() && val.is_streamed()) {
+        (train, val) = open(reserved)?;
+    }
+    if total(&train, &val) > memory_limit {
+        return Err(refuse(
+            classes,
+            train.resident_bytes() + val.resident_bytes(),
+        ));
+    }
+    Ok((train, val))
 }
 
 /// The training proper, on whichever backend the `device` param picked.
@@ -443,7 +545,8 @@ impl cuda_backend::BackendTask for TrainTask<'_> {
         }
         if let ImageSet::Streamed(streamed) = &train_store {
             summary = summary.line(format!(
-                "streamed the training images from their artifact (over `memory_limit_mb`), \
+                "streamed the training images from their artifact (over `memory_limit_mb`'s \
+                 share, or `stream_images`), \
                  batches drawn from a shuffle buffer of {} images",
                 streamed.shuffle_buffer
             ));
