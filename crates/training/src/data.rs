@@ -42,7 +42,8 @@ impl ImageStore {
         &self.pixels[index * self.image_len()..][..self.image_len()]
     }
 
-    /// Loads an `images` artifact whose images are all SxS.
+    /// Loads an `images` artifact whose images are all SxS, its pixels in one allocation of
+    /// N S^2 3 bytes.
     pub fn load(path: &Path) -> Result<Self> {
         let mut store = ImageStore {
             image_size: 0,
@@ -51,8 +52,19 @@ impl ImageStore {
             image_ids: Vec::new(),
             class_names: Vec::new(),
         };
-        for chunk in ImagesReader::open(path, 1024)? {
+        let reader = ImagesReader::open(path, 1024)?;
+        let num_images = usize::try_from(reader.num_images).unwrap_or(usize::MAX);
+        for chunk in reader {
             for image in chunk? {
+                if store.labels.is_empty() {
+                    // Every image has the first one's size (checked below): the pixels are
+                    // allocated once, not grown (growing briefly holds old and new buffers).
+                    // A row count the file states but cannot back is not trusted with an
+                    // abort: a failed reservation falls back to growing.
+                    let _ = store
+                        .pixels
+                        .try_reserve_exact(num_images.saturating_mul(image.pixels.len()));
+                }
                 store.image_size = crate::streamed::check_image(
                     path,
                     image.image_id,

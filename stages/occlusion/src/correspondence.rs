@@ -18,11 +18,12 @@ use artifacts::images::{ImageRecord, ImagesReader};
 use artifacts::table::schemas::CORRESPONDENCE;
 use artifacts::table::{Column, Table};
 use engine::deconv::feature_op;
-use engine::weights::load_model;
+use engine::weights::{ModelInfo, load_model};
 use engine::{Backend, Mode, Network, Op};
 use image::{Rgb, RgbImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use stage_api::memory::MemoryNeed;
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
@@ -102,7 +103,7 @@ impl StageKind for Correspondence {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "The model (12 P bytes) and the n annotated images, each forward running all n together (n A bytes, no batch param), their layer-5 and fc7 features original and masked, and 2 parts (1 + random_draws) n (n - 1) / 2 distances. Grows with n, the images in the annotation file."
+        "The model (12 P bytes); the n annotated images (n S^2 3 bytes), their inputs and one masked copy (2 n 3 C^2 4 bytes), their layer-5 and fc7 features original and masked (4 n (F5 + F7) 4 bytes), one forward of batch_size images (B A bytes) and 2 parts (1 + random_draws) n (n - 1) / 2 f64 distances. Computed from the annotation file and the model before any image is read, and checked against memory_limit_mb (a run over it is refused, with its parts); grows with n, the images in the annotation file, not with the image artifact."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -121,6 +122,23 @@ impl StageKind for Correspondence {
                 0,
                 1 << 16,
                 "Side of the images the part rectangles were drawn on (0: the images' own size); the rectangles are scaled to the images' size.",
+            ),
+            ParamSpec::int(
+                "batch_size",
+                64,
+                1,
+                4096,
+                "Images per forward pass (the same features for any batch).",
+            ),
+            ParamSpec::int(
+                "memory_limit_mb",
+                16_384,
+                1,
+                i64::MAX,
+                "The most the run may hold: its need (the n annotated images and their inputs, \
+                 their layer-5 and fc7 features, one batch's activations, the distances over \
+                 pairs) is computed from the annotation file and the model before any image is \
+                 read; a run over it is refused with its parts.",
             ),
             stage_api::device::device_param(),
         ]
@@ -165,8 +183,17 @@ impl cuda_backend::StageBody for Correspondence {
     fn run_on_backend<B: Backend>(&self, ctx: &StageContext, backend: B) -> Result<RunSummary> {
         let (network, info) = load_model(ctx.input("model"), backend)?;
         let masks = read_part_masks(ctx.input("parts"))?;
-        let mut ids: Vec<i64> = masks.iter().map(|m| m.image_id).collect();
-        ids.dedup();
+        // The annotated images in the order the file first names them.
+        let mut seen = std::collections::BTreeSet::new();
+        let ids: Vec<i64> = masks
+            .iter()
+            .map(|m| m.image_id)
+            .filter(|id| seen.insert(*id))
+            .collect();
+        correspondence_need(ctx, &network, &info, &masks, ids.len())?.check(
+            ctx.params.int("memory_limit_mb") as u64 * 1_000_000,
+            "annotate fewer images or lower random_draws or batch_size",
+        )?;
         let images = find_images(ctx.input("images"), &ids)?;
         let crop = network.architecture.input_size;
         let offset = (info.image_size - crop) / 2;
@@ -248,7 +275,8 @@ impl cuda_backend::StageBody for Correspondence {
                 out
             })
             .collect();
-        let originals = features(&network, &inputs, &layers);
+        let batch_size = ctx.params.usize("batch_size");
+        let originals = features(&network, &inputs, &layers, batch_size);
         // (layer, mask) -> normalised Hamming distances over pairs (and draws).
         let mut distances: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();
         for (name, rects) in &sets {
@@ -257,7 +285,7 @@ impl cuda_backend::StageBody for Correspondence {
                 .zip(rects)
                 .map(|(x, &r)| masked(x, crop, r))
                 .collect();
-            let after = features(&network, &masked, &layers);
+            let after = features(&network, &masked, &layers, batch_size);
             for (k, (layer, _)) in layers.iter().enumerate() {
                 let signs: Vec<Vec<i8>> = (0..images.len())
                     .map(|i| {
@@ -312,6 +340,54 @@ impl cuda_backend::StageBody for Correspondence {
     }
 }
 
+/// What a run holds at its peak, from the annotation file and the model: the images, their
+/// inputs and a masked copy, the features original and masked, a batch's activations (on the
+/// CPU) and every distance.
+fn correspondence_need<B: Backend>(
+    ctx: &StageContext,
+    network: &Network<B>,
+    info: &ModelInfo,
+    masks: &[PartMask],
+    n: usize,
+) -> Result<MemoryNeed> {
+    let n64 = n as u64;
+    let mut part_names: Vec<&str> = masks.iter().map(|m| m.part.as_str()).collect();
+    part_names.sort_unstable();
+    part_names.dedup();
+    let sets = part_names.len() as u64 * (1 + ctx.params.int("random_draws") as u64);
+    let plan = engine::Plan::of(&network.architecture);
+    let size = |op: Option<usize>| {
+        op.map_or(0, |op| {
+            let (c, h, w) = network.shapes[op];
+            (c * h * w) as u64
+        })
+    };
+    let feature_values = size(feature_op(network, 5)) + size(fc7(network));
+    let image_bytes = (info.image_size * info.image_size * 3) as u64;
+    let batch = (ctx.params.usize("batch_size").min(n.max(1))) as u64;
+    let mut need = MemoryNeed::default()
+        .part(format!("{n} images"), n64 * image_bytes)
+        .part(
+            "their inputs and a masked copy",
+            2 * n64 * network.input_len() as u64 * 4,
+        )
+        .part(
+            "their layer-5 and fc7 features, original and masked",
+            2 * n64 * feature_values * 4,
+        )
+        .part(
+            format!("{} (layer, mask) distances", 2 * sets),
+            2 * sets * (n64 * n64.saturating_sub(1) / 2) * 8,
+        );
+    if !stage_api::device::wants_gpu(&ctx.params) {
+        need = need.part(
+            format!("a forward pass of {batch} images"),
+            batch * plan.training_bytes_per_image(),
+        );
+    }
+    Ok(need)
+}
+
 fn sign(v: f32) -> i8 {
     if v > 0.0 {
         1
@@ -341,28 +417,32 @@ fn masked(input: &[f32], crop: usize, (top, left, h, w): Rect) -> Vec<f32> {
     out
 }
 
-/// Per layer, per image: the feature vector.
+/// Per layer, per image: the feature vector. The images go through the network `batch_size`
+/// at a time (an image's features do not depend on its batch).
 fn features<B: Backend>(
     network: &Network<B>,
     inputs: &[Vec<f32>],
     layers: &[(usize, usize)],
+    batch_size: usize,
 ) -> Vec<Vec<Vec<f32>>> {
-    let acts = network.forward(network.backend.upload_owned(inputs.concat()), Mode::Eval);
-    layers
-        .iter()
-        .map(|&(_, op)| {
+    let mut per_layer: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(inputs.len()); layers.len()];
+    for batch in inputs.chunks(batch_size.max(1)) {
+        let acts = network.forward(network.backend.upload_owned(batch.concat()), Mode::Eval);
+        for (&(_, op), out) in layers.iter().zip(&mut per_layer) {
             let all = network.backend.read(&acts.outputs[op]);
-            let len = all.len() / inputs.len();
-            all.chunks(len).map(<[f32]>::to_vec).collect()
-        })
-        .collect()
+            let len = all.len() / batch.len();
+            out.extend(all.chunks(len).map(<[f32]>::to_vec));
+        }
+    }
+    per_layer
 }
 
 fn find_images(path: &Path, ids: &[i64]) -> Result<Vec<ImageRecord>> {
+    let wanted: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
     let mut found: BTreeMap<i64, ImageRecord> = BTreeMap::new();
     for chunk in ImagesReader::open(path, 1024)? {
         for image in chunk? {
-            if ids.contains(&image.image_id) {
+            if wanted.contains(&image.image_id) {
                 found.insert(image.image_id, image);
             }
         }
@@ -458,5 +538,92 @@ mod tests {
         assert_eq!(zeros, 3 * 2 * 2, "clipped at the right edge");
         assert_eq!(out[4 + 2], 0.0);
         assert_eq!(out[4 + 1], 1.0);
+    }
+
+    /// The analysis on 6 annotated 32x32 images through a zf_small net: the table for any
+    /// batch (the features do not depend on it), an image named again after another is the
+    /// same image, and a budget below the computed need is refused before any image is read.
+    #[test]
+    fn features_go_through_in_batches_and_the_need_is_checked_first() {
+        use engine::weights::save_model;
+        use stage_api::ParamValue::Int;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        artifacts::images::write_noise_images(&root.join("images"), 12, 0, 3, 5).unwrap();
+        let network = Network::new(
+            engine::CpuBackend,
+            engine::Architecture::from_name("zf_small", 3).unwrap(),
+            0.05,
+            2,
+        );
+        let info = ModelInfo {
+            architecture: network.architecture.clone(),
+            image_size: 32,
+            class_names: Vec::new(),
+            mean: vec![110.0; 32 * 32 * 3],
+        };
+        let provenance = artifacts::Provenance::ad_hoc("t");
+        save_model(
+            &root.join("model.safetensors"),
+            &network,
+            &info,
+            &provenance,
+        )
+        .unwrap();
+        // Two parts on images 0-5; image 0's second part comes after the others' first.
+        let mut csv = String::from("image_id,part,top,left,height,width\n");
+        for id in 0..6 {
+            csv += &format!("{id},eye,{},{},6,6\n", 4 + id, 8);
+        }
+        for id in 0..6 {
+            csv += &format!("{id},nose,14,{},5,7\n", 10 + id);
+        }
+        std::fs::write(root.join("parts.csv"), csv).unwrap();
+        let run = |overrides: &[(&str, stage_api::ParamValue)], name: &str| {
+            let params = Params::defaults_with(&Correspondence.params(), overrides);
+            let ctx = StageContext::for_tests(
+                params,
+                BTreeMap::from([
+                    ("model".into(), vec![root.join("model.safetensors")]),
+                    ("images".into(), vec![root.join("images")]),
+                    ("parts".into(), vec![root.join("parts.csv")]),
+                ]),
+                BTreeMap::from([
+                    ("table1".into(), root.join(format!("{name}.parquet"))),
+                    ("figures".into(), root.join(format!("{name}_figures"))),
+                ]),
+                root.join("scratch"),
+            );
+            Correspondence.run(&ctx).map(|_| {
+                let table =
+                    Table::read(&root.join(format!("{name}.parquet")), CORRESPONDENCE).unwrap();
+                (
+                    table.f64("mean").unwrap().to_vec(),
+                    table.i64("pairs").unwrap().to_vec(),
+                )
+            })
+        };
+        let draws = ("random_draws", Int(3));
+        let whole = run(&[draws.clone()], "whole").unwrap();
+        // 6 images: 15 pairs per part; the random masks, 2 parts x 3 draws of 15 pairs.
+        assert_eq!(
+            whole.1,
+            [15, 15, 90, 15, 15, 90],
+            "per layer: eye, nose, random"
+        );
+        for batch in [1, 4] {
+            let batched = run(&[draws.clone(), ("batch_size", Int(batch))], "batched").unwrap();
+            assert!(batched == whole, "batch_size {batch}");
+        }
+        let error = run(&[draws, ("memory_limit_mb", Int(1))], "tight")
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "memory_limit_mb is 1",
+            "6 images: 0 MB",
+            "a forward pass of 6 images",
+        ] {
+            assert!(error.contains(part), "{part:?} not in: {error}");
+        }
     }
 }

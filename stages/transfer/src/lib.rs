@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use artifacts::features::{FeatureMatrix, read_features};
+use artifacts::features::{FeatureMatrix, FeatureRows, read_features};
 use artifacts::table::schemas::TRANSFER;
 use artifacts::table::{Column, Table};
 use engine::rng::{purpose, rng_for, stream_key};
@@ -36,9 +36,12 @@ use stage_api::{
 };
 use training::{Crops, ImageStore, TrainingCrops, predict_probabilities, sgd_step};
 
+mod memory;
 mod multilabel;
 
-pub use multilabel::average_precision;
+use memory::{ImagesShape, transfer_need};
+
+pub use multilabel::{TransferMultilabel, average_precision};
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![Arc::new(Transfer), Arc::new(multilabel::TransferMultilabel)]
@@ -81,7 +84,7 @@ impl StageKind for Transfer {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "The whole layer-7 feature matrix (N F 4 bytes) and, with the scratch arm, the whole target image set (N S^2 3 bytes); per fold and N the normalised rows, the softmax, a fresh network (12 P bytes) and one scratch batch's activations. No memory param: grows with N."
+        "The whole layer-7 feature matrix (N F 4 bytes) and, with the scratch arm, the whole target image set (N S^2 3 bytes, one allocation); per fold and N its rows (f32 and normalised f64: n (F + 1) 12 bytes), the softmax and the test predictions, and with the scratch arm the fold's image copies ((n_train + n_test) S^2 3 bytes), a fresh network (12 P bytes) and one batch's activations (on the CPU). Computed from the inputs' headers and the folds before anything larger is read, and checked against memory_limit_mb (a run over it is refused, with its parts). Outside it: ids and labels (~60 bytes a row) and per-thread temporaries."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -163,6 +166,16 @@ impl StageKind for Transfer {
                 100.0,
                 "Filter RMS renormalisation of the scratch runs (paper: 0.1; 0 = off).",
             ),
+            ParamSpec::int(
+                "memory_limit_mb",
+                16_384,
+                1,
+                i64::MAX,
+                "The most the run may hold: its need (the features, the largest fold's rows and \
+                 softmax, and with the scratch arm the target images, a fold's copies of them and \
+                 the network) is computed from the inputs' headers and the folds and checked \
+                 before anything larger is read; a run over it is refused with its parts.",
+            ),
             stage_api::device::device_param(),
         ]
     }
@@ -221,12 +234,35 @@ impl StageKind for Transfer {
                 format!("no layer{layer}.parquet: extract layer {layer} (its `layers` param)"),
             ));
         }
-        let features = read_features(&features_path)?;
+        // The ids and labels first (12 bytes a row): the folds, and so the memory the run
+        // needs, follow from them; nothing larger is read before it is checked.
+        let rows = FeatureRows::open(&features_path)?;
         let mut ids_by_label: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-        for (&id, &label) in features.image_ids.iter().zip(&features.labels) {
+        for (&id, &label) in rows.image_ids.iter().zip(&rows.labels) {
             ids_by_label.entry(label).or_default().push(id);
         }
         let classes = ids_by_label.keys().copied().max().unwrap_or(0).max(0) as usize + 1;
+        let architecture = read_architecture(ctx.input("model"))?;
+        let images = if params.bool("scratch") {
+            Some(ImagesShape::of(ctx.input("images"))?)
+        } else {
+            None
+        };
+        let need = transfer_need(
+            params,
+            &ids_by_label,
+            rows.image_ids.len(),
+            rows.dim,
+            classes,
+            images,
+            &architecture,
+        )?;
+        need.check(
+            params.int("memory_limit_mb") as u64 * 1_000_000,
+            "lower n_per_class / max_test_per_class (or set scratch: false)",
+        )?;
+        drop(rows);
+        let features = read_features(&features_path)?;
         let row_of: BTreeMap<i64, usize> = features
             .image_ids
             .iter()
@@ -257,7 +293,7 @@ impl StageKind for Transfer {
             (None, BTreeMap::new())
         };
         let config = ScratchConfig {
-            architecture: read_architecture(ctx.input("model"))?,
+            architecture,
             steps: params.usize("scratch_steps"),
             batch_size: params.usize("scratch_batch_size"),
             learning_rate: params.float("scratch_learning_rate"),

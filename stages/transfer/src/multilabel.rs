@@ -13,11 +13,13 @@
 
 use std::collections::BTreeMap;
 
-use artifacts::features::{FeatureMatrix, read_features};
+use artifacts::features::{FeatureMatrix, FeatureRows, read_features};
+
 use artifacts::multilabels::{MultiLabel, VOC_CLASSES, read_multilabels};
 use artifacts::table::schemas::TRANSFER_AP;
 use artifacts::table::{Column, Table};
 use linear_models::{normalised_with_bias, train_softmax};
+use stage_api::memory::MemoryNeed;
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
 };
@@ -41,7 +43,7 @@ impl StageKind for TransferMultilabel {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "Train and test features (N F 4 bytes) and their f64 normalised copies (N (F + 1) 8 bytes), one f64 row per (image, label) pair, the softmax and the test probabilities (N_test K 8 bytes). No memory param: grows with N."
+        "Train and test features (N F 4 bytes) and their f64 normalised copies (N (F + 1) 8 bytes), one f64 row per (image, label) pair, the softmax and the test probabilities (N_test K 8 bytes). Computed from the headers and the labels before the features are read and checked against memory_limit_mb (a run over it is refused, with its parts); outside it: the labels (~100 bytes an image)."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -59,6 +61,16 @@ impl StageKind for TransferMultilabel {
                 "class_names",
                 &[],
                 "Names of the classes by index, for the table (VOC's 20 in reader order when empty and there are 20).",
+            ),
+            ParamSpec::int(
+                "memory_limit_mb",
+                16_384,
+                1,
+                i64::MAX,
+                "The most the run may hold: its need (both feature matrices, their normalised \
+                 copies, a row per (image, label), the softmax, the probabilities) is computed \
+                 from the headers and the labels and checked before the features are read; a \
+                 run over it is refused with its parts.",
             ),
         ]
     }
@@ -98,7 +110,6 @@ impl StageKind for TransferMultilabel {
             }
             Ok(read_features(&path)?)
         };
-        let (train, test) = (features("train_features")?, features("test_features")?);
         let labels = |input: &str| -> Result<BTreeMap<i64, MultiLabel>> {
             Ok(read_multilabels(ctx.input(input))?
                 .into_iter()
@@ -106,6 +117,31 @@ impl StageKind for TransferMultilabel {
                 .collect())
         };
         let (train_labels, test_labels) = (labels("train_labels")?, labels("test_labels")?);
+        // The need follows from the features' headers and the labels (rows, dimensions, one
+        // training row per (image, label)); checked before the features are read.
+        let layer_path = |input: &str| ctx.input(input).join(format!("layer{layer}.parquet"));
+        if layer_path("train_features").exists() && layer_path("test_features").exists() {
+            let train_rows = FeatureRows::open(&layer_path("train_features"))?;
+            let test_rows = FeatureRows::open(&layer_path("test_features"))?;
+            let pairs: usize = train_rows
+                .image_ids
+                .iter()
+                .map(|id| train_labels.get(id).map_or(0, |l| l.labels.len()))
+                .sum();
+            multilabel_need(
+                (train_rows.image_ids.len(), test_rows.image_ids.len()),
+                pairs,
+                train_rows.dim,
+                VOC_CLASSES
+                    .len()
+                    .max(ctx.params.str_list("class_names").len()),
+            )
+            .check(
+                ctx.params.int("memory_limit_mb") as u64 * 1_000_000,
+                "run on fewer images (the layer's features are read whole)",
+            )?;
+        }
+        let (train, test) = (features("train_features")?, features("test_features")?);
         let max_label = train_labels
             .values()
             .chain(test_labels.values())
@@ -262,6 +298,31 @@ pub fn average_precision(scores: &[f64], is_positive: &[bool]) -> f64 {
         previous_recall = *r;
     }
     ap
+}
+
+/// A `transfer_multilabel` run's need: `rows` (train, test) of `dim` features, `pairs`
+/// training rows (one per image and label) and `classes` outputs. Classes are counted at
+/// least at the declared names (the labels may add more: a few KB each).
+fn multilabel_need(rows: (usize, usize), pairs: usize, dim: usize, classes: usize) -> MemoryNeed {
+    let (train, test, pairs) = (rows.0 as u64, rows.1 as u64, pairs as u64);
+    let (f, d, k) = (dim as u64, dim as u64 + 1, classes as u64);
+    MemoryNeed {
+        parts: vec![
+            (
+                format!("{train} training rows of {dim} features and their normalised copy"),
+                train * (f * 4 + d * 8),
+            ),
+            (format!("{pairs} (image, label) rows"), pairs * d * 8),
+            (
+                "the softmax".into(),
+                linear_models::softmax_memory_bytes(pairs as usize, d as usize, classes),
+            ),
+            (
+                format!("{test} test rows, their normalised copy and probabilities"),
+                test * (f * 4 + d * 8 + k * 8),
+            ),
+        ],
+    }
 }
 
 #[cfg(test)]
