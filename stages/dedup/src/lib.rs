@@ -177,7 +177,7 @@ impl StageKind for Dedup {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "The query vectors (3 Q size^2 4 bytes, with a bf16 copy), one reference block of `block` images and its vectors (~1.6 GB at block 4096 and S = 256), a 256 x block f32 tile per screening thread (the whole Q x block scores on a GPU), and the candidate pairs and matches. Bounded on the reference side by `block`; grows with Q and with the pairs near the threshold."
+        "One reference block of `block` images, decoded and as vectors (~1.6 GB at block 4096 and S = 256), a 256 x block f32 tile per screening thread (the whole Q x block scores on a GPU), and a block of query vectors (3 size^2 4 + size^2 2 bytes a query, with a bf16 copy) as large as memory_limit_mb leaves (all Q when they fit: one pass over the references); checked before reading. Outside it: the candidate pairs and matches, which grow with the pairs near the threshold."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -202,6 +202,15 @@ impl StageKind for Dedup {
                 1,
                 1_000_000,
                 "Reference images per GEMM block.",
+            ),
+            ParamSpec::int(
+                "memory_limit_mb",
+                16_384,
+                1,
+                i64::MAX,
+                "The most the run may hold: one reference block (from the references' first \
+                 image) and as many query vectors as fit beside it; more queries are searched \
+                 in several blocks, the references streamed again for each (the same matches).",
             ),
             stage_api::device::device_param(),
         ]
@@ -236,30 +245,58 @@ impl StageKind for Dedup {
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
         let size = ctx.params.usize("size");
         let threshold = ctx.params.float("threshold") as f32;
-        let mut queries = Vec::new();
-        for chunk in ImagesReader::open(ctx.input("query"), 1024)? {
-            for image in chunk? {
-                queries.push((image.image_id, image.label, ncc_vector(&image, size)));
-            }
-        }
-        if queries.is_empty() {
-            return Err(Error::input(ctx.input("query"), "no query images"));
-        }
-        let started = std::time::Instant::now();
         let block = ctx.params.usize("block");
         let device = ctx.params.str("device");
-        let (matches, n_references) = if device == "cpu" {
-            find_overlaps(&queries, ctx.input("reference"), size, threshold, block)?
-        } else {
-            let task = GpuDedup {
-                queries: &queries,
-                references: ctx.input("reference"),
-                size,
-                threshold,
-                block,
-            };
-            cuda_backend::run_on(device, task).map_err(|e| Error::Config(e.to_string()))??
+        let query_block = query_block(
+            ctx.input("reference"),
+            size,
+            block,
+            ctx.params.int("memory_limit_mb") as u64 * 1_000_000,
+        )?;
+        let started = std::time::Instant::now();
+        // The queries a block at a time, as many as the budget leaves beside a reference
+        // block; every block meets every reference (streamed again for each). Each pair is
+        // decided exactly, so the matches do not depend on the blocking.
+        let search = |queries: &[(i64, i32, Vec<f32>)]| -> Result<(Vec<Match>, usize)> {
+            if device == "cpu" {
+                find_overlaps(queries, ctx.input("reference"), size, threshold, block)
+            } else {
+                let task = GpuDedup {
+                    queries,
+                    references: ctx.input("reference"),
+                    size,
+                    threshold,
+                    block,
+                };
+                cuda_backend::run_on(device, task).map_err(|e| Error::Config(e.to_string()))?
+            }
         };
+        let (mut matches, mut n_references, mut n_queries, mut passes) = (Vec::new(), 0, 0, 0);
+        let mut queries = Vec::new();
+        let mut flush = |queries: &mut Vec<(i64, i32, Vec<f32>)>| -> Result<()> {
+            let (found, references) = search(queries)?;
+            matches.extend(found);
+            n_references = references;
+            n_queries += queries.len();
+            passes += 1;
+            queries.clear();
+            Ok(())
+        };
+        for chunk in ImagesReader::open(ctx.input("query"), query_block.min(1024))? {
+            for image in chunk? {
+                queries.push((image.image_id, image.label, ncc_vector(&image, size)));
+                if queries.len() == query_block {
+                    flush(&mut queries)?;
+                }
+            }
+        }
+        if !queries.is_empty() {
+            flush(&mut queries)?;
+        }
+        if n_queries == 0 {
+            return Err(Error::input(ctx.input("query"), "no query images"));
+        }
+        matches.sort_by_key(|m| (m.query_id, m.reference_id));
         let seconds = started.elapsed().as_secs_f64();
         Table::default()
             .with(
@@ -300,17 +337,59 @@ impl StageKind for Dedup {
         }
         let overlapping: usize = per_class.values().map(|s| s.len()).sum();
         let max_per_class = per_class.values().map(|s| s.len()).max().unwrap_or(0);
-        let gflops = 2.0 * queries.len() as f64 * n_references as f64 * (size * size) as f64
+        let gflops = 2.0 * n_queries as f64 * n_references as f64 * (size * size) as f64
             / seconds.max(1e-9)
             / 1e9;
         Ok(RunSummary::default()
             .line(format!(
-                "{overlapping} of {} target images overlap the {n_references} training images (ncc >= {threshold}; at most {max_per_class} per class); {} training images to remove",
-                queries.len(),
+                "{overlapping} of {n_queries} target images overlap the {n_references} training images (ncc >= {threshold}; at most {max_per_class} per class); {} training images to remove",
                 removal.len()
             ))
+            .line(if passes == 1 {
+                "the queries in one block".to_owned()
+            } else {
+                format!(
+                    "the queries in {passes} blocks of up to {query_block} (memory_limit_mb), \
+                     the references read once for each"
+                )
+            })
             .line(format!("correlations at {gflops:.1} GFLOP/s")))
     }
+}
+
+/// Queries per block: as many as `limit` bytes hold beside one reference block (its images
+/// as read and decoded, their vectors and bf16 copies, a 256 x block f32 score tile per
+/// thread), at ~3 size^2 f32 and a bf16 copy a query. The references' image size is read
+/// from their first image. A budget that cannot hold a reference block and one query is
+/// refused, with the parts.
+fn query_block(references: &Path, size: usize, block: usize, limit: u64) -> Result<usize> {
+    let first = ImagesReader::open(references, 1)?
+        .next()
+        .transpose()?
+        .and_then(|images| images.into_iter().next());
+    let image_bytes = first.map_or(0, |image| image.pixels.len() as u64);
+    let (block64, dim) = (block as u64, (size * size) as u64);
+    let per_query = 3 * dim * 4 + dim * 2;
+    let threads = rayon::current_num_threads() as u64;
+    let need = stage_api::memory::MemoryNeed::default()
+        .part(
+            format!("a reference block of {block} images, read and decoded"),
+            2 * block64 * image_bytes,
+        )
+        .part(
+            "their vectors and bf16 copies",
+            block64 * (2 * dim * 4 + dim * 2),
+        )
+        .part(
+            format!("a 256 x {block} score tile per thread ({threads})"),
+            threads * 256 * block64 * 4,
+        )
+        .part("one query's vectors", per_query);
+    need.check(limit, "lower block (reference images per block) or size")?;
+    let left = limit - (need.total() - per_query);
+    Ok(usize::try_from(left / per_query)
+        .unwrap_or(usize::MAX)
+        .max(1))
 }
 
 #[cfg(test)]
@@ -439,5 +518,85 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(1000, 7)]
         );
+    }
+
+    /// The queries are searched in blocks as large as `memory_limit_mb` leaves beside a
+    /// reference block: several blocks give exactly the one block's tables, and a budget
+    /// that cannot hold a reference block and one query is refused before any query is read.
+    #[test]
+    fn queries_in_blocks_under_the_budget_give_the_tables_of_one_block() {
+        use stage_api::ParamValue::{Float, Int};
+        let dir = tempfile::tempdir().unwrap();
+        let references: Vec<ImageRecord> = (0..50).map(|i| smooth(i, i as u64 + 1)).collect();
+        let reference_path = write(dir.path(), "refs", &references);
+        let queries: Vec<ImageRecord> = (0..30)
+            .map(|i| {
+                let mut copy = if i % 3 == 0 {
+                    references[i as usize].clone()
+                } else {
+                    image(0, 500 + i as u64)
+                };
+                copy.image_id = 1000 + i;
+                copy.label = (i % 4) as i32;
+                copy
+            })
+            .collect();
+        let query_path = write(dir.path(), "queries", &queries);
+        let run = |budget_mb: i64| {
+            let name = format!("b{budget_mb}");
+            let params = stage_api::Params::defaults_with(
+                &Dedup.params(),
+                &[
+                    ("size", Int(256)),
+                    ("block", Int(16)),
+                    ("threshold", Float(0.9)),
+                    ("memory_limit_mb", Int(budget_mb)),
+                ],
+            );
+            let ctx = StageContext::for_tests(
+                params,
+                BTreeMap::from([
+                    ("query".into(), vec![query_path.clone()]),
+                    ("reference".into(), vec![reference_path.clone()]),
+                ]),
+                BTreeMap::from([
+                    (
+                        "matches".into(),
+                        dir.path().join(format!("{name}_matches.parquet")),
+                    ),
+                    (
+                        "removal".into(),
+                        dir.path().join(format!("{name}_removal.parquet")),
+                    ),
+                ]),
+                dir.path().join("scratch"),
+            );
+            Dedup.run(&ctx).map(|summary| {
+                let read = |what: &str| {
+                    std::fs::read(dir.path().join(format!("{name}_{what}.parquet"))).unwrap()
+                };
+                (summary.lines, read("matches"), read("removal"))
+            })
+        };
+        // At size 256 a query holds ~0.9 MB and a reference block of 16 ~10.5 MB: 15 MB
+        // leaves room for a few queries a block.
+        let (one_lines, one_matches, one_removal) = run(1_000).unwrap();
+        assert!(
+            one_lines.iter().any(|l| l == "the queries in one block"),
+            "{one_lines:?}"
+        );
+        assert!(
+            one_lines[0].starts_with("10 of 30 target images overlap"),
+            "{one_lines:?}"
+        );
+        let (lines, matches, removal) = run(15).unwrap();
+        assert!(
+            lines.iter().any(|l| l.contains("blocks of up to")),
+            "{lines:?}"
+        );
+        assert!(matches == one_matches && removal == one_removal);
+        let error = run(5).unwrap_err().to_string();
+        assert!(error.contains("a reference block of 16 images"), "{error}");
+        assert!(error.contains("memory_limit_mb is 5"), "{error}");
     }
 }
