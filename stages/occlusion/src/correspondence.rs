@@ -604,7 +604,7 @@ mod tests {
             })
         };
         let draws = ("random_draws", Int(3));
-        let whole = run(&[draws.clone()], "whole").unwrap();
+        let whole = run(std::slice::from_ref(&draws), "whole").unwrap();
         // 6 images: 15 pairs per part; the random masks, 2 parts x 3 draws of 15 pairs.
         assert_eq!(
             whole.1,

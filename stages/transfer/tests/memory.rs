@@ -3,7 +3,6 @@
 //! large is read, a run over the budget is refused with its parts, and a run under it stays
 //! under it. One measured test per binary, since it reads this process's peak RSS.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use artifacts::Provenance;
