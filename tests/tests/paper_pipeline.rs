@@ -51,7 +51,7 @@ fn the_paper_pipeline_resolves_when_its_datasets_exist_and_names_them_when_not()
     // The paper's settings are the train kind's defaults, so only the wiring shows.
     assert!(
         text.contains(
-            "train [train v3]\n  exclude <- dedup_caltech101.removal, dedup_caltech256.removal\n  mean <- imagenet_mean.mean\n  train <- imagenet_train.images"
+            "train [train v4]\n  exclude <- dedup_caltech101.removal, dedup_caltech256.removal\n  mean <- imagenet_mean.mean\n  train <- imagenet_train.images"
         ),
         "{text}"
     );
