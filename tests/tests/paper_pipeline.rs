@@ -5,6 +5,16 @@ use std::fs;
 
 use tests::Project;
 
+/// The annotation files the paper pipeline reads from the repository's data/annotations/
+/// (Table 1's part template), copied into the test project.
+fn copy_annotations(project: &Project) {
+    let folder = project.path("data/annotations");
+    fs::create_dir_all(&folder).unwrap();
+    let file = "imagenet-dog-parts.csv";
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/annotations/");
+    fs::copy(format!("{shipped}{file}"), folder.join(file)).unwrap();
+}
+
 #[test]
 fn the_paper_pipeline_resolves_when_its_datasets_exist_and_names_them_when_not() {
     let project = Project::new("");
@@ -12,6 +22,7 @@ fn the_paper_pipeline_resolves_when_its_datasets_exist_and_names_them_when_not()
     fs::create_dir_all(&pipelines).unwrap();
     let paper = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/paper.yaml");
     fs::copy(paper, pipelines.join("paper.yaml")).unwrap();
+    copy_annotations(&project);
 
     let missing = project.zfnet(&["-f", "pipelines/paper.yaml", "dag"]);
     assert_eq!(missing.code, Some(2));
@@ -47,7 +58,7 @@ fn the_paper_pipeline_resolves_when_its_datasets_exist_and_names_them_when_not()
     }
     let dag = project.zfnet(&["-f", "pipelines/paper.yaml", "dag"]);
     let text = dag.ok();
-    assert!(text.starts_with("pipeline `paper`: 43 stages"), "{text}");
+    assert!(text.starts_with("pipeline `paper`: 44 stages"), "{text}");
     // The paper's settings are the train kind's defaults, so only the wiring shows.
     assert!(
         text.contains(
@@ -84,6 +95,7 @@ fn the_paper_pipelines_commented_slurm_block_is_valid_when_switched_on() {
     assert!(block_lines >= 5, "the block is in paper.yaml");
     fs::create_dir_all(project.path("pipelines")).unwrap();
     fs::write(project.path("pipelines/paper.yaml"), switched_on).unwrap();
+    copy_annotations(&project);
     for folder in [
         "data/imagenet/train",
         "data/101_ObjectCategories",

@@ -9,6 +9,8 @@
 //! - `imagenet/`: `train/<wnid>/<wnid>_<n>.JPEG`, `val/<wnid>/ILSVRC2012_val_<8 digits>.JPEG`
 //!   (the class-folder form `valprep.sh` makes) and `LOC_synset_mapping.txt`; one CMYK JPEG
 //!   and one PNG named `.JPEG` in train/, as the real set has.
+//!   The first class's first five validation files are aligned T-shirts for Table 1, and
+//!   `imagenet-parts.csv` gives their sleeves and collar (the paper's eyes and nose).
 //! - `imagenet_flat_val/`: the same val images flat, with the devkit's
 //!   `ILSVRC2012_validation_ground_truth.txt` (1-based IDs in sorted file order) and
 //!   `synsets.txt` in ID order.
@@ -40,7 +42,7 @@ pub use artifacts::multilabels::VOC_CLASSES;
 /// The marker file that says a folder was written by this crate (and with which scale).
 pub const MARKER: &str = ".zfnet-miniatures";
 /// Bumped whenever the bytes written for a given scale change.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// How many images each miniature holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +79,7 @@ impl Scale {
     pub const CI: Scale = Scale {
         imagenet_classes: 4,
         imagenet_train_per_class: 6,
-        imagenet_val_per_class: 3,
+        imagenet_val_per_class: 5,
         caltech_classes: 4,
         caltech101_per_class: 8,
         caltech256_per_class: 8,
@@ -104,6 +106,13 @@ impl Scale {
                  test on)"
                     .to_owned(),
             ));
+        }
+        if self.imagenet_val_per_class < ALIGNED_IMAGES {
+            return Err(Error::Scale(format!(
+                "imagenet_val_per_class is {}; at least {ALIGNED_IMAGES} (Table 1's aligned \
+                 images are the first class's)",
+                self.imagenet_val_per_class
+            )));
         }
         if self.imagenet_train_per_class < 2 || self.voc_train < 20 || self.voc_val < 20 {
             return Err(Error::Scale(
@@ -518,6 +527,9 @@ pub fn wnid(class: usize) -> String {
     format!("n9{:07}", class + 1)
 }
 
+/// Where the miniature's Table 1 part file is written (relative to its root).
+pub const PARTS_FILE: &str = "imagenet-parts.csv";
+
 /// Fashion-MNIST picture offsets per set, so that no two sets share a picture by accident.
 const IMAGENET_OFFSET: usize = 0;
 const CALTECH101_OFFSET: usize = 1500;
@@ -638,19 +650,26 @@ fn write_imagenet(
     for i in (1..numbers.len()).rev() {
         numbers.swap(i, rng.random_range(0..=i));
     }
+    // Class 0's first files in sorted order (listing ids 0.., class 0's folder sorting first)
+    // are Table 1's aligned images.
+    let mut first_class: Vec<usize> = numbers[..scale.imagenet_val_per_class].to_vec();
+    first_class.sort_unstable();
+    let aligned: Vec<usize> = first_class[..ALIGNED_IMAGES].to_vec();
     let mut truth = vec![0usize; n_val];
     let mut numbers = numbers.into_iter();
     for class in 0..scale.imagenet_classes {
         let wnid = wnid(class);
         for n in 0..scale.imagenet_val_per_class {
             let number = numbers.next().expect("one number per image");
-            let canvas = single_object(
-                source,
-                Some(class),
-                IMAGENET_OFFSET + scale.imagenet_train_per_class + n,
-                &mut rng,
-            )?;
-            let format = usual_format(index);
+            let picture = IMAGENET_OFFSET + scale.imagenet_train_per_class + n;
+            let (canvas, format) = if class == 0 && aligned.contains(&number) {
+                (aligned_object(source, picture, &mut rng)?, Format::Rgb)
+            } else {
+                (
+                    single_object(source, Some(class), picture, &mut rng)?,
+                    usual_format(index),
+                )
+            };
             index += 1;
             let file = format!("ILSVRC2012_val_{number:08}.JPEG");
             let bytes = writer.image(&format!("imagenet/val/{wnid}/{file}"), &canvas, format)?;
@@ -663,7 +682,65 @@ fn write_imagenet(
         "imagenet_flat_val/ILSVRC2012_validation_ground_truth.txt",
         truth.as_bytes(),
     )?;
+    writer.write(PARTS_FILE, parts_file(aligned.len()).as_bytes())?;
     Ok(train)
+}
+
+/// Table 1's aligned images: how many, and where the object lies on their 256 x 256 canvas
+/// (224 x 224 at (16, 16): exactly the centre crop the network sees).
+const ALIGNED_IMAGES: usize = 5;
+const ALIGNED_CANVAS: u32 = 256;
+const ALIGNED_SIZE: u32 = 224;
+const ALIGNED_AT: u32 = 16;
+
+/// The parts of a Fashion-MNIST T-shirt (frontal, centred: every one has its sleeves and
+/// collar in the same place, as the paper's frontal dogs have their eyes and nose), as
+/// (name, top, left, height, width) in the 28 x 28 picture's pixels.
+const TSHIRT_PARTS: [(&str, u32, u32, u32, u32); 3] = [
+    ("left_sleeve", 3, 3, 8, 5),
+    ("right_sleeve", 3, 20, 8, 5),
+    ("collar", 0, 9, 4, 10),
+];
+
+/// The part file of Table 1's aligned images, in the preprocessed images' pixels (the canvas
+/// is already 256 x 256, so preprocessing keeps it as it is); their listing ids are 0..
+fn parts_file(images: usize) -> String {
+    let mut text = String::from(
+        "# Table 1's part masks for the miniature (written by zfnet-miniatures): the first \
+         class's first\n# validation images are T-shirts drawn at the same place, their \
+         sleeves and collar on the same\n# pixels. ids: positions in the val listing.\n\
+         image_id,part,top,left,height,width\n",
+    );
+    let scale = ALIGNED_SIZE / 28;
+    for id in 0..images {
+        for (part, top, left, height, width) in TSHIRT_PARTS {
+            writeln!(
+                text,
+                "{id},{part},{},{},{},{}",
+                ALIGNED_AT + top * scale,
+                ALIGNED_AT + left * scale,
+                height * scale,
+                width * scale
+            )
+            .expect("string");
+        }
+    }
+    text
+}
+
+/// An aligned image of Table 1: a T-shirt (class 0) filling the centre crop of a 256 x 256
+/// canvas, unmirrored.
+fn aligned_object(source: &Source, n: usize, rng: &mut ChaCha8Rng) -> Result<Canvas, Error> {
+    let mut canvas = Canvas::new(ALIGNED_CANVAS, ALIGNED_CANVAS, rng);
+    canvas.draw(&Object {
+        picture: source.picture(0, n)?,
+        colour: class_colour(0, rng),
+        mirrored: false,
+        size: ALIGNED_SIZE,
+        x: ALIGNED_AT,
+        y: ALIGNED_AT,
+    });
+    Ok(canvas)
 }
 
 /// Writes Caltech-101 (`caltech256 == false`) or Caltech-256, planting duplicates of ImageNet
@@ -971,6 +1048,25 @@ mod tests {
                 );
             }
         }
+        // Table 1: the first class's first five val files, in sorted order (listing ids 0-4),
+        // are the 256 x 256 aligned images the part file names, three parts each.
+        let mut first_class: Vec<PathBuf> = fs::read_dir(a.join("imagenet/val/n90000001"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        first_class.sort();
+        for (i, path) in first_class.iter().enumerate() {
+            let image = image::open(path).unwrap();
+            let aligned = (image.width(), image.height()) == (256, 256);
+            assert_eq!(aligned, i < ALIGNED_IMAGES, "{}", path.display());
+        }
+        let parts = fs::read_to_string(a.join(PARTS_FILE)).unwrap();
+        let rows: Vec<&str> = parts
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("image_id"))
+            .collect();
+        assert_eq!(rows.len(), 3 * ALIGNED_IMAGES);
+        assert!(rows[0].starts_with("0,left_sleeve,") && rows[14].starts_with("4,collar,"));
         // Writing the same scale again changes nothing, not even a file's time.
         let again = write_miniatures(&fashion_mnist(), &a, &Scale::CI).unwrap();
         assert!(again.unchanged);

@@ -48,7 +48,8 @@ pub struct PartMask {
 }
 
 /// Reads `image_id,part,top,left,height,width` lines (`#` comments and a header allowed),
-/// naming the line of any problem.
+/// naming the line of any problem. A file with no rows is valid: a template the user has not
+/// filled in yet (the stage then says Table 1 was not computed).
 pub fn read_part_masks(path: &Path) -> Result<Vec<PartMask>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut masks = Vec::new();
@@ -79,9 +80,6 @@ pub fn read_part_masks(path: &Path) -> Result<Vec<PartMask>> {
             height: n(4)?,
             width: n(5)?,
         });
-    }
-    if masks.is_empty() {
-        return Err(Error::input(path, "no part masks"));
     }
     Ok(masks)
 }
@@ -183,6 +181,11 @@ impl cuda_backend::StageBody for Correspondence {
     fn run_on_backend<B: Backend>(&self, ctx: &StageContext, backend: B) -> Result<RunSummary> {
         let (network, info) = load_model(ctx.input("model"), backend)?;
         let masks = read_part_masks(ctx.input("parts"))?;
+        if masks.is_empty() {
+            // Nothing annotated (the paper's own annotations were not published): an empty
+            // table and no figure, which the report shows as not computed.
+            return not_annotated(ctx);
+        }
         // The annotated images in the order the file first names them.
         let mut seen = std::collections::BTreeSet::new();
         let ids: Vec<i64> = masks
@@ -386,6 +389,25 @@ fn correspondence_need<B: Backend>(
         );
     }
     Ok(need)
+}
+
+/// The outputs of a run whose part file names no rectangle: an empty `table1` and an empty
+/// figures folder.
+fn not_annotated(ctx: &StageContext) -> Result<RunSummary> {
+    Table::default()
+        .with("layer", Column::I64(Vec::new()))
+        .with("mask", Column::Str(Vec::new()))
+        .with("mean", Column::F64(Vec::new()))
+        .with("std", Column::F64(Vec::new()))
+        .with("pairs", Column::I64(Vec::new()))
+        .write(ctx.output("table1"), CORRESPONDENCE, &ctx.provenance)?;
+    let figures = ctx.output("figures");
+    std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
+    Ok(RunSummary::default().line(format!(
+        "{} names no part rectangle: Table 1 and Fig. 8 not computed (annotate images there: \
+         image_id,part,top,left,height,width)",
+        ctx.input("parts").display()
+    )))
 }
 
 fn sign(v: f32) -> i8 {
@@ -625,5 +647,14 @@ mod tests {
         ] {
             assert!(error.contains(part), "{part:?} not in: {error}");
         }
+        // A template with no rows (the user has not annotated yet): an empty table.
+        std::fs::write(
+            root.join("parts.csv"),
+            "# fill me in\nimage_id,part,top,left,height,width\n",
+        )
+        .unwrap();
+        let (means, _) = run(&[], "template").unwrap();
+        assert!(means.is_empty());
+        assert!(root.join("template_figures").is_dir());
     }
 }

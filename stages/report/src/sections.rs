@@ -485,6 +485,10 @@ fn mean(values: &[f64]) -> f64 {
 }
 
 /// Table 1: sign-change consistency per mask, and each part against random masks.
+/// What Table 1 shows, in the paper's words.
+const TABLE1_CLAIM: &str = "masking the same part in every image gives a lower layer-5 sign \
+     change than random masks: the model implicitly establishes correspondence of parts";
+
 pub fn correspondence(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<Section> {
     let table = Table::read(path, CORRESPONDENCE)?;
     let mut section = Section::new(
@@ -499,6 +503,25 @@ pub fn correspondence(path: &Path, folder: Option<&Path>, figures: &Path) -> Res
          cell: see the claim). The paper's Table 1 (dogs' eyes and nose, ImageNet) is quoted for \
          shape only: the data differ.",
     );
+    if table.rows() == 0 {
+        section.text(
+            "**Not computed**: the `correspondence` stage's part file (its `parts` input) names \
+             no rectangle. The paper masks the left eye, the right eye and the nose of 5 frontal \
+             dog images from the ImageNet validation set; those annotations were not \
+             published. To compute this table, list rectangles in that file (`image_id,part,\
+             top,left,height,width`, in the preprocessed images' pixels; the ids are the \
+             images' positions in the listing) and run `zfnet run report` again.",
+        );
+        section.claim(
+            Claim::new(
+                "Table 1",
+                TABLE1_CLAIM,
+                "layer-5 sign change of random masks minus that of each part",
+            )
+            .blocked("no part annotations: nothing was measured"),
+        );
+        return Ok(section);
+    }
     let layers = col!(table, path, i64 "layer");
     let names = col!(table, path, str "mask");
     let (means, stds, pairs) = (
@@ -527,8 +550,7 @@ pub fn correspondence(path: &Path, folder: Option<&Path>, figures: &Path) -> Res
     );
     let mut claim = Claim::new(
         "Table 1",
-        "masking the same part in every image gives a lower layer-5 sign change than random \
-         masks: the model implicitly establishes correspondence of parts",
+        TABLE1_CLAIM,
         "layer-5 sign change of random masks minus that of each part (Welch, with n the \
          number of images: the pairs of images behind each mean share images, so counting \
          pairs would overstate the evidence; the random masks pool all three part sizes)",
@@ -728,4 +750,38 @@ pub fn dedup(path: &Path) -> Result<Section> {
         removed.len()
     ));
     Ok(section)
+}
+
+#[cfg(test)]
+mod tests {
+    use artifacts::table::Column;
+
+    use super::*;
+
+    /// The paper pipeline ships Table 1's part file empty (the paper's annotations were not
+    /// published): the section says the table was not computed and how to compute it, and
+    /// its claim is inconclusive, never a verdict on nothing.
+    #[test]
+    fn an_unannotated_table_1_is_not_computed_and_its_claim_inconclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("runs/abc/table1.parquet");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        Table::default()
+            .with("layer", Column::I64(Vec::new()))
+            .with("mask", Column::Str(Vec::new()))
+            .with("mean", Column::F64(Vec::new()))
+            .with("std", Column::F64(Vec::new()))
+            .with("pairs", Column::I64(Vec::new()))
+            .write(
+                &path,
+                CORRESPONDENCE,
+                &artifacts::Provenance::ad_hoc("correspondence"),
+            )
+            .unwrap();
+        let section = correspondence(&path, None, dir.path()).unwrap();
+        let text = section.render();
+        assert!(text.contains("**Not computed**"), "{text}");
+        assert!(text.contains("INCONCLUSIVE"), "{text}");
+        assert!(!text.contains("| mask | layer 5"), "no empty table: {text}");
+    }
 }
