@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use artifacts::table::schemas::FEATURE_EVOLUTION;
-use artifacts::table::{Column, Table};
+use artifacts::table::TableRow;
+use artifacts::table::rows::EvolutionRow;
 use artifacts::tensors::read_tensors;
 use engine::weights::{import, load_model};
 use engine::{Backend, Network};
@@ -196,36 +196,19 @@ impl cuda_backend::StageBody for FeatureEvolution {
             (&row_labels, &column_labels),
             &figures.join("evolution.png"),
         )?;
-        Table::default()
-            .with(
-                "epoch",
-                Column::I64(table.iter().map(|(e, _)| *e as i64).collect()),
-            )
-            .with(
-                "layer",
-                Column::I64(table.iter().map(|(_, h)| h.layer as i64).collect()),
-            )
-            .with(
-                "map",
-                Column::I64(table.iter().map(|(_, h)| h.map as i64).collect()),
-            )
-            .with(
-                "image_id",
-                Column::I64(table.iter().map(|(_, h)| h.image_id).collect()),
-            )
-            .with(
-                "y",
-                Column::I64(table.iter().map(|(_, h)| h.y as i64).collect()),
-            )
-            .with(
-                "x",
-                Column::I64(table.iter().map(|(_, h)| h.x as i64).collect()),
-            )
-            .with(
-                "activation",
-                Column::F64(table.iter().map(|(_, h)| h.activation as f64).collect()),
-            )
-            .write(ctx.output("strongest"), FEATURE_EVOLUTION, &ctx.provenance)?;
+        let strongest: Vec<EvolutionRow> = table
+            .iter()
+            .map(|(epoch, h)| EvolutionRow {
+                epoch: *epoch as i64,
+                layer: h.layer as i64,
+                map: h.map as i64,
+                image_id: h.image_id,
+                y: h.y as i64,
+                x: h.x as i64,
+                activation: h.activation as f64,
+            })
+            .collect();
+        EvolutionRow::write(&strongest, ctx.output("strongest"), &ctx.provenance)?;
         Ok(RunSummary::default().line(format!(
             "epochs {:?}: strongest activation of {rows} maps over {scanned} images each",
             files.iter().map(|(e, _)| *e).collect::<Vec<_>>()

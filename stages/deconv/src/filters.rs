@@ -16,8 +16,8 @@ use std::path::Path;
 
 use artifacts::Provenance;
 use artifacts::parquet_io::PROVENANCE_KEY;
-use artifacts::table::schemas::FILTER_COMPARISON;
-use artifacts::table::{Column, Table};
+use artifacts::table::TableRow;
+use artifacts::table::rows::FilterComparisonRow;
 use artifacts::tensors::read_tensor_metadata;
 use engine::cpu::sgd::filter_rms;
 use engine::weights::load_model;
@@ -229,7 +229,7 @@ impl StageKind for Conv1Filters {
         let figures = ctx.output("figures");
         std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
         let dead_threshold = ctx.params.float("dead_filter_rms");
-        let mut table = Rows::default();
+        let mut table: Vec<FilterComparisonRow> = Vec::new();
         let mut summary = RunSummary::default();
         for (input, panel, figure) in PANELS {
             let Some(path) = ctx.optional_input(input) else {
@@ -263,14 +263,16 @@ impl StageKind for Conv1Filters {
                 counts.rms.len()
             ));
             for (f, &rms) in counts.rms.iter().enumerate() {
-                table.panel.push(panel.to_owned());
-                table.architecture.push(info.architecture.name.clone());
-                table.stage.push(stage.clone());
-                table.filter.push(f as i64);
-                table.rms.push(rms);
-                table.dead.push(counts.dead[f] as i64);
-                table.dominating.push(counts.dominating[f] as i64);
-                table.aliased_energy.push(aliased[f]);
+                table.push(FilterComparisonRow {
+                    panel: panel.to_owned(),
+                    architecture: info.architecture.name.clone(),
+                    stage: stage.clone(),
+                    filter: f as i64,
+                    rms,
+                    dead: counts.dead[f] as i64,
+                    dominating: counts.dominating[f] as i64,
+                    aliased_energy: aliased[f],
+                });
             }
         }
         if let Some(images) = ctx.optional_input("images") {
@@ -285,16 +287,7 @@ impl StageKind for Conv1Filters {
                 summary = summary.line(format!("{figure}: top-9 of layer 2 over {scanned} images"));
             }
         }
-        Table::default()
-            .with("panel", Column::Str(table.panel))
-            .with("architecture", Column::Str(table.architecture))
-            .with("stage", Column::Str(table.stage))
-            .with("filter", Column::I64(table.filter))
-            .with("rms", Column::F64(table.rms))
-            .with("dead", Column::I64(table.dead))
-            .with("dominating", Column::I64(table.dominating))
-            .with("aliased_energy", Column::F64(table.aliased_energy))
-            .write(ctx.output("table"), FILTER_COMPARISON, &ctx.provenance)?;
+        FilterComparisonRow::write(&table, ctx.output("table"), &ctx.provenance)?;
         Ok(summary)
     }
 }
@@ -341,18 +334,6 @@ fn layer2_figure(ctx: &StageContext, model: &Path, images: &Path, out: &Path) ->
         out,
     )?;
     Ok(scan.n_images)
-}
-
-#[derive(Default)]
-struct Rows {
-    panel: Vec<String>,
-    architecture: Vec<String>,
-    stage: Vec<String>,
-    filter: Vec<i64>,
-    rms: Vec<f64>,
-    dead: Vec<i64>,
-    dominating: Vec<i64>,
-    aliased_energy: Vec<f64>,
 }
 
 /// conv1's stride.

@@ -14,7 +14,6 @@ mod scan;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use artifacts::table::{Column, Table};
 use engine::Backend;
 use engine::cpu::sgd::filter_rms;
 use engine::weights::load_model;
@@ -25,7 +24,8 @@ use stage_api::{
 
 pub use scan::{Hit, ScanConfig, chosen_maps, scan_top_k};
 
-use artifacts::table::schemas::{DECONV_TOP9 as TOP9, FILTER_STATS as FILTERS};
+use artifacts::table::TableRow;
+use artifacts::table::rows::{FilterStatsRow, Top9Row};
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![
@@ -221,38 +221,32 @@ impl cuda_backend::StageBody for DeconvTop9 {
         let n_dead: i64 = dead.iter().sum();
         let n_dominating: i64 = dominating.iter().sum();
         let rms = counts.rms;
-        Table::default()
-            .with("filter", Column::I64((0..rms.len() as i64).collect()))
-            .with("rms", Column::F64(rms.clone()))
-            .with("dead", Column::I64(dead))
-            .with("dominating", Column::I64(dominating))
-            .write(ctx.output("filters"), FILTERS, &ctx.provenance)?;
-
-        let hits = &scan.hits;
-        let table = Table::default()
-            .with(
-                "layer",
-                Column::I64(hits.iter().map(|h| h.layer as i64).collect()),
-            )
-            .with(
-                "map",
-                Column::I64(hits.iter().map(|h| h.map as i64).collect()),
-            )
-            .with(
-                "rank",
-                Column::I64(hits.iter().map(|h| h.rank as i64).collect()),
-            )
-            .with(
-                "image_id",
-                Column::I64(hits.iter().map(|h| h.image_id).collect()),
-            )
-            .with("y", Column::I64(hits.iter().map(|h| h.y as i64).collect()))
-            .with("x", Column::I64(hits.iter().map(|h| h.x as i64).collect()))
-            .with(
-                "activation",
-                Column::F64(hits.iter().map(|h| h.activation as f64).collect()),
-            );
-        table.write(ctx.output("top9"), TOP9, &ctx.provenance)?;
+        let filter_rows: Vec<FilterStatsRow> = rms
+            .iter()
+            .zip(dead.iter().zip(&dominating))
+            .enumerate()
+            .map(|(filter, (&rms, (&dead, &dominating)))| FilterStatsRow {
+                filter: filter as i64,
+                rms,
+                dead,
+                dominating,
+            })
+            .collect();
+        FilterStatsRow::write(&filter_rows, ctx.output("filters"), &ctx.provenance)?;
+        let top9: Vec<Top9Row> = scan
+            .hits
+            .iter()
+            .map(|h| Top9Row {
+                layer: h.layer as i64,
+                map: h.map as i64,
+                rank: h.rank as i64,
+                image_id: h.image_id,
+                y: h.y as i64,
+                x: h.x as i64,
+                activation: h.activation as f64,
+            })
+            .collect();
+        Top9Row::write(&top9, ctx.output("top9"), &ctx.provenance)?;
         let per_layer: BTreeMap<usize, usize> = maps.iter().map(|(l, m)| (*l, m.len())).collect();
         Ok(RunSummary::default()
             .line(format!(

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use artifacts::images::{ImageRecord, ImagesReader};
-use artifacts::table::schemas::{DEDUP_MATCHES, REMOVAL};
-use artifacts::table::{Column, Table};
+use artifacts::table::TableRow;
+use artifacts::table::rows::{DedupMatchRow, RemovalRow};
 use rayon::prelude::*;
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
@@ -298,36 +298,29 @@ impl StageKind for Dedup {
         }
         matches.sort_by_key(|m| (m.query_id, m.reference_id));
         let seconds = started.elapsed().as_secs_f64();
-        Table::default()
-            .with(
-                "query_id",
-                Column::I64(matches.iter().map(|m| m.query_id).collect()),
-            )
-            .with(
-                "query_label",
-                Column::I64(matches.iter().map(|m| m.query_label as i64).collect()),
-            )
-            .with(
-                "reference_id",
-                Column::I64(matches.iter().map(|m| m.reference_id).collect()),
-            )
-            .with(
-                "ncc",
-                Column::F64(matches.iter().map(|m| m.ncc as f64).collect()),
-            )
-            .write(ctx.output("matches"), DEDUP_MATCHES, &ctx.provenance)?;
+        let match_rows: Vec<DedupMatchRow> = matches
+            .iter()
+            .map(|m| DedupMatchRow {
+                query_id: m.query_id,
+                query_label: m.query_label as i64,
+                reference_id: m.reference_id,
+                ncc: m.ncc as f64,
+            })
+            .collect();
+        DedupMatchRow::write(&match_rows, ctx.output("matches"), &ctx.provenance)?;
         let mut removal: BTreeMap<i64, f32> = BTreeMap::new();
         for m in &matches {
             let best = removal.entry(m.reference_id).or_insert(m.ncc);
             *best = best.max(m.ncc);
         }
-        Table::default()
-            .with("image_id", Column::I64(removal.keys().copied().collect()))
-            .with(
-                "best_ncc",
-                Column::F64(removal.values().map(|&v| v as f64).collect()),
-            )
-            .write(ctx.output("removal"), REMOVAL, &ctx.provenance)?;
+        let removal_rows: Vec<RemovalRow> = removal
+            .iter()
+            .map(|(&image_id, &best)| RemovalRow {
+                image_id,
+                best_ncc: best as f64,
+            })
+            .collect();
+        RemovalRow::write(&removal_rows, ctx.output("removal"), &ctx.provenance)?;
         let mut per_class: BTreeMap<i32, std::collections::BTreeSet<i64>> = BTreeMap::new();
         for m in &matches {
             per_class

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use artifacts::images::{ImageRecord, ImagesReader};
-use artifacts::table::schemas::CORRESPONDENCE;
-use artifacts::table::{Column, Table};
+use artifacts::table::TableRow;
+use artifacts::table::rows::CorrespondenceRow;
 use engine::deconv::feature_op;
 use engine::weights::{ModelInfo, load_model};
 use engine::{Backend, Mode, Network, Op};
@@ -312,25 +312,21 @@ impl cuda_backend::StageBody for Correspondence {
                 }
             }
         }
-        let mut table = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut table = Vec::new();
         let mut lines = Vec::new();
         for ((layer, name), values) in &distances {
             let summary = stats::Summary::of(values).expect("at least one pair");
             let (mean, std) = (summary.mean, summary.std.unwrap_or(0.0));
-            table.0.push(*layer as i64);
-            table.1.push(name.clone());
-            table.2.push(mean);
-            table.3.push(std);
-            table.4.push(values.len() as i64);
+            table.push(CorrespondenceRow {
+                layer: *layer as i64,
+                mask: name.clone(),
+                mean,
+                std,
+                pairs: values.len() as i64,
+            });
             lines.push(format!("layer {layer} {name}: {mean:.3} ± {std:.3}"));
         }
-        Table::default()
-            .with("layer", Column::I64(table.0))
-            .with("mask", Column::Str(table.1))
-            .with("mean", Column::F64(table.2))
-            .with("std", Column::F64(table.3))
-            .with("pairs", Column::I64(table.4))
-            .write(ctx.output("table1"), CORRESPONDENCE, &ctx.provenance)?;
+        CorrespondenceRow::write(&table, ctx.output("table1"), &ctx.provenance)?;
         let figures = ctx.output("figures");
         std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
         figure(
@@ -394,13 +390,7 @@ fn correspondence_need<B: Backend>(
 /// The outputs of a run whose part file names no rectangle: an empty `table1` and an empty
 /// figures folder.
 fn not_annotated(ctx: &StageContext) -> Result<RunSummary> {
-    Table::default()
-        .with("layer", Column::I64(Vec::new()))
-        .with("mask", Column::Str(Vec::new()))
-        .with("mean", Column::F64(Vec::new()))
-        .with("std", Column::F64(Vec::new()))
-        .with("pairs", Column::I64(Vec::new()))
-        .write(ctx.output("table1"), CORRESPONDENCE, &ctx.provenance)?;
+    CorrespondenceRow::write(&[], ctx.output("table1"), &ctx.provenance)?;
     let figures = ctx.output("figures");
     std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
     Ok(RunSummary::default().line(format!(
@@ -617,11 +607,10 @@ mod tests {
                 root.join("scratch"),
             );
             Correspondence.run(&ctx).map(|_| {
-                let table =
-                    Table::read(&root.join(format!("{name}.parquet")), CORRESPONDENCE).unwrap();
+                let rows = CorrespondenceRow::read(&root.join(format!("{name}.parquet"))).unwrap();
                 (
-                    table.f64("mean").unwrap().to_vec(),
-                    table.i64("pairs").unwrap().to_vec(),
+                    rows.iter().map(|r| r.mean).collect::<Vec<_>>(),
+                    rows.iter().map(|r| r.pairs).collect::<Vec<_>>(),
                 )
             })
         };

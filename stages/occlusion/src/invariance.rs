@@ -12,8 +12,8 @@
 use std::path::Path;
 
 use artifacts::images::ImagesReader;
-use artifacts::table::schemas::INVARIANCE;
-use artifacts::table::{Column, Table};
+use artifacts::table::TableRow;
+use artifacts::table::rows::InvarianceRow;
 use engine::deconv::feature_op;
 use engine::weights::load_model;
 use engine::{Backend, Mode, Network, Op};
@@ -225,14 +225,17 @@ impl cuda_backend::StageBody for Invariance {
             picked.iter().sum::<f64>() / picked.len().max(1) as f64
         };
         let (d1, d7) = (small_shift(&rows.layer1), small_shift(&rows.layer7));
-        Table::default()
-            .with("transform", Column::Str(rows.transform))
-            .with("amount", Column::F64(rows.amount))
-            .with("image_id", Column::I64(rows.image_id))
-            .with("layer1_distance", Column::F64(rows.layer1))
-            .with("layer7_distance", Column::F64(rows.layer7))
-            .with("true_probability", Column::F64(rows.probability))
-            .write(ctx.output("curves"), INVARIANCE, &ctx.provenance)?;
+        let curves: Vec<InvarianceRow> = (0..rows.transform.len())
+            .map(|i| InvarianceRow {
+                transform: rows.transform[i].clone(),
+                amount: rows.amount[i],
+                image_id: rows.image_id[i],
+                layer1_distance: rows.layer1[i],
+                layer7_distance: rows.layer7[i],
+                true_probability: rows.probability[i],
+            })
+            .collect();
+        InvarianceRow::write(&curves, ctx.output("curves"), &ctx.provenance)?;
         Ok(RunSummary::default().line(format!(
             "{} images; mean relative feature change for a vertical shift of {smallest} px: layer 1 {d1:.3}, layer 7 {d7:.3}",
             images.len()

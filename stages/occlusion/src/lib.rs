@@ -16,8 +16,8 @@ mod invariance;
 use std::sync::Arc;
 
 use artifacts::images::{ImageGroups, ImageRecord};
-use artifacts::table::schemas::{OCCLUSION_CHECKS, OCCLUSION_MAPS};
-use artifacts::table::{Column, Table};
+use artifacts::table::TableRow;
+use artifacts::table::rows::{OcclusionCheckRow, OcclusionMapRow};
 use engine::deconv::{feature_op, project};
 use engine::weights::{ModelInfo, load_model};
 use engine::{Backend, Mode, Network};
@@ -190,64 +190,38 @@ impl cuda_backend::StageBody for Occlusion {
             )?;
         }
 
-        let mut maps = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        let mut checks = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
-        let mut activations = (Vec::new(), Vec::new(), Vec::new());
+        let mut maps = Vec::new();
+        let mut checks = Vec::new();
         let mut passed = 0;
         for r in &results {
             for (i, &(y, x)) in r.positions.iter().enumerate() {
-                maps.0.push(r.image.image_id);
-                maps.1.push(y as i64);
-                maps.2.push(x as i64);
-                maps.3.push(r.map_activation[i] as f64);
-                maps.4.push(r.true_probability[i] as f64);
-                maps.5.push(r.predicted[i] as i64);
+                maps.push(OcclusionMapRow {
+                    image_id: r.image.image_id,
+                    y: y as i64,
+                    x: x as i64,
+                    map_activation: r.map_activation[i] as f64,
+                    true_probability: r.true_probability[i] as f64,
+                    predicted_label: r.predicted[i] as i64,
+                });
             }
             let split = covering_split(r, occluder);
             passed += (split.probability.0 < split.probability.1) as usize;
-            checks.0.push(r.image.image_id);
-            checks.1.push(r.image.label as i64);
-            checks.2.push(r.map as i64);
-            checks.3.push(r.unoccluded_probability as f64);
-            checks.4.push(split.probability.0);
-            checks.5.push(split.probability.1);
-            activations.0.push(r.unoccluded_activation as f64);
-            activations.1.push(split.activation.0);
-            activations.2.push(split.activation.1);
+            checks.push(OcclusionCheckRow {
+                image_id: r.image.image_id,
+                label: r.image.label as i64,
+                map: r.map as i64,
+                prob_unoccluded: r.unoccluded_probability as f64,
+                prob_covering: split.probability.0,
+                prob_elsewhere: split.probability.1,
+                activation_unoccluded: r.unoccluded_activation as f64,
+                activation_covering: split.activation.0,
+                activation_elsewhere: split.activation.1,
+            });
         }
-        Table::default()
-            .with("image_id", Column::I64(maps.0))
-            .with("y", Column::I64(maps.1))
-            .with("x", Column::I64(maps.2))
-            .with("map_activation", Column::F64(maps.3))
-            .with("true_probability", Column::F64(maps.4))
-            .with("predicted_label", Column::I64(maps.5))
-            .write(ctx.output("maps"), OCCLUSION_MAPS, &ctx.provenance)?;
-        Table::default()
-            .with("image_id", Column::I64(checks.0))
-            .with("label", Column::I64(checks.1))
-            .with("map", Column::I64(checks.2))
-            .with("prob_unoccluded", Column::F64(checks.3))
-            .with("prob_covering", Column::F64(checks.4.clone()))
-            .with("prob_elsewhere", Column::F64(checks.5.clone()))
-            .with("activation_unoccluded", Column::F64(activations.0))
-            .with("activation_covering", Column::F64(activations.1))
-            .with("activation_elsewhere", Column::F64(activations.2))
-            .write(ctx.output("checks"), OCCLUSION_CHECKS, &ctx.provenance)?;
+        OcclusionMapRow::write(&maps, ctx.output("maps"), &ctx.provenance)?;
+        OcclusionCheckRow::write(&checks, ctx.output("checks"), &ctx.provenance)?;
+        let covering: Vec<f64> = checks.iter().map(|c| c.prob_covering).collect();
+        let elsewhere: Vec<f64> = checks.iter().map(|c| c.prob_elsewhere).collect();
         Ok(RunSummary::default().line(format!(
             "{} images, {}x{} occluder every {} px; covering the layer-5 projection peak lowered the true-class probability in {passed} of {} images (mean {:.3} covering vs {:.3} elsewhere)",
             results.len(),
@@ -255,8 +229,8 @@ impl cuda_backend::StageBody for Occlusion {
             occluder,
             ctx.params.usize("stride"),
             results.len(),
-            mean(&checks.4),
-            mean(&checks.5)
+            mean(&covering),
+            mean(&elsewhere)
         )))
     }
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use artifacts::features::FeatureRows;
-use artifacts::table::schemas::PROBE;
-use artifacts::table::{Column, Table};
+use artifacts::table::TableRow;
+use artifacts::table::rows::ProbeRow;
 use stage_api::sampling::split_per_class;
 use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Result, RunSummary, StageContext, StageKind,
@@ -153,7 +153,7 @@ impl StageKind for Probe {
             softmax_l2: ctx.params.float("softmax_l2"),
             softmax_steps: ctx.params.usize("softmax_steps"),
         };
-        let mut rows: Vec<(String, usize, f64, f64)> = Vec::new();
+        let mut rows: Vec<ProbeRow> = Vec::new();
         let bar = ctx.progress_bar((layers.len() * folds) as u64, "probing layers");
         let memory_limit = (ctx.params.int("memory_limit_mb") as u64).saturating_mul(MB);
         let mut read_modes = Vec::new();
@@ -215,32 +215,21 @@ impl StageKind for Probe {
             }
             for (classifier, values) in accuracy {
                 let summary = stats::Summary::of(&values).expect("one value per fold");
-                rows.push((
-                    classifier.to_owned(),
-                    *layer,
-                    summary.mean,
-                    summary.std.unwrap_or(0.0),
-                ));
+                rows.push(ProbeRow {
+                    classifier: classifier.to_owned(),
+                    layer: *layer as i64,
+                    mean: summary.mean,
+                    std: summary.std.unwrap_or(0.0),
+                    folds: folds as i64,
+                });
             }
         }
         bar.finish_and_clear();
-        Table::default()
-            .with(
-                "classifier",
-                Column::Str(rows.iter().map(|r| r.0.clone()).collect()),
-            )
-            .with(
-                "layer",
-                Column::I64(rows.iter().map(|r| r.1 as i64).collect()),
-            )
-            .with("mean", Column::F64(rows.iter().map(|r| r.2).collect()))
-            .with("std", Column::F64(rows.iter().map(|r| r.3).collect()))
-            .with("folds", Column::I64(vec![folds as i64; rows.len()]))
-            .write(ctx.output("table7"), PROBE, &ctx.provenance)?;
+        ProbeRow::write(&rows, ctx.output("table7"), &ctx.provenance)?;
         let line = |classifier: &str| {
             rows.iter()
-                .filter(|r| r.0 == classifier)
-                .map(|r| format!("{}: {:.1}%", r.1, 100.0 * r.2))
+                .filter(|r| r.classifier == classifier)
+                .map(|r| format!("{}: {:.1}%", r.layer, 100.0 * r.mean))
                 .collect::<Vec<_>>()
                 .join(", ")
         };

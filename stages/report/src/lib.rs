@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use artifacts::parquet_io::read_header;
-use artifacts::table::Table;
 use document::{MdTable, Section};
 use models::ModelArchitecture;
 use stage_api::{
@@ -610,8 +609,11 @@ fn machine() -> String {
 fn filter_panels(paths: &[std::path::PathBuf]) -> String {
     paths
         .iter()
-        .filter_map(|path| Table::read(path, artifacts::table::schemas::FILTER_COMPARISON).ok())
-        .flat_map(|table| table.str("panel").unwrap_or(&[]).to_vec())
+        .filter_map(|path| {
+            use artifacts::table::TableRow;
+            artifacts::table::rows::FilterComparisonRow::read(path).ok()
+        })
+        .flat_map(|rows| rows.into_iter().map(|row| row.panel))
         .collect::<Vec<_>>()
         .join(",")
 }

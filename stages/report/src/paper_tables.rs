@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use artifacts::table::Table;
-use artifacts::table::schemas::{
-    EVALUATION, FILTER_COMPARISON, TRAIN_METRICS, TRANSFER, TRANSFER_AP,
+use artifacts::table::TableRow;
+use artifacts::table::rows::{
+    EvaluationRow, FilterComparisonRow, TrainMetricsRow, TransferApRow, TransferRow,
 };
 use stage_api::Result;
 use stats::{Estimate, Summary};
@@ -17,7 +17,7 @@ use crate::claims::{Claim, Comparison};
 use crate::document::{MdTable, Section};
 use crate::models::ModelArchitecture;
 use crate::paper::{self, PaperValue, Table3Row};
-use crate::sections::col;
+use crate::sections::field;
 use crate::{copy_figures, stage_of};
 
 /// How close to chance (in points of top-1 error) a run's final validation error must be for
@@ -178,15 +178,11 @@ pub fn paper_table3_row(architecture: &str) -> Option<&'static Table3Row> {
 /// The 10-crop validation (top-1, top-5) errors of a `train.evaluation` table; NaN without a
 /// 10-crop row.
 pub fn ten_crop_errors(path: &Path) -> Result<(f64, f64)> {
-    let evaluation = Table::read(path, EVALUATION)?;
-    let crops = col!(evaluation, path, str "crops");
-    Ok(match crops.iter().position(|c| c == "ten") {
-        Some(row) => (
-            col!(evaluation, path, f64 "top1_error")[row],
-            col!(evaluation, path, f64 "top5_error")[row],
-        ),
-        None => (f64::NAN, f64::NAN),
-    })
+    let evaluation = EvaluationRow::read(path)?;
+    Ok(evaluation
+        .iter()
+        .find(|row| row.crops == "ten")
+        .map_or((f64::NAN, f64::NAN), |row| (row.top1_error, row.top5_error)))
 }
 
 /// Reads the sweep's (metrics, evaluation) pairs; each run's architecture comes from the
@@ -194,12 +190,8 @@ pub fn ten_crop_errors(path: &Path) -> Result<(f64, f64)> {
 pub fn read_runs(pairs: &[(PathBuf, Option<PathBuf>)], models: &[PathBuf]) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
     for (i, (metrics_path, evaluation_path)) in pairs.iter().enumerate() {
-        let metrics = Table::read(metrics_path, TRAIN_METRICS)?;
-        let train_top1 = metrics
-            .f64("train_top1_error")
-            .and_then(|v| v.last())
-            .copied()
-            .unwrap_or(f64::NAN);
+        let metrics = TrainMetricsRow::read(metrics_path)?;
+        let train_top1 = metrics.last().map_or(f64::NAN, |m| m.train_top1_error);
         let (val_top1, val_top5) = match evaluation_path {
             Some(path) => ten_crop_errors(path)?,
             None => (f64::NAN, f64::NAN),
@@ -492,16 +484,16 @@ pub fn filters_section(
     figures: &Path,
     architectures: &BTreeMap<String, ModelArchitecture>,
 ) -> Result<Section> {
-    let table = Table::read(table_path, FILTER_COMPARISON)?;
+    let table = FilterComparisonRow::read(table_path)?;
     let p = table_path;
     let stage = stage_of(p);
-    let panels = col!(table, p, str "panel");
-    let names = col!(table, p, str "architecture");
-    let stages = col!(table, p, str "stage");
-    let dead = col!(table, p, i64 "dead");
-    let dominating = col!(table, p, i64 "dominating");
-    let rms = col!(table, p, f64 "rms");
-    let aliased = col!(table, p, f64 "aliased_energy");
+    let panels = &field!(table, panel);
+    let names = &field!(table, architecture);
+    let stages = &field!(table, stage);
+    let dead = &field!(table, dead);
+    let dominating = &field!(table, dominating);
+    let rms = &field!(table, rms);
+    let aliased = &field!(table, aliased_energy);
     let mut section = Section::new(
         "First-layer filters compared",
         "§4.1, Fig. 6 (a)-(c)",
@@ -535,7 +527,7 @@ pub fn filters_section(
         }
     }
     for panel in &order {
-        let rows: Vec<usize> = (0..table.rows()).filter(|&i| &panels[i] == panel).collect();
+        let rows: Vec<usize> = (0..table.len()).filter(|&i| &panels[i] == panel).collect();
         let (n_dead, n_dominating) = (
             rows.iter().map(|&i| dead[i]).sum::<i64>(),
             rows.iter().map(|&i| dominating[i]).sum::<i64>(),
@@ -694,20 +686,20 @@ pub fn transfer_section(
     figures: &Path,
     paper: PaperTransferTable,
 ) -> Result<Section> {
-    let table = Table::read(table_path, TRANSFER)?;
+    let table = TransferRow::read(table_path)?;
     let p = table_path;
     let stage = stage_of(p);
-    let methods = col!(table, p, str "method");
-    let ns = col!(table, p, i64 "n_per_class");
-    let folds_col = col!(table, p, i64 "fold");
-    let accuracy = col!(table, p, f64 "accuracy");
+    let methods = &field!(table, method);
+    let ns = &field!(table, n_per_class);
+    let folds_col = &field!(table, fold);
+    let accuracy = &field!(table, accuracy);
     let folds: std::collections::BTreeSet<i64> = folds_col.iter().copied().collect();
     let mut columns: Vec<i64> = ns.to_vec();
     columns.sort_unstable();
     columns.dedup();
     // method, N -> fold -> accuracy (%).
     let by_fold = |method: &str, n: i64| -> BTreeMap<i64, f64> {
-        (0..table.rows())
+        (0..table.len())
             .filter(|&i| methods[i] == method && ns[i] == n)
             .map(|i| (folds_col[i], 100.0 * accuracy[i]))
             .collect()
@@ -817,10 +809,10 @@ pub fn transfer_section(
 
 /// Table 6: per-class average precision of a softmax on the pretrained features.
 pub fn table6_section(path: &Path) -> Result<Section> {
-    let table = Table::read(path, TRANSFER_AP)?;
-    let names = col!(table, path, str "class_name");
-    let ap = col!(table, path, f64 "average_precision");
-    let positives = col!(table, path, i64 "positives");
+    let table = TransferApRow::read(path)?;
+    let names = &field!(table, class_name);
+    let ap = &field!(table, average_precision);
+    let positives = &field!(table, positives);
     let mut section = Section::new(
         "Multi-label transfer",
         "§5.2, Table 6",
@@ -834,7 +826,7 @@ pub fn table6_section(path: &Path) -> Result<Section> {
          labels are not public, so a local run tests on `val`.",
     );
     let mut md = MdTable::new(&["class", "AP (%)", "test positives"]);
-    for i in 0..table.rows() {
+    for i in 0..table.len() {
         md.row(vec![
             names[i].clone(),
             if ap[i].is_finite() {
@@ -863,7 +855,6 @@ mod tests {
     use super::*;
     use crate::claims::Verdict;
     use artifacts::Provenance;
-    use artifacts::table::Column;
 
     fn run(architecture: &str, seed: usize, val_top1: f64) -> Run {
         Run {
@@ -1000,24 +991,19 @@ mod tests {
     fn transfer_table(rows: &[(&str, i64, [f64; 3])]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("transfer.parquet");
-        let (mut m, mut n, mut f, mut a, mut s) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut table = Vec::new();
         for (method, per_class, folds) in rows {
-            for (fold, acc) in folds.iter().enumerate() {
-                m.push(method.to_string());
-                n.push(*per_class);
-                f.push(fold as i64);
-                a.push(*acc);
-                s.push(1.0);
+            for (fold, &accuracy) in folds.iter().enumerate() {
+                table.push(TransferRow {
+                    method: method.to_string(),
+                    n_per_class: *per_class,
+                    fold: fold as i64,
+                    accuracy,
+                    seconds: 1.0,
+                });
             }
         }
-        Table::default()
-            .with("method", Column::Str(m))
-            .with("n_per_class", Column::I64(n))
-            .with("fold", Column::I64(f))
-            .with("accuracy", Column::F64(a))
-            .with("seconds", Column::F64(s))
-            .write(&path, TRANSFER, &Provenance::ad_hoc("transfer"))
-            .unwrap();
+        TransferRow::write(&table, &path, &Provenance::ad_hoc("transfer")).unwrap();
         (dir, path)
     }
 
@@ -1054,42 +1040,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("filters.parquet");
         let n = 8;
-        let mut t = (
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-        );
+        let mut table = Vec::new();
         for (panel, arch, base) in [
             ("krizhevsky", "krizhevsky", aliased.0),
             ("zf", "zf", aliased.1),
         ] {
             for f in 0..n {
-                t.0.push(panel.to_owned());
-                t.1.push(arch.to_owned());
-                t.2.push(format!("ablation@arch={arch}"));
-                t.3.push(f as i64);
-                t.4.push(0.05);
-                t.5.push(0);
-                t.6.push(0);
-                t.7.push(base + 0.01 * f as f64);
+                table.push(FilterComparisonRow {
+                    panel: panel.to_owned(),
+                    architecture: arch.to_owned(),
+                    stage: format!("ablation@arch={arch}"),
+                    filter: f as i64,
+                    rms: 0.05,
+                    dead: 0,
+                    dominating: 0,
+                    aliased_energy: base + 0.01 * f as f64,
+                });
             }
         }
-        Table::default()
-            .with("panel", Column::Str(t.0))
-            .with("architecture", Column::Str(t.1))
-            .with("stage", Column::Str(t.2))
-            .with("filter", Column::I64(t.3))
-            .with("rms", Column::F64(t.4))
-            .with("dead", Column::I64(t.5))
-            .with("dominating", Column::I64(t.6))
-            .with("aliased_energy", Column::F64(t.7))
-            .write(&path, FILTER_COMPARISON, &Provenance::ad_hoc("filters"))
-            .unwrap();
+        FilterComparisonRow::write(&table, &path, &Provenance::ad_hoc("filters")).unwrap();
         (dir, path)
     }
 

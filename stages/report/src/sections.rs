@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use artifacts::table::Table;
-use artifacts::table::schemas::{
-    CORRESPONDENCE, DEDUP_MATCHES, EVALUATION, FILTER_STATS, INVARIANCE, OCCLUSION_CHECKS, PROBE,
-    TRAIN_METRICS,
+use artifacts::table::TableRow;
+use artifacts::table::rows::{
+    CorrespondenceRow, DedupMatchRow, EvaluationRow, FilterStatsRow, InvarianceRow,
+    OcclusionCheckRow, ProbeRow, TrainMetricsRow,
 };
 use stage_api::{Error, Result};
 use stats::{Estimate, Summary};
@@ -19,28 +19,17 @@ use crate::document::{MdTable, Section};
 use crate::paper::TABLE7;
 use crate::{copy_figures, stage_of};
 
-/// A required column of a small table: a missing one is a contract error naming the file
-/// (the schema version check already passed, so this means a bug in the writer).
-pub(crate) fn required_column<'a, T>(
-    path: &Path,
-    column: Option<&'a [T]>,
-    name: &str,
-) -> Result<&'a [T]> {
-    column.ok_or_else(|| Error::input(path, format!("no column `{name}`")))
-}
-
-macro_rules! col {
-    ($table:expr, $path:expr, f64 $name:literal) => {
-        $crate::sections::required_column($path, $table.f64($name), $name)?
-    };
-    ($table:expr, $path:expr, i64 $name:literal) => {
-        $crate::sections::required_column($path, $table.i64($name), $name)?
-    };
-    ($table:expr, $path:expr, str $name:literal) => {
-        $crate::sections::required_column($path, $table.str($name), $name)?
+/// One column of typed rows ([`artifacts::table::TableRow`]): every row's `name`, in order. The
+/// field is checked by the compiler, where a column looked up by its name was not.
+macro_rules! field {
+    ($rows:expr, $name:ident) => {
+        $rows
+            .iter()
+            .map(|row| row.$name.clone())
+            .collect::<Vec<_>>()
     };
 }
-pub(crate) use col;
+pub(crate) use field;
 
 /// §3: the training curve and the final centre / 10-crop validation errors.
 pub fn training(
@@ -49,7 +38,7 @@ pub fn training(
     paper_scale: bool,
     figures: &Path,
 ) -> Result<Section> {
-    let metrics = Table::read(metrics_path, TRAIN_METRICS)?;
+    let metrics = TrainMetricsRow::read(metrics_path)?;
     let p = metrics_path;
     let stage = stage_of(p);
     let mut section = Section::new("Training", "§3", Some(stage.clone()));
@@ -65,19 +54,19 @@ pub fn training(
         "seconds",
     ]);
     let (epoch, renorm) = (
-        col!(metrics, p, i64 "epoch"),
-        col!(metrics, p, i64 "filters_renormalised"),
+        &field!(metrics, epoch),
+        &field!(metrics, filters_renormalised),
     );
     let (tl, te, vl, v1, v5, lr, secs) = (
-        col!(metrics, p, f64 "train_loss"),
-        col!(metrics, p, f64 "train_top1_error"),
-        col!(metrics, p, f64 "val_loss"),
-        col!(metrics, p, f64 "val_top1_error"),
-        col!(metrics, p, f64 "val_top5_error"),
-        col!(metrics, p, f64 "learning_rate"),
-        col!(metrics, p, f64 "seconds"),
+        &field!(metrics, train_loss),
+        &field!(metrics, train_top1_error),
+        &field!(metrics, val_loss),
+        &field!(metrics, val_top1_error),
+        &field!(metrics, val_top5_error),
+        &field!(metrics, learning_rate),
+        &field!(metrics, seconds),
     );
-    for i in 0..metrics.rows() {
+    for i in 0..metrics.len() {
         table.row(vec![
             epoch[i].to_string(),
             format!("{:.4}", tl[i]),
@@ -91,13 +80,13 @@ pub fn training(
         ]);
     }
     section.table(table);
-    if metrics.rows() > 0 {
+    if !metrics.is_empty() {
         let file = format!("{stage}_training_curves.png");
         training_curves(epoch, (te, v1), (tl, vl), &figures.join(&file))?;
         section.figure("training curves", &file, false);
     }
     if let Some(path) = evaluation {
-        let eval = Table::read(path, EVALUATION)?;
+        let eval = EvaluationRow::read(path)?;
         section.text("Final validation error (§3: \"10 different sub-crops ... averaged\"):");
         let mut table = MdTable::new(&[
             "crops",
@@ -106,13 +95,10 @@ pub fn training(
             "top-5 error",
             "paper, 1 convnet as Fig. 3 (ImageNet val)",
         ]);
-        let crops = col!(eval, path, str "crops");
-        let n = col!(eval, path, i64 "n_images");
-        let (e1, e5) = (
-            col!(eval, path, f64 "top1_error"),
-            col!(eval, path, f64 "top5_error"),
-        );
-        for i in 0..eval.rows() {
+        let crops = &field!(eval, crops);
+        let n = &field!(eval, n_images);
+        let (e1, e5) = (&field!(eval, top1_error), &field!(eval, top5_error));
+        for i in 0..eval.len() {
             let paper = match (crops[i].as_str(), paper_scale) {
                 ("ten", true) => format!(
                     "38.4 / 16.5 (ours − paper: {:+.1} / {:+.1})",
@@ -219,17 +205,17 @@ pub fn deconv_projections(folder: &Path, figures: &Path) -> Result<Section> {
 
 /// The trained model's conv1 filter statistics.
 pub fn filter_stats(path: &Path) -> Result<Section> {
-    let stats = Table::read(path, FILTER_STATS)?;
-    let dead: i64 = col!(stats, path, i64 "dead").iter().sum();
-    let dominating: i64 = col!(stats, path, i64 "dominating").iter().sum();
-    let rms = col!(stats, path, f64 "rms");
+    let stats = FilterStatsRow::read(path)?;
+    let dead: i64 = stats.iter().map(|row| row.dead).sum();
+    let dominating: i64 = stats.iter().map(|row| row.dominating).sum();
+    let rms = &field!(stats, rms);
     let (lo, hi) = rms
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let mut section = Section::new("First-layer filters", "§4.1, Fig. 6", Some(stage_of(path)));
     let mut table = MdTable::new(&["filters", "dead", "dominating", "RMS min", "RMS max"]);
     table.row(vec![
-        stats.rows().to_string(),
+        stats.len().to_string(),
         dead.to_string(),
         dominating.to_string(),
         format!("{lo:.4}"),
@@ -245,7 +231,7 @@ pub const OCCLUSION_MIN_ACTIVATION_DROP: f64 = 5.0;
 
 /// Fig. 7: the occlusion table and both of its claims, (b) and (d).
 pub fn occlusion(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<Section> {
-    let checks = Table::read(path, OCCLUSION_CHECKS)?;
+    let checks = OcclusionCheckRow::read(path)?;
     let stage = stage_of(path);
     let mut section = Section::new("Occlusion sensitivity", "§4.2, Fig. 7", Some(stage.clone()));
     section.text(
@@ -256,18 +242,18 @@ pub fn occlusion(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<S
          probable label per position. *Covering*: the occluder positions that cover the peak of \
          the map's projection; *elsewhere*: all other positions (means over positions).",
     );
-    let ids = col!(checks, path, i64 "image_id");
-    let labels = col!(checks, path, i64 "label");
-    let maps = col!(checks, path, i64 "map");
+    let ids = &field!(checks, image_id);
+    let labels = &field!(checks, label);
+    let maps = &field!(checks, map);
     let (p0, pc, pe) = (
-        col!(checks, path, f64 "prob_unoccluded"),
-        col!(checks, path, f64 "prob_covering"),
-        col!(checks, path, f64 "prob_elsewhere"),
+        &field!(checks, prob_unoccluded),
+        &field!(checks, prob_covering),
+        &field!(checks, prob_elsewhere),
     );
     let (a0, ac, ae) = (
-        col!(checks, path, f64 "activation_unoccluded"),
-        col!(checks, path, f64 "activation_covering"),
-        col!(checks, path, f64 "activation_elsewhere"),
+        &field!(checks, activation_unoccluded),
+        &field!(checks, activation_covering),
+        &field!(checks, activation_elsewhere),
     );
     let mut table = MdTable::new(&[
         "image",
@@ -284,7 +270,7 @@ pub fn occlusion(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<S
     ]);
     let mut probability_drops = Vec::new();
     let mut activation_drops = Vec::new();
-    for i in 0..checks.rows() {
+    for i in 0..checks.len() {
         // NaN when no occluder position covers the peak (or the map is silent): that image
         // cannot show the effect and is left out, with a count.
         let p_drop = 100.0 * (pe[i] - pc[i]);
@@ -388,15 +374,15 @@ fn small_transform(transform: &str, amount: f64, smallest_shift: f64) -> bool {
 
 /// Fig. 5: distances per transform (means ± std over images) and the claim, per image.
 pub fn invariance(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<Section> {
-    let curves = Table::read(path, INVARIANCE)?;
+    let curves = InvarianceRow::read(path)?;
     let mut section = Section::new("Invariance", "§4, Fig. 5", Some(stage_of(path)));
-    let transforms = col!(curves, path, str "transform");
-    let amounts = col!(curves, path, f64 "amount");
-    let images = col!(curves, path, i64 "image_id");
+    let transforms = &field!(curves, transform);
+    let amounts = &field!(curves, amount);
+    let images = &field!(curves, image_id);
     let (d1, d7, p) = (
-        col!(curves, path, f64 "layer1_distance"),
-        col!(curves, path, f64 "layer7_distance"),
-        col!(curves, path, f64 "true_probability"),
+        &field!(curves, layer1_distance),
+        &field!(curves, layer7_distance),
+        &field!(curves, true_probability),
     );
     let n_images = images
         .iter()
@@ -409,7 +395,7 @@ pub fn invariance(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<
          P(true class))."
     ));
     let mut keys: Vec<(String, f64)> = Vec::new();
-    for i in 0..curves.rows() {
+    for i in 0..curves.len() {
         if !keys
             .iter()
             .any(|(t, a)| *t == transforms[i] && *a == amounts[i])
@@ -425,7 +411,7 @@ pub fn invariance(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<
         "P(true class)",
     ]);
     for (t, a) in &keys {
-        let rows: Vec<usize> = (0..curves.rows())
+        let rows: Vec<usize> = (0..curves.len())
             .filter(|&i| transforms[i] == *t && amounts[i] == *a)
             .collect();
         let cell = |v: &[f64]| {
@@ -436,12 +422,12 @@ pub fn invariance(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<
     }
     section.table(table);
     // Per image: mean distance over the small transforms at layer 1 minus at layer 7.
-    let smallest_shift = (0..curves.rows())
+    let smallest_shift = (0..curves.len())
         .filter(|&i| transforms[i] == "translation" && amounts[i] != 0.0)
         .map(|i| amounts[i].abs())
         .fold(f64::INFINITY, f64::min);
     let mut per_image: BTreeMap<i64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
-    for i in 0..curves.rows() {
+    for i in 0..curves.len() {
         if small_transform(&transforms[i], amounts[i], smallest_shift) {
             let entry = per_image.entry(images[i]).or_default();
             entry.0.push(d1[i]);
@@ -490,7 +476,7 @@ const TABLE1_CLAIM: &str = "masking the same part in every image gives a lower l
      change than random masks: the model implicitly establishes correspondence of parts";
 
 pub fn correspondence(path: &Path, folder: Option<&Path>, figures: &Path) -> Result<Section> {
-    let table = Table::read(path, CORRESPONDENCE)?;
+    let table = CorrespondenceRow::read(path)?;
     let mut section = Section::new(
         "Correspondence",
         "§4.3, Table 1, Fig. 8",
@@ -503,7 +489,7 @@ pub fn correspondence(path: &Path, folder: Option<&Path>, figures: &Path) -> Res
          cell: see the claim). The paper's Table 1 (dogs' eyes and nose, ImageNet) is quoted for \
          shape only: the data differ.",
     );
-    if table.rows() == 0 {
+    if table.is_empty() {
         section.text(
             "**Not computed**: the `correspondence` stage's part file (its `parts` input) names \
              no rectangle. The paper masks the left eye, the right eye and the nose of 5 frontal \
@@ -522,19 +508,19 @@ pub fn correspondence(path: &Path, folder: Option<&Path>, figures: &Path) -> Res
         );
         return Ok(section);
     }
-    let layers = col!(table, path, i64 "layer");
-    let names = col!(table, path, str "mask");
+    let layers = &field!(table, layer);
+    let names = &field!(table, mask);
     let (means, stds, pairs) = (
-        col!(table, path, f64 "mean"),
-        col!(table, path, f64 "std"),
-        col!(table, path, i64 "pairs"),
+        &field!(table, mean),
+        &field!(table, std),
+        &field!(table, pairs),
     );
     let mut masks: Vec<String> = names.to_vec();
     masks.sort();
     masks.dedup();
     masks.sort_by_key(|m| m == "random");
     let cell = |mask: &str, layer: i64| {
-        (0..table.rows())
+        (0..table.len())
             .find(|&i| names[i] == mask && layers[i] == layer)
             .map(|i| Summary::from_parts(means[i], stds[i], pairs[i].max(0) as usize))
     };
@@ -596,12 +582,8 @@ fn slope_weights(xs: &[f64]) -> Vec<f64> {
 
 /// Table 7: probe accuracy per layer, and the trend across layers.
 pub fn probe(path: &Path) -> Result<Section> {
-    let table = Table::read(path, PROBE)?;
-    let folds = table
-        .i64("folds")
-        .and_then(|f| f.first())
-        .copied()
-        .unwrap_or(0);
+    let table = ProbeRow::read(path)?;
+    let folds = table.first().map_or(0, |row| row.folds);
     let mut section = Section::new("Per-layer probes", "§5.3, Table 7", Some(stage_of(path)));
     section.text(format!(
         "Mean per-class accuracy (%) of a linear SVM and a softmax trained on each layer's \
@@ -609,9 +591,9 @@ pub fn probe(path: &Path) -> Result<Section> {
          columns are Caltech-101 (30/class) and Caltech-256 (60/class) with ImageNet features: \
          quoted for the trend across layers, not comparable in value."
     ));
-    let classifiers = col!(table, path, str "classifier");
-    let layers = col!(table, path, i64 "layer");
-    let (means, stds) = (col!(table, path, f64 "mean"), col!(table, path, f64 "std"));
+    let classifiers = &field!(table, classifier);
+    let layers = &field!(table, layer);
+    let (means, stds) = (&field!(table, mean), &field!(table, std));
     let paper = |classifier: &str, layer: i64| {
         TABLE7
             .iter()
@@ -623,7 +605,7 @@ pub fn probe(path: &Path) -> Result<Section> {
         "paper, Caltech-101",
         "paper, Caltech-256",
     ]);
-    let mut order: Vec<usize> = (0..table.rows()).collect();
+    let mut order: Vec<usize> = (0..table.len()).collect();
     order.sort_by_key(|&i| (classifiers[i] != "svm", layers[i]));
     let summary = |i: usize| Summary::from_parts(means[i], stds[i], folds.max(0) as usize);
     for &i in &order {
@@ -722,10 +704,10 @@ pub fn probe(path: &Path) -> Result<Section> {
 
 /// §5.2 overlap removal: what dedup found.
 pub fn dedup(path: &Path) -> Result<Section> {
-    let table = Table::read(path, DEDUP_MATCHES)?;
-    let labels = col!(table, path, i64 "query_label");
-    let queries = col!(table, path, i64 "query_id");
-    let references = col!(table, path, i64 "reference_id");
+    let table = DedupMatchRow::read(path)?;
+    let labels = &field!(table, query_label);
+    let queries = &field!(table, query_id);
+    let references = &field!(table, reference_id);
     let mut per_class: BTreeMap<i64, std::collections::BTreeSet<i64>> = BTreeMap::new();
     for (label, query) in labels.iter().zip(queries) {
         per_class.entry(*label).or_default().insert(*query);
@@ -754,8 +736,6 @@ pub fn dedup(path: &Path) -> Result<Section> {
 
 #[cfg(test)]
 mod tests {
-    use artifacts::table::Column;
-
     use super::*;
 
     /// The paper pipeline ships Table 1's part file empty (the paper's annotations were not
@@ -766,17 +746,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("runs/abc/table1.parquet");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        Table::default()
-            .with("layer", Column::I64(Vec::new()))
-            .with("mask", Column::Str(Vec::new()))
-            .with("mean", Column::F64(Vec::new()))
-            .with("std", Column::F64(Vec::new()))
-            .with("pairs", Column::I64(Vec::new()))
-            .write(
-                &path,
-                CORRESPONDENCE,
-                &artifacts::Provenance::ad_hoc("correspondence"),
-            )
+        CorrespondenceRow::write(&[], &path, &artifacts::Provenance::ad_hoc("correspondence"))
             .unwrap();
         let section = correspondence(&path, None, dir.path()).unwrap();
         let text = section.render();

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use artifacts::table::{Column, Table};
 use artifacts::tensors::read_tensors;
 use engine::weights::{ModelInfo, save_model};
 use engine::{Architecture, Backend};
@@ -18,7 +17,8 @@ use training::{
     evaluate_set, train,
 };
 
-use artifacts::table::schemas::{EVALUATION, REMOVAL, TRAIN_METRICS as METRICS};
+use artifacts::table::TableRow;
+use artifacts::table::rows::{EvaluationRow, RemovalRow, TrainMetricsRow};
 
 pub fn kinds() -> Vec<Arc<dyn StageKind>> {
     vec![Arc::new(Train)]
@@ -284,8 +284,7 @@ impl StageKind for Train {
         )?;
         let mut ids = std::collections::BTreeSet::new();
         for path in ctx.input_list("exclude") {
-            let manifest = Table::read(path, REMOVAL)?;
-            ids.extend(manifest.i64("image_id").unwrap_or(&[]).iter().copied());
+            ids.extend(RemovalRow::read(path)?.iter().map(|row| row.image_id));
         }
         let excluded = train_store.exclude(&ids);
         let mean_path = ctx.input("mean");
@@ -518,24 +517,27 @@ impl cuda_backend::BackendTask for TrainTask<'_> {
             let target = epoch_file(checkpoints, *epoch);
             std::fs::copy(path, &target).map_err(|e| Error::io(&target, e))?;
         }
-        metrics_table(&trained.metrics).write(ctx.output("metrics"), METRICS, &ctx.provenance)?;
-        let evaluation = Table::default()
-            .with("split", Column::Str(vec!["val".into(), "val".into()]))
-            .with("crops", Column::Str(vec!["centre".into(), "ten".into()]))
-            .with(
-                "n_images",
-                Column::I64(vec![centre.n_images as i64, ten.n_images as i64]),
-            )
-            .with(
-                "top1_error",
-                Column::F64(vec![centre.top1_error, ten.top1_error]),
-            )
-            .with(
-                "top5_error",
-                Column::F64(vec![centre.top5_error, ten.top5_error]),
-            )
-            .with("loss", Column::F64(vec![centre.loss, ten.loss]));
-        evaluation.write(ctx.output("evaluation"), EVALUATION, &ctx.provenance)?;
+        TrainMetricsRow::write(
+            &metrics_rows(&trained.metrics),
+            ctx.output("metrics"),
+            &ctx.provenance,
+        )?;
+        let evaluation_row = |crops: &str, e: &training::Evaluation| EvaluationRow {
+            split: "val".into(),
+            crops: crops.into(),
+            n_images: e.n_images as i64,
+            top1_error: e.top1_error,
+            top5_error: e.top5_error,
+            loss: e.loss,
+        };
+        EvaluationRow::write(
+            &[
+                evaluation_row("centre", &centre),
+                evaluation_row("ten", &ten),
+            ],
+            ctx.output("evaluation"),
+            &ctx.provenance,
+        )?;
         let last = trained.metrics.last();
         let mut summary = RunSummary::default();
         if excluded > 0 {
@@ -575,28 +577,20 @@ impl cuda_backend::BackendTask for TrainTask<'_> {
     }
 }
 
-/// The metrics artifact's table.
-pub fn metrics_table(metrics: &[EpochMetrics]) -> Table {
-    let f = |get: fn(&EpochMetrics) -> f64| Column::F64(metrics.iter().map(get).collect());
-    Table::default()
-        .with(
-            "epoch",
-            Column::I64(metrics.iter().map(|m| m.epoch as i64).collect()),
-        )
-        .with("train_loss", f(|m| m.train_loss))
-        .with("train_top1_error", f(|m| m.train_top1_error))
-        .with("val_loss", f(|m| m.val_loss))
-        .with("val_top1_error", f(|m| m.val_top1_error))
-        .with("val_top5_error", f(|m| m.val_top5_error))
-        .with("learning_rate", f(|m| m.learning_rate))
-        .with(
-            "filters_renormalised",
-            Column::I64(
-                metrics
-                    .iter()
-                    .map(|m| m.filters_renormalised as i64)
-                    .collect(),
-            ),
-        )
-        .with("seconds", f(|m| m.seconds))
+/// The metrics artifact's rows, one per epoch.
+pub fn metrics_rows(metrics: &[EpochMetrics]) -> Vec<TrainMetricsRow> {
+    metrics
+        .iter()
+        .map(|m| TrainMetricsRow {
+            epoch: m.epoch as i64,
+            train_loss: m.train_loss,
+            train_top1_error: m.train_top1_error,
+            val_loss: m.val_loss,
+            val_top1_error: m.val_top1_error,
+            val_top5_error: m.val_top5_error,
+            learning_rate: m.learning_rate,
+            filters_renormalised: m.filters_renormalised as i64,
+            seconds: m.seconds,
+        })
+        .collect()
 }

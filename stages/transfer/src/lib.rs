@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use artifacts::features::{FeatureMatrix, FeatureRows, read_features};
-use artifacts::table::schemas::TRANSFER;
-use artifacts::table::{Column, Table};
+use artifacts::table::TableRow;
+use artifacts::table::rows::TransferRow;
 use engine::rng::{purpose, rng_for, stream_key};
 use engine::weights::read_architecture;
 use engine::{Architecture, Backend, Network, UpdateConfig};
@@ -324,8 +324,7 @@ impl StageKind for Transfer {
         let figures = ctx.output("figures");
         std::fs::create_dir_all(figures).map_err(|e| Error::io(figures, e))?;
         plot_fig9(&rows, &figures.join("fig9.png"))?;
-        rows.table()
-            .write(ctx.output("table"), TRANSFER, &ctx.provenance)?;
+        TransferRow::write(&rows.table(), ctx.output("table"), &ctx.provenance)?;
         let mut summary = RunSummary::default();
         for method in ["pretrained", "scratch"] {
             let line: Vec<String> = ns
@@ -558,13 +557,17 @@ impl Rows {
         mean_std(&values)
     }
 
-    fn table(&self) -> Table {
-        Table::default()
-            .with("method", Column::Str(self.method.clone()))
-            .with("n_per_class", Column::I64(self.n.clone()))
-            .with("fold", Column::I64(self.fold.clone()))
-            .with("accuracy", Column::F64(self.accuracy.clone()))
-            .with("seconds", Column::F64(self.seconds.clone()))
+    /// The `table` artifact's rows.
+    fn table(&self) -> Vec<TransferRow> {
+        (0..self.n.len())
+            .map(|i| TransferRow {
+                method: self.method[i].clone(),
+                n_per_class: self.n[i],
+                fold: self.fold[i],
+                accuracy: self.accuracy[i],
+                seconds: self.seconds[i],
+            })
+            .collect()
     }
 }
 

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use artifacts::features::{FeatureMatrix, FeatureRows, read_features};
 
 use artifacts::multilabels::{MultiLabel, VOC_CLASSES, read_multilabels};
-use artifacts::table::schemas::TRANSFER_AP;
-use artifacts::table::{Column, Table};
+use artifacts::table::TableRow;
+use artifacts::table::rows::TransferApRow;
 use linear_models::{normalised_with_bias, train_softmax};
 use stage_api::memory::MemoryNeed;
 use stage_api::{
@@ -229,12 +229,15 @@ impl StageKind for TransferMultilabel {
         }
         let measured: Vec<f64> = ap.iter().copied().filter(|v| v.is_finite()).collect();
         let mean_ap = measured.iter().sum::<f64>() / measured.len().max(1) as f64;
-        Table::default()
-            .with("class", Column::I64((0..classes as i64).collect()))
-            .with("class_name", Column::Str(names))
-            .with("average_precision", Column::F64(ap))
-            .with("positives", Column::I64(positives))
-            .write(ctx.output("table6"), TRANSFER_AP, &ctx.provenance)?;
+        let table: Vec<TransferApRow> = (0..classes)
+            .map(|class| TransferApRow {
+                class: class as i64,
+                class_name: names[class].clone(),
+                average_precision: ap[class],
+                positives: positives[class],
+            })
+            .collect();
+        TransferApRow::write(&table, ctx.output("table6"), &ctx.provenance)?;
         Ok(RunSummary::default().line(format!(
             "mean AP {:.1}% over {} classes ({} training rows from {} images, {} test images)",
             100.0 * mean_ap,
