@@ -1,16 +1,25 @@
 //! The training loop of §3 and the image sets it reads (in memory, or streamed when too
-//! large), shared by the `train`
-//! stage (the pre-training run) and the `transfer` stage (training from scratch on N images
-//! per class, §5.2).
+//! large), shared by the `train` stage (the pre-training run) and the `transfer` stage
+//! (training from scratch on N images per class, §5.2).
+//!
+//! - [`epochs`]: the loop over epochs ([`train`]): batches, the learning-rate schedule,
+//!   validation, resumption.
+//! - [`step`]: one SGD step, queued.
+//! - [`checkpoint`]: what a resumed run reads.
+//! - [`evaluation`]: probabilities and errors of a set.
 
+mod checkpoint;
 mod data;
+pub mod epochs;
+pub mod evaluation;
+pub mod step;
 mod streamed;
-mod training;
 
+pub use checkpoint::epoch_file;
 pub use data::{ImageSet, ImageStore};
-pub use streamed::{EpochBatches, StreamedImages};
-pub use training::{
-    Crops, EpochMetrics, Evaluation, LrSchedule, Progress, QueuedStep, StepOutcome, TrainConfig,
-    Trained, TrainingCrops, epoch_file, evaluate, evaluate_set, predict_probabilities,
-    queue_sgd_step, sgd_step, step_input, top_k_wrong, train,
+pub use epochs::{EpochMetrics, LrSchedule, Progress, TrainConfig, Trained, TrainingCrops, train};
+pub use evaluation::{
+    Crops, Evaluation, evaluate, evaluate_set, predict_probabilities, top_k_wrong,
 };
+pub use step::{QueuedStep, StepOutcome, queue_sgd_step, sgd_step, step_input};
+pub use streamed::{EpochBatches, StreamedImages};
