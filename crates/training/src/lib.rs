@@ -4,6 +4,7 @@
 //!
 //! - [`epochs`]: the loop over epochs ([`train`]): batches, the learning-rate schedule,
 //!   validation, resumption.
+//! - [`fixed_steps`]: a fixed number of steps (the transfer stage's scratch arm).
 //! - [`step`]: one SGD step, queued.
 //! - [`checkpoint`]: what a resumed run reads.
 //! - [`evaluation`]: probabilities and errors of a set.
@@ -12,6 +13,7 @@ mod checkpoint;
 mod data;
 pub mod epochs;
 pub mod evaluation;
+pub mod fixed_steps;
 pub mod step;
 mod streamed;
 
@@ -21,5 +23,6 @@ pub use epochs::{EpochMetrics, LrSchedule, Progress, TrainConfig, Trained, Train
 pub use evaluation::{
     Crops, Evaluation, evaluate, evaluate_set, predict_probabilities, top_k_wrong,
 };
+pub use fixed_steps::{FixedSteps, train_fixed_steps};
 pub use step::{QueuedStep, StepOutcome, queue_sgd_step, sgd_step, step_input};
 pub use streamed::{EpochBatches, StreamedImages};

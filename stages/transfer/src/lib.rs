@@ -24,9 +24,9 @@ use std::time::Instant;
 use artifacts::features::{FeatureMatrix, FeatureRows, read_features};
 use artifacts::table::TableRow;
 use artifacts::table::rows::TransferRow;
-use engine::rng::{purpose, rng_for, stream_key};
+use engine::Backend;
+use engine::rng::stream_key;
 use engine::weights::read_architecture;
-use engine::{Architecture, Backend, Network, UpdateConfig};
 
 use linear_models::{mean_class_accuracy, normalised_with_bias, predict, train_softmax};
 use stage_api::sampling::split_per_class;
@@ -34,7 +34,7 @@ use stage_api::{
     Error, InputSpec, OutputSpec, ParamSpec, Params, Resources, Result, RunSummary, StageContext,
     StageKind,
 };
-use training::{Crops, ImageStore, TrainingCrops, predict_probabilities, sgd_step};
+use training::{Crops, FixedSteps, ImageStore, predict_probabilities, train_fixed_steps};
 
 mod memory;
 mod multilabel;
@@ -49,19 +49,8 @@ pub fn kinds() -> Vec<Arc<dyn StageKind>> {
 
 pub struct Transfer;
 
-/// The SGD settings of the scratch arm.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ScratchConfig {
-    /// The pretrained model's architecture (its classifier is resized to the target classes).
-    pub architecture: Architecture,
-    pub steps: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub init_std: f64,
-    pub filter_rms_radius: f64,
-}
+/// The SGD settings of the scratch arm: a fixed number of steps.
+pub type ScratchConfig = FixedSteps;
 
 impl StageKind for Transfer {
     fn name(&self) -> &'static str {
@@ -452,8 +441,9 @@ impl cuda_backend::BackendTask for Experiments<'_> {
     }
 }
 
-/// Trains `config.architecture` from a fresh initialisation on `train` and returns its mean
-/// per-class accuracy on `test` (centre crop).
+/// Trains `config.architecture` from a fresh initialisation on `train`
+/// ([`training::train_fixed_steps`]) and returns its mean per-class accuracy on `test`
+/// (centre crop).
 pub fn train_from_scratch<B: Backend>(
     backend: B,
     config: &ScratchConfig,
@@ -462,65 +452,7 @@ pub fn train_from_scratch<B: Backend>(
     test: &ImageStore,
     seed: u64,
 ) -> Result<f64> {
-    let architecture = config.architecture.clone().with_classes(classes);
-    if architecture.input_size > train.image_size {
-        return Err(Error::Config(format!(
-            "architecture `{}` takes {}x{} crops but the target images are {}x{}: preprocess \
-             them like the pre-training set",
-            architecture.name,
-            architecture.input_size,
-            architecture.input_size,
-            train.image_size,
-            train.image_size
-        )));
-    }
-    let mut network = Network::new(backend, architecture, config.init_std, seed);
-    let mean = train.mean_image();
-    let batch = config.batch_size.min(train.len()).max(1);
-    let anneal_at = config.steps * 2 / 3;
-    let mut order: Vec<usize> = Vec::new();
-    let mut pass = 0u64;
-    for step in 0..config.steps {
-        if order.len() < batch {
-            // A new pass over the images, shuffled by its own stream.
-            let mut next: Vec<usize> = (0..train.len()).collect();
-            use rand::seq::SliceRandom;
-            next.shuffle(&mut rng_for(&[seed, purpose::SHUFFLE, pass]));
-            pass += 1;
-            order.extend(next);
-        }
-        let indices: Vec<usize> = order.drain(..batch).collect();
-        let learning_rate = if step < anneal_at {
-            config.learning_rate
-        } else {
-            config.learning_rate * 0.1
-        };
-        let update = UpdateConfig {
-            learning_rate,
-            momentum: config.momentum,
-            weight_decay: config.weight_decay,
-            filter_rms_radius: config.filter_rms_radius,
-        };
-        let outcome = sgd_step(
-            &mut network,
-            train,
-            &indices,
-            &mean,
-            TrainingCrops::Ten,
-            [seed, pass, step as u64],
-            &update,
-        );
-        tracing::debug!(step, loss = outcome.loss, "scratch step");
-        if !outcome.loss.is_finite() {
-            return Err(Error::Numerical(format!(
-                "training from scratch diverged: the loss is {} at step {step} of {} ({} \
-                 images); lower `scratch_learning_rate` or `scratch_init_std`",
-                outcome.loss,
-                config.steps,
-                train.len()
-            )));
-        }
-    }
+    let (network, mean) = train_fixed_steps(backend, config, classes, train, seed)?;
     let probabilities = predict_probabilities(&network, test, &mean, Crops::Centre, 128);
     let predicted: Vec<usize> = probabilities
         .chunks(classes)
@@ -628,7 +560,7 @@ fn plot_fig9(rows: &Rows, path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use engine::CpuBackend;
+    use engine::{Architecture, CpuBackend};
 
     use super::*;
 
