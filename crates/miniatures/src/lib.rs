@@ -42,7 +42,7 @@ pub use artifacts::multilabels::VOC_CLASSES;
 /// The marker file that says a folder was written by this crate (and with which scale).
 pub const MARKER: &str = ".zfnet-miniatures";
 /// Bumped whenever the bytes written for a given scale change.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// How many images each miniature holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,6 +212,24 @@ impl Source {
             class.push(pixels.try_into().expect("chunks of 784"));
         }
         Ok(Source { by_class })
+    }
+
+    /// The first `n` T-shirts with sleeves ([`has_sleeves`]) from picture [`TSHIRTS_FROM`]
+    /// of class 0 on.
+    fn tshirts_with_sleeves(&self, n: usize) -> Result<Vec<&[u8; 784]>, Error> {
+        let found: Vec<&[u8; 784]> = self.by_class[0]
+            .iter()
+            .skip(TSHIRTS_FROM)
+            .filter(|picture| has_sleeves(picture))
+            .take(n)
+            .collect();
+        if found.len() < n {
+            return Err(Error::Source(format!(
+                "Fashion-MNIST has fewer than {n} T-shirts with sleeves past picture \
+                 {TSHIRTS_FROM} of class 0"
+            )));
+        }
+        Ok(found)
     }
 
     /// The `n`th picture of `class` (wrapping around).
@@ -655,6 +673,7 @@ fn write_imagenet(
     let mut first_class: Vec<usize> = numbers[..scale.imagenet_val_per_class].to_vec();
     first_class.sort_unstable();
     let aligned: Vec<usize> = first_class[..ALIGNED_IMAGES].to_vec();
+    let tshirts = source.tshirts_with_sleeves(ALIGNED_IMAGES)?;
     let mut truth = vec![0usize; n_val];
     let mut numbers = numbers.into_iter();
     for class in 0..scale.imagenet_classes {
@@ -662,8 +681,9 @@ fn write_imagenet(
         for n in 0..scale.imagenet_val_per_class {
             let number = numbers.next().expect("one number per image");
             let picture = IMAGENET_OFFSET + scale.imagenet_train_per_class + n;
-            let (canvas, format) = if class == 0 && aligned.contains(&number) {
-                (aligned_object(source, picture, &mut rng)?, Format::Rgb)
+            let aligned_at = aligned.iter().position(|&a| a == number);
+            let (canvas, format) = if let (0, Some(k)) = (class, aligned_at) {
+                (aligned_object(tshirts[k], &mut rng), Format::Rgb)
             } else {
                 (
                     single_object(source, Some(class), picture, &mut rng)?,
@@ -707,8 +727,9 @@ const TSHIRT_PARTS: [(&str, u32, u32, u32, u32); 3] = [
 fn parts_file(images: usize) -> String {
     let mut text = String::from(
         "# Table 1's part masks for the miniature (written by zfnet-miniatures): the first \
-         class's first\n# validation images are T-shirts drawn at the same place, their \
-         sleeves and collar on the same\n# pixels. ids: positions in the val listing.\n\
+         class's first\n# validation images are T-shirts with sleeves drawn at the same \
+         place, their sleeves and collar\n# on the same pixels. ids: positions in the val \
+         listing.\n\
          image_id,part,top,left,height,width\n",
     );
     let scale = ALIGNED_SIZE / 28;
@@ -728,19 +749,39 @@ fn parts_file(images: usize) -> String {
     text
 }
 
-/// An aligned image of Table 1: a T-shirt (class 0) filling the centre crop of a 256 x 256
-/// canvas, unmirrored.
-fn aligned_object(source: &Source, n: usize, rng: &mut ChaCha8Rng) -> Result<Canvas, Error> {
+/// An aligned image of Table 1: a T-shirt filling the centre crop of a 256 x 256 canvas,
+/// unmirrored.
+fn aligned_object(picture: &[u8; 784], rng: &mut ChaCha8Rng) -> Canvas {
     let mut canvas = Canvas::new(ALIGNED_CANVAS, ALIGNED_CANVAS, rng);
     canvas.draw(&Object {
-        picture: source.picture(0, n)?,
+        picture,
         colour: class_colour(0, rng),
         mirrored: false,
         size: ALIGNED_SIZE,
         x: ALIGNED_AT,
         y: ALIGNED_AT,
     });
-    Ok(canvas)
+    canvas
+}
+
+/// Where Table 1's T-shirts are looked for among the class's pictures (past the ones the
+/// other sets draw).
+const TSHIRTS_FROM: usize = 5500;
+
+/// Whether a class-0 picture is a T-shirt with both sleeves where [`TSHIRT_PARTS`] puts them
+/// (ink in both sleeve rectangles, none at the bottom corners beside the body): the class
+/// also holds tank tops, which have no sleeves to mask.
+fn has_sleeves(picture: &[u8; 784]) -> bool {
+    let mean = |rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
+        let n = (rows.len() * cols.len()) as f64;
+        rows.flat_map(|y| cols.clone().map(move |x| f64::from(picture[y * 28 + x])))
+            .sum::<f64>()
+            / n
+    };
+    mean(3..11, 3..8) > 120.0
+        && mean(3..11, 20..25) > 120.0
+        && mean(20..28, 0..5) < 20.0
+        && mean(20..28, 23..28) < 20.0
 }
 
 /// Writes Caltech-101 (`caltech256 == false`) or Caltech-256, planting duplicates of ImageNet
