@@ -41,9 +41,8 @@ use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr,
     LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
-use engine::Backend;
-use engine::geometry::{ConvGeometry, PoolGeometry};
-use engine::lrn::LrnConfig;
+use engine::geometry::{ConvGeometry, LinearGeometry, LrnGeometry, PoolGeometry};
+use engine::{Backend, Gradients, Momentum};
 use half::bf16;
 use imaging::crops::Crop;
 use rayon::prelude::*;
@@ -618,7 +617,6 @@ impl CudaInner {
 
     /// y = conv(x, w) + b, rectified when `relu`: in f32 (or TF32), or in bf16 with the bias
     /// (and ReLU) applied as the result is widened back to f32.
-    #[allow(clippy::too_many_arguments)]
     fn conv_bias(
         &self,
         x: &CudaSlice<f32>,
@@ -948,10 +946,13 @@ impl Backend for CudaBackend {
         w: &CudaSlice<f32>,
         dy: &CudaSlice<f32>,
         g: &ConvGeometry,
-        dx: Option<&mut CudaSlice<f32>>,
-        dw: &mut CudaSlice<f32>,
-        db: &mut CudaSlice<f32>,
+        grads: Gradients<'_, CudaSlice<f32>>,
     ) {
+        let Gradients {
+            input: dx,
+            weight: dw,
+            bias: db,
+        } = grads;
         let n = x.len() / g.in_len();
         if self.is_bf16() {
             let (x16, dy16) = (self.to_bf16(x), self.to_bf16(dy));
@@ -1056,12 +1057,11 @@ impl Backend for CudaBackend {
     fn lrn_forward(
         &self,
         x: &CudaSlice<f32>,
-        channels: usize,
-        plane: usize,
-        config: &LrnConfig,
+        g: &LrnGeometry,
         y: &mut CudaSlice<f32>,
         scale: &mut CudaSlice<f32>,
     ) {
+        let (channels, plane, config) = (g.channels, g.plane, &g.config);
         let n = (x.len() / (channels * plane)) as i32;
         let (c, p, size) = (channels as i32, plane as i32, config.size as i32);
         let (k, alpha, beta) = (config.k as f32, config.alpha as f32, config.beta as f32);
@@ -1088,11 +1088,10 @@ impl Backend for CudaBackend {
         y: &CudaSlice<f32>,
         scale: &CudaSlice<f32>,
         dy: &CudaSlice<f32>,
-        channels: usize,
-        plane: usize,
-        config: &LrnConfig,
+        g: &LrnGeometry,
         dx: &mut CudaSlice<f32>,
     ) {
+        let (channels, plane, config) = (g.channels, g.plane, &g.config);
         let n = (x.len() / (channels * plane)) as i32;
         let (c, p, size) = (channels as i32, plane as i32, config.size as i32);
         let (alpha, beta) = (config.alpha as f32, config.beta as f32);
@@ -1153,10 +1152,10 @@ impl Backend for CudaBackend {
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
         b: &CudaSlice<f32>,
-        n_in: usize,
-        n_out: usize,
+        g: &LinearGeometry,
         y: &mut CudaSlice<f32>,
     ) {
+        let (n_in, n_out) = (g.n_in, g.n_out);
         let n = x.len() / n_in;
         // Row-major y (N x OUT) = x (N x IN) w^T; column-major: y^T = w x^T with w^T stored.
         let shape = ((true, false), (n_out, n, n_in));
@@ -1183,12 +1182,15 @@ impl Backend for CudaBackend {
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
         dy: &CudaSlice<f32>,
-        n_in: usize,
-        n_out: usize,
-        dx: Option<&mut CudaSlice<f32>>,
-        dw: &mut CudaSlice<f32>,
-        db: &mut CudaSlice<f32>,
+        g: &LinearGeometry,
+        grads: Gradients<'_, CudaSlice<f32>>,
     ) {
+        let (n_in, n_out) = (g.n_in, g.n_out);
+        let Gradients {
+            input: dx,
+            weight: dw,
+            bias: db,
+        } = grads;
         let n = x.len() / n_in;
         // dw (OUT x IN, row-major) = dy^T x; column-major: dw^T (IN x OUT) = x^T dy.
         let dw_shape = ((false, true), (n_in, n_out, n));
@@ -1285,10 +1287,13 @@ impl Backend for CudaBackend {
         w: &mut CudaSlice<f32>,
         g: &CudaSlice<f32>,
         v: &mut CudaSlice<f32>,
-        lr: f64,
-        momentum: f64,
-        weight_decay: f64,
+        settings: &Momentum,
     ) {
+        let Momentum {
+            learning_rate: lr,
+            momentum,
+            weight_decay,
+        } = *settings;
         let len = w.len() as i32;
         let (lr, momentum, weight_decay) = (lr as f32, momentum as f32, weight_decay as f32);
         launch!(

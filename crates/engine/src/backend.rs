@@ -8,8 +8,24 @@ use imaging::crops::{Crop, write_crop_chw};
 use rayon::prelude::*;
 
 use crate::cpu;
-use crate::geometry::{ConvGeometry, PoolGeometry};
-use crate::lrn::LrnConfig;
+use crate::geometry::{ConvGeometry, LinearGeometry, LrnGeometry, PoolGeometry};
+
+/// The gradients a layer's backward pass writes: the input's (`None` for the first layer,
+/// whose input needs none), the weights' and the bias's.
+pub struct Gradients<'a, T> {
+    pub input: Option<&'a mut T>,
+    pub weight: &'a mut T,
+    pub bias: &'a mut T,
+}
+
+/// One SGD-with-momentum update's settings (§3): `v = momentum v - learning_rate (g +
+/// weight_decay w)`, `w += v`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Momentum {
+    pub learning_rate: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+}
 
 /// Backends are cheap handles (`Clone` shares the device): several networks can share one.
 pub trait Backend: Send + Sync + Clone {
@@ -88,16 +104,13 @@ pub trait Backend: Send + Sync + Clone {
         self.conv_forward(x, w, b, g, y);
         self.relu(y);
     }
-    #[allow(clippy::too_many_arguments)]
     fn conv_backward(
         &self,
         x: &Self::Buffer,
         w: &Self::Buffer,
         dy: &Self::Buffer,
         g: &ConvGeometry,
-        dx: Option<&mut Self::Buffer>,
-        dw: &mut Self::Buffer,
-        db: &mut Self::Buffer,
+        grads: Gradients<'_, Self::Buffer>,
     );
     /// The deconvnet's filtering: output space -> input space with transposed filters.
     fn conv_transpose(
@@ -122,26 +135,20 @@ pub trait Backend: Send + Sync + Clone {
         g: &PoolGeometry,
         x: &mut Self::Buffer,
     );
-    #[allow(clippy::too_many_arguments)]
     fn lrn_forward(
         &self,
         x: &Self::Buffer,
-        channels: usize,
-        plane: usize,
-        config: &LrnConfig,
+        g: &LrnGeometry,
         y: &mut Self::Buffer,
         scale: &mut Self::Buffer,
     );
-    #[allow(clippy::too_many_arguments)]
     fn lrn_backward(
         &self,
         x: &Self::Buffer,
         y: &Self::Buffer,
         scale: &Self::Buffer,
         dy: &Self::Buffer,
-        channels: usize,
-        plane: usize,
-        config: &LrnConfig,
+        g: &LrnGeometry,
         dx: &mut Self::Buffer,
     );
     fn relu(&self, x: &mut Self::Buffer);
@@ -150,27 +157,21 @@ pub trait Backend: Send + Sync + Clone {
     /// with `seed`, so a run is reproducible on any backend that draws the same stream.
     fn dropout(&self, x: &mut Self::Buffer, p: f64, seed: u64, mask: &mut Self::Buffer);
     fn apply_mask(&self, dy: &mut Self::Buffer, mask: &Self::Buffer);
-    #[allow(clippy::too_many_arguments)]
     fn linear_forward(
         &self,
         x: &Self::Buffer,
         w: &Self::Buffer,
         b: &Self::Buffer,
-        n_in: usize,
-        n_out: usize,
+        g: &LinearGeometry,
         y: &mut Self::Buffer,
     );
-    #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &self,
         x: &Self::Buffer,
         w: &Self::Buffer,
         dy: &Self::Buffer,
-        n_in: usize,
-        n_out: usize,
-        dx: Option<&mut Self::Buffer>,
-        dw: &mut Self::Buffer,
-        db: &mut Self::Buffer,
+        g: &LinearGeometry,
+        grads: Gradients<'_, Self::Buffer>,
     );
     /// Mean cross-entropy of N x C logits; writes dL/dlogits. The loss is read with
     /// [`Backend::read_loss`], which a GPU backend defers until the caller needs the number.
@@ -185,15 +186,12 @@ pub trait Backend: Send + Sync + Clone {
     fn read_loss(&self, loss: Self::Loss) -> f32;
     /// Row-wise softmax probabilities, downloaded.
     fn softmax(&self, logits: &Self::Buffer, classes: usize) -> Vec<f32>;
-    #[allow(clippy::too_many_arguments)]
     fn sgd_momentum(
         &self,
         w: &mut Self::Buffer,
         g: &Self::Buffer,
         v: &mut Self::Buffer,
-        lr: f64,
-        momentum: f64,
-        weight_decay: f64,
+        settings: &Momentum,
     );
     /// For each image and each of the feature maps `maps` of `x` (N x `channels` x `plane`):
     /// the map's largest value and its first position in the plane, as `[image][map]` — the
@@ -356,10 +354,13 @@ impl Backend for CpuBackend {
         w: &Vec<f32>,
         dy: &Vec<f32>,
         g: &ConvGeometry,
-        dx: Option<&mut Vec<f32>>,
-        dw: &mut Vec<f32>,
-        db: &mut Vec<f32>,
+        grads: Gradients<'_, Vec<f32>>,
     ) {
+        let Gradients {
+            input: dx,
+            weight: dw,
+            bias: db,
+        } = grads;
         cpu::conv_backward(x, w, dy, g, dx.map(|d| d.as_mut_slice()), dw, db);
     }
 
@@ -375,15 +376,8 @@ impl Backend for CpuBackend {
         cpu::pool::unpool(y, switches, g, x);
     }
 
-    fn lrn_forward(
-        &self,
-        x: &Vec<f32>,
-        channels: usize,
-        plane: usize,
-        config: &LrnConfig,
-        y: &mut Vec<f32>,
-        scale: &mut Vec<f32>,
-    ) {
+    fn lrn_forward(&self, x: &Vec<f32>, g: &LrnGeometry, y: &mut Vec<f32>, scale: &mut Vec<f32>) {
+        let (channels, plane, config) = (g.channels, g.plane, &g.config);
         cpu::lrn::lrn_forward(x, channels, plane, config, y, scale);
     }
 
@@ -393,11 +387,10 @@ impl Backend for CpuBackend {
         y: &Vec<f32>,
         scale: &Vec<f32>,
         dy: &Vec<f32>,
-        channels: usize,
-        plane: usize,
-        config: &LrnConfig,
+        g: &LrnGeometry,
         dx: &mut Vec<f32>,
     ) {
+        let (channels, plane, config) = (g.channels, g.plane, &g.config);
         cpu::lrn::lrn_backward(x, y, scale, dy, channels, plane, config, dx);
     }
 
@@ -423,10 +416,10 @@ impl Backend for CpuBackend {
         x: &Vec<f32>,
         w: &Vec<f32>,
         b: &Vec<f32>,
-        n_in: usize,
-        n_out: usize,
+        g: &LinearGeometry,
         y: &mut Vec<f32>,
     ) {
+        let (n_in, n_out) = (g.n_in, g.n_out);
         cpu::linear_forward(x, w, b, n_in, n_out, y);
     }
 
@@ -435,12 +428,15 @@ impl Backend for CpuBackend {
         x: &Vec<f32>,
         w: &Vec<f32>,
         dy: &Vec<f32>,
-        n_in: usize,
-        n_out: usize,
-        dx: Option<&mut Vec<f32>>,
-        dw: &mut Vec<f32>,
-        db: &mut Vec<f32>,
+        g: &LinearGeometry,
+        grads: Gradients<'_, Vec<f32>>,
     ) {
+        let (n_in, n_out) = (g.n_in, g.n_out);
+        let Gradients {
+            input: dx,
+            weight: dw,
+            bias: db,
+        } = grads;
         cpu::linear_backward(x, w, dy, n_in, n_out, dx.map(|d| d.as_mut_slice()), dw, db);
     }
 
@@ -464,15 +460,12 @@ impl Backend for CpuBackend {
         probs
     }
 
-    fn sgd_momentum(
-        &self,
-        w: &mut Vec<f32>,
-        g: &Vec<f32>,
-        v: &mut Vec<f32>,
-        lr: f64,
-        momentum: f64,
-        weight_decay: f64,
-    ) {
+    fn sgd_momentum(&self, w: &mut Vec<f32>, g: &Vec<f32>, v: &mut Vec<f32>, settings: &Momentum) {
+        let Momentum {
+            learning_rate: lr,
+            momentum,
+            weight_decay,
+        } = *settings;
         cpu::sgd::sgd_momentum(w, g, v, lr, momentum, weight_decay);
     }
 

@@ -3,6 +3,24 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lrn::LrnConfig;
+
+/// A fully connected layer's size, per image: `n_in` inputs to `n_out` outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LinearGeometry {
+    pub n_in: usize,
+    pub n_out: usize,
+}
+
+/// What a local response normalisation works on, per image: `channels` maps of `plane`
+/// values each, normalised across maps with `config`'s constants.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LrnGeometry {
+    pub channels: usize,
+    pub plane: usize,
+    pub config: LrnConfig,
+}
+
 /// A convolution's shape: input planes, filters, kernel, stride, zero padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ConvGeometry {

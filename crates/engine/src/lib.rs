@@ -20,6 +20,6 @@ pub mod scalar;
 pub mod weights;
 
 pub use arch::Architecture;
-pub use backend::{Backend, CpuBackend};
+pub use backend::{Backend, CpuBackend, Gradients, Momentum};
 pub use cpu::lrn;
 pub use network::{Activations, Mode, Network, Op, Param, Plan, UpdateConfig};

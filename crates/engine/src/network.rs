@@ -4,8 +4,8 @@
 //! update (SGD with momentum, then filter RMS renormalisation).
 
 use crate::arch::{Architecture, LayerSpec};
-use crate::backend::Backend;
-use crate::geometry::{ConvGeometry, PoolGeometry};
+use crate::backend::{Backend, Gradients, Momentum};
+use crate::geometry::{ConvGeometry, LinearGeometry, LrnGeometry, PoolGeometry};
 use crate::lrn::LrnConfig;
 use crate::rng::{purpose, rng_for, stream_key};
 
@@ -367,7 +367,12 @@ impl<B: Backend> Network<B> {
                 Op::Lrn { channels, plane } => {
                     let mut y = b.output(out_len);
                     let mut s = b.output(out_len);
-                    b.lrn_forward(x, *channels, *plane, &self.lrn, &mut y, &mut s);
+                    let g = LrnGeometry {
+                        channels: *channels,
+                        plane: *plane,
+                        config: self.lrn,
+                    };
+                    b.lrn_forward(x, &g, &mut y, &mut s);
                     scale = Some(s);
                     y
                 }
@@ -384,7 +389,11 @@ impl<B: Backend> Network<B> {
                 Op::Linear { param, n_in, n_out } => {
                     let p = &self.params[*param];
                     let mut y = b.output(out_len);
-                    b.linear_forward(x, &p.weight, &p.bias, *n_in, *n_out, &mut y);
+                    let g = LinearGeometry {
+                        n_in: *n_in,
+                        n_out: *n_out,
+                    };
+                    b.linear_forward(x, &p.weight, &p.bias, &g, &mut y);
                     y
                 }
             };
@@ -424,15 +433,12 @@ impl<B: Backend> Network<B> {
                 Op::Conv { param, geometry } => {
                     let p = &mut self.params[*param];
                     let mut dx = need_dx.then(|| b.output(x_len));
-                    b.conv_backward(
-                        x,
-                        &p.weight,
-                        &grad,
-                        geometry,
-                        dx.as_mut(),
-                        &mut p.weight_grad,
-                        &mut p.bias_grad,
-                    );
+                    let grads = Gradients {
+                        input: dx.as_mut(),
+                        weight: &mut p.weight_grad,
+                        bias: &mut p.bias_grad,
+                    };
+                    b.conv_backward(x, &p.weight, &grad, geometry, grads);
                     match dx {
                         Some(dx) => dx,
                         None => break,
@@ -451,16 +457,12 @@ impl<B: Backend> Network<B> {
                 Op::Lrn { channels, plane } => {
                     let mut dx = b.output(x_len);
                     let scale = acts.lrn_scales[i].as_ref().expect("lrn keeps scales");
-                    b.lrn_backward(
-                        x,
-                        &acts.outputs[i],
-                        scale,
-                        &grad,
-                        *channels,
-                        *plane,
-                        &self.lrn,
-                        &mut dx,
-                    );
+                    let g = LrnGeometry {
+                        channels: *channels,
+                        plane: *plane,
+                        config: self.lrn,
+                    };
+                    b.lrn_backward(x, &acts.outputs[i], scale, &grad, &g, &mut dx);
                     dx
                 }
                 Op::Dropout { .. } => {
@@ -472,16 +474,16 @@ impl<B: Backend> Network<B> {
                 Op::Linear { param, n_in, n_out } => {
                     let p = &mut self.params[*param];
                     let mut dx = need_dx.then(|| b.output(x_len));
-                    b.linear_backward(
-                        x,
-                        &p.weight,
-                        &grad,
-                        *n_in,
-                        *n_out,
-                        dx.as_mut(),
-                        &mut p.weight_grad,
-                        &mut p.bias_grad,
-                    );
+                    let g = LinearGeometry {
+                        n_in: *n_in,
+                        n_out: *n_out,
+                    };
+                    let grads = Gradients {
+                        input: dx.as_mut(),
+                        weight: &mut p.weight_grad,
+                        bias: &mut p.bias_grad,
+                    };
+                    b.linear_backward(x, &p.weight, &grad, &g, grads);
                     match dx {
                         Some(dx) => dx,
                         None => break,
@@ -498,22 +500,23 @@ impl<B: Backend> Network<B> {
     pub fn update(&mut self, config: &UpdateConfig) {
         let b = &self.backend;
         for p in &mut self.params {
+            let weights = Momentum {
+                learning_rate: config.learning_rate,
+                momentum: config.momentum,
+                weight_decay: config.weight_decay,
+            };
             b.sgd_momentum(
                 &mut p.weight,
                 &p.weight_grad,
                 &mut p.weight_velocity,
-                config.learning_rate,
-                config.momentum,
-                config.weight_decay,
+                &weights,
             );
-            b.sgd_momentum(
-                &mut p.bias,
-                &p.bias_grad,
-                &mut p.bias_velocity,
-                config.learning_rate,
-                config.momentum,
-                0.0,
-            );
+            // Biases are not decayed.
+            let biases = Momentum {
+                weight_decay: 0.0,
+                ..weights
+            };
+            b.sgd_momentum(&mut p.bias, &p.bias_grad, &mut p.bias_velocity, &biases);
             if p.is_conv() && config.filter_rms_radius > 0.0 {
                 let filter_len = p.filter_len();
                 b.renormalise_filters(

@@ -207,7 +207,11 @@ impl<B: Backend> Screen for BackendScreen<B> {
         let weights = b.upload(references);
         let bias = b.zeros(n);
         let mut scores = b.zeros(self.n_queries * n);
-        b.linear_forward(&self.queries, &weights, &bias, self.dim, n, &mut scores);
+        let shape = engine::geometry::LinearGeometry {
+            n_in: self.dim,
+            n_out: n,
+        };
+        b.linear_forward(&self.queries, &weights, &bias, &shape, &mut scores);
         let scores = b.download(&scores);
         let mut out = Vec::new();
         for (i, row) in scores.chunks(n).enumerate() {
