@@ -1,5 +1,5 @@
 //! The GPU side of the engine (issue #5): [`CudaBackend`] implements the engine's `Backend`
-//! trait with cuDNN, cuBLAS and NVRTC kernels (see `backend.rs`), behind the cargo feature
+//! trait with cuDNN, cuBLAS and NVRTC kernels (see `backend/`: device and staging, `cudnn`, `cublas`, `ops`), behind the cargo feature
 //! `cuda`. The feature needs no CUDA toolkit to *build*: cudarc loads the driver, NVRTC,
 //! cuBLAS and cuDNN at run time. Without the feature, or on a machine without a GPU,
 //! [`probe`] says why the backend is unavailable instead of failing obscurely.

@@ -1,4 +1,4 @@
-//! Every kernel launch in src/backend.rs passes as many arguments as its kernel in
+//! Every kernel launch in src/backend/ passes as many arguments as its kernel in
 //! src/kernels.cu takes, names a kernel that exists, and every kernel is loaded. cuLaunchKernel
 //! checks none of this: a missing argument is garbage read on the GPU, which no session here
 //! could see (no GPU) — so it is checked on the sources.
@@ -6,7 +6,13 @@
 use std::collections::BTreeMap;
 
 const KERNELS: &str = include_str!("../src/kernels.cu");
-const BACKEND: &str = include_str!("../src/backend.rs");
+/// The backend's sources, every module of it.
+const BACKEND: &str = concat!(
+    include_str!("../src/backend/mod.rs"),
+    include_str!("../src/backend/cudnn.rs"),
+    include_str!("../src/backend/cublas.rs"),
+    include_str!("../src/backend/ops.rs"),
+);
 
 /// Splits `text` at commas outside parentheses, brackets and braces.
 fn top_level_items(text: &str) -> Vec<String> {
@@ -66,7 +72,7 @@ fn kernel_parameters() -> BTreeMap<String, usize> {
         .collect()
 }
 
-/// (kernel name, argument count) of every `launch!` in backend.rs.
+/// (kernel name, argument count) of every `launch!` in the backend's modules.
 fn launches() -> Vec<(String, usize)> {
     let marker = "launch!(";
     BACKEND
@@ -90,10 +96,10 @@ fn every_launch_passes_each_argument_its_kernel_takes() {
     for (name, arguments) in &launches {
         let parameters = kernels
             .get(name)
-            .unwrap_or_else(|| panic!("backend.rs launches `{name}`, which kernels.cu lacks"));
+            .unwrap_or_else(|| panic!("the backend launches `{name}`, which kernels.cu lacks"));
         assert_eq!(
             arguments, parameters,
-            "`{name}`: backend.rs passes {arguments} arguments, kernels.cu takes {parameters}"
+            "`{name}`: the backend passes {arguments} arguments, kernels.cu takes {parameters}"
         );
     }
 }
@@ -102,7 +108,7 @@ fn every_launch_passes_each_argument_its_kernel_takes() {
 fn every_kernel_is_loaded_and_launched() {
     let start = BACKEND
         .find("const KERNEL_NAMES")
-        .expect("KERNEL_NAMES in backend.rs");
+        .expect("KERNEL_NAMES in backend/mod.rs");
     let list = &BACKEND[start..BACKEND[start..].find("];").map(|end| start + end).unwrap()];
     let loaded: Vec<&str> = list.split('"').skip(1).step_by(2).collect();
     let launched: Vec<String> = launches().into_iter().map(|(name, _)| name).collect();
