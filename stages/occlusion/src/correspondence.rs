@@ -93,7 +93,8 @@ impl StageKind for Correspondence {
         // 2: the CPU backend's fixed arithmetic (the same bits on every CPU path).
         // 3: `std` is the sample standard deviation over pairs (the report's one `±`).
         // 4: `parts_image_size` scales the rectangles to the images.
-        4
+        // 5: Fig. 8's columns are named; tiles at least 168 px (224-px crops no longer 3x).
+        5
     }
 
     fn summary(&self) -> &'static str {
@@ -472,20 +473,34 @@ fn find_images(path: &Path, ids: &[i64]) -> Result<Vec<ImageRecord>> {
 }
 
 /// Fig. 8: rows images; columns the original and each part masked (grey).
+/// Fig. 8: one row per image, its original then each part masked, under a line naming the
+/// columns. Tiles are at least 168 pixels wide (3x at the default pipeline's 56-pixel crops).
 fn figure(images: &[ImageRecord], parts: &[MaskSet], crop: usize, path: &Path) -> Result<()> {
-    const SCALE: u32 = 3;
-    let side = crop as u32 * SCALE;
+    const LABEL_H: u32 = 20;
+    let scale = (168 / crop as u32).max(1);
+    let side = crop as u32 * scale;
     let mut canvas = RgbImage::from_pixel(
         (parts.len() as u32 + 1) * (side + 4) + 4,
-        images.len() as u32 * (side + 4) + 4,
+        LABEL_H + images.len() as u32 * (side + 4) + 4,
         Rgb([255, 255, 255]),
     );
+    let names = std::iter::once("original").chain(parts.iter().map(|(name, _)| name.as_str()));
+    for (column, name) in names.enumerate() {
+        let x = 4 + column as u32 * (side + 4);
+        let label = if column == 0 {
+            name.to_owned()
+        } else {
+            format!("{name} masked")
+        };
+        plots::draw_text(&mut canvas, &label, (x as i32, 3), 14, [30, 30, 30])
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    }
     for (i, image) in images.iter().enumerate() {
         let offset = (image.width as usize - crop) / 2;
         for column in 0..=parts.len() {
             let rect = (column > 0).then(|| parts[column - 1].1[i]);
             let tile = RgbImage::from_fn(side, side, |x, y| {
-                let (sy, sx) = ((y / SCALE) as usize, (x / SCALE) as usize);
+                let (sy, sx) = ((y / scale) as usize, (x / scale) as usize);
                 if let Some((top, left, h, w)) = rect
                     && (top..top + h).contains(&sy)
                     && (left..left + w).contains(&sx)
@@ -499,7 +514,7 @@ fn figure(images: &[ImageRecord], parts: &[MaskSet], crop: usize, path: &Path) -
                 &mut canvas,
                 &tile,
                 (4 + column as u32 * (side + 4)) as i64,
-                (4 + i as u32 * (side + 4)) as i64,
+                (LABEL_H + 4 + i as u32 * (side + 4)) as i64,
             );
         }
     }
