@@ -203,6 +203,38 @@ impl FeatureRows {
     }
 }
 
+/// Writes `rows` rows of `dim` pseudo-random features in [0, 1) (a 64-bit LCG seeded with
+/// `seed`), ids 0.. and labels cycling over `classes`, 16 rows at a time (so that writing holds
+/// little memory itself): a `features` artifact for tests and benchmarks of the stages that
+/// read one.
+pub fn write_pseudo_random_features(
+    path: &Path,
+    layer: &str,
+    (rows, dim): (usize, usize),
+    classes: usize,
+    seed: u64,
+) -> Result<u64> {
+    let mut writer = FeaturesWriter::create(path, &Provenance::ad_hoc("synthetic"), layer, dim)?;
+    let mut state = seed;
+    for start in (0..rows).step_by(16) {
+        let n = 16.min(rows - start);
+        let ids: Vec<i64> = (start..start + n).map(|i| i as i64).collect();
+        let labels: Vec<i32> = (start..start + n)
+            .map(|i| (i % classes.max(1)) as i32)
+            .collect();
+        let values: Vec<f32> = (0..n * dim)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                (state >> 40) as f32 / (1u64 << 24) as f32
+            })
+            .collect();
+        writer.push(&ids, &labels, &values)?;
+    }
+    writer.finish()
+}
+
 /// Streams a feature matrix to a Parquet file, a batch of rows at a time (memory bounded by
 /// the batch, not the dataset).
 pub struct FeaturesWriter {

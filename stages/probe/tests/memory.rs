@@ -7,30 +7,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use artifacts::Provenance;
-use artifacts::features::FeaturesWriter;
 use stage_api::{Params, StageContext, StageKind};
 
-/// Writes `rows` rows of `dim` pseudo-random features (labels cycling over 10 classes) a few
-/// rows at a time, so that writing holds little memory itself.
+/// `rows` rows of `dim` pseudo-random features, labels cycling over 10 classes.
 fn write_layer(path: &Path, rows: usize, dim: usize) {
-    let mut writer = FeaturesWriter::create(path, &Provenance::ad_hoc("t"), "layer1", dim).unwrap();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    for start in (0..rows).step_by(16) {
-        let n = 16.min(rows - start);
-        let ids: Vec<i64> = (start..start + n).map(|i| i as i64).collect();
-        let labels: Vec<i32> = (start..start + n).map(|i| (i % 10) as i32).collect();
-        let values: Vec<f32> = (0..n * dim)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                (state >> 40) as f32 / (1u64 << 24) as f32
-            })
-            .collect();
-        writer.push(&ids, &labels, &values).unwrap();
-    }
-    writer.finish().unwrap();
+    artifacts::features::write_pseudo_random_features(
+        path,
+        "layer1",
+        (rows, dim),
+        10,
+        0x2545_f491_4f6c_dd1d,
+    )
+    .unwrap();
 }
 
 fn context(

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use artifacts::Provenance;
-use artifacts::features::FeaturesWriter;
 use artifacts::multilabels::{MultiLabel, write_multilabels};
 use engine::weights::{ModelInfo, save_model};
 use engine::{Architecture, CpuBackend, Network};
@@ -18,23 +17,14 @@ const MB: u64 = 1_000_000;
 /// `rows` rows of `dim` pseudo-random features, ids 0.. and labels cycling over `classes`
 /// (as `write_noise_images` numbers its images).
 fn write_layer(path: &Path, rows: usize, dim: usize, classes: usize) {
-    let mut writer = FeaturesWriter::create(path, &Provenance::ad_hoc("t"), "layer7", dim).unwrap();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    for start in (0..rows).step_by(32) {
-        let n = 32.min(rows - start);
-        let ids: Vec<i64> = (start..start + n).map(|i| i as i64).collect();
-        let labels: Vec<i32> = (start..start + n).map(|i| (i % classes) as i32).collect();
-        let values: Vec<f32> = (0..n * dim)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                (state >> 40) as f32 / (1u64 << 24) as f32
-            })
-            .collect();
-        writer.push(&ids, &labels, &values).unwrap();
-    }
-    writer.finish().unwrap();
+    artifacts::features::write_pseudo_random_features(
+        path,
+        "layer7",
+        (rows, dim),
+        classes,
+        0x9e37_79b9_7f4a_7c15,
+    )
+    .unwrap();
 }
 
 fn context(
