@@ -273,7 +273,7 @@ impl StageKind for Train {
 
     fn run(&self, ctx: &StageContext) -> Result<RunSummary> {
         let config = Train::config(&ctx.params);
-        let memory_limit = ctx.params.int("memory_limit_mb") as u64 * 1_000_000;
+        let memory_limit = (ctx.params.int("memory_limit_mb") as u64).saturating_mul(1_000_000);
         let shuffle_buffer = ctx.params.int("shuffle_buffer") as usize;
         let (mut train_store, val_store) = open_under_budget(
             ctx,
@@ -325,12 +325,47 @@ fn network_bytes(config: &TrainConfig, classes: usize) -> Result<(u64, u64)> {
     ))
 }
 
+/// A set's size as its artifact's rows say (no pixel is read): images, bytes an image, and
+/// the classes its labels name.
+struct SetShape {
+    images: u64,
+    image_bytes: u64,
+    classes: usize,
+}
+
+impl SetShape {
+    fn of(path: &std::path::Path) -> Result<SetShape> {
+        let metadata = artifacts::images::ImageGroups::open(path)?.metadata()?;
+        let rows = metadata.iter().flatten();
+        Ok(SetShape {
+            images: metadata.iter().map(|group| group.len() as u64).sum(),
+            image_bytes: rows
+                .clone()
+                .map(|m| m.height as u64 * m.width as u64 * m.channels as u64)
+                .max()
+                .unwrap_or(0),
+            classes: rows.map(|m| m.label.max(0) as usize + 1).max().unwrap_or(0),
+        })
+    }
+
+    fn pixels(&self) -> u64 {
+        self.images.saturating_mul(self.image_bytes)
+    }
+
+    /// What the set holds streamed: its shuffle buffer, at most the set.
+    fn buffer(&self, shuffle_buffer: usize) -> u64 {
+        self.images
+            .min(shuffle_buffer as u64)
+            .saturating_mul(self.image_bytes)
+    }
+}
+
 /// Opens the training and validation sets under `memory_limit` bytes together with the
-/// network (on the CPU): the sets' pixels get what the model and one batch's activations
-/// leave (the validation set what the training set leaves of that), and a run whose
-/// network and shuffle buffers alone pass the budget is refused before any image is read.
-/// The classifier's size is known once the sets' classes are: where it tips the total over
-/// the budget, the sets are opened again under what it leaves.
+/// network (on the CPU). The sizes come from the artifacts' rows first (the classes too, and
+/// with them the classifier), then each set is held whole or streamed once: the training set
+/// held only where the validation set's least (its buffer, or itself) still fits beside it,
+/// the validation set held where it fits in what is left. A run whose network and least
+/// holdings pass the budget is refused before any pixel is read.
 fn open_under_budget(
     ctx: &StageContext,
     config: &TrainConfig,
@@ -339,70 +374,48 @@ fn open_under_budget(
     on_cpu: bool,
 ) -> Result<(ImageSet, ImageSet)> {
     const MB: f64 = 1e6;
-    let network = |classes| -> Result<u64> {
-        Ok(if on_cpu {
-            let (model, batch) = network_bytes(config, classes)?;
-            model + batch
-        } else {
-            0
-        })
+    let (train_shape, val_shape) = (
+        SetShape::of(ctx.input("train"))?,
+        SetShape::of(ctx.input("val"))?,
+    );
+    let classes = train_shape.classes.max(val_shape.classes).max(2);
+    let (model, batch) = if on_cpu {
+        network_bytes(config, classes)?
+    } else {
+        (0, 0)
     };
-    let refuse = |classes: usize, sets: u64| -> Error {
-        let (model, batch) = network_bytes(config, classes).unwrap_or_default();
-        let images = if sets > 0 {
-            format!(
-                " and the images' least ({:.0} MB: the sets' shuffle buffers of {shuffle_buffer} \
-                 images, or a set held whole)",
-                sets as f64 / MB
-            )
-        } else {
-            String::new()
-        };
-        Error::Config(format!(
+    let left = memory_limit.saturating_sub(model + batch);
+    let stream = ctx.params.bool("stream_images");
+    let least = |shape: &SetShape| shape.buffer(shuffle_buffer).min(shape.pixels());
+    let (train_least, val_least) = (least(&train_shape), least(&val_shape));
+    if model + batch + train_least + val_least > memory_limit {
+        return Err(Error::Config(format!(
             "memory_limit_mb is {:.0}, but the model ({:.0} MB: weights, gradients and \
-             momentum), one batch's activations ({:.0} MB for batch_size {}, computed from the \
-             layer shapes){images} need {:.0} MB on the CPU: raise memory_limit_mb, or lower \
-             batch_size or shuffle_buffer",
+             momentum) and one batch's activations ({:.0} MB for batch_size {}, computed from \
+             the layer shapes) on the CPU, with the least the two sets can hold ({:.0} MB: \
+             shuffle buffers of {shuffle_buffer} images, or a smaller set whole), need {:.0} \
+             MB: raise memory_limit_mb, or lower batch_size or shuffle_buffer",
             memory_limit as f64 / MB,
             model as f64 / MB,
             batch as f64 / MB,
             config.batch_size,
-            (model + batch + sets) as f64 / MB
-        ))
+            (train_least + val_least) as f64 / MB,
+            (model + batch + train_least + val_least) as f64 / MB
+        )));
+    }
+    let hold_train = !stream && train_shape.pixels().saturating_add(val_least) <= left;
+    let train_holds = if hold_train {
+        train_shape.pixels()
+    } else {
+        train_shape.buffer(shuffle_buffer)
     };
-    let stream = ctx.params.bool("stream_images");
-    let open = |reserved: u64| {
-        ImageSet::open_pair(
-            ctx.input("train"),
-            ctx.input("val"),
-            if stream {
-                0
-            } else {
-                memory_limit.saturating_sub(reserved)
-            },
-            shuffle_buffer,
-        )
-    };
-    // A 2-way classifier first (the smallest); the classes come with the sets.
-    let smallest = network(2)?;
-    if smallest > memory_limit {
-        return Err(refuse(2, 0));
-    }
-    let (mut train, mut val) = open(smallest)?;
-    let classes = train.class_names().len().max(val.class_names().len());
-    let reserved = network(classes)?;
-    let total =
-        |train: &ImageSet, val: &ImageSet| train.resident_bytes() + val.resident_bytes() + reserved;
-    if total(&train, &val) > memory_limit && !(train.is_streamed() && val.is_streamed()) {
-        (train, val) = open(reserved)?;
-    }
-    if total(&train, &val) > memory_limit {
-        return Err(refuse(
-            classes,
-            train.resident_bytes() + val.resident_bytes(),
-        ));
-    }
-    Ok((train, val))
+    let hold_val = !stream && val_shape.pixels() <= left.saturating_sub(train_holds);
+    // The limit each set is opened with only says which way it goes.
+    let limit = |hold: bool| if hold { u64::MAX } else { 0 };
+    Ok((
+        ImageSet::open(ctx.input("train"), limit(hold_train), shuffle_buffer)?,
+        ImageSet::open(ctx.input("val"), limit(hold_val), shuffle_buffer)?,
+    ))
 }
 
 /// The training proper, on whichever backend the `device` param picked.
