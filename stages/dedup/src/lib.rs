@@ -133,29 +133,91 @@ pub fn find_overlaps_with(
     Ok((matches, n_references))
 }
 
-/// The search with the GPU's GEMM as the screen.
+/// What a blocked search found.
+struct Blocked {
+    matches: Vec<Match>,
+    n_references: usize,
+    n_queries: usize,
+    passes: usize,
+    /// Seconds spent searching (reading the queries and their vectors excluded).
+    search_seconds: f64,
+}
+
+/// Reads the queries `query_block` at a time (their vectors) and runs `search` on each block
+/// against every reference; the matches sorted by (query, reference). Each pair is decided
+/// exactly, so they do not depend on the blocking.
+fn search_in_blocks(
+    query: &Path,
+    size: usize,
+    query_block: usize,
+    mut search: impl FnMut(&[(i64, i32, Vec<f32>)]) -> Result<(Vec<Match>, usize)>,
+) -> Result<Blocked> {
+    let mut found = Blocked {
+        matches: Vec::new(),
+        n_references: 0,
+        n_queries: 0,
+        passes: 0,
+        search_seconds: 0.0,
+    };
+    let mut queries = Vec::new();
+    let mut flush = |queries: &mut Vec<(i64, i32, Vec<f32>)>| -> Result<()> {
+        let started = std::time::Instant::now();
+        let (matches, references) = search(queries)?;
+        found.search_seconds += started.elapsed().as_secs_f64();
+        found.matches.extend(matches);
+        found.n_references = references;
+        found.n_queries += queries.len();
+        found.passes += 1;
+        queries.clear();
+        Ok(())
+    };
+    for chunk in ImagesReader::open(query, query_block.min(QUERY_CHUNK))? {
+        for image in chunk? {
+            queries.push((image.image_id, image.label, ncc_vector(&image, size)));
+            if queries.len() == query_block {
+                flush(&mut queries)?;
+            }
+        }
+    }
+    if !queries.is_empty() {
+        flush(&mut queries)?;
+    }
+    found.matches.sort_by_key(|m| (m.query_id, m.reference_id));
+    Ok(found)
+}
+
+/// Query images read (and decoded) at a time.
+const QUERY_CHUNK: usize = 1024;
+
+/// The blocked search with the GPU's GEMM as the screen: one backend for every block.
 struct GpuDedup<'a> {
-    queries: &'a [(i64, i32, Vec<f32>)],
+    query: &'a Path,
     references: &'a Path,
     size: usize,
     threshold: f32,
     block: usize,
+    query_block: usize,
 }
 
 impl cuda_backend::BackendTask for GpuDedup<'_> {
-    type Output = Result<(Vec<Match>, usize)>;
+    type Output = Result<Blocked>;
 
     fn run<B: engine::Backend>(self, backend: B) -> Self::Output {
-        let screen =
-            screen::BackendScreen::new(backend, &query_matrix(self.queries), self.size * self.size);
-        find_overlaps_with(
-            &screen,
-            self.queries,
-            self.references,
-            self.size,
-            self.threshold,
-            self.block,
-        )
+        search_in_blocks(self.query, self.size, self.query_block, |queries| {
+            let screen = screen::BackendScreen::new(
+                backend.clone(),
+                &query_matrix(queries),
+                self.size * self.size,
+            );
+            find_overlaps_with(
+                &screen,
+                queries,
+                self.references,
+                self.size,
+                self.threshold,
+                self.block,
+            )
+        })
     }
 }
 
@@ -177,7 +239,7 @@ impl StageKind for Dedup {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "One reference block of `block` images, decoded and as vectors (~1.6 GB at block 4096 and S = 256), a 256 x block f32 tile per screening thread (the whole Q x block scores on a GPU), and a block of query vectors (3 size^2 4 + size^2 2 bytes a query, with a bf16 copy) as large as memory_limit_mb leaves (all Q when they fit: one pass over the references); checked before reading. Outside it: the candidate pairs and matches, which grow with the pairs near the threshold."
+        "One reference block of `block` images, decoded and as vectors (~1.6 GB at block 4096 and S = 256), a 256 x block f32 tile per screening thread (the whole Q x block scores on a GPU), a chunk of up to 1,024 query images being read, and a block of query vectors (3 size^2 4 + size^2 2 bytes a query, with a bf16 copy) as large as memory_limit_mb leaves (all Q when they fit: one pass over the references); checked before reading. Outside it: the candidate pairs and matches, which grow with the pairs near the threshold."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -248,56 +310,54 @@ impl StageKind for Dedup {
         let block = ctx.params.usize("block");
         let device = ctx.params.str("device");
         let query_block = query_block(
+            ctx.input("query"),
             ctx.input("reference"),
             size,
             block,
-            ctx.params.int("memory_limit_mb") as u64 * 1_000_000,
+            (ctx.params.int("memory_limit_mb") as u64).saturating_mul(1_000_000),
         )?;
-        let started = std::time::Instant::now();
         // The queries a block at a time, as many as the budget leaves beside a reference
-        // block; every block meets every reference (streamed again for each). Each pair is
-        // decided exactly, so the matches do not depend on the blocking.
-        let search = |queries: &[(i64, i32, Vec<f32>)]| -> Result<(Vec<Match>, usize)> {
-            if device == "cpu" {
-                find_overlaps(queries, ctx.input("reference"), size, threshold, block)
-            } else {
-                let task = GpuDedup {
+        // block; every block meets every reference (streamed again for each).
+        let found = if device == "cpu" {
+            // Whether bf16 screens faster is timed once, on the first block.
+            let mut use_bf16: Option<bool> = None;
+            search_in_blocks(ctx.input("query"), size, query_block, |queries| {
+                let matrix = query_matrix(queries);
+                let dim = size * size;
+                let bf16 = *use_bf16.get_or_insert_with(|| {
+                    screen::bf16_available() && screen::bf16_is_faster(&matrix, dim, threshold)
+                });
+                let screen = screen::CpuScreen::new(&matrix, dim, bf16);
+                find_overlaps_with(
+                    &screen,
                     queries,
-                    references: ctx.input("reference"),
+                    ctx.input("reference"),
                     size,
                     threshold,
                     block,
-                };
-                cuda_backend::run_on(device, task).map_err(|e| Error::Config(e.to_string()))?
-            }
+                )
+            })?
+        } else {
+            let task = GpuDedup {
+                query: ctx.input("query"),
+                references: ctx.input("reference"),
+                size,
+                threshold,
+                block,
+                query_block,
+            };
+            cuda_backend::run_on(device, task).map_err(|e| Error::Config(e.to_string()))??
         };
-        let (mut matches, mut n_references, mut n_queries, mut passes) = (Vec::new(), 0, 0, 0);
-        let mut queries = Vec::new();
-        let mut flush = |queries: &mut Vec<(i64, i32, Vec<f32>)>| -> Result<()> {
-            let (found, references) = search(queries)?;
-            matches.extend(found);
-            n_references = references;
-            n_queries += queries.len();
-            passes += 1;
-            queries.clear();
-            Ok(())
-        };
-        for chunk in ImagesReader::open(ctx.input("query"), query_block.min(1024))? {
-            for image in chunk? {
-                queries.push((image.image_id, image.label, ncc_vector(&image, size)));
-                if queries.len() == query_block {
-                    flush(&mut queries)?;
-                }
-            }
-        }
-        if !queries.is_empty() {
-            flush(&mut queries)?;
-        }
+        let Blocked {
+            matches,
+            n_references,
+            n_queries,
+            passes,
+            search_seconds: seconds,
+        } = found;
         if n_queries == 0 {
             return Err(Error::input(ctx.input("query"), "no query images"));
         }
-        matches.sort_by_key(|m| (m.query_id, m.reference_id));
-        let seconds = started.elapsed().as_secs_f64();
         let match_rows: Vec<DedupMatchRow> = matches
             .iter()
             .map(|m| DedupMatchRow {
@@ -352,15 +412,25 @@ impl StageKind for Dedup {
 
 /// Queries per block: as many as `limit` bytes hold beside one reference block (its images
 /// as read and decoded, their vectors and bf16 copies, a 256 x block f32 score tile per
-/// thread), at ~3 size^2 f32 and a bf16 copy a query. The references' image size is read
-/// from their first image. A budget that cannot hold a reference block and one query is
+/// thread) and a chunk of query images being read, at ~3 size^2 f32 and a bf16 copy a
+/// query. The image sizes are read from each artifact's first image. A budget that cannot hold a reference block and one query is
 /// refused, with the parts.
-fn query_block(references: &Path, size: usize, block: usize, limit: u64) -> Result<usize> {
-    let first = ImagesReader::open(references, 1)?
-        .next()
-        .transpose()?
-        .and_then(|images| images.into_iter().next());
-    let image_bytes = first.map_or(0, |image| image.pixels.len() as u64);
+fn query_block(
+    query: &Path,
+    references: &Path,
+    size: usize,
+    block: usize,
+    limit: u64,
+) -> Result<usize> {
+    let first_image_bytes = |path: &Path| -> Result<u64> {
+        let first = ImagesReader::open(path, 1)?
+            .next()
+            .transpose()?
+            .and_then(|images| images.into_iter().next());
+        Ok(first.map_or(0, |image| image.pixels.len() as u64))
+    };
+    let (image_bytes, query_image_bytes) =
+        (first_image_bytes(references)?, first_image_bytes(query)?);
     let (block64, dim) = (block as u64, (size * size) as u64);
     let per_query = 3 * dim * 4 + dim * 2;
     let threads = rayon::current_num_threads() as u64;
@@ -376,6 +446,10 @@ fn query_block(references: &Path, size: usize, block: usize, limit: u64) -> Resu
         .part(
             format!("a 256 x {block} score tile per thread ({threads})"),
             threads * 256 * block64 * 4,
+        )
+        .part(
+            format!("a chunk of up to {QUERY_CHUNK} query images, read and decoded"),
+            2 * QUERY_CHUNK as u64 * query_image_bytes,
         )
         .part("one query's vectors", per_query);
     need.check(limit, "lower block (reference images per block) or size")?;
@@ -571,8 +645,8 @@ mod tests {
                 (summary.lines, read("matches"), read("removal"))
             })
         };
-        // At size 256 a query holds ~0.9 MB and a reference block of 16 ~10.5 MB: 15 MB
-        // leaves room for a few queries a block.
+        // At size 256 a query holds ~0.9 MB, a reference block of 16 ~10.5 MB and a chunk of
+        // 1,024 query images being read 6.3 MB: 22 MB leaves room for a few queries a block.
         let (one_lines, one_matches, one_removal) = run(1_000).unwrap();
         assert!(
             one_lines.iter().any(|l| l == "the queries in one block"),
@@ -582,7 +656,7 @@ mod tests {
             one_lines[0].starts_with("10 of 30 target images overlap"),
             "{one_lines:?}"
         );
-        let (lines, matches, removal) = run(15).unwrap();
+        let (lines, matches, removal) = run(22).unwrap();
         assert!(
             lines.iter().any(|l| l.contains("blocks of up to")),
             "{lines:?}"

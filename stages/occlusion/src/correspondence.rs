@@ -102,7 +102,7 @@ impl StageKind for Correspondence {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "The model (12 P bytes); the n annotated images (n S^2 3 bytes), their inputs and one masked copy (2 n 3 C^2 4 bytes), their layer-5 and fc7 features original and masked (4 n (F5 + F7) 4 bytes), one forward of batch_size images (B A bytes) and 2 parts (1 + random_draws) n (n - 1) / 2 f64 distances. Computed from the annotation file and the model before any image is read, and checked against memory_limit_mb (a run over it is refused, with its parts); grows with n, the images in the annotation file, not with the image artifact."
+        "The model (12 P bytes); the n annotated images (n S^2 3 bytes), their inputs and one masked copy (2 n 3 C^2 4 bytes), their layer-5 and fc7 features original and masked (2 n (F5 + F7) 4 bytes), one forward of batch_size images (B A bytes) and 2 parts (1 + random_draws) n (n - 1) / 2 f64 distances. Computed from the annotation file and the model before any image is read, and checked against memory_limit_mb (a run over it is refused, with its parts); grows with n, the images in the annotation file, not with the image artifact."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -195,7 +195,7 @@ impl cuda_backend::StageBody for Correspondence {
             .filter(|id| seen.insert(*id))
             .collect();
         correspondence_need(ctx, &network, &info, &masks, ids.len())?.check(
-            ctx.params.int("memory_limit_mb") as u64 * 1_000_000,
+            (ctx.params.int("memory_limit_mb") as u64).saturating_mul(1_000_000),
             "annotate fewer images or lower random_draws or batch_size",
         )?;
         let images = find_images(ctx.input("images"), &ids)?;
@@ -342,7 +342,7 @@ impl cuda_backend::StageBody for Correspondence {
 
 /// What a run holds at its peak, from the annotation file and the model: the images, their
 /// inputs and a masked copy, the features original and masked, a batch's activations (on the
-/// CPU) and every distance.
+/// CPU), the model (on the CPU) and every distance.
 fn correspondence_need<B: Backend>(
     ctx: &StageContext,
     network: &Network<B>,
@@ -380,7 +380,7 @@ fn correspondence_need<B: Backend>(
             2 * sets * (n64 * n64.saturating_sub(1) / 2) * 8,
         );
     if !stage_api::device::wants_gpu(&ctx.params) {
-        need = need.part(
+        need = need.part("the model", plan.model_bytes()).part(
             format!("a forward pass of {batch} images"),
             batch * plan.training_bytes_per_image(),
         );
@@ -472,12 +472,11 @@ fn find_images(path: &Path, ids: &[i64]) -> Result<Vec<ImageRecord>> {
         .collect()
 }
 
-/// Fig. 8: rows images; columns the original and each part masked (grey).
 /// Fig. 8: one row per image, its original then each part masked, under a line naming the
 /// columns. Tiles are at least 168 pixels wide (3x at the default pipeline's 56-pixel crops).
 fn figure(images: &[ImageRecord], parts: &[MaskSet], crop: usize, path: &Path) -> Result<()> {
     const LABEL_H: u32 = 20;
-    let scale = (168 / crop as u32).max(1);
+    let scale = 168u32.div_ceil(crop as u32);
     let side = crop as u32 * scale;
     let mut canvas = RgbImage::from_pixel(
         (parts.len() as u32 + 1) * (side + 4) + 4,

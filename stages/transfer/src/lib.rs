@@ -247,7 +247,7 @@ impl StageKind for Transfer {
             &architecture,
         )?;
         need.check(
-            params.int("memory_limit_mb") as u64 * 1_000_000,
+            (params.int("memory_limit_mb") as u64).saturating_mul(1_000_000),
             "lower n_per_class / max_test_per_class (or set scratch: false)",
         )?;
         drop(rows);

@@ -68,7 +68,7 @@ pub fn transfer_need(
             split_per_class(ids_by_label, n as usize, max_test, 0, 0).map_err(Error::Config)?;
         let (train, test) = (split.train.len() as u64, split.test.len() as u64);
         let rows_bytes = (train + test) * (dim_u + 1) * 8
-            + train * dim_u * 4
+            + train.max(test) * dim_u * 4
             + softmax_memory_bytes(train as usize, dim + 1, classes)
             + test * classes_u * 8;
         fold_rows = fold_rows.max(rows_bytes);

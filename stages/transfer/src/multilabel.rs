@@ -137,7 +137,7 @@ impl StageKind for TransferMultilabel {
                     .max(ctx.params.str_list("class_names").len()),
             )
             .check(
-                ctx.params.int("memory_limit_mb") as u64 * 1_000_000,
+                (ctx.params.int("memory_limit_mb") as u64).saturating_mul(1_000_000),
                 "run on fewer images (the layer's features are read whole)",
             )?;
         }
