@@ -9,7 +9,8 @@
 //! - `imagenet/`: `train/<wnid>/<wnid>_<n>.JPEG`, `val/<wnid>/ILSVRC2012_val_<8 digits>.JPEG`
 //!   (the class-folder form `valprep.sh` makes) and `LOC_synset_mapping.txt`; one CMYK JPEG
 //!   and one PNG named `.JPEG` in train/, as the real set has.
-//!   The first class's first five validation files are aligned T-shirts for Table 1, and
+//!   The first class's first five validation files (all of them, if fewer) are aligned
+//!   T-shirts for Table 1, and
 //!   `imagenet-parts.csv` gives their sleeves and collar (the paper's eyes and nose).
 //! - `imagenet_flat_val/`: the same val images flat, with the devkit's
 //!   `ILSVRC2012_validation_ground_truth.txt` (1-based IDs in sorted file order) and
@@ -79,7 +80,7 @@ impl Scale {
     pub const CI: Scale = Scale {
         imagenet_classes: 4,
         imagenet_train_per_class: 6,
-        imagenet_val_per_class: 5,
+        imagenet_val_per_class: 3,
         caltech_classes: 4,
         caltech101_per_class: 8,
         caltech256_per_class: 8,
@@ -87,6 +88,12 @@ impl Scale {
         voc_train: 24,
         voc_val: 24,
     };
+
+    /// Table 1's aligned images: the first class's first five validation files, or all of
+    /// them where it has fewer (the CI scale's three).
+    pub fn aligned_images(&self) -> usize {
+        ALIGNED_IMAGES.min(self.imagenet_val_per_class)
+    }
 
     fn check(&self) -> Result<(), Error> {
         let too_many = |what: &str, n: usize| Error::Scale(format!("{what} is {n}; at most 10"));
@@ -107,10 +114,10 @@ impl Scale {
                     .to_owned(),
             ));
         }
-        if self.imagenet_val_per_class < ALIGNED_IMAGES {
+        if self.imagenet_val_per_class < 2 {
             return Err(Error::Scale(format!(
-                "imagenet_val_per_class is {}; at least {ALIGNED_IMAGES} (Table 1's aligned \
-                 images are the first class's)",
+                "imagenet_val_per_class is {}; at least 2 (Table 1 compares pairs of the first \
+                 class's images)",
                 self.imagenet_val_per_class
             )));
         }
@@ -672,8 +679,8 @@ fn write_imagenet(
     // are Table 1's aligned images.
     let mut first_class: Vec<usize> = numbers[..scale.imagenet_val_per_class].to_vec();
     first_class.sort_unstable();
-    let aligned: Vec<usize> = first_class[..ALIGNED_IMAGES].to_vec();
-    let tshirts = source.tshirts_with_sleeves(ALIGNED_IMAGES)?;
+    let aligned: Vec<usize> = first_class[..scale.aligned_images()].to_vec();
+    let tshirts = source.tshirts_with_sleeves(aligned.len())?;
     let mut truth = vec![0usize; n_val];
     let mut numbers = numbers.into_iter();
     for class in 0..scale.imagenet_classes {
@@ -706,8 +713,8 @@ fn write_imagenet(
     Ok(train)
 }
 
-/// Table 1's aligned images: how many, and where the object lies on their 256 x 256 canvas
-/// (224 x 224 at (16, 16): exactly the centre crop the network sees).
+/// Table 1's aligned images: at most five (the paper's count), and where the object lies on
+/// their 256 x 256 canvas (224 x 224 at (16, 16): exactly the centre crop the network sees).
 const ALIGNED_IMAGES: usize = 5;
 const ALIGNED_CANVAS: u32 = 256;
 const ALIGNED_SIZE: u32 = 224;
@@ -1099,15 +1106,21 @@ mod tests {
         for (i, path) in first_class.iter().enumerate() {
             let image = image::open(path).unwrap();
             let aligned = (image.width(), image.height()) == (256, 256);
-            assert_eq!(aligned, i < ALIGNED_IMAGES, "{}", path.display());
+            assert_eq!(
+                aligned,
+                i < Scale::CI.aligned_images(),
+                "{}",
+                path.display()
+            );
         }
         let parts = fs::read_to_string(a.join(PARTS_FILE)).unwrap();
         let rows: Vec<&str> = parts
             .lines()
             .filter(|l| !l.starts_with('#') && !l.starts_with("image_id"))
             .collect();
-        assert_eq!(rows.len(), 3 * ALIGNED_IMAGES);
-        assert!(rows[0].starts_with("0,left_sleeve,") && rows[14].starts_with("4,collar,"));
+        assert_eq!(Scale::CI.aligned_images(), 3);
+        assert_eq!(rows.len(), 3 * 3);
+        assert!(rows[0].starts_with("0,left_sleeve,") && rows[8].starts_with("2,collar,"));
         // Writing the same scale again changes nothing, not even a file's time.
         let again = write_miniatures(&fashion_mnist(), &a, &Scale::CI).unwrap();
         assert!(again.unchanged);
