@@ -101,7 +101,10 @@ pub fn run(options: &Top9Options) -> Result<()> {
     };
     let model = dir.join(format!("{}.safetensors", options.arch));
     save_model(&model, &network, &info, &Provenance::ad_hoc("bench"))?;
-    let (scanned, seconds) = cuda_backend::run_on(&options.device, Scan { model, images })??;
+    let (scanned, seconds) = cuda_backend::run_on(
+        options.device.parse().map_err(anyhow::Error::msg)?,
+        Scan { model, images },
+    )??;
     let rate = scanned as f64 / seconds;
     println!(
         "\n## top-9 scan (deconv_top9), {}, 9 maps x layers 1-5, {scanned} images of {image_size}x{image_size}",

@@ -10,6 +10,8 @@ mod backend;
 #[cfg(feature = "cuda")]
 pub use backend::CudaBackend;
 
+pub use stage_api::device::Device;
+
 /// Work that runs on whichever backend the `device` param names: implement `run` once,
 /// generically, and [`run_on`] picks the backend.
 pub trait BackendTask {
@@ -17,22 +19,16 @@ pub trait BackendTask {
     fn run<B: engine::Backend>(self, backend: B) -> Self::Output;
 }
 
-/// Runs `task` on the backend named by a stage's `device` param: `cpu`, `cuda` (true fp32),
-/// `cuda-tf32` or `cuda-bf16` (bf16 mixed precision). A GPU device in a build without the `cuda` feature, or on a machine without
-/// a usable GPU, is an error that says so.
-pub fn run_on<T: BackendTask>(device: &str, task: T) -> Result<T::Output, CudaUnavailable> {
-    use stage_api::device::Device;
-    let precision = match Device::parse(device) {
-        Some(Device::Cpu) => return Ok(task.run(engine::CpuBackend)),
-        Some(Device::Cuda) => Precision::Fp32,
-        Some(Device::CudaTf32) => Precision::Tf32,
-        Some(Device::CudaBf16) => Precision::Bf16,
-        None => {
-            return Err(CudaUnavailable::Init {
-                what: format!("choosing the device `{device}`"),
-                error: format!("unknown device; one of {}", Device::NAMES.join(", ")),
-            });
-        }
+/// Runs `task` on the backend for `device` (a stage's `device` param, parsed once by
+/// [`Device::of`]): the CPU, or GPU 0 in true fp32, TF32 or bf16 mixed precision. A GPU
+/// device in a build without the `cuda` feature, or on a machine without a usable GPU, is an
+/// error that says so.
+pub fn run_on<T: BackendTask>(device: Device, task: T) -> Result<T::Output, CudaUnavailable> {
+    let precision = match device {
+        Device::Cpu => return Ok(task.run(engine::CpuBackend)),
+        Device::Cuda => Precision::Fp32,
+        Device::CudaTf32 => Precision::Tf32,
+        Device::CudaBf16 => Precision::Bf16,
     };
     #[cfg(feature = "cuda")]
     {
@@ -70,7 +66,7 @@ pub fn run_stage<S: StageBody>(
             self.body.run_on_backend(self.ctx, backend)
         }
     }
-    run_on(ctx.params.str("device"), Task { body, ctx })
+    run_on(Device::of(&ctx.params)?, Task { body, ctx })
         .map_err(|e| stage_api::Error::Config(e.to_string()))?
 }
 
@@ -192,14 +188,8 @@ mod tests {
 
     #[test]
     fn the_device_param_picks_the_backend() {
-        assert_eq!(run_on("cpu", Name).unwrap(), "cpu");
-        assert!(
-            run_on("tpu", Name)
-                .unwrap_err()
-                .to_string()
-                .contains("cuda-bf16")
-        );
-        match run_on("cuda", Name) {
+        assert_eq!(run_on(Device::Cpu, Name).unwrap(), "cpu");
+        match run_on(Device::Cuda, Name) {
             Ok(name) => assert_eq!(name, "cuda"),
             Err(error) => assert!(error.to_string().contains("device: cpu"), "{error}"),
         }

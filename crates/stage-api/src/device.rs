@@ -1,7 +1,7 @@
 //! The `device` param every stage that runs the network takes (issue #5): one declaration,
 //! one resource rule (a `cuda` run holds the GPU token), one check.
 
-use crate::{ParamSpec, Params, Resources};
+use crate::{Error, ParamSpec, Params, Resources};
 
 /// Where a stage runs the network: the one list of devices (the `device` param's choices and
 /// the backend chosen for each, in `cuda_backend::run_on`).
@@ -38,6 +38,38 @@ impl Device {
             .position(|n| *n == name)
             .map(|i| Device::ALL[i])
     }
+
+    /// The device a stage's `device` param names: parsed once, then passed down as this enum.
+    /// (Resolve has checked the value against [`Device::NAMES`]; this error is for a caller
+    /// that built its params by hand.)
+    pub fn of(params: &Params) -> crate::Result<Device> {
+        let name = params.str("device");
+        name.parse().map_err(Error::Config)
+    }
+
+    /// Whether this device is a GPU.
+    pub fn is_gpu(self) -> bool {
+        self != Device::Cpu
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Device, String> {
+        Device::parse(name).ok_or_else(|| {
+            format!(
+                "unknown device `{name}`: one of {}",
+                Device::NAMES.join(", ")
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// `device: cpu | cuda | cuda-tf32 | cuda-bf16` (`cuda` is true fp32; `cuda-tf32` lets cuDNN
@@ -53,7 +85,7 @@ pub fn device_param() -> ParamSpec {
 
 /// Whether the params ask for the GPU.
 pub fn wants_gpu(params: &Params) -> bool {
-    Device::parse(params.str("device")) != Some(Device::Cpu)
+    Device::parse(params.str("device")).is_none_or(Device::is_gpu)
 }
 
 /// A GPU run holds the GPU token.
@@ -73,5 +105,7 @@ mod tests {
             assert_eq!(Device::parse(device.name()), Some(device));
         }
         assert_eq!(Device::parse("gpu"), None);
+        let error = "gpu".parse::<Device>().unwrap_err();
+        assert!(error.contains("cuda-tf32"), "{error}");
     }
 }

@@ -5,24 +5,16 @@ use orchestrator::Registry;
 /// Environment variable that adds the test-only stage kinds (for the end-to-end tests).
 pub const ENABLE_TEST_STAGES: &str = "ZFNET_ENABLE_TEST_STAGES";
 
+// `STAGE_CRATES` and `stage_crate_kinds()`: one entry per stage dependency in Cargo.toml.
+include!(concat!(env!("OUT_DIR"), "/stage_crates.rs"));
+
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
-    let stage_crates = [
-        fashion_mnist::kinds(),
-        image_datasets::kinds(),
-        preprocess::kinds(),
-        mean_image::kinds(),
-        sample_per_class::kinds(),
-        train::kinds(),
-        deconv::kinds(),
-        report::kinds(),
-        occlusion::kinds(),
-        probe::kinds(),
-        transfer::kinds(),
-        dedup::kinds(),
-    ];
-    for kind in stage_crates.into_iter().flatten() {
-        registry.register(kind);
+    for (stage_crate, kinds) in STAGE_CRATES.iter().zip(stage_crate_kinds()) {
+        tracing::trace!(stage_crate, kinds = kinds.len(), "registering");
+        for kind in kinds {
+            registry.register(kind);
+        }
     }
     if std::env::var(ENABLE_TEST_STAGES).is_ok_and(|v| v == "1") {
         for kind in testkit::kinds() {
@@ -30,4 +22,44 @@ pub fn registry() -> Registry {
         }
     }
     registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test-only stage crates, registered by request (`ZFNET_ENABLE_TEST_STAGES`).
+    const TEST_ONLY: &[&str] = &["testkit"];
+
+    #[test]
+    fn every_crate_under_stages_is_registered() {
+        let stages = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stages");
+        let mut missing = Vec::new();
+        for entry in std::fs::read_dir(&stages).expect("stages/") {
+            let path = entry.expect("stages/ entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("a UTF-8 name");
+            if path.join("Cargo.toml").is_file()
+                && !STAGE_CRATES.contains(&name)
+                && !TEST_ONLY.contains(&name)
+            {
+                missing.push(name.to_owned());
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "stage crates not in crates/zfnet/Cargo.toml's dependencies: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn every_registered_crate_contributes_a_kind() {
+        for (name, kinds) in STAGE_CRATES.iter().zip(stage_crate_kinds()) {
+            assert!(!kinds.is_empty(), "{name}::kinds() is empty");
+        }
+        let registry = registry();
+        assert!(registry.get("train").is_some() && registry.get("report").is_some());
+    }
 }

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use stage_api::device::Device;
+
 use artifacts::images::{ImageRecord, ImagesReader};
 use artifacts::table::TableRow;
 use artifacts::table::rows::{DedupMatchRow, RemovalRow};
@@ -308,7 +310,7 @@ impl StageKind for Dedup {
         let size = ctx.params.usize("size");
         let threshold = ctx.params.float("threshold") as f32;
         let block = ctx.params.usize("block");
-        let device = ctx.params.str("device");
+        let device = Device::of(&ctx.params)?;
         let query_block = query_block(
             ctx.input("query"),
             ctx.input("reference"),
@@ -318,7 +320,7 @@ impl StageKind for Dedup {
         )?;
         // The queries a block at a time, as many as the budget leaves beside a reference
         // block; every block meets every reference (streamed again for each).
-        let found = if device == "cpu" {
+        let found = if device == Device::Cpu {
             // Whether bf16 screens faster is timed once, on the first block.
             let mut use_bf16: Option<bool> = None;
             search_in_blocks(ctx.input("query"), size, query_block, |queries| {

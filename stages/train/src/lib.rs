@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use stage_api::device::Device;
+
 use artifacts::tensors::read_tensors;
 use engine::weights::{ModelInfo, save_model};
 use engine::{Architecture, Backend};
@@ -308,7 +310,7 @@ impl StageKind for Train {
             mean: mean.values.clone(),
             excluded,
         };
-        cuda_backend::run_on(ctx.params.str("device"), task)
+        cuda_backend::run_on(Device::of(&ctx.params)?, task)
             .map_err(|e| Error::Config(e.to_string()))?
     }
 }

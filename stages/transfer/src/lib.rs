@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
+
+use stage_api::device::Device;
 use std::time::Instant;
 
 use artifacts::features::{FeatureMatrix, FeatureRows, read_features};
@@ -307,7 +309,7 @@ impl StageKind for Transfer {
             store_index: &store_index,
             config: &config,
         };
-        let rows = cuda_backend::run_on(params.str("device"), task)
+        let rows = cuda_backend::run_on(Device::of(params)?, task)
             .map_err(|e| Error::Config(e.to_string()))??;
 
         let figures = ctx.output("figures");
