@@ -8,11 +8,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use stage_api::{InputKind, ParamValue, Params, Resources, StageKind};
+use stage_api::{ParamValue, Params, Resources, StageKind};
 
-use crate::pipeline::{RawInput, RawPipeline, RawStage};
+use crate::pipeline::{RawPipeline, RawStage};
 use crate::suggest::did_you_mean;
 use crate::{ConfigProblem, Registry};
+
+mod expand;
+mod inputs;
+
+pub use expand::{MAX_MATRIX_INSTANCES, MAX_STAGE_INSTANCES, MAX_STAGE_NAME_BYTES};
+use expand::{expand_matrix, param_names, stage_name_problem};
+use inputs::resolve_inputs;
 
 /// What one input of a resolved stage points at.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,37 +170,6 @@ pub struct ResolveConfig<'a> {
     pub cache_dir_override: Option<PathBuf>,
     /// Whether a dataset path exists (the file system, in production).
     pub path_exists: &'a dyn Fn(&Path) -> bool,
-}
-
-/// The longest stage name a pipeline may declare, in bytes (names become file names and
-/// appear in every message; matrix instance names add their labels to it).
-pub const MAX_STAGE_NAME_BYTES: usize = 64;
-/// The most instances one stage's `matrix:` may expand to (the product of its value counts).
-pub const MAX_MATRIX_INSTANCES: usize = 256;
-/// The most stage instances a pipeline may have in all, matrices expanded.
-pub const MAX_STAGE_INSTANCES: usize = 4096;
-
-/// Why `name` cannot be a stage name, if it cannot.
-fn stage_name_problem(name: &str) -> Option<String> {
-    if name.is_empty() {
-        Some("a stage name must not be empty".to_owned())
-    } else if name.len() > MAX_STAGE_NAME_BYTES {
-        Some(format!(
-            "stage name `{}...` is {} bytes long; at most {MAX_STAGE_NAME_BYTES} are allowed",
-            name.chars().take(24).collect::<String>(),
-            name.len()
-        ))
-    } else {
-        name.chars()
-            .find(|c| c.is_control() || c.is_whitespace() || matches!(c, '/' | '\\' | '@'))
-            .map(|bad| {
-                format!(
-                    "stage name `{}` contains {bad:?}; use letters, digits, `_`, `-` and `.` \
-                     (`@` separates a matrix instance's values)",
-                    name.escape_debug()
-                )
-            })
-    }
 }
 
 /// Resolves a raw pipeline into a DAG, or returns every problem found.
@@ -427,275 +403,6 @@ struct Instance {
     line: u64,
 }
 
-fn param_names(kind: &dyn StageKind) -> String {
-    kind.params()
-        .iter()
-        .map(|spec| spec.name)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Checks the stage's params and expands its matrix into instances.
-fn expand_matrix(
-    raw_stage: &RawStage,
-    kind: &Arc<dyn StageKind>,
-    problems: &mut Problems,
-) -> Vec<Instance> {
-    let specs = kind.params();
-    let name = &raw_stage.name.value;
-    let mut params: BTreeMap<String, ParamValue> = specs
-        .iter()
-        .map(|spec| (spec.name.to_owned(), spec.default.clone()))
-        .collect();
-    let unknown = |param: &str| {
-        format!(
-            "stage `{name}`: kind `{}` has no param `{param}`{}; its params: {}",
-            kind.name(),
-            did_you_mean(param, specs.iter().map(|spec| spec.name)),
-            param_names(kind.as_ref())
-        )
-    };
-    for (param, value) in &raw_stage.params {
-        let line = value.referenced.line();
-        match specs.iter().find(|spec| spec.name == param) {
-            None => problems.at(line, unknown(param)),
-            Some(spec) => match spec.check(&value.value) {
-                Ok(value) => {
-                    params.insert(param.clone(), value);
-                }
-                Err(message) => {
-                    problems.at(line, format!("stage `{name}`, param `{param}`: {message}"))
-                }
-            },
-        }
-    }
-    let line = raw_stage.name.referenced.line();
-    // Bound the expansion before doing it: the product of the value counts.
-    let product = raw_stage.matrix.values().fold(1usize, |product, values| {
-        product.saturating_mul(values.value.len())
-    });
-    if product > MAX_MATRIX_INSTANCES {
-        let counts: Vec<String> = raw_stage
-            .matrix
-            .iter()
-            .map(|(param, values)| format!("{} `{param}`", values.value.len()))
-            .collect();
-        let first_line = raw_stage
-            .matrix
-            .values()
-            .map(|values| values.referenced.line())
-            .min()
-            .unwrap_or(line);
-        problems.at(
-            first_line,
-            format!(
-                "stage `{name}`: its matrix expands to {product} instances ({}); at most \
-                 {MAX_MATRIX_INSTANCES} are allowed per stage",
-                counts.join(" x ")
-            ),
-        );
-        return Vec::new();
-    }
-    let mut combinations: Vec<(String, BTreeMap<String, ParamValue>)> =
-        vec![(String::new(), params)];
-    for (param, values) in &raw_stage.matrix {
-        let value_line = values.referenced.line();
-        let Some(spec) = specs.iter().find(|spec| spec.name == param) else {
-            problems.at(value_line, unknown(param));
-            continue;
-        };
-        if values.value.is_empty() {
-            problems.at(
-                value_line,
-                format!("stage `{name}`: matrix `{param}` lists no values"),
-            );
-            continue;
-        }
-        let mut next = Vec::new();
-        for (suffix, params) in &combinations {
-            for raw_value in &values.value {
-                match spec.check(raw_value) {
-                    Ok(value) => {
-                        let label = match &value {
-                            ParamValue::Str(text) => text.clone(),
-                            other => other.to_string(),
-                        };
-                        let separator = if suffix.is_empty() { "" } else { "," };
-                        let mut params = params.clone();
-                        params.insert(param.clone(), value);
-                        next.push((format!("{suffix}{separator}{param}={label}"), params));
-                    }
-                    Err(message) => problems.at(
-                        value_line,
-                        format!("stage `{name}`, matrix `{param}`: {message}"),
-                    ),
-                }
-            }
-        }
-        combinations = next;
-    }
-    combinations
-        .into_iter()
-        .map(|(suffix, params)| Instance {
-            name: if suffix.is_empty() {
-                name.clone()
-            } else {
-                format!("{name}@{suffix}")
-            },
-            base_name: name.clone(),
-            kind: Arc::clone(kind),
-            params,
-            line,
-        })
-        .collect()
-}
-
-fn resolve_inputs(
-    raw_stage: &RawStage,
-    instance: &Instance,
-    instances: &[(Instance, &RawStage)],
-    instance_names: &BTreeSet<String>,
-    base_dir: &Path,
-    config: &ResolveConfig,
-    problems: &mut Problems,
-) -> BTreeMap<String, Vec<InputRef>> {
-    let name = &instance.name;
-    let specs = instance.kind.inputs();
-    let mut resolved = BTreeMap::new();
-    for (input_name, raw_input) in &raw_stage.inputs {
-        let line = raw_input.referenced.line();
-        let Some(spec) = specs.iter().find(|spec| spec.name == input_name) else {
-            problems.at(
-                line,
-                format!(
-                    "stage `{name}`: kind `{}` has no input `{input_name}`{}; its inputs: {}",
-                    instance.kind.name(),
-                    did_you_mean(input_name, specs.iter().map(|spec| spec.name)),
-                    specs.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-                ),
-            );
-            continue;
-        };
-        let texts: Vec<&String> = match (&raw_input.value, spec.kind) {
-            (RawInput::One(text), _) => vec![text],
-            (RawInput::Many(list), InputKind::ArtifactList) => list.iter().collect(),
-            (RawInput::Many(_), _) => {
-                problems.at(
-                    line,
-                    format!("stage `{name}`, input `{input_name}`: takes one value, not a list"),
-                );
-                continue;
-            }
-        };
-        let mut refs = Vec::new();
-        for text in texts {
-            match spec.kind {
-                InputKind::Path => {
-                    let path = base_dir.join(text);
-                    if !(config.path_exists)(&path) {
-                        problems.at(
-                            line,
-                            format!(
-                                "stage `{name}`, input `{input_name}`: path `{}` does not \
-                                 exist; install the dataset there or point \
-                                 `stages.{}.inputs.{input_name}` at it",
-                                path.display(),
-                                raw_stage.name.value
-                            ),
-                        );
-                    }
-                    refs.push(InputRef::Path(path));
-                }
-                InputKind::Artifact | InputKind::ArtifactList => {
-                    match artifact_refs(text, spec.kind, instances, instance_names) {
-                        Ok(found) => refs.extend(found),
-                        Err(message) => problems.at(
-                            line,
-                            format!("stage `{name}`, input `{input_name}`: {message}"),
-                        ),
-                    }
-                }
-            }
-        }
-        resolved.insert(input_name.clone(), refs);
-    }
-    for spec in &specs {
-        if spec.required && !raw_stage.inputs.contains_key(spec.name) {
-            problems.at(
-                instance.line,
-                format!(
-                    "stage `{name}`: required input `{}` is missing ({})",
-                    spec.name, spec.doc
-                ),
-            );
-        }
-    }
-    resolved
-}
-
-/// Resolves `stage.output` (or `base.output` for every instance of a swept stage).
-fn artifact_refs(
-    text: &str,
-    kind: InputKind,
-    instances: &[(Instance, &RawStage)],
-    instance_names: &BTreeSet<String>,
-) -> Result<Vec<InputRef>, String> {
-    let (stage, output) = text
-        .rsplit_once('.')
-        .ok_or_else(|| format!("`{text}` should name a stage output as `stage.output`"))?;
-    let matches: Vec<&Instance> = if instance_names.contains(stage) {
-        instances
-            .iter()
-            .map(|(instance, _)| instance)
-            .filter(|instance| instance.name == stage)
-            .collect()
-    } else {
-        instances
-            .iter()
-            .map(|(instance, _)| instance)
-            .filter(|instance| instance.base_name == stage)
-            .collect()
-    };
-    let Some(first) = matches.first() else {
-        return Err(format!(
-            "`{text}` names stage `{stage}`, which does not exist{}",
-            did_you_mean(
-                stage,
-                instances.iter().flat_map(|(instance, _)| {
-                    [instance.name.as_str(), instance.base_name.as_str()]
-                })
-            )
-        ));
-    };
-    let outputs = first.kind.outputs();
-    if !outputs.iter().any(|spec| spec.name == output) {
-        return Err(format!(
-            "`{text}`: stage `{stage}` (kind `{}`) has no output `{output}`{}; its outputs: {}",
-            first.kind.name(),
-            did_you_mean(output, outputs.iter().map(|spec| spec.name)),
-            outputs
-                .iter()
-                .map(|s| s.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    if matches.len() > 1 && kind == InputKind::Artifact {
-        return Err(format!(
-            "`{text}`: `{stage}` is swept into {} instances; name one (`{}.{output}`)",
-            matches.len(),
-            matches[0].name
-        ));
-    }
-    Ok(matches
-        .into_iter()
-        .map(|instance| InputRef::Artifact {
-            stage: instance.name.clone(),
-            output: output.to_owned(),
-        })
-        .collect())
-}
-
 /// Kahn's algorithm, taking the earliest-declared ready stage first (a min-heap of indices, so
 /// O((stages + edges) log stages)); on a cycle, returns one cycle as a list of names ending
 /// where it started.
@@ -829,7 +536,7 @@ mod tests {
     }
 
     /// Resolves `yaml` as `/project/pipeline.yaml`, where only `/project/data` exists.
-    fn resolve_text(yaml: &str, overrides: &[&str]) -> Result<Dag, Vec<ConfigProblem>> {
+    pub(super) fn resolve_text(yaml: &str, overrides: &[&str]) -> Result<Dag, Vec<ConfigProblem>> {
         let file = Path::new("/project/pipeline.yaml");
         let raw = crate::pipeline::parse(yaml, file).map_err(|problem| vec![problem])?;
         let overrides: Vec<Override> = overrides
@@ -849,7 +556,7 @@ mod tests {
         )
     }
 
-    fn problems(yaml: &str) -> Vec<(Option<u64>, String)> {
+    pub(super) fn problems(yaml: &str) -> Vec<(Option<u64>, String)> {
         match resolve_text(yaml, &[]) {
             Ok(_) => panic!("resolved a pipeline with mistakes"),
             Err(list) => list.into_iter().map(|p| (p.line, p.message)).collect(),
@@ -925,45 +632,6 @@ mod tests {
     }
 
     #[test]
-    fn a_matrix_makes_one_instance_per_combination_and_its_bounds_hold() {
-        let dag = resolve_text(
-            "name: p\nstages:\n  - name: a\n    kind: source\n    inputs: { root: data }\n    matrix: { rows: [1, 2], text: [p, q] }\n",
-            &[],
-        )
-        .unwrap();
-        let names: Vec<&str> = dag.stages.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "a@rows=1,text=p",
-                "a@rows=1,text=q",
-                "a@rows=2,text=p",
-                "a@rows=2,text=q"
-            ]
-        );
-        assert!(dag.stages.iter().all(|s| s.base_name == "a"));
-
-        let values: Vec<String> = (1..=20).map(|v| v.to_string()).collect();
-        let big = format!(
-            "name: p\nstages:\n  - name: a\n    kind: source\n    inputs: {{ root: data }}\n    matrix: {{ rows: [{0}], text: [{0}] }}\n",
-            values.join(", ")
-        );
-        let found = problems(&big);
-        assert!(
-            found[0].1.contains("its matrix expands to 400 instances")
-                && found[0].1.contains(&MAX_MATRIX_INSTANCES.to_string()),
-            "{found:?}"
-        );
-        let found = problems(
-            "name: p\nstages:\n  - name: a\n    kind: source\n    inputs: { root: data }\n    matrix: { rows: [] }\n",
-        );
-        assert!(
-            found[0].1.contains("matrix `rows` lists no values"),
-            "{found:?}"
-        );
-    }
-
-    #[test]
     fn set_overrides_reach_every_instance_or_one_and_mistakes_are_named() {
         let yaml = "name: p\nstages:\n  - name: a\n    kind: source\n    inputs: { root: data }\n    matrix: { text: [p, q] }\n";
         let dag = resolve_text(yaml, &["a.rows=7"]).unwrap();
@@ -1016,17 +684,6 @@ mod tests {
         );
         for wrong in ["train", "train=3", ".epochs=3", "train.=3"] {
             assert!(Override::parse(wrong).is_err(), "{wrong}");
-        }
-    }
-
-    #[test]
-    fn a_stage_name_that_cannot_be_a_file_name_is_refused() {
-        let long = "x".repeat(MAX_STAGE_NAME_BYTES + 1);
-        for name in [long.as_str(), "a/b", "a b"] {
-            let found = problems(&format!(
-                "name: p\nstages:\n  - name: \"{name}\"\n    kind: source\n    inputs: {{ root: data }}\n"
-            ));
-            assert_eq!(found[0].0, Some(3), "{name}: {found:?}");
         }
     }
 }
