@@ -1,8 +1,9 @@
 //! The pairs of unit vectors whose dot product reaches a threshold, found fast and exactly.
 //!
 //! Screening: every (query, reference) dot product is computed in bfloat16 with f32
-//! accumulation (AVX-512 BF16's `vdpbf16ps`, twice the f32 FMA rate) where the CPU has it, else
-//! by an f32 GEMM. Rounding a unit vector's values to bf16 moves each by at most u = 2^-8
+//! accumulation (AVX-512 BF16's `vdpbf16ps`, twice the f32 FMA rate) where the CPU has it and
+//! it is faster, else by an f32 GEMM on the engine's panel microkernel (the selected CPU path:
+//! AVX-512, AVX2+FMA or portable). Rounding a unit vector's values to bf16 moves each by at most u = 2^-8
 //! relative, so a bf16 dot product of unit vectors is within (2u + u^2) sum |x_i y_i| <= 0.0079
 //! of the exact one (Cauchy-Schwarz), plus the f32 accumulation's ~1e-4: every pair with
 //! bf16 dot >= threshold - [`MARGIN`] is a candidate, and no true pair is missed. Each
@@ -10,14 +11,19 @@
 //! pairs and their values do not depend on which screening path the machine took.
 
 use engine::Backend;
-use engine::scalar::{MatRef, gemm};
+use engine::cpu::microkernel::{MR, NR, gemm, pack_panels};
 use rayon::prelude::*;
 
 /// The screening margin: larger than the worst bf16 (or f32) error for unit vectors.
 pub const MARGIN: f32 = 0.01;
 
-/// Query rows per parallel task.
+/// Query rows per parallel task of the bf16 screen.
 const QUERY_ROWS: usize = 256;
+/// Query panels (of [`NR`]) per parallel task of the f32 screen, and references per step of
+/// its walk (a multiple of [`MR`]): 4 x 48 queries of 1,024 values are 786 KB, 128
+/// references 524 KB.
+const F32_QUERY_PANELS: usize = 4;
+const F32_REFERENCE_ROWS: usize = 16 * MR;
 
 /// One pair found: (query row, reference row, exact dot product).
 pub type Pair = (usize, usize, f64);
@@ -29,6 +35,45 @@ pub struct Prepared<'a> {
     dim: usize,
     bf16: Option<Vec<u16>>,
     padded: usize,
+}
+
+/// The queries as the f32 screen's GEMM reads them: panels of [`NR`] queries (the
+/// microkernel's width), each panel transposed into `dim` contiguous rows of `NR` values
+/// (zero past the last query), so that a panel is read as one contiguous block.
+struct QueryPanels {
+    values: Vec<f32>,
+    rows: usize,
+    dim: usize,
+}
+
+impl QueryPanels {
+    fn new(queries: &[f32], dim: usize) -> Self {
+        let rows = queries.len() / dim.max(1);
+        let mut values = vec![0.0f32; rows.div_ceil(NR) * NR * dim];
+        values
+            .par_chunks_mut(NR * dim)
+            .zip(queries.par_chunks(NR * dim))
+            .for_each(|(panel, queries)| {
+                for (q, query) in queries.chunks(dim).enumerate() {
+                    for (k, &value) in query.iter().enumerate() {
+                        panel[k * NR + q] = value;
+                    }
+                }
+            });
+        QueryPanels { values, rows, dim }
+    }
+
+    fn panels(&self) -> usize {
+        self.rows.div_ceil(NR)
+    }
+
+    /// Panel `p`: its `dim x NR` values and how many of its columns are queries.
+    fn panel(&self, p: usize) -> (&[f32], usize) {
+        (
+            &self.values[p * NR * self.dim..][..NR * self.dim],
+            NR.min(self.rows - p * NR),
+        )
+    }
 }
 
 /// Whether this CPU screens in bf16: AVX-512 BF16 present and the AVX-512 path selected
@@ -127,21 +172,28 @@ pub trait Screen: Sync {
     fn candidates(&self, references: &[f32], screen: f32) -> Vec<(usize, usize)>;
 }
 
-/// The CPU screens: bf16 where the CPU has AVX-512 BF16, else an f32 GEMM.
+/// The CPU screens: bf16 where the CPU has AVX-512 BF16 (and the caller chose it), else an
+/// f32 GEMM on the selected CPU path.
 pub struct CpuScreen<'a> {
     queries: Prepared<'a>,
+    /// For the f32 screen.
+    panels: Option<QueryPanels>,
 }
 
 impl<'a> CpuScreen<'a> {
     pub fn new(queries: &'a [f32], dim: usize, use_bf16: bool) -> Self {
         CpuScreen {
             queries: Prepared::new(queries, dim, use_bf16),
+            panels: (!use_bf16).then(|| QueryPanels::new(queries, dim)),
         }
     }
 }
 
 impl Screen for CpuScreen<'_> {
     fn candidates(&self, references: &[f32], screen: f32) -> Vec<(usize, usize)> {
+        if let Some(panels) = &self.panels {
+            return screen_f32(panels, references, screen);
+        }
         let queries = &self.queries;
         let references = Prepared::new(references, queries.dim, queries.bf16.is_some());
         let n_queries = queries.len();
@@ -167,7 +219,7 @@ impl Screen for CpuScreen<'_> {
                             )
                         }
                     }
-                    _ => screen_f32(queries, &references, first, rows, screen, &mut candidates),
+                    _ => unreachable!("bf16 copies exist for both sides or neither"),
                 }
                 // The bf16 screen visits pairs tile by tile: restore (query, reference) order.
                 candidates.sort_unstable();
@@ -247,31 +299,56 @@ pub fn pairs_at_least(
         .collect()
 }
 
-/// The f32 GEMM screen (CPUs without AVX-512 BF16).
-fn screen_f32(
-    queries: &Prepared,
-    references: &Prepared,
-    first: usize,
-    rows: usize,
-    screen: f32,
-    out: &mut Vec<(usize, usize)>,
-) {
-    let (dim, n) = (queries.dim, references.len());
-    let mut scores = vec![0.0f32; rows * n];
-    gemm(
-        1.0,
-        MatRef::row_major(&queries.rows[first * dim..(first + rows) * dim], rows, dim),
-        MatRef::row_major(references.rows, n, dim).t(),
-        0.0,
-        &mut scores,
-    );
-    for r in 0..rows {
-        for (j, &s) in scores[r * n..(r + 1) * n].iter().enumerate() {
-            if s >= screen {
-                out.push((first + r, j));
-            }
-        }
+/// The f32 screen: `references x queries^T` on the engine's panel GEMM (the selected CPU
+/// path). The references are packed into the microkernel's row panels once per block; each
+/// parallel task takes [`F32_QUERY_PANELS`] query panels and walks the references by
+/// [`F32_REFERENCE_ROWS`], so that both operands of its products stay in L2. Returns
+/// candidates in (query, reference) order.
+fn screen_f32(queries: &QueryPanels, references: &[f32], screen: f32) -> Vec<(usize, usize)> {
+    let dim = queries.dim;
+    let n = references.len() / dim.max(1);
+    if n == 0 || queries.rows == 0 {
+        return Vec::new();
     }
+    let path = engine::cpu::selected();
+    let packed = pack_panels(references, n, dim, dim, 1);
+    let tasks: Vec<usize> = (0..queries.panels()).step_by(F32_QUERY_PANELS).collect();
+    let found: Vec<Vec<(usize, usize)>> = tasks
+        .into_par_iter()
+        .map(|first_panel| {
+            let last_panel = (first_panel + F32_QUERY_PANELS).min(queries.panels());
+            let mut scores = vec![0.0f32; F32_REFERENCE_ROWS * NR];
+            let mut candidates = Vec::new();
+            for first_reference in (0..n).step_by(F32_REFERENCE_ROWS) {
+                let rows = F32_REFERENCE_ROWS.min(n - first_reference);
+                let references = &packed[first_reference * dim..][..rows.div_ceil(MR) * MR * dim];
+                for p in first_panel..last_panel {
+                    let (panel, count) = queries.panel(p);
+                    // Row r: reference first_reference + r against the panel's NR columns.
+                    gemm(
+                        path,
+                        false,
+                        (rows, dim, NR),
+                        references,
+                        panel,
+                        NR,
+                        &mut scores,
+                        NR,
+                    );
+                    for (r, row) in scores[..rows * NR].chunks(NR).enumerate() {
+                        for (q, &score) in row[..count].iter().enumerate() {
+                            if score >= screen {
+                                candidates.push((p * NR + q, first_reference + r));
+                            }
+                        }
+                    }
+                }
+            }
+            candidates.sort_unstable();
+            candidates
+        })
+        .collect();
+    found.into_iter().flatten().collect()
 }
 
 /// The bf16 screen: 4 x 4 tiles of dot products, 32 values per `vdpbf16ps`.
@@ -372,42 +449,54 @@ mod tests {
     #[test]
     fn both_screens_find_exactly_the_brute_force_pairs() {
         // Odd sizes exercise the edge tiles; near-copies and a threshold between the values
-        // exercise the margin.
+        // exercise the margin. The second size spans several of the f32 screen's tasks
+        // (4 panels of 48 queries) and reference steps (128), with partial last ones.
         let dim = 70;
-        let references = unit_rows(23, dim, 3);
-        let mut queries = unit_rows(9, dim, 5);
-        for (q, r) in [(0usize, 4usize), (5, 22), (8, 13)] {
-            for d in 0..dim {
-                queries[q * dim + d] = references[r * dim + d] + 0.01 * queries[q * dim + d];
+        let sizes: [(usize, usize, &[(usize, usize)]); 2] = [
+            (9, 23, &[(0, 4), (5, 22), (8, 13)]),
+            (
+                391,
+                300,
+                &[(0, 4), (47, 128), (48, 127), (200, 299), (390, 255)],
+            ),
+        ];
+        for (n_queries, n_references, planted) in sizes {
+            let references = unit_rows(n_references, dim, 3);
+            let mut queries = unit_rows(n_queries, dim, 5);
+            for &(q, r) in planted {
+                for d in 0..dim {
+                    queries[q * dim + d] = references[r * dim + d] + 0.01 * queries[q * dim + d];
+                }
+                let norm = queries[q * dim..(q + 1) * dim]
+                    .iter()
+                    .map(|v| v * v)
+                    .sum::<f32>()
+                    .sqrt();
+                queries[q * dim..(q + 1) * dim]
+                    .iter_mut()
+                    .for_each(|v| *v /= norm);
             }
-            let norm = queries[q * dim..(q + 1) * dim]
-                .iter()
-                .map(|v| v * v)
-                .sum::<f32>()
-                .sqrt();
-            queries[q * dim..(q + 1) * dim]
-                .iter_mut()
-                .for_each(|v| *v /= norm);
-        }
-        for threshold in [0.999f32, 0.9, 0.0, -1.0] {
-            let expected = brute(&queries, &references, dim, threshold as f64);
-            for use_bf16 in [false, bf16_available()] {
-                let screen = CpuScreen::new(&queries, dim, use_bf16);
+            for threshold in [0.999f32, 0.9, 0.0, -1.0] {
+                let expected = brute(&queries, &references, dim, threshold as f64);
+                for use_bf16 in [false, bf16_available()] {
+                    let screen = CpuScreen::new(&queries, dim, use_bf16);
+                    let found = pairs_at_least(&screen, &queries, &references, dim, threshold);
+                    assert_eq!(found, expected, "threshold {threshold}, bf16 {use_bf16}");
+                }
+                // The engine-backend screen (the GPU's path), here on the CPU backend.
+                let screen = BackendScreen::new(engine::CpuBackend, &queries, dim);
                 let found = pairs_at_least(&screen, &queries, &references, dim, threshold);
-                assert_eq!(found, expected, "threshold {threshold}, bf16 {use_bf16}");
+                assert_eq!(found, expected, "threshold {threshold}, backend screen");
             }
-            // The engine-backend screen (the GPU's path), here on the CPU backend.
-            let screen = BackendScreen::new(engine::CpuBackend, &queries, dim);
-            let found = pairs_at_least(&screen, &queries, &references, dim, threshold);
-            assert_eq!(found, expected, "threshold {threshold}, backend screen");
+            assert_eq!(
+                brute(&queries, &references, dim, 0.9)
+                    .iter()
+                    .map(|p| (p.0, p.1))
+                    .collect::<Vec<_>>(),
+                planted.to_vec(),
+                "{n_queries} x {n_references}"
+            );
         }
-        assert_eq!(
-            brute(&queries, &references, dim, 0.9)
-                .iter()
-                .map(|p| (p.0, p.1))
-                .collect::<Vec<_>>(),
-            vec![(0, 4), (5, 22), (8, 13)]
-        );
     }
 
     #[test]

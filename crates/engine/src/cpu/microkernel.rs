@@ -158,9 +158,11 @@ mod x86 {
     }
 
     /// The tile in 4 x 24 blocks: 12 accumulators of 8 floats, 3 loads of B and 4
-    /// broadcasts of A per 12 fused multiply-adds (16 registers in all; 4 x 16 blocks left
-    /// the two FMA units waiting on 8 chains of 4-cycle latency, and walked A and B 6 times
-    /// a tile instead of 4).
+    /// broadcasts of A per 12 fused multiply-adds — all 16 vector registers, so the depth
+    /// loop is written in assembly ([`avx2_block`]): compiled from intrinsics, LLVM kept one
+    /// accumulator on the stack (a store-to-load round trip on every step of its chain).
+    /// (4 x 16 blocks left the two FMA units waiting on 8 chains of 4-cycle latency, and
+    /// walked A and B 6 times a tile instead of 4.)
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn avx2(
         depth: usize,
@@ -180,20 +182,13 @@ mod x86 {
                     for (m, row) in acc.iter_mut().enumerate() {
                         *row = [_mm256_set1_ps(*bias.add(first_row + m)); AVX2_VECTORS];
                     }
-                    let (mut a_at, mut b_at) = (a.add(first_row), b.add(first_col));
-                    for _ in 0..depth {
-                        let b0 = _mm256_loadu_ps(b_at);
-                        let b1 = _mm256_loadu_ps(b_at.add(8));
-                        let b2 = _mm256_loadu_ps(b_at.add(16));
-                        for (m, row) in acc.iter_mut().enumerate() {
-                            let am = _mm256_broadcast_ss(&*a_at.add(m));
-                            row[0] = _mm256_fmadd_ps(am, b0, row[0]);
-                            row[1] = _mm256_fmadd_ps(am, b1, row[1]);
-                            row[2] = _mm256_fmadd_ps(am, b2, row[2]);
-                        }
-                        a_at = a_at.add(MR);
-                        b_at = b_at.add(b_stride);
-                    }
+                    avx2_block(
+                        depth,
+                        a.add(first_row),
+                        b.add(first_col),
+                        b_stride,
+                        &mut acc,
+                    );
                     for (m, row) in acc.iter().enumerate() {
                         for (v, &value) in row.iter().enumerate() {
                             let value = if relu {
@@ -210,6 +205,91 @@ mod x86 {
                 }
             }
         }
+    }
+
+    /// `acc[m][v] += a[k MR + m] * b[k b_stride + 8 v ..][..8]` for k = 0 .. depth, in that
+    /// order, each a fused multiply-add (`vfmadd231ps`, one rounding: the same operation as
+    /// `_mm256_fmadd_ps`), with the 12 accumulators, 3 B vectors and the broadcast of A in
+    /// the 16 registers.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `a` must be readable at `k MR + m` and `b` at
+    /// `k b_stride .. + 24` for every k < depth, m < 4.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn avx2_block(
+        depth: usize,
+        a: *const f32,
+        b: *const f32,
+        b_stride: usize,
+        acc: &mut [[__m256; AVX2_VECTORS]; BLOCK_ROWS],
+    ) {
+        const _: () = assert!(AVX2_VECTORS == 3 && BLOCK_ROWS == 4 && MR == 8);
+        let [
+            [mut c00, mut c01, mut c02],
+            [mut c10, mut c11, mut c12],
+            [mut c20, mut c21, mut c22],
+            [mut c30, mut c31, mut c32],
+        ] = *acc;
+        if depth > 0 {
+            // SAFETY: the caller guarantees the reads; the block only reads memory and
+            // writes the named registers.
+            unsafe {
+                std::arch::asm!(
+                    "2:",
+                    "vmovups {b0}, ymmword ptr [{b}]",
+                    "vmovups {b1}, ymmword ptr [{b} + 32]",
+                    "vmovups {b2}, ymmword ptr [{b} + 64]",
+                    "vbroadcastss {am}, dword ptr [{a}]",
+                    "vfmadd231ps {c00}, {am}, {b0}",
+                    "vfmadd231ps {c01}, {am}, {b1}",
+                    "vfmadd231ps {c02}, {am}, {b2}",
+                    "vbroadcastss {am}, dword ptr [{a} + 4]",
+                    "vfmadd231ps {c10}, {am}, {b0}",
+                    "vfmadd231ps {c11}, {am}, {b1}",
+                    "vfmadd231ps {c12}, {am}, {b2}",
+                    "vbroadcastss {am}, dword ptr [{a} + 8]",
+                    "vfmadd231ps {c20}, {am}, {b0}",
+                    "vfmadd231ps {c21}, {am}, {b1}",
+                    "vfmadd231ps {c22}, {am}, {b2}",
+                    "vbroadcastss {am}, dword ptr [{a} + 12]",
+                    "vfmadd231ps {c30}, {am}, {b0}",
+                    "vfmadd231ps {c31}, {am}, {b1}",
+                    "vfmadd231ps {c32}, {am}, {b2}",
+                    "add {a}, 32",
+                    "add {b}, {stride}",
+                    "dec {k}",
+                    "jnz 2b",
+                    k = inout(reg) depth => _,
+                    a = inout(reg) a => _,
+                    b = inout(reg) b => _,
+                    stride = in(reg) b_stride * 4,
+                    b0 = out(ymm_reg) _,
+                    b1 = out(ymm_reg) _,
+                    b2 = out(ymm_reg) _,
+                    am = out(ymm_reg) _,
+                    c00 = inout(ymm_reg) c00,
+                    c01 = inout(ymm_reg) c01,
+                    c02 = inout(ymm_reg) c02,
+                    c10 = inout(ymm_reg) c10,
+                    c11 = inout(ymm_reg) c11,
+                    c12 = inout(ymm_reg) c12,
+                    c20 = inout(ymm_reg) c20,
+                    c21 = inout(ymm_reg) c21,
+                    c22 = inout(ymm_reg) c22,
+                    c30 = inout(ymm_reg) c30,
+                    c31 = inout(ymm_reg) c31,
+                    c32 = inout(ymm_reg) c32,
+                    options(nostack, readonly),
+                );
+            }
+        }
+        *acc = [
+            [c00, c01, c02],
+            [c10, c11, c12],
+            [c20, c21, c22],
+            [c30, c31, c32],
+        ];
     }
 }
 
