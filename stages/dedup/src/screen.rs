@@ -452,7 +452,8 @@ mod tests {
         // exercise the margin. The second size spans several of the f32 screen's tasks
         // (4 panels of 48 queries) and reference steps (128), with partial last ones.
         let dim = 70;
-        let sizes: [(usize, usize, &[(usize, usize)]); 2] = [
+        type Planted = &'static [(usize, usize)];
+        let sizes: [(usize, usize, Planted); 2] = [
             (9, 23, &[(0, 4), (5, 22), (8, 13)]),
             (
                 391,
