@@ -241,7 +241,7 @@ impl StageKind for Dedup {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "One reference block of `block` images, decoded and as vectors (~1.6 GB at block 4096 and S = 256), a 256 x block f32 tile per screening thread (the whole Q x block scores on a GPU), a chunk of up to 1,024 query images being read, and a block of query vectors (3 size^2 4 + size^2 2 bytes a query, with a bf16 copy) as large as memory_limit_mb leaves (all Q when they fit: one pass over the references); checked before reading. Outside it: the candidate pairs and matches, which grow with the pairs near the threshold."
+        "One reference block of `block` images, decoded and as vectors (~1.6 GB at block 4096 and S = 256), the screen's packed copy of the block (f32 or bf16; the whole Q x block scores on a GPU), a chunk of up to 1,024 query images being read, and a block of query vectors (4 size^2 4 bytes a query, with the screen's copy) as large as memory_limit_mb leaves (all Q when they fit: one pass over the references); checked before reading. Outside it: the candidate pairs and matches, which grow with the pairs near the threshold."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -413,9 +413,8 @@ impl StageKind for Dedup {
 }
 
 /// Queries per block: as many as `limit` bytes hold beside one reference block (its images
-/// as read and decoded, their vectors and bf16 copies, a 256 x block f32 score tile per
-/// thread) and a chunk of query images being read, at ~3 size^2 f32 and a bf16 copy a
-/// query. The image sizes are read from each artifact's first image. A budget that cannot hold a reference block and one query is
+/// as read and decoded, their vectors and the screen's packed copy) and a chunk of query
+/// images being read, at ~4 size^2 f32 a query (with the screen's copy). The image sizes are read from each artifact's first image. A budget that cannot hold a reference block and one query is
 /// refused, with the parts.
 fn query_block(
     query: &Path,
@@ -434,20 +433,16 @@ fn query_block(
     let (image_bytes, query_image_bytes) =
         (first_image_bytes(references)?, first_image_bytes(query)?);
     let (block64, dim) = (block as u64, (size * size) as u64);
-    let per_query = 3 * dim * 4 + dim * 2;
-    let threads = rayon::current_num_threads() as u64;
+    // Its vectors, and the screen's copy: f32 panels (or bf16, half that).
+    let per_query = 4 * dim * 4;
     let need = stage_api::memory::MemoryNeed::default()
         .part(
             format!("a reference block of {block} images, read and decoded"),
             2 * block64 * image_bytes,
         )
         .part(
-            "their vectors and bf16 copies",
-            block64 * (2 * dim * 4 + dim * 2),
-        )
-        .part(
-            format!("a 256 x {block} score tile per thread ({threads})"),
-            threads * 256 * block64 * 4,
+            "their vectors and the screen's packed copy (f32, or bf16)",
+            block64 * 3 * dim * 4,
         )
         .part(
             format!("a chunk of up to {QUERY_CHUNK} query images, read and decoded"),
