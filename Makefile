@@ -57,7 +57,7 @@ test-aarch64:
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(AARCH64_RUNNER)" \
 	ZFNET_TEST_RUNNER="$(AARCH64_RUNNER)" \
-		$(CARGO) test -p engine --target $(AARCH64) --lib --test paths
+		$(CARGO) test -p engine --no-default-features --target $(AARCH64) --lib --test paths
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$(AARCH64_RUNNER)" \
 		$(CARGO) test -p linear-models --target $(AARCH64) --lib

@@ -17,6 +17,7 @@ pub mod geometry;
 pub mod network;
 pub mod rng;
 pub mod scalar;
+#[cfg(feature = "weights")]
 pub mod weights;
 
 pub use arch::Architecture;
