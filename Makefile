@@ -41,9 +41,15 @@ paper-mini: data build
 build:
 	$(CARGO) build --release -p zfnet
 
+# cargo-nextest, where installed, runs the test binaries side by side (the Slurm tests mostly
+# wait on the cluster while the paper's miniature computes): 281 s instead of cargo test's 367 s
+# on this 2-core machine. It does not run doc tests, so they run after it.
+TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo test)
+
 test: test-deps data $(if $(filter 1,$(SLURM)),slurm-local)
 	$(CARGO) build -p zfnet
-	$(SLURM_ENV) $(CARGO) test --workspace
+	$(SLURM_ENV) $(CARGO) $(TEST_RUNNER) --workspace
+	$(if $(findstring nextest,$(TEST_RUNNER)),$(CARGO) test --workspace --doc)
 	for path in $(OTHER_CPU_PATHS); do \
 		ZFNET_CPU=$$path $(CARGO) test -p tests --test smoke_pipeline || exit 1; \
 	done

@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod conv;
 pub mod dense;
+mod gather;
 pub mod implicit_gemm;
 pub mod linear;
 pub mod lrn;
