@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use artifacts::Provenance;
 use artifacts::tensors::{NamedTensor, write_tensors};
+use engine::cpu::CpuPath;
 use engine::scalar::{MatRef, gemm};
 use engine::{Architecture, CpuBackend, Mode, Network, Op, UpdateConfig, weights};
 use rayon::prelude::*;
@@ -28,7 +29,8 @@ fn forward_macs(network: &Network<CpuBackend>) -> f64 {
         .sum()
 }
 
-/// SGEMM GFLOP/s at 1024^3 with one GEMM per core (the rate the engine's kernels can reach).
+/// SGEMM GFLOP/s at 1024^3 with one GEMM per core, by matrixmultiply (with the features we
+/// build it with, AVX-512 kernels where the CPU has them, whatever `ZFNET_CPU` says).
 fn sgemm_gflops() -> f64 {
     let n = 1024;
     let threads = rayon::current_num_threads();
@@ -57,6 +59,35 @@ fn sgemm_gflops() -> f64 {
         / 1e9
 }
 
+/// OpenBLAS's SGEMM through numpy at 1024^3 on all cores, with the kernels of the selected
+/// path's vector width (`OPENBLAS_CORETYPE=Haswell` on the AVX2 path): the rate that width can
+/// reach, for the "% of SGEMM at this width" column. Returns GFLOP/s and OpenBLAS's kernels.
+fn openblas_sgemm(path: CpuPath) -> Result<(f64, String)> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/bench_numpy_sgemm.py"
+    );
+    let mut command = Command::new("python3");
+    command.arg(script);
+    if path == CpuPath::Avx2 {
+        command.env("OPENBLAS_CORETYPE", "Haswell");
+    }
+    let output = command
+        .output()
+        .context("running python3 scripts/bench_numpy_sgemm.py (make bench installs numpy)")?;
+    if !output.status.success() {
+        bail!(
+            "numpy SGEMM failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok((
+        value["gflops"].as_f64().unwrap_or(f64::NAN),
+        value["kernels"].as_str().unwrap_or("?").to_owned(),
+    ))
+}
+
 fn best_of<F: FnMut()>(reps: usize, mut f: F) -> f64 {
     f();
     (0..reps)
@@ -79,13 +110,15 @@ struct Case {
 
 pub fn run() -> Result<()> {
     let peak = sgemm_gflops();
+    let path = engine::cpu::selected();
+    let (width_peak, kernels) = openblas_sgemm(path)?;
     println!(
-        "\n## network steps (CPU backend) vs onnxruntime; SGEMM 1024^3 on all cores: {peak:.0} GFLOP/s"
+        "\n## network steps (CPU backend, path {path}) vs onnxruntime; SGEMM 1024^3 on all cores: matrixmultiply {peak:.0} GFLOP/s, OpenBLAS ({kernels} kernels, this path's width) {width_peak:.0} GFLOP/s"
     );
     println!(
-        "| network | batch | our inference ms | onnxruntime ms | ours/ORT speed | max logit diff | our train step ms | train GFLOP/s | % of SGEMM |"
+        "| network | batch | our inference ms | onnxruntime ms | ours/ORT speed | max logit diff | our train step ms | train GFLOP/s | % of SGEMM | % of SGEMM at this width |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let dir = std::env::temp_dir().join("zfnet-bench-engine");
     std::fs::create_dir_all(&dir)?;
     for case in [
@@ -175,7 +208,7 @@ pub fn run() -> Result<()> {
             ort_ms = ort_ms.min(again["inference_ms"].as_f64().unwrap_or(f64::NAN));
         }
         println!(
-            "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2e} | {:.1} | {:.0} | {:.0}% |",
+            "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2e} | {:.1} | {:.0} | {:.0}% | {:.0}% |",
             case.arch,
             case.batch,
             inference * 1e3,
@@ -184,7 +217,8 @@ pub fn run() -> Result<()> {
             ort["max_abs_diff"].as_f64().unwrap_or(f64::NAN),
             train_step * 1e3,
             train_gflops,
-            100.0 * train_gflops / peak
+            100.0 * train_gflops / peak,
+            100.0 * train_gflops / width_peak
         );
     }
     println!(

@@ -1,0 +1,37 @@
+"""The SGEMM rate a CPU path can reach, for `zfnet-bench engine`: OpenBLAS (through numpy) f32
+1024^3 on all cores, best of 5. `zfnet-bench` sets OPENBLAS_CORETYPE=Haswell when our AVX2 path
+is forced, so that the figure is for the same vector width.
+
+Usage: bench_numpy_sgemm.py  (prints one JSON line)
+"""
+import json
+import time
+
+import numpy as np
+
+
+def main():
+    n = 1024
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    print(json.dumps({"gflops": 2.0 * n**3 / best / 1e9, "kernels": _blas_kernels()}))
+
+
+def _blas_kernels():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "?"
+    return ", ".join(sorted({str(i.get("architecture", "?")) for i in threadpool_info()
+                             if i.get("user_api") == "blas"})) or "?"
+
+
+if __name__ == "__main__":
+    main()
