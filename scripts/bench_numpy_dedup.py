@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 
+from blas_kernels import blas_kernels
+
 
 def main():
     n_queries, n_references, dim, block = (int(a) for a in sys.argv[1:5])
@@ -26,18 +28,9 @@ def main():
     best = min(_timed(run) for _ in range(3))
     config = np.show_config(mode="dicts") if hasattr(np, "show_config") else {}
     blas = config.get("Build Dependencies", {}).get("blas", {}).get("name", "?") if isinstance(config, dict) else "?"
-    print(json.dumps({"version": np.__version__, "blas": blas, "kernels": _blas_kernels(),
+    print(json.dumps({"version": np.__version__, "blas": blas, "kernels": blas_kernels(),
                       "seconds": best, "found": found}))
 
-
-def _blas_kernels():
-    """The kernel family OpenBLAS chose (e.g. SkylakeX, Haswell; OPENBLAS_CORETYPE forces one)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "?"
-    return ", ".join(sorted({str(i.get("architecture", "?")) for i in threadpool_info()
-                             if i.get("user_api") == "blas"})) or "?"
 
 
 def _timed(function):
