@@ -32,7 +32,6 @@ def main():
                       "seconds": best, "found": found}))
 
 
-
 def _timed(function):
     start = time.perf_counter()
     function()
