@@ -63,9 +63,41 @@ fn stage_dependencies(manifest: &str) -> Vec<(String, String)> {
     stages
 }
 
+/// Stage crates registered only on request (`ZFNET_ENABLE_TEST_STAGES`, src/kinds.rs), not by
+/// a line in `Cargo.toml`.
+const TEST_ONLY: &[&str] = &["testkit"];
+
+/// Every crate folder under `stages/` must be registered: one that is not (its line missing,
+/// or written in a form this script does not read) is a build error naming it.
+fn check_every_stage_is_registered(stages_dir: &Path, registered: &[(String, String)]) {
+    println!("cargo:rerun-if-changed={}", stages_dir.display());
+    let entries = std::fs::read_dir(stages_dir)
+        .unwrap_or_else(|error| panic!("reading {}: {error}", stages_dir.display()));
+    let mut missing = Vec::new();
+    for entry in entries {
+        let path = entry.expect("an entry of stages/").path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if path.join("Cargo.toml").is_file()
+            && !TEST_ONLY.contains(&name)
+            && !registered.iter().any(|(package, _)| package == name)
+        {
+            missing.push(name.to_owned());
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "stages/{{{}}} not registered: add `name = {{ path = \"{STAGE_PATH}name\" }}` for each to \
+         crates/zfnet/Cargo.toml's [dependencies] (exactly that form)",
+        missing.join(",")
+    );
+}
+
 fn write_stage_registry() {
-    let manifest_path =
-        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("Cargo.toml");
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest_path = manifest_dir.join("Cargo.toml");
     println!("cargo:rerun-if-changed={}", manifest_path.display());
     let manifest = std::fs::read_to_string(&manifest_path).expect("crates/zfnet/Cargo.toml");
     let stages = stage_dependencies(&manifest);
@@ -73,6 +105,7 @@ fn write_stage_registry() {
         !stages.is_empty(),
         "crates/zfnet/Cargo.toml names no stage crate"
     );
+    check_every_stage_is_registered(&manifest_dir.join("../../stages"), &stages);
     let names: Vec<String> = stages
         .iter()
         .map(|(package, _)| format!("{package:?}"))

@@ -87,6 +87,10 @@ pub fn run() -> Result<()> {
     // AVX2 path is forced on an AVX-512 machine.
     let path = engine::cpu::selected();
     let mut numpy_command = Command::new("python3");
+    numpy_command.env(
+        "OPENBLAS_NUM_THREADS",
+        rayon::current_num_threads().to_string(),
+    );
     if path == engine::cpu::CpuPath::Avx2 {
         numpy_command.env("OPENBLAS_CORETYPE", "Haswell");
     }

@@ -51,36 +51,64 @@ extern "C" fn call_closure<F: Fn()>(closure: *const c_void) {
 }
 
 impl Kernels {
+    /// Compiles `src/kernels.cu` as C++ once per content of the sources, into a file named
+    /// by their hash: each test process (nextest runs one per test) loads that file, and the
+    /// first to need it builds it under a private name and renames it into place, so that no
+    /// process ever loads a library another one is still writing.
     fn compile(dir: &Path) -> Result<Self, String> {
         let source = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let library = dir.join("libkernels_on_cpu.so");
-        let output = std::process::Command::new("g++")
-            .args([
-                "-std=c++20",
-                "-O1",
-                "-shared",
-                "-fPIC",
-                "-pthread",
-                "-include",
-            ])
-            .arg(source.join("tests/cuda_on_cpu.h"))
-            .args(["-x", "c++"])
-            .arg(source.join("src/kernels.cu"))
-            .arg("-o")
-            .arg(&library)
-            .output()
-            .map_err(|error| format!("g++ could not be run ({error})"))?;
-        if !output.status.success() {
-            // g++ is there but kernels.cu does not compile as C++: a real failure.
-            panic!(
-                "kernels.cu does not compile for the CPU:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        let (header, kernels) = (
+            source.join("tests/cuda_on_cpu.h"),
+            source.join("src/kernels.cu"),
+        );
+        let mut hasher = std::hash::DefaultHasher::new();
+        for path in [&header, &kernels] {
+            let bytes = std::fs::read(path)
+                .unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
+            std::hash::Hash::hash(&bytes, &mut hasher);
         }
-        // SAFETY: the library was just built from our sources; loading runs no constructors
-        // beyond the C++ runtime's.
-        let library = unsafe { libloading::Library::new(&library) }
-            .map_err(|error| format!("loading the compiled kernels failed ({error})"))?;
+        let library = dir.join(format!(
+            "libkernels_on_cpu-{:016x}.so",
+            std::hash::Hasher::finish(&hasher)
+        ));
+        if !library.is_file() {
+            let partial = dir.join(format!("libkernels_on_cpu.{}.partial", std::process::id()));
+            let output = std::process::Command::new("g++")
+                .args([
+                    "-std=c++20",
+                    "-O1",
+                    "-shared",
+                    "-fPIC",
+                    "-pthread",
+                    "-include",
+                ])
+                .arg(&header)
+                .args(["-x", "c++"])
+                .arg(&kernels)
+                .arg("-o")
+                .arg(&partial)
+                .output()
+                .map_err(|error| format!("g++ could not be run ({error})"))?;
+            if !output.status.success() {
+                // g++ is there but kernels.cu does not compile as C++: a real failure.
+                panic!(
+                    "kernels.cu does not compile for the CPU:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            // Atomic: a process racing us renames the same bytes.
+            std::fs::rename(&partial, &library)
+                .unwrap_or_else(|error| panic!("renaming {}: {error}", partial.display()));
+        }
+        // SAFETY: the library was built from our sources; loading runs no constructors
+        // beyond the C++ runtime's. A library that g++ built but that does not load is a
+        // real failure, never a skip.
+        let library = unsafe { libloading::Library::new(&library) }.unwrap_or_else(|error| {
+            panic!(
+                "loading the compiled kernels {} failed: {error}",
+                library.display()
+            )
+        });
         Ok(Kernels {
             library,
             launching: Mutex::new(()),

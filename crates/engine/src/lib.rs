@@ -5,8 +5,9 @@
 //! every CPU — see [`cpu::path`]) is the reference. Architectures are
 //! data ([`Architecture::from_name`]); a [`Network`] resolves one into a layer plan with
 //! parameters on a backend, and runs forward (keeping switches for the deconvnet), backward
-//! and the §3 update. The only files it touches are model files, in [`weights`] (safetensors,
-//! written and read through `artifacts`); everything else reaches it as memory.
+//! and the §3 update. The only files it touches are model files, in `weights` (safetensors,
+//! written and read through `artifacts`; the default feature `weights`); everything else
+//! reaches it as memory.
 
 pub mod allocator;
 pub mod arch;

@@ -642,8 +642,9 @@ mod tests {
                 (summary.lines, read("matches"), read("removal"))
             })
         };
-        // At size 256 a query holds ~0.9 MB, a reference block of 16 ~10.5 MB and a chunk of
-        // 1,024 query images being read 6.3 MB: 22 MB leaves room for a few queries a block.
+        // At size 256 a query holds ~1.05 MB (with the screen's copy), a reference block of 16
+        // ~12.6 MB and a chunk of 1,024 query images being read 6.3 MB: 22 MB leaves room for
+        // two queries a block, so several passes.
         let (one_lines, one_matches, one_removal) = run(1_000).unwrap();
         assert!(
             one_lines.iter().any(|l| l == "the queries in one block"),

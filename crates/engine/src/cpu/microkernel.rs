@@ -5,7 +5,7 @@
 //! of fused multiply-adds over the depth in order, starting from its bias: lanes hold
 //! different outputs, never partial sums of one output. The AVX-512 version keeps the whole
 //! tile in registers (24 accumulators of 16 floats); AVX2 has 16 registers of 8 floats and
-//! walks the tile in 4 x 16 blocks; the portable version does the same with `f32::mul_add`.
+//! walks the tile in 4 x 24 blocks (12 accumulators; the depth loop in assembly); the portable version does the same with `f32::mul_add`.
 //! Tile shape and vector width decide which outputs are computed together, not how any one
 //! is computed, so the three give identical bits (`tests` checks it).
 
