@@ -90,7 +90,15 @@ pub fn find_overlaps(
     let use_bf16 =
         screen::bf16_available() && screen::bf16_is_faster(&query_matrix, size * size, threshold);
     let screen = screen::CpuScreen::new(&query_matrix, size * size, use_bf16);
-    find_overlaps_with(&screen, queries, references, size, threshold, block)
+    find_overlaps_with(
+        &screen,
+        queries,
+        &query_matrix,
+        references,
+        size,
+        threshold,
+        block,
+    )
 }
 
 /// The queries' vectors as one row-major matrix.
@@ -98,17 +106,18 @@ pub fn query_matrix(queries: &[(i64, i32, Vec<f32>)]) -> Vec<f32> {
     queries.iter().flat_map(|q| q.2.iter().copied()).collect()
 }
 
-/// [`find_overlaps`] with a chosen screen (the CPU's, or an engine backend's).
+/// [`find_overlaps`] with a chosen screen (the CPU's, or an engine backend's) over the
+/// queries, whose vectors are `query_matrix` ([`query_matrix`], built once by the caller).
 pub fn find_overlaps_with(
     screen: &dyn screen::Screen,
     queries: &[(i64, i32, Vec<f32>)],
+    query_matrix: &[f32],
     references: &Path,
     size: usize,
     threshold: f32,
     block: usize,
 ) -> Result<(Vec<Match>, usize)> {
     let dim = size * size;
-    let query_matrix = query_matrix(queries);
     let mut matches = Vec::new();
     let mut n_references = 0;
     for chunk in ImagesReader::open(references, block)? {
@@ -119,7 +128,7 @@ pub fn find_overlaps_with(
             .collect::<Vec<_>>()
             .concat();
         for (q, r, ncc) in
-            screen::pairs_at_least(screen, &query_matrix, &reference_matrix, dim, threshold)
+            screen::pairs_at_least(screen, query_matrix, &reference_matrix, dim, threshold)
         {
             let (query_id, query_label, _) = &queries[q];
             matches.push(Match {
@@ -206,14 +215,13 @@ impl cuda_backend::BackendTask for GpuDedup<'_> {
 
     fn run<B: engine::Backend>(self, backend: B) -> Self::Output {
         search_in_blocks(self.query, self.size, self.query_block, |queries| {
-            let screen = screen::BackendScreen::new(
-                backend.clone(),
-                &query_matrix(queries),
-                self.size * self.size,
-            );
+            let matrix = query_matrix(queries);
+            let screen =
+                screen::BackendScreen::new(backend.clone(), &matrix, self.size * self.size);
             find_overlaps_with(
                 &screen,
                 queries,
+                &matrix,
                 self.references,
                 self.size,
                 self.threshold,
@@ -241,7 +249,7 @@ impl StageKind for Dedup {
     }
 
     fn peak_memory(&self) -> &'static str {
-        "One reference block of `block` images, decoded and as vectors (~1.6 GB at block 4096 and S = 256), the screen's packed copy of the block (f32 or bf16; the whole Q x block scores on a GPU), a chunk of up to 1,024 query images being read, and a block of query vectors (4 size^2 4 bytes a query, with the screen's copy) as large as memory_limit_mb leaves (all Q when they fit: one pass over the references); checked before reading. Outside it: the candidate pairs and matches, which grow with the pairs near the threshold."
+        "One reference block of `block` images, decoded and as vectors (~1.6 GB at block 4096 and S = 256), the screen's packed copy of the block (f32 or bf16; the whole Q x block scores on a GPU), a chunk of up to 1,024 query images being read, and a block of query vectors (3 size^2 4 bytes a query, with the screen's copy) as large as memory_limit_mb leaves (all Q when they fit: one pass over the references); checked before reading. Outside it: the candidate pairs and matches, which grow with the pairs near the threshold."
     }
 
     fn params(&self) -> Vec<ParamSpec> {
@@ -333,6 +341,7 @@ impl StageKind for Dedup {
                 find_overlaps_with(
                     &screen,
                     queries,
+                    &matrix,
                     ctx.input("reference"),
                     size,
                     threshold,
@@ -414,7 +423,7 @@ impl StageKind for Dedup {
 
 /// Queries per block: as many as `limit` bytes hold beside one reference block (its images
 /// as read and decoded, their vectors and the screen's packed copy) and a chunk of query
-/// images being read, at ~4 size^2 f32 a query (with the screen's copy). The image sizes are read from each artifact's first image. A budget that cannot hold a reference block and one query is
+/// images being read, at ~3 size^2 f32 a query (with the screen's copy). The image sizes are read from each artifact's first image. A budget that cannot hold a reference block and one query is
 /// refused, with the parts.
 fn query_block(
     query: &Path,
@@ -433,8 +442,9 @@ fn query_block(
     let (image_bytes, query_image_bytes) =
         (first_image_bytes(references)?, first_image_bytes(query)?);
     let (block64, dim) = (block as u64, (size * size) as u64);
-    // Its vectors, and the screen's copy: f32 panels (or bf16, half that).
-    let per_query = 4 * dim * 4;
+    // Its vectors as read, in the query matrix, and the screen's copy: f32 panels (or bf16,
+    // half that).
+    let per_query = 3 * dim * 4;
     let need = stage_api::memory::MemoryNeed::default()
         .part(
             format!("a reference block of {block} images, read and decoded"),
@@ -642,9 +652,9 @@ mod tests {
                 (summary.lines, read("matches"), read("removal"))
             })
         };
-        // At size 256 a query holds ~1.05 MB (with the screen's copy), a reference block of 16
+        // At size 256 a query holds ~0.79 MB (with the screen's copy), a reference block of 16
         // ~12.6 MB and a chunk of 1,024 query images being read 6.3 MB: 22 MB leaves room for
-        // two queries a block, so several passes.
+        // three queries a block, so several passes.
         let (one_lines, one_matches, one_removal) = run(1_000).unwrap();
         assert!(
             one_lines.iter().any(|l| l == "the queries in one block"),
