@@ -18,9 +18,18 @@
 #   command: bash scripts/device-check.sh run      carry: ["target/device"]
 # Everything is printed and written to $OUT/device-check.md (./device-check.md without $OUT).
 # STEPS (learning run, default 300) and TORCH_FLAGS (e.g. --no-compile) tune the time taken.
+#
+# Each part is its own process with its own time limit (a GPU fault can abort a process, not
+# the check): parity (with CUDA_LAUNCH_BLOCKING=1, so that a kernel error names its launch),
+# speed, the learning run, the top-9 scans, PyTorch, the pipeline; 490 s of limits in all,
+# which leaves a rerun inside the device tool's 15 minutes. The CUDA libraries are found first
+# (scripts/cuda-libraries.sh: pip wheels in the Python environment when ldconfig lacks them),
+# and RUST_LOG=cuda_backend=debug shows cuDNN's algorithm and math-type choices.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device=target/device
+# shellcheck source=scripts/cuda-libraries.sh
+source scripts/cuda-libraries.sh
 
 case "${1:-}" in
 prepare)
@@ -41,6 +50,7 @@ prepare)
     ;;
 run)
     report="${OUT:-.}/device-check.md"
+    export PYTHONUNBUFFERED=1 RUST_LOG="${RUST_LOG:-cuda_backend=debug}"
     root=$(pwd)
     work=$(mktemp -d)
     bin="$work/bin"
@@ -124,26 +134,35 @@ YAML
         echo "# zfnet device check, $(date -u +%Y-%m-%d)"
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
         echo
+        echo "## CUDA libraries"
+        echo
         echo '```'
-        timeout 190 "$bin/zfnet-device-check" all --fashion "$work" --steps "${STEPS:-300}" \
-            || echo "zfnet-device-check exited with $?"
+        use_cuda_wheels python3
+        echo '```'
+        echo
+        echo '```'
+        CUDA_LAUNCH_BLOCKING=1 timeout 50 "$bin/zfnet-device-check" parity \
+            || echo "zfnet-device-check parity exited with $?"
+        timeout 60 "$bin/zfnet-device-check" speed || echo "zfnet-device-check speed exited with $?"
+        timeout 80 "$bin/zfnet-device-check" train --fashion "$work" --steps "${STEPS:-300}" \
+            || echo "zfnet-device-check train exited with $?"
         echo '```'
         echo
         echo "## Top-9 scan of the full ZF net (issue #6)"
         echo
         for precision in cuda-tf32 cuda-bf16; do
-            timeout 60 "$bin/zfnet-bench" top9 --device "$precision" --arch zf --images 2000 \
+            timeout 45 "$bin/zfnet-bench" top9 --device "$precision" --arch zf --images 2000 \
                 || echo "zfnet-bench top9 exited with $?"
         done
         echo
         echo "## PyTorch, the same network and step"
         echo
-        timeout 150 python3 scripts/torch_zf.py --steps 20 ${TORCH_FLAGS:-} || echo "torch_zf.py exited with $?"
+        timeout 120 python3 scripts/torch_zf.py --steps 20 ${TORCH_FLAGS:-} || echo "torch_zf.py exited with $?"
         echo
         echo "## A pipeline with device: cuda"
         echo
         echo '```'
-        (cd "$work" && time timeout 110 "$bin/zfnet" run) || echo "zfnet run exited with $?"
+        (cd "$work" && time timeout 90 "$bin/zfnet" run) || echo "zfnet run exited with $?"
         echo '```'
     } 2>&1 | tee "$report"
     ;;

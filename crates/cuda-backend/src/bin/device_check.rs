@@ -472,6 +472,15 @@ fn section<T>(what: &str, failures: &mut usize, part: impl FnOnce() -> T) -> Opt
 }
 
 fn main() {
+    // The backend's debug log (RUST_LOG=cuda_backend=debug: algorithms, math types, cuDNN's
+    // refusals of a fused op) on stderr, as it happens.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     engine::allocator::keep_freed_memory_for_reuse();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let what = args.first().cloned().unwrap_or_else(|| "all".to_owned());
