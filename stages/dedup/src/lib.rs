@@ -77,19 +77,24 @@ pub struct Match {
     pub ncc: f32,
 }
 
-/// All (query, reference) pairs with correlation >= `threshold`, references streamed in
-/// blocks of `block` images. Deterministic: each query's list is sorted by reference order.
+/// All (query, reference) pairs with correlation >= `threshold` on the CPU, references
+/// streamed in blocks of `block` images. Deterministic: each query's list is sorted by
+/// reference order. Whether the bf16 screen is faster is timed on the first call and kept in
+/// `use_bf16` for the next (the stage calls this once per block of queries).
 pub fn find_overlaps(
     queries: &[(i64, i32, Vec<f32>)],
     references: &Path,
     size: usize,
     threshold: f32,
     block: usize,
+    use_bf16: &mut Option<bool>,
 ) -> Result<(Vec<Match>, usize)> {
     let query_matrix = query_matrix(queries);
-    let use_bf16 =
-        screen::bf16_available() && screen::bf16_is_faster(&query_matrix, size * size, threshold);
-    let screen = screen::CpuScreen::new(&query_matrix, size * size, use_bf16);
+    let dim = size * size;
+    let use_bf16 = *use_bf16.get_or_insert_with(|| {
+        screen::bf16_available() && screen::bf16_is_faster(&query_matrix, dim, threshold)
+    });
+    let screen = screen::CpuScreen::new(&query_matrix, dim, use_bf16);
     find_overlaps_with(
         &screen,
         queries,
@@ -332,20 +337,13 @@ impl StageKind for Dedup {
             // Whether bf16 screens faster is timed once, on the first block.
             let mut use_bf16: Option<bool> = None;
             search_in_blocks(ctx.input("query"), size, query_block, |queries| {
-                let matrix = query_matrix(queries);
-                let dim = size * size;
-                let bf16 = *use_bf16.get_or_insert_with(|| {
-                    screen::bf16_available() && screen::bf16_is_faster(&matrix, dim, threshold)
-                });
-                let screen = screen::CpuScreen::new(&matrix, dim, bf16);
-                find_overlaps_with(
-                    &screen,
+                find_overlaps(
                     queries,
-                    &matrix,
                     ctx.input("reference"),
                     size,
                     threshold,
                     block,
+                    &mut use_bf16,
                 )
             })?
         } else {
@@ -540,7 +538,7 @@ mod tests {
                 )
             })
             .collect();
-        let (matches, n) = find_overlaps(&queries, &path, 8, -1.0, 10).unwrap();
+        let (matches, n) = find_overlaps(&queries, &path, 8, -1.0, 10, &mut None).unwrap();
         assert_eq!(n, 37);
         assert_eq!(matches.len(), 5 * 37, "threshold -1 keeps every pair");
         for m in &matches {
@@ -572,14 +570,14 @@ mod tests {
             .iter()
             .map(|q| (q.image_id, 0, ncc_vector(q, 16)))
             .collect();
-        let (all, _) = find_overlaps(&queries, &path, 16, -1.0, 16).unwrap();
+        let (all, _) = find_overlaps(&queries, &path, 16, -1.0, 16, &mut None).unwrap();
         let best = |q: i64| {
             all.iter()
                 .filter(|m| m.query_id == q)
                 .map(|m| m.ncc)
                 .fold(f32::MIN, f32::max)
         };
-        let (matches, _) = find_overlaps(&queries, &path, 16, 0.95, 16).unwrap();
+        let (matches, _) = find_overlaps(&queries, &path, 16, 0.95, 16, &mut None).unwrap();
         assert!(
             best(2000) < 0.95,
             "a distinct image stays below the threshold: {}",

@@ -185,7 +185,10 @@ pub struct CpuScreen<'a> {
 }
 
 impl<'a> CpuScreen<'a> {
+    /// The bf16 screen only where asked and the CPU has it (else the f32 one: a caller that
+    /// asks for bf16 elsewhere gets the same pairs, never an unsupported instruction).
     pub fn new(queries: &'a [f32], dim: usize, use_bf16: bool) -> Self {
+        let use_bf16 = use_bf16 && bf16_available();
         CpuScreen {
             queries: Prepared::new(queries, dim, use_bf16),
             panels: (!use_bf16).then(|| QueryPanels::new(queries, dim)),
