@@ -6,6 +6,7 @@
 
 #[cfg(feature = "cuda")]
 mod backend;
+pub mod parity;
 
 #[cfg(feature = "cuda")]
 pub use backend::CudaBackend;

@@ -16,6 +16,7 @@ pub mod cpu;
 pub mod deconv;
 pub mod geometry;
 pub mod network;
+pub mod reference;
 pub mod rng;
 pub mod scalar;
 #[cfg(feature = "weights")]
@@ -25,3 +26,4 @@ pub use arch::Architecture;
 pub use backend::{Backend, CpuBackend, Gradients, Momentum};
 pub use cpu::lrn;
 pub use network::{Activations, Mode, Network, Op, Param, Plan, UpdateConfig};
+pub use reference::F64Backend;

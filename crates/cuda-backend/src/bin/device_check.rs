@@ -1,133 +1,85 @@
 //! `zfnet-device-check`: the GPU check of issue #5, one run on the GPU machine
 //! (scripts/device-check.sh builds it here and runs it there).
 //!
-//! 1. Parity: the full ZF net (Fig. 3) on random inputs, GPU vs CPU backend from identical
-//!    weights — every op's activations, the pooling switches, every gradient, the weights
-//!    after one SGD step, and a deconvnet projection — against stated tolerances per precision.
+//! 1. Parity: the full ZF net (Fig. 3) on fresh random inputs, GPU vs a float64 reference
+//!    from identical weights (`cuda_backend::parity`) — every op's activations, the pooling
+//!    switches, dropout's choices, every gradient, the weights after one SGD step, and a
+//!    deconvnet projection on the GPU's switches — by norm-wise relative error against stated
+//!    tolerances per precision, with the GPU's outputs poisoned (NaN) before they are written.
 //! 2. Speed: the training step (forward, backward, SGD update) and inference at batch 128,
 //!    224x224, per precision, in ms/step and images/s (device synchronised before the clock
 //!    stops). The PyTorch numbers come from scripts/torch_zf.py in the same run.
 //! 3. Learning: the full ZF net trained for a few hundred steps on Fashion-MNIST upsampled to
 //!    224x224 (8x nearest), printing the loss as it falls and the test accuracy after.
 //!
-//! Usage: zfnet-device-check [parity|speed|train|all] [--fashion DIR] [--steps N]
+//! Usage: zfnet-device-check [parity|speed|train|all] [--fashion DIR] [--steps N] [--seed S]
+//! The parity inputs are fresh each run (a seed from the clock, printed) unless `--seed` replays
+//! one.
 //! DIR holds the uncompressed IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte,
 //! t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use cuda_backend::parity::{self, Parity, Tolerance};
 use cuda_backend::{CudaBackend, Precision};
-use engine::deconv::{feature_op, project};
-use engine::{Architecture, Backend, CpuBackend, Mode, Network, UpdateConfig};
+use engine::{Architecture, Backend, Mode, Network, UpdateConfig};
 
 const PARITY_BATCH: usize = 8;
 const SPEED_BATCH: usize = 128;
 
 fn uniform(len: usize, seed: u64) -> Vec<f32> {
-    engine::rng::uniform_stream(seed, len)
-        .into_iter()
-        .map(|u| (2.0 * u - 1.0) as f32)
-        .collect()
+    parity::uniform_input(len, seed)
 }
 
-/// max |a - b| / max |a| (0 when both are all zeros).
-fn relative_error(cpu: &[f32], gpu: &[f32]) -> f64 {
-    assert_eq!(cpu.len(), gpu.len(), "buffers of different lengths");
-    let scale = cpu.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
-    let diff = cpu
+/// max |a - b| / max |a| (0 when both are all zeros; infinite when either holds a NaN).
+fn max_relative_error(a: &[f32], b: &[f32]) -> f64 {
+    let widened: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
+    if parity::relative_error(&widened, b).is_infinite() {
+        return f64::INFINITY;
+    }
+    let scale = a.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let diff = a
         .iter()
-        .zip(gpu)
-        .fold(0.0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+        .zip(b)
+        .fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
     if scale == 0.0 { diff } else { diff / scale }
 }
 
-struct Verdict {
-    failures: usize,
-}
-
-impl Verdict {
-    fn row(&mut self, what: &str, error: f64, tolerance: f64) {
-        let ok = error <= tolerance && error.is_finite();
-        if !ok {
-            self.failures += 1;
-        }
-        println!(
-            "| {what} | {error:.2e} | {tolerance:.0e} | {} |",
-            if ok { "ok" } else { "FAIL" }
-        );
-    }
-}
-
-fn op_name(op: &engine::Op) -> &'static str {
-    match op {
-        engine::Op::Conv { .. } => "conv",
-        engine::Op::Relu => "relu",
-        engine::Op::MaxPool { .. } => "max pool",
-        engine::Op::Lrn { .. } => "lrn",
-        engine::Op::Dropout { .. } => "dropout",
-        engine::Op::Linear { .. } => "linear",
-    }
-}
-
-fn parity(precision: Precision) -> usize {
-    let tolerance = match precision {
-        Precision::Fp32 => 1e-3,
-        Precision::Tf32 => 3e-2,
-        // bf16 keeps 8 bits of mantissa (relative rounding 2^-9 per operand) through 8 layers.
-        Precision::Bf16 => 6e-2,
-    };
-    println!("\n## parity, {precision:?}: full ZF net, batch {PARITY_BATCH}, GPU vs CPU\n");
-    println!("| quantity | max relative error | tolerance | |");
-    println!("|---|---|---|---|");
-    let gpu_backend = CudaBackend::new(0, precision).expect("the GPU backend starts");
-    let architecture = Architecture::from_name("zf", 10).expect("zf");
-    let mut cpu = Network::new(CpuBackend, architecture.clone(), 0.01, 7);
-    let mut gpu = Network::new(gpu_backend, architecture, 0.01, 7);
-    let input = uniform(PARITY_BATCH * cpu.input_len(), 11);
-    let labels: Vec<usize> = (0..PARITY_BATCH).map(|i| (i * 3) % 10).collect();
-    let mode = Mode::Train { dropout_stream: 99 };
-    let cpu_acts = cpu.forward(cpu.backend.upload(&input), mode);
-    let gpu_acts = gpu.forward(gpu.backend.upload(&input), mode);
-    let mut verdict = Verdict { failures: 0 };
-    for (i, (c, g)) in cpu_acts.outputs.iter().zip(&gpu_acts.outputs).enumerate() {
-        if c.is_empty() {
-            continue;
-        }
-        let g = gpu.backend.download(g);
-        verdict.row(
-            &format!("op {i} output ({})", op_name(&cpu.ops[i])),
-            relative_error(c, &g),
-            tolerance,
-        );
-    }
-    let (mut same, mut total) = (0usize, 0usize);
-    for (c, g) in cpu_acts.switches.iter().zip(&gpu_acts.switches) {
-        if let (Some(c), Some(g)) = (c, g) {
-            let g = gpu.backend.download_switches(g);
-            same += c.iter().zip(&g).filter(|(a, b)| a == b).count();
-            total += c.len();
-        }
-    }
-    verdict.row(
-        "pooling switches, fraction that differ",
-        1.0 - same as f64 / total.max(1) as f64,
-        1e-3,
+/// The full ZF net on the GPU against the float64 reference (`cuda_backend::parity`: every
+/// op, the switches, dropout's choices, every gradient, one SGD step, a deconvnet
+/// projection), then what only a GPU has: cuDNN's fused conv-bias-ReLU against separate
+/// steps, and crops cut on the device. Every output the GPU allocates is filled with NaN
+/// first, so an element a kernel leaves unwritten fails its row.
+fn parity(precision: Precision, seed: u64) -> usize {
+    let tolerance = Tolerance::of(precision);
+    println!(
+        "\n## parity, {precision:?}: full ZF net, batch {PARITY_BATCH}, GPU vs float64 reference, inputs from seed {seed}\n"
     );
+    println!("{}", parity::TABLE_HEADER);
+    let gpu_backend = CudaBackend::new(0, precision).expect("the GPU backend starts");
+    gpu_backend.poison_outputs(true);
+    let architecture = Architecture::from_name("zf", 10).expect("zf");
+    let mut gpu = Network::new(gpu_backend, architecture, 0.01, seed);
+    let mut table = Parity::new(|row| println!("{}", row.markdown()));
+    parity::check(&mut gpu, tolerance, PARITY_BATCH, seed, &mut table);
+
     // The same forward with convolution, bias and ReLU as separate steps.
+    let input = uniform(PARITY_BATCH * gpu.input_len(), seed ^ 0x5eed);
     let fused = gpu.backend.cudnn_fusion();
+    let fused_acts = gpu.forward(gpu.backend.upload(&input), Mode::Eval);
     gpu.backend.set_cudnn_fusion(false);
-    let unfused_acts = gpu.forward(gpu.backend.upload(&input), mode);
+    let unfused_acts = gpu.forward(gpu.backend.upload(&input), Mode::Eval);
     gpu.backend.set_cudnn_fusion(fused);
-    let worst = gpu_acts
+    let worst = fused_acts
         .outputs
         .iter()
         .zip(&unfused_acts.outputs)
-        .map(|(a, b)| relative_error(&gpu.backend.download(b), &gpu.backend.download(a)))
+        .map(|(a, b)| max_relative_error(&gpu.backend.download(b), &gpu.backend.download(a)))
         .fold(0.0f64, f64::max);
-    verdict.row(
-        &format!(
-            "cuDNN fused conv-bias-ReLU ({}) vs separate steps, worst op",
+    table.push(
+        format!(
+            "cuDNN fused conv-bias-ReLU ({}) vs separate steps, worst op (max-relative)",
             if fused {
                 "in use"
             } else {
@@ -135,105 +87,37 @@ fn parity(precision: Precision) -> usize {
             }
         ),
         worst,
-        tolerance,
+        tolerance.values,
     );
-    let (mut differ, mut units) = (0usize, 0usize);
-    for (c, g) in cpu_acts.dropout_masks.iter().zip(&gpu_acts.dropout_masks) {
-        if let (Some(c), Some(g)) = (c, g) {
-            let g = gpu.backend.download(g);
-            differ += c
-                .iter()
-                .zip(&g)
-                .filter(|(a, b)| a.to_bits() != b.to_bits())
-                .count();
-            units += c.len();
-        }
-    }
-    verdict.row(
-        "dropout masks (drawn on the device), fraction that differ",
-        differ as f64 / units.max(1) as f64,
-        0.0,
-    );
-    verdict.row(
+    table.push(
         "input crops cut on the device, max abs difference",
-        crop_difference(&gpu.backend),
+        crop_difference(&gpu.backend, seed),
         0.0,
     );
-    let cpu_loss = cpu.backward(&cpu_acts, &labels);
-    let gpu_loss = gpu.backward(&gpu_acts, &labels);
-    verdict.row(
-        "loss",
-        ((cpu_loss - gpu_loss) / cpu_loss).abs() as f64,
-        tolerance,
-    );
-    for (c, g) in cpu.params.iter().zip(&gpu.params) {
-        verdict.row(
-            &format!("{} weight gradient", c.name),
-            relative_error(&c.weight_grad, &gpu.backend.download(&g.weight_grad)),
-            tolerance * 10.0,
-        );
-        verdict.row(
-            &format!("{} bias gradient", c.name),
-            relative_error(&c.bias_grad, &gpu.backend.download(&g.bias_grad)),
-            tolerance * 10.0,
-        );
-    }
-    let update = UpdateConfig {
-        learning_rate: 0.01,
-        momentum: 0.9,
-        weight_decay: 5e-4,
-        filter_rms_radius: 0.1,
-    };
-    cpu.update(&update);
-    gpu.update(&update);
-    let (cpu_renorm, gpu_renorm) = (cpu.take_renormalised(), gpu.take_renormalised());
-    verdict.row(
-        "filters renormalised (count difference)",
-        (cpu_renorm as f64 - gpu_renorm as f64).abs(),
-        0.0,
-    );
-    for (c, g) in cpu.params.iter().zip(&gpu.params) {
-        verdict.row(
-            &format!("{} weight after one SGD step", c.name),
-            relative_error(&c.weight, &gpu.backend.download(&g.weight)),
-            tolerance,
-        );
-    }
-    // The deconvnet: project layer-5's strongest map of image 0 down to pixels.
-    let cpu_acts = cpu.forward(cpu.backend.upload(&input), Mode::Eval);
-    let gpu_acts = gpu.forward(gpu.backend.upload(&input), Mode::Eval);
-    let op = feature_op(&cpu, 5).expect("layer 5");
-    let signal = cpu_acts.outputs[op].clone();
-    let cpu_pixels = project(&cpu, &cpu_acts, op, signal.clone());
-    let gpu_pixels = project(&gpu, &gpu_acts, op, gpu.backend.upload(&signal));
-    verdict.row(
-        "deconvnet projection of layer 5",
-        relative_error(&cpu_pixels, &gpu.backend.download(&gpu_pixels)),
-        tolerance * 10.0,
-    );
+    let failures = table.failures();
     println!(
         "\nparity {precision:?}: {}",
-        if verdict.failures == 0 {
+        if failures == 0 {
             "PASS".to_owned()
         } else {
-            format!("{} FAILED", verdict.failures)
+            format!("{failures} FAILED")
         }
     );
-    verdict.failures
+    failures
 }
 
 /// `crop_batch` on the GPU vs the host: 256x256 images, 224 crops, flipped and not; three
 /// batches queued back to back before any is read (the upload's stream and events must keep
 /// each batch's bytes apart).
-fn crop_difference(gpu: &CudaBackend) -> f64 {
+fn crop_difference(gpu: &CudaBackend, seed: u64) -> f64 {
     let (n, size, crop_size) = (6, 256, 224);
-    let mean: Vec<f32> = uniform(size * size * 3, 22)
+    let mean: Vec<f32> = uniform(size * size * 3, seed ^ 22)
         .iter()
         .map(|v| v * 128.0 + 128.0)
         .collect();
     let batches: Vec<(Vec<u8>, Vec<imaging::crops::Crop>)> = (0..3u64)
         .map(|b| {
-            let bytes: Vec<u8> = uniform(n * size * size * 3, 21 + b)
+            let bytes: Vec<u8> = uniform(n * size * size * 3, (seed ^ 21) + b)
                 .iter()
                 .map(|v| ((v + 1.0) * 127.5) as u8)
                 .collect();
@@ -492,6 +376,14 @@ fn main() {
     };
     let fashion = value("--fashion").map(PathBuf::from);
     let steps: usize = value("--steps").and_then(|s| s.parse().ok()).unwrap_or(300);
+    let seed: u64 = value("--seed")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|t| t.as_secs())
+                .unwrap_or(0)
+        });
     match cuda_backend::probe() {
         Ok(info) => println!(
             "device: {} ({:.0} GB, compute capability {}.{})",
@@ -509,7 +401,7 @@ fn main() {
     if what == "parity" || what == "all" {
         for precision in [Precision::Fp32, Precision::Tf32, Precision::Bf16] {
             let what = format!("parity {precision:?}");
-            let failed = section(&what, &mut failures, || parity(precision));
+            let failed = section(&what, &mut failures, || parity(precision, seed));
             failures += failed.unwrap_or(0);
         }
     }
