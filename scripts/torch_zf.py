@@ -2,16 +2,25 @@
 the identical step (SGD, momentum 0.9, weight decay 5e-4, batch 128, 224x224, 1000 classes),
 timed with CUDA events. Prints a markdown table (and JSON lines with --json).
 
-Usage: python3 scripts/torch_zf.py [--steps N] [--no-compile]
+Usage: python3 scripts/torch_zf.py [--steps N] [--only eager|compiled] [--no-compile]
+scripts/device-check.sh runs the eager configurations (fp32, tf32, bf16) early and the
+torch.compile ones as its last part, in a separate process (compiling takes minutes and may
+fail on its own). Without PyTorch or without a CUDA device it says so and exits with 2.
 The LRN matches zfnet's: b = a / (k + alpha * sum a^2)^beta with k=2, size 5, alpha=1e-4,
 beta=0.75 (PyTorch divides alpha by the size, so it gets 5e-4). Pools are 3x3 stride 2 in
 ceil mode (110 -> 55, 26 -> 13, 13 -> 6).
 """
 import argparse
 import json
+import sys
 
-import torch
-import torch.nn as nn
+try:
+    import torch
+    import torch.nn as nn
+except ImportError as error:
+    print(f"torch_zf.py: PyTorch is not installed in this Python ({sys.executable}): {error}",
+          file=sys.stderr)
+    sys.exit(2)
 
 
 def zf_net(classes=1000):
@@ -83,11 +92,17 @@ def run(mode, compiled, steps, batch=128):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--only", choices=["eager", "compiled"])
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    configs = [("fp32", False), ("tf32", False), ("bf16", False)]
-    if not args.no_compile:
+    if not torch.cuda.is_available():
+        print(f"torch_zf.py: PyTorch {torch.__version__} sees no CUDA device", file=sys.stderr)
+        sys.exit(2)
+    configs = []
+    if args.only != "compiled":
+        configs += [("fp32", False), ("tf32", False), ("bf16", False)]
+    if args.only != "eager" and not args.no_compile:
         configs += [("tf32", True), ("bf16", True)]
     print(f"device: {torch.cuda.get_device_name()}, cuDNN {torch.backends.cudnn.version()}")
     print("| implementation | train ms/step | train img/s | inference ms | inference img/s | GPU memory GB |")

@@ -6,6 +6,7 @@
 
 #[cfg(feature = "cuda")]
 mod backend;
+pub mod limits;
 pub mod parity;
 
 #[cfg(feature = "cuda")]

@@ -12,6 +12,7 @@ const BACKEND: &str = concat!(
     include_str!("../src/backend/cudnn.rs"),
     include_str!("../src/backend/cublas.rs"),
     include_str!("../src/backend/ops.rs"),
+    include_str!("../src/backend/nvrtc.rs"),
 );
 
 /// Splits `text` at commas outside parentheses, brackets and braces.
@@ -125,4 +126,27 @@ fn every_kernel_is_loaded_and_launched() {
             "KERNEL_NAMES lists `{name}`, which kernels.cu lacks"
         );
     }
+}
+
+/// Every count the backend hands to the device goes through `int` (checked against the
+/// kernels' 32-bit indexing, `limits::kernel_int`): an `as i32` or `as u32` would wrap a
+/// count past 2^31 silently, and the kernel would read and write out of bounds. The only casts
+/// left are of grid sizes that `int` has already checked.
+#[test]
+fn no_count_reaches_the_device_by_an_unchecked_cast() {
+    let casts: Vec<&str> = BACKEND
+        .lines()
+        .filter(|line| {
+            line.contains(" as i32") || line.contains(" as u32") || line.contains(" as i64")
+        })
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        casts,
+        vec![
+            "let blocks = (int(len, \"a kernel's element count\") as u32)",
+            "grid_dim: (int(items, what).max(1) as u32, 1, 1),",
+        ],
+        "unchecked casts in src/backend/"
+    );
 }

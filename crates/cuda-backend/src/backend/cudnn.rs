@@ -12,13 +12,25 @@ pub(super) struct ConvDescriptors<T> {
     y: TensorDescriptor<T>,
 }
 
-/// cuDNN's choices for one convolution shape.
+/// cuDNN's choices for one convolution shape: each pass's algorithm and the math type it is
+/// launched in (what Find timed it in; the precision's own under the heuristics).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ConvPlan {
     forward: cudnnConvolutionFwdAlgo_t,
     backward_data: cudnnConvolutionBwdDataAlgo_t,
     backward_filter: cudnnConvolutionBwdFilterAlgo_t,
+    math: [cudnnMathType_t; 3],
     workspace_bytes: usize,
+    /// "find" or "heuristics".
+    chosen_by: &'static str,
+}
+
+/// A convolution's three passes, to pick a plan's math type.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Pass {
+    Forward = 0,
+    BackwardData = 1,
+    BackwardFilter = 2,
 }
 
 impl CudaInner {
@@ -33,7 +45,7 @@ impl CudaInner {
     ) -> Result<(), String> {
         let n = x.len() / g.in_len();
         let bias = self.tensor::<f32>([1, g.out_channels, 1, 1]);
-        self.with_conv::<f32, _>(g, n, |plan, d, workspace| {
+        self.with_conv::<f32, _>(g, n, Pass::Forward, |plan, d, workspace| {
             let op = ConvBiasActivationForward {
                 conv: &d.conv,
                 act: &self.relu,
@@ -73,10 +85,11 @@ impl CudaInner {
     }
 
     pub(super) fn tensor<T: Element>(&self, dims: [usize; 4]) -> TensorDescriptor<T> {
+        int(dims.iter().product(), "a cuDNN tensor");
         check(
             self.cudnn.create_4d_tensor::<T>(
                 cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                dims.map(|d| d as i32),
+                dims.map(|d| int(d, "a tensor's dimension")),
             ),
             "creating a tensor descriptor",
         )
@@ -93,25 +106,34 @@ impl CudaInner {
         let w = check(
             self.cudnn.create_4d_filter::<T>(
                 cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                [g.out_channels, g.in_channels, g.kernel, g.kernel].map(|d| d as i32),
+                [g.out_channels, g.in_channels, g.kernel, g.kernel]
+                    .map(|d| int(d, "a filter's dimension")),
             ),
             "creating a filter descriptor",
         );
         let mut conv = check(
             self.cudnn.create_conv2d::<f32>(
-                [g.pad as i32; 2],
-                [g.stride as i32; 2],
+                [int(g.pad, "a convolution's padding"); 2],
+                [int(g.stride, "a convolution's stride"); 2],
                 [1, 1],
                 cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
             ),
             "creating a convolution descriptor",
         );
-        let math = match self.precision {
+        check(
+            conv.set_math_type(self.precision_math()),
+            "setting the cuDNN math type",
+        );
+        ConvDescriptors { x, w, conv, y }
+    }
+
+    /// The math type the precision allows: FMA only for true fp32 (cuDNN would otherwise use
+    /// TF32 tensor cores from Ampere on), tensor cores for TF32 and bf16.
+    fn precision_math(&self) -> cudnnMathType_t {
+        match self.precision {
             Precision::Fp32 => cudnnMathType_t::CUDNN_FMA_MATH,
             Precision::Tf32 | Precision::Bf16 => cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
-        };
-        check(conv.set_math_type(math), "setting the cuDNN math type");
-        ConvDescriptors { x, w, conv, y }
+        }
     }
 
     /// The cached plan for a shape, choosing it on first use.
@@ -120,6 +142,37 @@ impl CudaInner {
         let mut plans = self.plans.lock().expect("plans lock");
         if let Some(plan) = plans.get(&key) {
             return *plan;
+        }
+        if let Some(finder) = &self.finder {
+            match finder.find(g, n, T::DATA_TYPE, self.precision_math()) {
+                Ok(found) => {
+                    let plan = ConvPlan {
+                        forward: found.forward.algorithm,
+                        backward_data: found.backward_data.algorithm,
+                        backward_filter: found.backward_filter.algorithm,
+                        math: [
+                            found.forward.math,
+                            found.backward_data.math,
+                            found.backward_filter.math,
+                        ],
+                        workspace_bytes: found
+                            .forward
+                            .workspace_bytes
+                            .max(found.backward_data.workspace_bytes)
+                            .max(found.backward_filter.workspace_bytes),
+                        chosen_by: "find",
+                    };
+                    tracing::debug!(?g, n, chosen_by = plan.chosen_by, ?plan, "cuDNN plan");
+                    plans.insert(key, plan);
+                    return plan;
+                }
+                Err(error) => tracing::warn!(
+                    ?g,
+                    n,
+                    %error,
+                    "cuDNN's Find failed for this shape; cuDNN's heuristics choose"
+                ),
+            }
         }
         let d = self.conv_descriptors::<T>(g, n);
         let forward_op = ConvForward {
@@ -170,23 +223,31 @@ impl CudaInner {
             forward,
             backward_data,
             backward_filter,
+            math: [self.precision_math(); 3],
             workspace_bytes,
+            chosen_by: "heuristics",
         };
-        tracing::debug!(?g, n, ?plan, "cuDNN plan");
+        tracing::debug!(?g, n, chosen_by = plan.chosen_by, ?plan, "cuDNN plan");
         plans.insert(key, plan);
         plan
     }
 
-    /// Runs one cuDNN convolution call of shape `g` over `n` images: `f` gets the cached plan,
-    /// fresh descriptors and a workspace big enough for the plan.
+    /// Runs one cuDNN convolution call (`pass`) of shape `g` over `n` images: `f` gets the
+    /// cached plan, fresh descriptors in the plan's math type for the pass, and a workspace
+    /// big enough for the plan.
     pub(super) fn with_conv<T: Element, R>(
         &self,
         g: &ConvGeometry,
         n: usize,
+        pass: Pass,
         f: impl FnOnce(&ConvPlan, &ConvDescriptors<T>, &mut CudaSlice<u8>) -> R,
     ) -> R {
         let plan = self.plan::<T>(g, n);
-        let descriptors = self.conv_descriptors::<T>(g, n);
+        let mut descriptors = self.conv_descriptors::<T>(g, n);
+        check(
+            descriptors.conv.set_math_type(plan.math[pass as usize]),
+            "setting the plan's math type",
+        );
         self.with_workspace(plan.workspace_bytes, |workspace| {
             f(&plan, &descriptors, workspace)
         })
@@ -218,7 +279,7 @@ impl CudaInner {
         y: &mut CudaSlice<T>,
     ) {
         let n = x.len() / g.in_len();
-        self.with_conv::<T, _>(g, n, |plan, d, workspace| {
+        self.with_conv::<T, _>(g, n, Pass::Forward, |plan, d, workspace| {
             let op = ConvForward {
                 conv: &d.conv,
                 x: &d.x,
@@ -241,7 +302,7 @@ impl CudaInner {
         dx: &mut CudaSlice<T>,
     ) {
         let n = dy.len() / g.out_len();
-        self.with_conv::<T, _>(g, n, |plan, d, workspace| {
+        self.with_conv::<T, _>(g, n, Pass::BackwardData, |plan, d, workspace| {
             let op = ConvBackwardData {
                 conv: &d.conv,
                 dx: &d.x,
@@ -273,7 +334,7 @@ impl CudaInner {
         dw: &mut CudaSlice<T>,
     ) {
         let n = x.len() / g.in_len();
-        self.with_conv::<T, _>(g, n, |plan, d, workspace| {
+        self.with_conv::<T, _>(g, n, Pass::BackwardFilter, |plan, d, workspace| {
             let op = ConvBackwardFilter {
                 conv: &d.conv,
                 x: &d.x,
@@ -306,8 +367,11 @@ impl CudaInner {
         y: &mut CudaSlice<f32>,
         relu: bool,
     ) {
-        let total = y.len() as i32;
-        let (channels, plane) = (g.out_channels as i32, (g.out_h() * g.out_w()) as i32);
+        let total = int(y.len(), "a convolution's output");
+        let (channels, plane) = (
+            int(g.out_channels, "a convolution's channels"),
+            int(g.out_h() * g.out_w(), "an output plane"),
+        );
         if self.is_bf16() {
             let (x16, w16) = (self.to_bf16(x), self.to_bf16(w));
             let mut y16 = self.scratch::<bf16>(y.len());

@@ -164,6 +164,12 @@ pub struct CudaInner {
     /// Whether `conv_forward_relu` uses cuDNN's fused call; switched off for good the first
     /// time cuDNN refuses it (then: convolution, and one bias+ReLU kernel).
     cudnn_fusion: AtomicBool,
+    /// Whether new uninitialised buffers are filled with NaN bytes (the parity check: an
+    /// element that no kernel writes then shows).
+    poison: AtomicBool,
+    /// cuDNN's Find, which chooses convolution algorithms by timing them (`find`); `None`
+    /// under `ZFNET_CUDNN_FIND=0` or where it could not start: cuDNN's heuristics choose.
+    finder: Option<find::Finder>,
 }
 
 // SAFETY: cudarc's `Cudnn` handle is not marked Send/Sync, but the backend only ever issues
@@ -180,9 +186,30 @@ fn check<T, E: std::fmt::Debug>(result: Result<T, E>, what: &str) -> T {
     }
 }
 
+/// `value` as the 32-bit `int` the kernels (and cuDNN and cuBLAS) take; a larger count is a
+/// [`stage_api::GpuFailure`] naming `what` (see [`crate::limits::kernel_int`]).
+fn int(value: usize, what: &str) -> i32 {
+    crate::limits::kernel_int(value, what)
+        .unwrap_or_else(|error| stage_api::GpuFailure::raise(error))
+}
+
+/// One thread per element, 256 to a block. Every element count is checked against the
+/// kernels' 32-bit indexing.
 fn launch_1d(len: usize) -> LaunchConfig {
+    let blocks = (int(len, "a kernel's element count") as u32)
+        .div_ceil(256)
+        .max(1);
     LaunchConfig {
-        grid_dim: ((len as u32).div_ceil(256).max(1), 1, 1),
+        grid_dim: (blocks, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// A grid of one block per item (`what`: channels, filters, image-map pairs), checked.
+fn launch_per_item(items: usize, what: &str) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (int(items, what).max(1) as u32, 1, 1),
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     }
@@ -201,6 +228,8 @@ macro_rules! launch {
 // After `launch!`, which they use (a macro is in scope from its definition on).
 mod cublas;
 mod cudnn;
+mod find;
+mod nvrtc;
 mod ops;
 
 impl CudaBackend {
@@ -244,11 +273,28 @@ impl CudaBackend {
                 0.0,
             )
             .map_err(|e| fail("creating the ReLU descriptor", format!("{e:?}")))?;
-        let ptx = cudarc::nvrtc::compile_ptx(KERNELS)
-            .map_err(|e| fail("compiling the kernels with NVRTC", format!("{e:?}")))?;
+        let capability = context
+            .compute_capability()
+            .map_err(|e| fail("reading the compute capability", format!("{e:?}")))?;
+        tracing::info!(
+            nvrtc = ?nvrtc::nvrtc_version(),
+            ?capability,
+            "compiling the kernels with NVRTC"
+        );
+        let ptx = nvrtc::compile_for(KERNELS, capability)
+            .map_err(|e| fail("compiling the kernels with NVRTC", e))?;
         let module = context
             .load_module(ptx)
             .map_err(|e| fail("loading the kernels", format!("{e:?}")))?;
+        let finder = if std::env::var("ZFNET_CUDNN_FIND").is_ok_and(|v| v == "0") {
+            None
+        } else {
+            find::Finder::new(&stream)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "cuDNN's Find is unavailable; cuDNN's heuristics choose")
+                })
+                .ok()
+        };
         let mut kernels = HashMap::new();
         for name in KERNEL_NAMES {
             let function = module
@@ -282,6 +328,8 @@ impl CudaBackend {
                 }),
                 relu,
                 cudnn_fusion: AtomicBool::new(true),
+                poison: AtomicBool::new(false),
+                finder,
             }),
         })
     }
@@ -322,23 +370,76 @@ impl CudaInner {
         self.precision == Precision::Bf16
     }
 
-    /// An uninitialised device buffer, for outputs that a kernel or library call overwrites.
+    /// Fills every buffer allocated from now on without initialising it ([`Self::scratch`],
+    /// the ops' outputs, switches) with NaN bytes (0xFF), when `on`: for the parity check, so
+    /// that an element a kernel fails to write is a NaN, which fails its row, rather than a
+    /// plausible leftover.
+    pub fn poison_outputs(&self, on: bool) {
+        self.poison.store(on, Ordering::Relaxed);
+    }
+
+    /// An uninitialised device buffer of `len` elements, for outputs that a kernel or library
+    /// call overwrites (NaN bytes under [`Self::poison_outputs`]). Never a zero-byte
+    /// allocation (`cuMemAllocAsync` of 0 bytes fails on some drivers and leaves a null
+    /// pointer on others): an empty buffer owns one element and has length 0.
     pub(super) fn scratch<T: DeviceRepr>(&self, len: usize) -> CudaSlice<T> {
-        // SAFETY: every caller writes the whole buffer before reading it.
-        check(unsafe { self.stream.alloc::<T>(len.max(1)) }, "allocating")
+        // SAFETY: every caller writes the whole buffer before reading it (or poisons it).
+        let mut slice = check(unsafe { self.stream.alloc::<T>(len.max(1)) }, "allocating");
+        if self.poison.load(Ordering::Relaxed) {
+            let bytes = len.max(1) * std::mem::size_of::<T>();
+            let (pointer, _record) =
+                cudarc::driver::DevicePtrMut::device_ptr_mut(&mut slice, &self.stream);
+            // SAFETY: `bytes` is the allocation's size; queued on the buffer's stream.
+            let filled = unsafe {
+                cudarc::driver::result::memset_d8_async(
+                    pointer,
+                    0xFF,
+                    bytes,
+                    self.stream.cu_stream(),
+                )
+            };
+            check(filled, "poisoning a new buffer");
+        }
+        if len > 0 {
+            return slice;
+        }
+        let pointer = slice.leak();
+        // SAFETY: the pointer is the one-element allocation just leaked; the new slice owns it
+        // (and frees it once) and claims none of it.
+        unsafe { self.stream.upgrade_device_ptr::<T>(pointer, 0) }
+    }
+
+    /// `data` on the device (an empty slice without a zero-byte allocation or copy).
+    pub(super) fn to_device<T: DeviceRepr>(&self, data: &[T], what: &str) -> CudaSlice<T> {
+        if data.is_empty() {
+            return self.scratch(0);
+        }
+        check(self.stream.clone_htod(data), what)
+    }
+
+    /// `buffer` on the host (no copy for an empty buffer).
+    pub(super) fn to_host<T: DeviceRepr + Default + Clone>(
+        &self,
+        buffer: &CudaSlice<T>,
+        what: &str,
+    ) -> Vec<T> {
+        if buffer.is_empty() {
+            return Vec::new();
+        }
+        check(self.stream.clone_dtoh(buffer), what)
     }
 
     /// `x` rounded to bf16 (nearest even).
     pub(super) fn to_bf16(&self, x: &CudaSlice<f32>) -> CudaSlice<bf16> {
         let mut y = self.scratch::<bf16>(x.len());
-        let len = x.len() as i64;
+        let len = i64::from(int(x.len(), "a bf16 conversion"));
         launch!(self, "to_bf16", launch_1d(x.len()), x, &mut y, &len);
         y
     }
 
     /// `x` widened to f32, into `y`.
     pub(super) fn widen_bf16(&self, x: &CudaSlice<bf16>, y: &mut CudaSlice<f32>) {
-        let len = y.len() as i64;
+        let len = i64::from(int(y.len(), "a bf16 conversion"));
         launch!(self, "from_bf16", launch_1d(y.len()), x, y, &len);
     }
 }

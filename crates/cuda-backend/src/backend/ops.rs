@@ -16,7 +16,8 @@ impl Backend for CudaBackend {
 
     fn zeros(&self, len: usize) -> CudaSlice<f32> {
         if len == 0 {
-            return check(self.stream.null::<f32>(), "allocating an empty buffer");
+            // Not a zero-byte allocation (see `scratch`).
+            return self.scratch(0);
         }
         check(self.stream.alloc_zeros::<f32>(len), "allocating")
     }
@@ -30,14 +31,17 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, data: &[f32]) -> CudaSlice<f32> {
-        check(self.stream.clone_htod(data), "uploading")
+        self.to_device(data, "uploading")
     }
 
     fn download(&self, buffer: &CudaSlice<f32>) -> Vec<f32> {
-        check(self.stream.clone_dtoh(buffer), "downloading")
+        self.to_host(buffer, "downloading")
     }
 
     fn copy(&self, buffer: &CudaSlice<f32>) -> CudaSlice<f32> {
+        if buffer.is_empty() {
+            return self.scratch(0);
+        }
         check(self.stream.clone_dtod(buffer), "copying on the device")
     }
 
@@ -51,7 +55,7 @@ impl Backend for CudaBackend {
     }
 
     fn download_switches(&self, switches: &CudaSlice<u32>) -> Vec<u32> {
-        check(self.stream.clone_dtoh(switches), "downloading switches")
+        self.to_host(switches, "downloading switches")
     }
 
     fn counter(&self) -> CudaSlice<u32> {
@@ -59,7 +63,7 @@ impl Backend for CudaBackend {
     }
 
     fn take_count(&self, counter: &mut CudaSlice<u32>) -> u64 {
-        let value = check(self.stream.clone_dtoh(counter), "downloading a counter")[0];
+        let value = self.to_host(counter, "downloading a counter")[0];
         check(self.stream.memset_zeros(counter), "resetting a counter");
         value as u64
     }
@@ -120,17 +124,29 @@ impl Backend for CudaBackend {
             .as_ref()
             .is_none_or(|(cached, _)| cached != mean)
         {
-            let on_device = check(self.stream.clone_htod(mean), "uploading the mean image");
+            let on_device = self.to_device(mean, "uploading the mean image");
             staging.mean = Some((mean.to_vec(), on_device));
         }
         let (_, mean_device) = staging.mean.as_ref().expect("uploaded above");
         let table: Vec<i32> = crops
             .iter()
-            .flat_map(|c| [c.top as i32, c.left as i32, i32::from(c.flip)])
+            .flat_map(|c| {
+                let (top, left) = (c.top as usize, c.left as usize);
+                [
+                    int(top, "a crop's top"),
+                    int(left, "a crop's left"),
+                    i32::from(c.flip),
+                ]
+            })
             .collect();
-        let table = check(self.stream.clone_htod(&table), "uploading the crops");
+        let table = self.to_device(&table, "uploading the crops");
         let mut out = self.output(images.len() * 3 * crop_size * crop_size);
-        let (n, size, crop) = (images.len() as i32, image_size as i32, crop_size as i32);
+        int(total, "a batch of input images");
+        let (n, size, crop) = (
+            int(images.len(), "a batch's images"),
+            int(image_size, "an image's side"),
+            int(crop_size, "a crop's side"),
+        );
         launch!(
             self,
             "crop_batch",
@@ -214,16 +230,13 @@ impl Backend for CudaBackend {
             }
         }
         // The bias gradient from the f32 dy in every precision.
+        int(dy.len(), "a convolution's output gradient");
         let (n_images, channels, plane) = (
-            n as i32,
-            g.out_channels as i32,
-            (g.out_h() * g.out_w()) as i32,
+            int(n, "a batch's images"),
+            int(g.out_channels, "a convolution's channels"),
+            int(g.out_h() * g.out_w(), "an output plane"),
         );
-        let config = LaunchConfig {
-            grid_dim: (g.out_channels as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let config = launch_per_item(g.out_channels, "a convolution's channels");
         launch!(
             self,
             "channel_sums",
@@ -253,8 +266,10 @@ impl Backend for CudaBackend {
         y: &mut CudaSlice<f32>,
         switches: &mut CudaSlice<u32>,
     ) {
-        let planes = (x.len() / (g.in_h * g.in_w)) as i32;
-        let dims = [g.in_h, g.in_w, g.out_h(), g.out_w(), g.size, g.stride].map(|d| d as i32);
+        int(x.len(), "a pooling layer's input");
+        let planes = int(x.len() / (g.in_h * g.in_w), "a pooling layer's planes");
+        let dims = [g.in_h, g.in_w, g.out_h(), g.out_w(), g.size, g.stride]
+            .map(|d| int(d, "a pooling window's geometry"));
         launch!(
             self,
             "max_pool",
@@ -279,8 +294,10 @@ impl Backend for CudaBackend {
         g: &PoolGeometry,
         x: &mut CudaSlice<f32>,
     ) {
-        let planes = (x.len() / (g.in_h * g.in_w)) as i32;
-        let dims = [g.in_h, g.in_w, g.out_h(), g.out_w(), g.size, g.stride].map(|d| d as i32);
+        int(x.len(), "a pooling layer's input");
+        let planes = int(x.len() / (g.in_h * g.in_w), "a pooling layer's planes");
+        let dims = [g.in_h, g.in_w, g.out_h(), g.out_w(), g.size, g.stride]
+            .map(|d| int(d, "a pooling window's geometry"));
         launch!(
             self,
             "unpool",
@@ -306,8 +323,13 @@ impl Backend for CudaBackend {
         scale: &mut CudaSlice<f32>,
     ) {
         let (channels, plane, config) = (g.channels, g.plane, &g.config);
-        let n = (x.len() / (channels * plane)) as i32;
-        let (c, p, size) = (channels as i32, plane as i32, config.size as i32);
+        int(x.len(), "a normalisation layer's input");
+        let n = int(x.len() / (channels * plane), "a batch's images");
+        let (c, p, size) = (
+            int(channels, "a normalisation layer's channels"),
+            int(plane, "a normalisation layer's plane"),
+            int(config.size, "a normalisation window"),
+        );
         let (k, alpha, beta) = (config.k as f32, config.alpha as f32, config.beta as f32);
         launch!(
             self,
@@ -336,8 +358,13 @@ impl Backend for CudaBackend {
         dx: &mut CudaSlice<f32>,
     ) {
         let (channels, plane, config) = (g.channels, g.plane, &g.config);
-        let n = (x.len() / (channels * plane)) as i32;
-        let (c, p, size) = (channels as i32, plane as i32, config.size as i32);
+        int(x.len(), "a normalisation layer's input");
+        let n = int(x.len() / (channels * plane), "a batch's images");
+        let (c, p, size) = (
+            int(channels, "a normalisation layer's channels"),
+            int(plane, "a normalisation layer's plane"),
+            int(config.size, "a normalisation window"),
+        );
         let (alpha, beta) = (config.alpha as f32, config.beta as f32);
         launch!(
             self,
@@ -358,12 +385,12 @@ impl Backend for CudaBackend {
     }
 
     fn relu(&self, x: &mut CudaSlice<f32>) {
-        let len = x.len() as i32;
+        let len = int(x.len(), "a ReLU's input");
         launch!(self, "relu", launch_1d(x.len()), x, &len);
     }
 
     fn relu_backward(&self, y: &CudaSlice<f32>, dy: &mut CudaSlice<f32>) {
-        let len = y.len() as i32;
+        let len = int(y.len(), "a ReLU's gradient");
         launch!(self, "relu_backward", launch_1d(y.len()), y, dy, &len);
     }
 
@@ -372,7 +399,7 @@ impl Backend for CudaBackend {
         // per 16-word block, i.e. per 8 units (see kernels.cu).
         let scale = (1.0 / (1.0 - p)) as f32;
         let key = ChaChaKey(engine::rng::chacha8_key(seed));
-        let len = x.len() as i64;
+        let len = i64::from(int(x.len(), "a dropout layer's input"));
         launch!(
             self,
             "dropout_chacha",
@@ -387,7 +414,7 @@ impl Backend for CudaBackend {
     }
 
     fn apply_mask(&self, dy: &mut CudaSlice<f32>, mask: &CudaSlice<f32>) {
-        let len = dy.len() as i32;
+        let len = int(dy.len(), "a dropout layer's gradient");
         launch!(self, "multiply", launch_1d(dy.len()), dy, mask, &len);
     }
 
@@ -409,7 +436,10 @@ impl Backend for CudaBackend {
         } else {
             self.gemm(shape.0, shape.1, (w, n_in), (x, n_in), (y, n_out));
         }
-        let (total, outputs) = (y.len() as i32, n_out as i32);
+        let (total, outputs) = (
+            int(y.len(), "a fully connected layer's output"),
+            int(n_out, "a fully connected layer's outputs"),
+        );
         launch!(
             self,
             "add_row_bias",
@@ -465,7 +495,11 @@ impl Backend for CudaBackend {
                 self.gemm(dx_shape.0, dx_shape.1, (w, n_in), (dy, n_out), (dx, n_in));
             }
         }
-        let (rows, outputs) = (n as i32, n_out as i32);
+        int(dy.len(), "a fully connected layer's output gradient");
+        let (rows, outputs) = (
+            int(n, "a batch's rows"),
+            int(n_out, "a fully connected layer's outputs"),
+        );
         launch!(
             self,
             "column_sums",
@@ -485,10 +519,11 @@ impl Backend for CudaBackend {
         dlogits: &mut CudaSlice<f32>,
     ) -> CudaSlice<f32> {
         let rows = labels.len();
-        let labels_i32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
-        let labels_device = check(self.stream.clone_htod(&labels_i32), "uploading labels");
+        let labels_i32: Vec<i32> = labels.iter().map(|&l| int(l, "a label")).collect();
+        let labels_device = self.to_device(&labels_i32, "uploading labels");
         let mut row_loss = self.scratch::<f32>(rows);
-        let (rows_i, classes_i) = (rows as i32, classes as i32);
+        int(logits.len(), "a batch's logits");
+        let (rows_i, classes_i) = (int(rows, "a batch's rows"), int(classes, "the classes"));
         launch!(
             self,
             "softmax_xent",
@@ -505,15 +540,16 @@ impl Backend for CudaBackend {
 
     fn read_loss(&self, row_loss: CudaSlice<f32>) -> f32 {
         // Summed in row order on the host, like the CPU backend.
-        let losses = check(self.stream.clone_dtoh(&row_loss), "downloading losses");
+        let losses = self.to_host(&row_loss, "downloading losses");
         let total = losses.iter().fold(0.0f32, |sum, &l| sum + l);
         total * (1.0 / losses.len() as f32)
     }
 
     fn softmax(&self, logits: &CudaSlice<f32>, classes: usize) -> Vec<f32> {
         let rows = logits.len() / classes;
-        let mut probs = check(self.stream.alloc_zeros::<f32>(logits.len()), "allocating");
-        let (rows_i, classes_i) = (rows as i32, classes as i32);
+        let mut probs = self.zeros(logits.len());
+        int(logits.len(), "a batch's logits");
+        let (rows_i, classes_i) = (int(rows, "a batch's rows"), int(classes, "the classes"));
         launch!(
             self,
             "softmax_rows",
@@ -523,7 +559,7 @@ impl Backend for CudaBackend {
             &rows_i,
             &classes_i
         );
-        check(self.stream.clone_dtoh(&probs), "downloading probabilities")
+        self.to_host(&probs, "downloading probabilities")
     }
 
     fn sgd_momentum(
@@ -538,7 +574,7 @@ impl Backend for CudaBackend {
             momentum,
             weight_decay,
         } = *settings;
-        let len = w.len() as i32;
+        let len = int(w.len(), "a parameter's length");
         let (lr, momentum, weight_decay) = (lr as f32, momentum as f32, weight_decay as f32);
         launch!(
             self,
@@ -565,16 +601,17 @@ impl Backend for CudaBackend {
         if pairs == 0 {
             return Vec::new();
         }
-        let maps_i32: Vec<i32> = maps.iter().map(|&m| m as i32).collect();
-        let maps_device = check(self.stream.clone_htod(&maps_i32), "uploading map indices");
+        int(x.len(), "the maps being scanned");
+        let maps_i32: Vec<i32> = maps.iter().map(|&m| int(m, "a map index")).collect();
+        let maps_device = self.to_device(&maps_i32, "uploading map indices");
         let mut values = self.scratch::<f32>(pairs);
         let mut positions = self.scratch::<u32>(pairs);
-        let (channels, plane, n_maps) = (channels as i32, plane as i32, maps.len() as i32);
-        let config = LaunchConfig {
-            grid_dim: (pairs as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let (channels, plane, n_maps) = (
+            int(channels, "a layer's channels"),
+            int(plane, "a feature map's plane"),
+            int(maps.len(), "the maps being scanned"),
+        );
+        let config = launch_per_item(pairs, "image-map pairs");
         launch!(
             self,
             "map_maxima",
@@ -587,8 +624,8 @@ impl Backend for CudaBackend {
             &plane,
             &n_maps
         );
-        let values = check(self.stream.clone_dtoh(&values), "downloading maxima");
-        let positions = check(self.stream.clone_dtoh(&positions), "downloading positions");
+        let values = self.to_host(&values, "downloading maxima");
+        let positions = self.to_host(&positions, "downloading positions");
         values.into_iter().zip(positions).collect()
     }
 
@@ -600,12 +637,8 @@ impl Backend for CudaBackend {
         rescaled: &mut CudaSlice<u32>,
     ) {
         let filters = w.len() / filter_len;
-        let len = filter_len as i32;
-        let config = LaunchConfig {
-            grid_dim: (filters as u32, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let len = int(filter_len, "a filter's length");
+        let config = launch_per_item(filters, "filters");
         launch!(
             self,
             "renormalise_filters",
