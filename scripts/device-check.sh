@@ -43,6 +43,11 @@ source scripts/cuda-libraries.sh
 
 case "${1:-}" in
 prepare)
+    fashion_source=/usr/share/datasets/fashion-mnist
+    if [[ ! -f "$fashion_source/train-images-idx3-ubyte.gz" ]]; then
+        echo "prepare: Fashion-MNIST is not in $fashion_source: run \`make data\` first (it installs Debian's dataset-fashion-mnist)" >&2
+        exit 2
+    fi
     cargo build --release -p zfnet --features cuda
     cargo build --release -p cuda-backend --features cuda --bin zfnet-device-check
     cargo build --release -p bench --features cuda --bin zfnet-bench
@@ -53,7 +58,7 @@ prepare)
         xz -T0 -9 "$device/bin/$binary"
     done
     for name in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
-        cp "/usr/share/datasets/fashion-mnist/$name.gz" "$device/fashion/"
+        cp "$fashion_source/$name.gz" "$device/fashion/"
     done
     cp data/annotations/fashion-sneaker-parts.csv "$device/"
     du -sh "$device"
