@@ -166,59 +166,32 @@ pub enum ImageSet {
     Streamed(StreamedImages),
 }
 
+/// How a set is held: whole in memory, or streamed from its artifact through a shuffle buffer
+/// of `shuffle_buffer` images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holding {
+    Whole,
+    Streamed { shuffle_buffer: usize },
+}
+
 impl ImageSet {
-    /// Opens the `images` artifact at `path`: in memory when its pixels (read from the
-    /// header: images x size^2 x 3 bytes) fit in `memory_limit` bytes, else streamed through
-    /// a shuffle buffer of `shuffle_buffer` images.
-    pub fn open(path: &Path, memory_limit: u64, shuffle_buffer: usize) -> Result<Self> {
-        let reader = ImagesReader::open(path, 1)?;
-        let num_images = reader.num_images;
-        let first = reader
-            .take(1)
-            .next()
-            .transpose()?
-            .and_then(|images| images.into_iter().next());
-        let bytes = first
-            .map_or(0, |image| image.pixels.len() as u64)
-            .saturating_mul(num_images);
-        if bytes <= memory_limit {
-            Ok(ImageSet::InMemory(ImageStore::load(path)?))
-        } else {
-            tracing::info!(
-                path = %path.display(),
-                gigabytes = bytes as f64 / 1e9,
-                "streaming the images: they exceed the memory limit"
-            );
-            Ok(ImageSet::Streamed(StreamedImages::open(
-                path,
-                shuffle_buffer,
-            )?))
-        }
-    }
-
-    /// Opens a training and a validation set under one memory budget: the training set may
-    /// use all of `memory_limit`, the validation set what the training set leaves (so the
-    /// two together never hold more than the budget, shuffle buffers included).
-    pub fn open_pair(
-        train: &Path,
-        val: &Path,
-        memory_limit: u64,
-        shuffle_buffer: usize,
-    ) -> Result<(Self, Self)> {
-        let train_set = Self::open(train, memory_limit, shuffle_buffer)?;
-        let left = memory_limit.saturating_sub(train_set.resident_bytes());
-        let val_set = Self::open(val, left, shuffle_buffer)?;
-        Ok((train_set, val_set))
-    }
-
-    /// Pixel bytes this set holds in memory: the whole set, or its shuffle buffer (at most
-    /// the set).
-    pub fn resident_bytes(&self) -> u64 {
-        let image_bytes = (self.image_size() * self.image_size() * 3) as u64;
-        match self {
-            ImageSet::InMemory(store) => store.pixels.len() as u64,
-            ImageSet::Streamed(set) => {
-                image_bytes.saturating_mul(set.shuffle_buffer.min(set.len()) as u64)
+    /// Opens the `images` artifact at `path`, held as `holding` says. The caller decides, once,
+    /// from the artifact's rows and its memory budget (the `train` stage's
+    /// `open_under_budget`: the training and validation sets under one budget with the
+    /// network).
+    pub fn open(path: &Path, holding: Holding) -> Result<Self> {
+        match holding {
+            Holding::Whole => Ok(ImageSet::InMemory(ImageStore::load(path)?)),
+            Holding::Streamed { shuffle_buffer } => {
+                tracing::info!(
+                    path = %path.display(),
+                    shuffle_buffer,
+                    "streaming the images: holding them would pass the memory limit"
+                );
+                Ok(ImageSet::Streamed(StreamedImages::open(
+                    path,
+                    shuffle_buffer,
+                )?))
             }
         }
     }
@@ -264,28 +237,5 @@ impl ImageSet {
 impl From<ImageStore> for ImageSet {
     fn from(store: ImageStore) -> Self {
         ImageSet::InMemory(store)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `memory_limit_mb` is one budget for the training and validation sets together: with
-    /// room for the training set but not for both, the validation set is streamed (before,
-    /// each set was compared with the whole budget, so both could be held at once).
-    #[test]
-    fn one_budget_covers_the_training_and_validation_sets_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let (train, val) = (dir.path().join("train"), dir.path().join("val"));
-        artifacts::images::write_noise_images(&train, 40, 0, 4, 1).unwrap();
-        artifacts::images::write_noise_images(&val, 20, 100, 4, 2).unwrap();
-        let image_bytes = 32 * 32 * 3;
-        let (train_set, val_set) = ImageSet::open_pair(&train, &val, 50 * image_bytes, 4).unwrap();
-        assert!(matches!(train_set, ImageSet::InMemory(_)));
-        assert!(matches!(val_set, ImageSet::Streamed(_)));
-        assert!(train_set.resident_bytes() + val_set.resident_bytes() <= 50 * image_bytes);
-        let (_, val_set) = ImageSet::open_pair(&train, &val, 60 * image_bytes, 4).unwrap();
-        assert!(matches!(val_set, ImageSet::InMemory(_)));
     }
 }

@@ -18,7 +18,7 @@ pub mod step;
 mod streamed;
 
 pub use checkpoint::epoch_file;
-pub use data::{ImageSet, ImageStore};
+pub use data::{Holding, ImageSet, ImageStore};
 pub use epochs::{EpochMetrics, LrSchedule, Progress, TrainConfig, Trained, TrainingCrops, train};
 pub use evaluation::{
     Crops, Evaluation, evaluate, evaluate_set, predict_probabilities, top_k_wrong,

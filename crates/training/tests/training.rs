@@ -9,7 +9,7 @@ use std::path::Path;
 use artifacts::Provenance;
 use artifacts::images::{ImageRecord, ImagesWriter};
 use training::{
-    Crops, ImageSet, ImageStore, LrSchedule, StreamedImages, TrainConfig, TrainingCrops,
+    Crops, Holding, ImageSet, ImageStore, LrSchedule, StreamedImages, TrainConfig, TrainingCrops,
     evaluate_set, queue_sgd_step, sgd_step, step_input, train,
 };
 
@@ -302,7 +302,7 @@ fn write_artifact(store: &ImageStore, path: &Path) {
     writer.finish().unwrap();
 }
 
-/// A set over the memory limit is streamed: each epoch visits every kept image exactly once,
+/// A streamed set: each epoch visits every kept image exactly once,
 /// in an order that mixes the row groups and changes with the epoch but not between runs,
 /// and never holds more than the shuffle buffer (plus the groups read ahead).
 #[test]
@@ -310,9 +310,15 @@ fn a_streamed_epoch_visits_every_kept_image_once_in_a_seeded_mixed_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("train");
     write_artifact(&store(1000, 7), &path); // row groups of 256, 256, 256, 232
-    let set = ImageSet::open(&path, 0, 300).unwrap();
-    assert!(set.is_streamed(), "a 0-byte limit streams");
-    assert!(!ImageSet::open(&path, u64::MAX, 300).unwrap().is_streamed());
+    let set = ImageSet::open(
+        &path,
+        Holding::Streamed {
+            shuffle_buffer: 300,
+        },
+    )
+    .unwrap();
+    assert!(set.is_streamed());
+    assert!(!ImageSet::open(&path, Holding::Whole).unwrap().is_streamed());
     let ImageSet::Streamed(mut streamed) = set else {
         unreachable!()
     };
@@ -357,7 +363,15 @@ fn streamed_training_learns_and_resumes_bit_identically() {
     let (train_path, val_path) = (dir.path().join("train"), dir.path().join("val"));
     write_artifact(&store(600, 3), &train_path);
     write_artifact(&store(64, 4), &val_path);
-    let open = |path: &Path| ImageSet::open(path, 0, 200).unwrap();
+    let open = |path: &Path| {
+        ImageSet::open(
+            path,
+            Holding::Streamed {
+                shuffle_buffer: 200,
+            },
+        )
+        .unwrap()
+    };
     let mean = vec![MEAN; 32 * 32 * 3];
     let steady = steady_config();
     let run = |folder: &Path, until_epoch: usize| {
@@ -389,7 +403,7 @@ fn streamed_training_learns_and_resumes_bit_identically() {
     );
     assert!(whole.metrics[2].train_loss < whole.metrics[0].train_loss);
     // Streamed evaluation gives what the in-memory evaluation of the same images gives.
-    let in_memory = ImageSet::open(&val_path, u64::MAX, 1).unwrap();
+    let in_memory = ImageSet::open(&val_path, Holding::Whole).unwrap();
     let reference = evaluate_set(&whole.network, &in_memory, &mean, Crops::Ten, 32).unwrap();
     assert_eq!(ten.top1_error, reference.top1_error);
     assert!((ten.loss - reference.loss).abs() < 1e-9);

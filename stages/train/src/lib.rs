@@ -15,8 +15,8 @@ use stage_api::{
 };
 
 use training::{
-    Crops, EpochMetrics, ImageSet, LrSchedule, Progress, TrainConfig, TrainingCrops, epoch_file,
-    evaluate_set, train,
+    Crops, EpochMetrics, Holding, ImageSet, LrSchedule, Progress, TrainConfig, TrainingCrops,
+    epoch_file, evaluate_set, train,
 };
 
 use artifacts::table::TableRow;
@@ -412,11 +412,16 @@ fn open_under_budget(
         train_shape.buffer(shuffle_buffer)
     };
     let hold_val = !stream && val_shape.pixels() <= left.saturating_sub(train_holds);
-    // The limit each set is opened with only says which way it goes.
-    let limit = |hold: bool| if hold { u64::MAX } else { 0 };
+    let holding = |hold: bool| {
+        if hold {
+            Holding::Whole
+        } else {
+            Holding::Streamed { shuffle_buffer }
+        }
+    };
     Ok((
-        ImageSet::open(ctx.input("train"), limit(hold_train), shuffle_buffer)?,
-        ImageSet::open(ctx.input("val"), limit(hold_val), shuffle_buffer)?,
+        ImageSet::open(ctx.input("train"), holding(hold_train))?,
+        ImageSet::open(ctx.input("val"), holding(hold_val))?,
     ))
 }
 
