@@ -44,7 +44,7 @@ pub struct Prepared<'a> {
 /// The queries as the f32 screen's GEMM reads them: panels of [`NR`] queries (the
 /// microkernel's width), each panel transposed into `dim` contiguous rows of `NR` values
 /// (zero past the last query), so that a panel is read as one contiguous block.
-struct QueryPanels {
+pub struct QueryPanels {
     values: Vec<f32>,
     rows: usize,
     dim: usize,
@@ -178,30 +178,31 @@ pub trait Screen: Sync {
 
 /// The CPU screens: bf16 where the CPU has AVX-512 BF16 (and the caller chose it), else an
 /// f32 GEMM on the selected CPU path.
-pub struct CpuScreen<'a> {
-    queries: Prepared<'a>,
-    /// For the f32 screen.
-    panels: Option<QueryPanels>,
+pub enum CpuScreen<'a> {
+    /// The queries with their bf16 copies (AVX-512 BF16 dot products).
+    Bf16(Prepared<'a>),
+    /// The queries packed for the engine's panel microkernel.
+    F32(QueryPanels),
 }
 
 impl<'a> CpuScreen<'a> {
     /// The bf16 screen only where asked and the CPU has it (else the f32 one: a caller that
     /// asks for bf16 elsewhere gets the same pairs, never an unsupported instruction).
     pub fn new(queries: &'a [f32], dim: usize, use_bf16: bool) -> Self {
-        let use_bf16 = use_bf16 && bf16_available();
-        CpuScreen {
-            queries: Prepared::new(queries, dim, use_bf16),
-            panels: (!use_bf16).then(|| QueryPanels::new(queries, dim)),
+        if use_bf16 && bf16_available() {
+            CpuScreen::Bf16(Prepared::new(queries, dim, true))
+        } else {
+            CpuScreen::F32(QueryPanels::new(queries, dim))
         }
     }
 }
 
 impl Screen for CpuScreen<'_> {
     fn candidates(&self, references: &[f32], screen: f32) -> Vec<(usize, usize)> {
-        if let Some(panels) = &self.panels {
-            return screen_f32(panels, references, screen);
-        }
-        let queries = &self.queries;
+        let queries = match self {
+            CpuScreen::F32(panels) => return screen_f32(panels, references, screen),
+            CpuScreen::Bf16(queries) => queries,
+        };
         let references = Prepared::new(references, queries.dim, queries.bf16.is_some());
         let n_queries = queries.len();
         let chunks: Vec<usize> = (0..n_queries).step_by(QUERY_ROWS).collect();
