@@ -141,22 +141,20 @@ mod avx512 {
         sources: &[i32],
         operand: *mut f32,
     ) {
-        let groups: Vec<(__m512i, __mmask16)> = (0..NR / 16)
-            .map(|group| {
-                let first = group * 16;
-                let group_taps = &taps[first.min(taps.len())..];
-                let count = group_taps.len().min(16);
-                let mut lanes = [0i32; 16];
-                lanes[..count].copy_from_slice(&group_taps[..count]);
-                let mask: __mmask16 = if count == 16 {
-                    !0
-                } else {
-                    ((1u32 << count) - 1) as u16
-                };
-                // SAFETY: reading 16 i32 from a local array.
-                (unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }, mask)
-            })
-            .collect();
+        let groups: [(__m512i, __mmask16); NR / 16] = std::array::from_fn(|group| {
+            let first = group * 16;
+            let group_taps = &taps[first.min(taps.len())..];
+            let count = group_taps.len().min(16);
+            let mut lanes = [0i32; 16];
+            lanes[..count].copy_from_slice(&group_taps[..count]);
+            let mask: __mmask16 = if count == 16 {
+                !0
+            } else {
+                ((1u32 << count) - 1) as u16
+            };
+            // SAFETY: reading 16 i32 from a local array.
+            (unsafe { _mm512_loadu_si512(lanes.as_ptr().cast()) }, mask)
+        });
         let base = planes.as_ptr();
         for (r, &source) in sources.iter().enumerate() {
             let source = _mm512_set1_epi32(source);
@@ -247,18 +245,16 @@ mod avx2 {
         sources: &[i32],
         operand: *mut f32,
     ) {
-        let groups: Vec<(__m256i, __m256i)> = (0..NR / 8)
-            .map(|group| {
-                let first = group * 8;
-                let group_taps = &taps[first.min(taps.len())..];
-                let count = group_taps.len().min(8);
-                let mut lanes = [0i32; 8];
-                lanes[..count].copy_from_slice(&group_taps[..count]);
-                // SAFETY: reading 8 i32 from a local array.
-                let offsets = unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) };
-                (offsets, first_lanes(count))
-            })
-            .collect();
+        let groups: [(__m256i, __m256i); NR / 8] = std::array::from_fn(|group| {
+            let first = group * 8;
+            let group_taps = &taps[first.min(taps.len())..];
+            let count = group_taps.len().min(8);
+            let mut lanes = [0i32; 8];
+            lanes[..count].copy_from_slice(&group_taps[..count]);
+            // SAFETY: reading 8 i32 from a local array.
+            let offsets = unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) };
+            (offsets, first_lanes(count))
+        });
         let base = planes.as_ptr();
         for (r, &source) in sources.iter().enumerate() {
             let source = _mm256_set1_epi32(source);
