@@ -266,10 +266,7 @@ impl Backend for CudaBackend {
         y: &mut CudaSlice<f32>,
         switches: &mut CudaSlice<u32>,
     ) {
-        int(x.len(), "a pooling layer's input");
-        let planes = int(x.len() / (g.in_h * g.in_w), "a pooling layer's planes");
-        let dims = [g.in_h, g.in_w, g.out_h(), g.out_w(), g.size, g.stride]
-            .map(|d| int(d, "a pooling window's geometry"));
+        let (planes, dims) = pool_arguments(x.len(), g);
         launch!(
             self,
             "max_pool",
@@ -294,10 +291,7 @@ impl Backend for CudaBackend {
         g: &PoolGeometry,
         x: &mut CudaSlice<f32>,
     ) {
-        int(x.len(), "a pooling layer's input");
-        let planes = int(x.len() / (g.in_h * g.in_w), "a pooling layer's planes");
-        let dims = [g.in_h, g.in_w, g.out_h(), g.out_w(), g.size, g.stride]
-            .map(|d| int(d, "a pooling window's geometry"));
+        let (planes, dims) = pool_arguments(x.len(), g);
         launch!(
             self,
             "unpool",
@@ -322,14 +316,8 @@ impl Backend for CudaBackend {
         y: &mut CudaSlice<f32>,
         scale: &mut CudaSlice<f32>,
     ) {
-        let (channels, plane, config) = (g.channels, g.plane, &g.config);
-        int(x.len(), "a normalisation layer's input");
-        let n = int(x.len() / (channels * plane), "a batch's images");
-        let (c, p, size) = (
-            int(channels, "a normalisation layer's channels"),
-            int(plane, "a normalisation layer's plane"),
-            int(config.size, "a normalisation window"),
-        );
+        let config = &g.config;
+        let (n, c, p, size) = lrn_arguments(x.len(), g);
         let (k, alpha, beta) = (config.k as f32, config.alpha as f32, config.beta as f32);
         launch!(
             self,
@@ -357,14 +345,8 @@ impl Backend for CudaBackend {
         g: &LrnGeometry,
         dx: &mut CudaSlice<f32>,
     ) {
-        let (channels, plane, config) = (g.channels, g.plane, &g.config);
-        int(x.len(), "a normalisation layer's input");
-        let n = int(x.len() / (channels * plane), "a batch's images");
-        let (c, p, size) = (
-            int(channels, "a normalisation layer's channels"),
-            int(plane, "a normalisation layer's plane"),
-            int(config.size, "a normalisation window"),
-        );
+        let config = &g.config;
+        let (n, c, p, size) = lrn_arguments(x.len(), g);
         let (alpha, beta) = (config.alpha as f32, config.beta as f32);
         launch!(
             self,
@@ -649,4 +631,25 @@ impl Backend for CudaBackend {
             rescaled
         );
     }
+}
+
+/// max_pool's and unpool's counts for an input of `x_len` values: planes, then input height
+/// and width, output height and width, window and stride (all checked).
+fn pool_arguments(x_len: usize, g: &PoolGeometry) -> (i32, [i32; 6]) {
+    int(x_len, "a pooling layer's input");
+    let planes = int(x_len / (g.in_h * g.in_w), "a pooling layer's planes");
+    let dims = [g.in_h, g.in_w, g.out_h(), g.out_w(), g.size, g.stride]
+        .map(|d| int(d, "a pooling window's geometry"));
+    (planes, dims)
+}
+
+/// The LRN kernels' counts for an input of `x_len` values: images, channels, plane, window.
+fn lrn_arguments(x_len: usize, g: &LrnGeometry) -> (i32, i32, i32, i32) {
+    int(x_len, "a normalisation layer's input");
+    (
+        int(x_len / (g.channels * g.plane), "a batch's images"),
+        int(g.channels, "a normalisation layer's channels"),
+        int(g.plane, "a normalisation layer's plane"),
+        int(g.config.size, "a normalisation window"),
+    )
 }
