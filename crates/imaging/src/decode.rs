@@ -16,6 +16,8 @@ use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+use crate::slice_reader::SliceReader;
+
 /// Largest image accepted, per side and in total pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeLimits {
@@ -109,7 +111,7 @@ fn decode_jpeg(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErr
         .set_max_width(limits.max_side as usize)
         .set_max_height(limits.max_side as usize)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder = JpegDecoder::new_with_options(Cursor::new(bytes), options);
+    let mut decoder = JpegDecoder::new_with_options(SliceReader::new(bytes), options);
     decoder.decode_headers().map_err(|error| {
         let message = error.to_string();
         if message.contains("larger than") || message.contains("greater than") {

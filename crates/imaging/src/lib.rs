@@ -8,6 +8,7 @@
 pub mod crops;
 pub mod decode;
 pub mod resize;
+mod slice_reader;
 
 pub use crops::{Crop, centre_crop, random_crop, ten_crops, write_crop_chw};
 pub use decode::{DecodeError, DecodeLimits, RgbImage, decode_rgb};
