@@ -4,8 +4,8 @@
 //! broken backends (which must fail the row that names their fault): see `tests/parity.rs`.
 //!
 //! What each row measures, and why it is fair:
-//! - **Values** (every op's output, the loss, every gradient, the weights after one SGD
-//!   step, a deconvnet projection) by the norm-wise relative error ‖tested − ref‖₂ / ‖ref‖₂
+//! - **Values** (every op's output, the loss, every gradient, each parameter's change over
+//!   two SGD steps, filter renormalisation, a deconvnet projection) by the norm-wise relative error ‖tested − ref‖₂ / ‖ref‖₂
 //!   against the float64 reference: the error of the tested backend alone (the reference's
 //!   own is ~2^-29 times smaller), in one number that a single outlier cannot hide in and a
 //!   tiny-valued map cannot inflate. A NaN or an infinity in either side makes the error
@@ -69,12 +69,17 @@ impl Tolerance {
 /// ‖tested − reference‖₂ / ‖reference‖₂, in f64; ‖tested‖₂ when the reference is all zeros;
 /// infinite when either holds a NaN or an infinity, or when the lengths differ.
 pub fn relative_error(reference: &[f64], tested: &[f32]) -> f64 {
+    let tested: Vec<f64> = tested.iter().map(|&t| f64::from(t)).collect();
+    relative_error_f64(reference, &tested)
+}
+
+/// [`relative_error`] of values already in f64 (differences of f32 values, say).
+pub fn relative_error_f64(reference: &[f64], tested: &[f64]) -> f64 {
     if reference.len() != tested.len() {
         return f64::INFINITY;
     }
     let (mut difference, mut norm) = (0.0f64, 0.0f64);
     for (&r, &t) in reference.iter().zip(tested) {
-        let t = f64::from(t);
         if !r.is_finite() || !t.is_finite() {
             return f64::INFINITY;
         }
@@ -174,18 +179,46 @@ pub fn uniform_input(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// The update of the check's one SGD step (§3's settings, with a renormalisation radius).
+/// The update of the check's two SGD steps (the second uses the momentum of the first). The
+/// learning rate is 1, not §3's 0.01, so that a step is large against the f32 rounding of
+/// the weights it changes (at 0.01 a weight's change can be smaller than the rounding of the
+/// weight, and the change could not be compared); the radius is out of reach, so that no
+/// filter is renormalised in the step: renormalisation is checked on its own.
 pub const UPDATE: UpdateConfig = UpdateConfig {
-    learning_rate: 0.01,
+    learning_rate: 1.0,
     momentum: 0.9,
     weight_decay: 5e-4,
-    filter_rms_radius: 0.1,
+    filter_rms_radius: 1e30,
 };
 
+/// A radius that splits `weights`' filters (of `filter_len` values) at the widest gap between
+/// neighbouring RMS values in their middle half: between a quarter and three quarters of the
+/// filters are renormalised, and none sits so close to the radius that rounding could decide
+/// it.
+/// `None` with fewer than two filters or no gap.
+pub fn median_gap_radius(weights: &[f32], filter_len: usize) -> Option<f64> {
+    let mut rms = engine::cpu::sgd::filter_rms(weights, filter_len);
+    rms.sort_by(f64::total_cmp);
+    let n = rms.len();
+    if n < 2 {
+        return None;
+    }
+    let (first, last) = if n >= 4 {
+        (n / 4, 3 * n / 4)
+    } else {
+        (0, n - 1)
+    };
+    (first..last)
+        .map(|i| (rms[i + 1] - rms[i], i))
+        .filter(|(gap, _)| *gap > 0.0)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, i)| (rms[i] + rms[i + 1]) / 2.0)
+}
 /// Runs `tested` (its weights as they are) beside a float64 copy of it on `batch` random
 /// images drawn from `seed`: a training forward pass, the pooling switches, dropout's
-/// decisions, backward, one SGD step and, after it, an evaluation forward pass and a deconvnet
-/// projection from the last convolutional layer. Every comparison is pushed to `parity`.
+/// decisions, backward, two SGD steps, filter renormalisation and, after them, an evaluation
+/// forward pass and a deconvnet projection from the last convolutional layer. Every
+/// comparison is pushed to `parity`.
 pub fn check<B: Backend>(
     tested: &mut Network<B>,
     tolerance: Tolerance,
@@ -306,19 +339,82 @@ pub fn check<B: Backend>(
         );
     }
 
-    tested.update(&UPDATE);
-    reference.update(&UPDATE);
-    let (renormalised, ref_renormalised) =
-        (tested.take_renormalised(), reference.take_renormalised());
-    parity.push(
-        "filters renormalised by the step (count difference)",
-        (renormalised as f64 - ref_renormalised as f64).abs(),
-        0.0,
-    );
-    for (t, r) in tested.params.iter().zip(&reference.params) {
+    // Two SGD steps with momentum; what is compared is each parameter's change, so that a
+    // wrong update shows however small the step is against the weights.
+    let before: Vec<(Vec<f32>, Vec<f32>)> = tested
+        .params
+        .iter()
+        .map(|p| (backend.download(&p.weight), backend.download(&p.bias)))
+        .collect();
+    let ref_before: Vec<(Vec<f64>, Vec<f64>)> = reference
+        .params
+        .iter()
+        .map(|p| (p.weight.clone(), p.bias.clone()))
+        .collect();
+    for _ in 0..2 {
+        tested.update(&UPDATE);
+        reference.update(&UPDATE);
+    }
+    let change = |after: &[f32], before: &[f32]| -> Vec<f64> {
+        after
+            .iter()
+            .zip(before)
+            .map(|(&a, &b)| f64::from(a) - f64::from(b))
+            .collect()
+    };
+    let ref_change = |after: &[f64], before: &[f64]| -> Vec<f64> {
+        after.iter().zip(before).map(|(a, b)| a - b).collect()
+    };
+    for (((t, r), (w0, b0)), (rw0, rb0)) in tested
+        .params
+        .iter()
+        .zip(&reference.params)
+        .zip(&before)
+        .zip(&ref_before)
+    {
         parity.push(
-            format!("{} weight after one SGD step", t.name),
-            relative_error(&r.weight, &backend.download(&t.weight)),
+            format!("{} weight change over two SGD steps", t.name),
+            relative_error_f64(
+                &ref_change(&r.weight, rw0),
+                &change(&backend.download(&t.weight), w0),
+            ),
+            tolerance.gradients,
+        );
+        parity.push(
+            format!("{} bias change over two SGD steps", t.name),
+            relative_error_f64(
+                &ref_change(&r.bias, rb0),
+                &change(&backend.download(&t.bias), b0),
+            ),
+            tolerance.gradients,
+        );
+    }
+
+    // Renormalisation on its own: each conv layer's weights, the same values on both sides,
+    // at a radius that about half of its filters exceed.
+    for t in tested.params.iter().filter(|p| p.is_conv()) {
+        let weights = backend.download(&t.weight);
+        let filter_len = t.filter_len();
+        let Some(radius) = median_gap_radius(&weights, filter_len) else {
+            continue;
+        };
+        let (mut w, mut counter) = (backend.upload(&weights), backend.counter());
+        backend.renormalise_filters(&mut w, filter_len, radius, &mut counter);
+        let count = backend.take_count(&mut counter);
+        let (mut ref_w, mut ref_count) = (F64Backend.upload(&weights), 0u64);
+        F64Backend.renormalise_filters(&mut ref_w, filter_len, radius, &mut ref_count);
+        let filters = weights.len() / filter_len;
+        parity.push(
+            format!(
+                "{} filters renormalised at radius {radius:.3e} ({ref_count} of {filters} in f64; count difference)",
+                t.name
+            ),
+            (count as f64 - ref_count as f64).abs(),
+            0.0,
+        );
+        parity.push(
+            format!("{} weight after renormalisation", t.name),
+            relative_error(&ref_w, &backend.download(&w)),
             tolerance.values,
         );
     }
@@ -369,6 +465,16 @@ mod tests {
         };
         assert!(!nan.passes());
         assert!(nan.markdown().ends_with("FAIL |"));
+    }
+
+    #[test]
+    fn the_renormalisation_radius_splits_the_filters_at_their_widest_middle_gap() {
+        // Filters of one value each: RMS 1, 2, 3, 7, 8, 9 (|w|); the middle half is 2..8 and
+        // its widest gap 3 -> 7.
+        let weights = [1.0, -2.0, 3.0, 7.0, -8.0, 9.0];
+        assert_eq!(median_gap_radius(&weights, 1), Some(5.0));
+        assert_eq!(median_gap_radius(&[1.0], 1), None);
+        assert_eq!(median_gap_radius(&[2.0, 2.0, -2.0, 2.0], 1), None);
     }
 
     #[test]

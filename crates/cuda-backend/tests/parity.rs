@@ -25,6 +25,10 @@ enum Fault {
     TransposeScaled,
     /// The fc layers' weight gradient is 1% too large.
     LinearGradientScaled,
+    /// The SGD update's learning rate is 1% too large.
+    SgdScaled,
+    /// Renormalisation rescales nothing (and counts nothing).
+    NoRenormalisation,
 }
 
 /// The CPU backend with `fault`.
@@ -214,7 +218,11 @@ impl Backend for Broken {
         CPU.softmax(logits, classes)
     }
     fn sgd_momentum(&self, w: &mut Vec<f32>, g: &Vec<f32>, v: &mut Vec<f32>, settings: &Momentum) {
-        CPU.sgd_momentum(w, g, v, settings);
+        let mut settings = *settings;
+        if self.fault == Fault::SgdScaled {
+            settings.learning_rate *= 1.01;
+        }
+        CPU.sgd_momentum(w, g, v, &settings);
     }
     fn renormalise_filters(
         &self,
@@ -223,7 +231,9 @@ impl Backend for Broken {
         radius: f64,
         rescaled: &mut u64,
     ) {
-        CPU.renormalise_filters(w, filter_len, radius, rescaled);
+        if self.fault != Fault::NoRenormalisation {
+            CPU.renormalise_filters(w, filter_len, radius, rescaled);
+        }
     }
 }
 
@@ -305,11 +315,46 @@ fn a_wrong_fc_weight_gradient_fails_the_fc_gradient_rows() {
     assert!(!failing.is_empty());
     assert!(
         failing.iter().all(|row| row.starts_with("fc")
-            && (row.contains("weight gradient") || row.contains("after one SGD step"))),
+            && (row.contains("weight gradient") || row.contains("weight change"))),
         "{failing:?}"
     );
     assert!(
         failing.iter().any(|row| row.contains("weight gradient")),
         "{failing:?}"
     );
+}
+
+#[test]
+fn a_wrong_update_fails_the_change_rows_of_every_parameter() {
+    let failing = failing_rows(Fault::SgdScaled);
+    for name in ["conv1", "conv5", "fc6", "fc8"] {
+        for what in ["weight", "bias"] {
+            let row = format!("{name} {what} change over two SGD steps");
+            assert!(failing.contains(&row), "{row}: {failing:?}");
+        }
+    }
+    // Only those, and the projection, which runs on the stepped weights.
+    assert!(
+        failing
+            .iter()
+            .all(|row| row.contains("change over two SGD steps") || row.starts_with("deconvnet")),
+        "{failing:?}"
+    );
+}
+
+#[test]
+fn a_renormalisation_that_does_nothing_fails_the_renormalisation_rows() {
+    let failing = failing_rows(Fault::NoRenormalisation);
+    assert!(
+        failing.iter().all(|row| row.contains("renormalis")),
+        "{failing:?}"
+    );
+    for name in ["conv1", "conv2", "conv3", "conv4", "conv5"] {
+        assert!(
+            failing
+                .iter()
+                .any(|row| row.starts_with(&format!("{name} filters renormalised"))),
+            "{name}: {failing:?}"
+        );
+    }
 }
