@@ -6,7 +6,7 @@
 //! small batches: the GPU parity check (`cuda-backend`'s `parity`) and tests.
 //!
 //! Buffers are `Vec<f64>`; `upload` widens the f32 data exactly, `download` rounds to the
-//! nearest f32, and [`F64Backend::download_f64`] gives the values whole. Dropout draws its
+//! nearest f32 (the buffers themselves hold the values whole). Dropout draws its
 //! keep decisions from the same ChaCha stream as every other backend.
 
 use std::borrow::Cow;
@@ -18,13 +18,6 @@ use crate::geometry::{ConvGeometry, LinearGeometry, LrnGeometry, PoolGeometry};
 /// The float64 reference backend (see the module's documentation).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct F64Backend;
-
-impl F64Backend {
-    /// A buffer's values, unrounded.
-    pub fn download_f64(&self, buffer: &[f64]) -> Vec<f64> {
-        buffer.to_vec()
-    }
-}
 
 fn narrow(values: &[f64]) -> Vec<f32> {
     values.iter().map(|&v| v as f32).collect()
