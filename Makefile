@@ -44,7 +44,8 @@ build:
 # The GPU backend is built with its `cuda` feature too (cudarc loads the CUDA libraries at run
 # time, so no toolkit is needed): its tests run the kernels on the CPU, the parity check on
 # CPU backends, and a dry run of scripts/device-check.sh, and skip, saying so, what needs a GPU.
-# (~4 minutes of build on 2 cores, 2026-12-03.)
+# (4 min 30 s of build in a clean-clone `.ci/run`, 2026-12-03: building the one package
+# resolves features apart from the workspace, so some shared dependencies build again.)
 # cargo-nextest, where installed, runs the test binaries side by side (the Slurm tests mostly
 # wait on the cluster while the paper's miniature computes): on this 2-core machine, the same
 # build, 2026-12-03, `cargo nextest run --workspace` took 281 s and `cargo test --workspace`
