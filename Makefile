@@ -44,14 +44,17 @@ build:
 # The GPU backend is built with its `cuda` feature too (cudarc loads the CUDA libraries at run
 # time, so no toolkit is needed): its tests run the kernels on the CPU, the parity check on
 # CPU backends, and a dry run of scripts/device-check.sh, and skip, saying so, what needs a GPU.
-# (4 min 30 s of build in a clean-clone `.ci/run`, 2026-12-03: building the one package
-# resolves features apart from the workspace, so some shared dependencies build again.)
+# (Building the one package resolves features apart from the workspace: before
+# crates/workspace-hack, its shared dependencies built again, 4 min 30 s in a clean-clone
+# `.ci/run` on 2026-12-03.)
 # cargo-nextest, where installed, runs the test binaries side by side (the Slurm tests mostly
 # wait on the cluster while the paper's miniature computes): on this 2-core machine, the same
 # build, 2026-12-03, `cargo nextest run --workspace` took 281 s and `cargo test --workspace`
 # 367 s (281 tests each). It does not run doc tests, so they run after it.
 TEST_RUNNER := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo "nextest run --no-fail-fast" || echo test)
 
+# Each cargo command below resolves the same dependency features (crates/workspace-hack; its test
+# lists these commands: keep the two together), so the dependencies are compiled once.
 test: test-deps data $(if $(filter 1,$(SLURM)),slurm-local)
 	$(CARGO) build -p zfnet
 	$(SLURM_ENV) $(CARGO) $(TEST_RUNNER) --workspace

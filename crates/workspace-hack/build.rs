@@ -1,0 +1,3 @@
+//! Empty: it exists so that cargo resolves `[build-dependencies]` (see Cargo.toml).
+
+fn main() {}
