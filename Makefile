@@ -82,7 +82,7 @@ slurm-local:
 	ZFNET_SLURM_DIR=$(SLURM_LOCAL_DIR) scripts/slurm-local.sh start
 
 bench: bench-deps
-	$(CARGO) build --release -p bench
+	$(CARGO) build --release -p bench -p cpuid-mask
 	./target/release/zfnet-bench
 
 data: $(FASHION_MNIST)

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from blas_kernels import blas_kernels
+from blas_kernels import blas_kernels, sees_avx512
 
 
 def main():
@@ -29,7 +29,8 @@ def main():
     config = np.show_config(mode="dicts") if hasattr(np, "show_config") else {}
     blas = config.get("Build Dependencies", {}).get("blas", {}).get("name", "?") if isinstance(config, dict) else "?"
     print(json.dumps({"version": np.__version__, "blas": blas, "kernels": blas_kernels(),
-                      "seconds": best, "found": found}))
+                      "seconds": best, "found": found,
+                      "sees_avx512": sees_avx512()}))
 
 
 def _timed(function):

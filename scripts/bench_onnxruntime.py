@@ -14,6 +14,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from blas_kernels import sees_avx512
+
 
 def read_safetensors(path):
     with open(path, "rb") as f:
@@ -95,7 +97,7 @@ def main():
         session.run(None, {"input": x})
         times.append(time.perf_counter() - start)
     print(json.dumps({"onnxruntime": ort.__version__, "inference_ms": 1e3 * min(times), "max_abs_diff": diff,
-                      "max_abs_logit": float(np.max(np.abs(ours)))}))
+                      "max_abs_logit": float(np.max(np.abs(ours))), "sees_avx512": sees_avx512()}))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@
 //! implementation must find the same pairs. "Effective GFLOP/s" counts the full product
 //! (2 x 4,000 x 36,000 x 1,024) whatever the method.
 
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use dedup::screen;
 use linear_models::synthetic::unit_rows;
+
+use crate::peer::PeerCpu;
 
 const QUERIES: usize = 4000;
 const REFERENCES: usize = 36000;
@@ -83,17 +84,15 @@ pub fn run() -> Result<()> {
         env!("CARGO_MANIFEST_DIR"),
         "/../../scripts/bench_numpy_dedup.py"
     );
-    // The peer on the same vector width: OpenBLAS's Haswell (AVX2+FMA) kernels when our
-    // AVX2 path is forced on an AVX-512 machine.
+    // The peer on the same vector width (AVX-512 hidden from it when our AVX2 path is forced
+    // on an AVX-512 machine, see PeerCpu).
     let path = engine::cpu::selected();
-    let mut numpy_command = Command::new("python3");
+    let peers = PeerCpu::for_path(path)?;
+    let mut numpy_command = peers.python();
     numpy_command.env(
         "OPENBLAS_NUM_THREADS",
         rayon::current_num_threads().to_string(),
     );
-    if path == engine::cpu::CpuPath::Avx2 {
-        numpy_command.env("OPENBLAS_CORETYPE", "Haswell");
-    }
     let output = numpy_command
         .args([
             script,
@@ -113,6 +112,7 @@ pub fn run() -> Result<()> {
         );
     }
     let numpy: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    peers.check("numpy (dedup)", &numpy)?;
     let numpy_seconds = numpy["seconds"].as_f64().unwrap_or(f64::NAN);
     let numpy_found = numpy["found"].as_u64().unwrap_or(u64::MAX) as usize;
     if numpy_found != found || f32_found != found {
@@ -124,7 +124,8 @@ pub fn run() -> Result<()> {
         "\n## dedup: {QUERIES} x {REFERENCES} normalised correlations of {DIM} values, blocks of {BLOCK}"
     );
     println!(
-        "{found} pairs >= {THRESHOLD} found by every implementation (7 planted); CPU path {path}"
+        "{found} pairs >= {THRESHOLD} found by every implementation (7 planted); CPU path {path}; numpy sees {}",
+        peers.describe()
     );
     println!("| implementation | seconds | effective GFLOP/s | its time / ours |");
     println!("|---|---|---|---|");

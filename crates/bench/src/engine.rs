@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +14,8 @@ use engine::cpu::CpuPath;
 use engine::scalar::{MatRef, gemm};
 use engine::{Architecture, CpuBackend, Mode, Network, Op, UpdateConfig, weights};
 use rayon::prelude::*;
+
+use crate::peer::PeerCpu;
 
 /// Multiply-accumulates of one image's forward pass.
 fn forward_macs(network: &Network<CpuBackend>) -> f64 {
@@ -60,9 +61,9 @@ fn sgemm_gflops() -> f64 {
 }
 
 /// OpenBLAS's SGEMM through numpy at 1024^3 on all cores, with the kernels of the selected
-/// path's vector width (`OPENBLAS_CORETYPE=Haswell` on the AVX2 path): the rate that width can
-/// reach, for the "% of SGEMM at this width" column. Returns GFLOP/s and OpenBLAS's kernels.
-fn openblas_sgemm(path: CpuPath) -> Result<(f64, String)> {
+/// path's vector width (see [`PeerCpu`]): the rate that width can reach, for the "% of SGEMM
+/// at this width" column. Returns GFLOP/s and OpenBLAS's kernels.
+fn openblas_sgemm(path: CpuPath, peers: &PeerCpu) -> Result<(f64, String)> {
     if path == CpuPath::Portable {
         // OpenBLAS has no kernels of the portable path's width to compare with.
         return Ok((f64::NAN, "none for the portable path".to_owned()));
@@ -71,15 +72,13 @@ fn openblas_sgemm(path: CpuPath) -> Result<(f64, String)> {
         env!("CARGO_MANIFEST_DIR"),
         "/../../scripts/bench_numpy_sgemm.py"
     );
-    let mut command = Command::new("python3");
-    command.arg(script).env(
-        "OPENBLAS_NUM_THREADS",
-        rayon::current_num_threads().to_string(),
-    );
-    if path == CpuPath::Avx2 {
-        command.env("OPENBLAS_CORETYPE", "Haswell");
-    }
-    let output = command
+    let output = peers
+        .python()
+        .arg(script)
+        .env(
+            "OPENBLAS_NUM_THREADS",
+            rayon::current_num_threads().to_string(),
+        )
         .output()
         .context("running python3 scripts/bench_numpy_sgemm.py (make bench installs numpy)")?;
     if !output.status.success() {
@@ -89,6 +88,7 @@ fn openblas_sgemm(path: CpuPath) -> Result<(f64, String)> {
         );
     }
     let value: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    peers.check("numpy (SGEMM)", &value)?;
     Ok((
         value["gflops"].as_f64().unwrap_or(f64::NAN),
         value["kernels"].as_str().unwrap_or("?").to_owned(),
@@ -118,9 +118,11 @@ struct Case {
 pub fn run() -> Result<()> {
     let peak = sgemm_gflops();
     let path = engine::cpu::selected();
-    let (width_peak, kernels) = openblas_sgemm(path)?;
+    let peers = PeerCpu::for_path(path)?;
+    let (width_peak, kernels) = openblas_sgemm(path, &peers)?;
     println!(
-        "\n## network steps (CPU backend, path {path}) vs onnxruntime; SGEMM 1024^3 on all cores: matrixmultiply {peak:.0} GFLOP/s, OpenBLAS ({kernels} kernels, this path's width) {width_peak:.0} GFLOP/s"
+        "\n## network steps (CPU backend, path {path}) vs onnxruntime; SGEMM 1024^3 on all cores: matrixmultiply {peak:.0} GFLOP/s, OpenBLAS ({kernels} kernels, this path's width) {width_peak:.0} GFLOP/s; the peers see {}",
+        peers.describe()
     );
     println!(
         "| network | batch | our inference ms | onnxruntime ms | ours/ORT speed | max logit diff | our train step ms | train GFLOP/s | % of SGEMM | % of SGEMM at this width |"
@@ -205,13 +207,13 @@ pub fn run() -> Result<()> {
         )?;
         // The machine is shared: a disturbance during one side's timing would skew the
         // ratio, so the two sides alternate over ROUNDS rounds and each keeps its best.
-        let ort = onnxruntime(&case_dir, case.reps)?;
+        let ort = onnxruntime(&peers, &case_dir, case.reps)?;
         let mut ort_ms = ort["inference_ms"].as_f64().unwrap_or(f64::NAN);
         for _ in 1..ROUNDS {
             inference = inference.min(best_of(case.reps, || {
                 network.forward(input.clone(), Mode::Eval);
             }));
-            let again = onnxruntime(&case_dir, case.reps)?;
+            let again = onnxruntime(&peers, &case_dir, case.reps)?;
             ort_ms = ort_ms.min(again["inference_ms"].as_f64().unwrap_or(f64::NAN));
         }
         let of_width = if width_peak.is_nan() {
@@ -239,12 +241,13 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn onnxruntime(dir: &Path, reps: usize) -> Result<serde_json::Value> {
+fn onnxruntime(peers: &PeerCpu, dir: &Path, reps: usize) -> Result<serde_json::Value> {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../scripts/bench_onnxruntime.py"
     );
-    let output = Command::new("python3")
+    let output = peers
+        .python()
         .arg(script)
         .arg(dir)
         .arg(reps.to_string())
@@ -259,5 +262,7 @@ fn onnxruntime(dir: &Path, reps: usize) -> Result<serde_json::Value> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    peers.check("onnxruntime", &report)?;
+    Ok(report)
 }

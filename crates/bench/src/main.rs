@@ -11,6 +11,7 @@
 mod dedup;
 mod engine;
 mod gram;
+mod peer;
 mod preprocess;
 mod svm;
 mod top9;
