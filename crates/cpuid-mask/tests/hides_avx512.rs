@@ -53,7 +53,10 @@ fn a_preloaded_process_sees_avx2_and_fma_but_no_avx512() {
     // the cdylib only (the rlib is not linked into this binary).
     let cpu_has_avx512 = std::fs::read_to_string("/proc/cpuinfo")
         .is_ok_and(|info| info.split_whitespace().any(|flag| flag == "avx512f"));
-    assert_eq!(std::arch::is_x86_feature_detected!("avx512f"), cpu_has_avx512);
+    assert_eq!(
+        std::arch::is_x86_feature_detected!("avx512f"),
+        cpu_has_avx512
+    );
     let output = run_child("child_reports_features");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
